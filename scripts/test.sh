@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Command 2: set everything up, then run every test:
+#   1. unit tests beside the code and integration tests in tests/ (real server on 127.0.0.1:0),
+#   2. Playwright specs in end2end/ driving the real binary in Chromium, on a dedicated port
+#      with a fresh SQLite database in a temporary folder.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/setup.sh
+source scripts/env.sh
+
+printf '\n==> Unit and integration tests\n'
+cargo test --features ssr
+
+port="${TIDINGS_E2E_PORT:-3917}"
+if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+  echo "test: port $port is already in use; the tests would talk to that server instead." >&2
+  echo "      Stop it, or choose another port with TIDINGS_E2E_PORT." >&2
+  exit 1
+fi
+scratch="$(mktemp -d)"
+trap 'rm -rf "$scratch"' EXIT
+
+printf '\n==> End-to-end tests (Chromium) on 127.0.0.1:%s\n' "$port"
+LEPTOS_SITE_ADDR="127.0.0.1:$port" \
+TIDINGS_E2E_URL="http://127.0.0.1:$port" \
+DATABASE_URL="sqlite://$scratch/e2e.db?mode=rwc" \
+TIDINGS_ADMINS=e2e_admin \
+RUST_LOG="${RUST_LOG:-warn}" \
+  cargo leptos end-to-end

@@ -1,0 +1,350 @@
+//! `/api/auth/*`: signup, login, logout, me, stream-token.
+//!
+//! Passwords are hashed with Argon2id (the `argon2` crate's defaults: 19 MiB, 2 passes) on a
+//! blocking thread. Login is refused with 429 once the username or the client address has 10
+//! failures in 5 minutes; an unknown username costs the same hashing time as a wrong password,
+//! so response times do not tell which usernames exist. Every login issues a new session id.
+
+use std::{sync::OnceLock, time::Instant};
+
+use argon2::{Argon2, PasswordHash, PasswordHasher, PasswordVerifier};
+use axum::{
+    extract::{FromRequest, Request, State},
+    http::{header, HeaderMap, StatusCode},
+    response::{IntoResponse, Redirect, Response},
+    routing::{get, post},
+    Form, Router,
+};
+use axum_extra::extract::cookie::CookieJar;
+use password_hash::{rand_core::OsRng, SaltString};
+use serde_json::json;
+
+use crate::{
+    protocol::{
+        auth::{check_password, check_username},
+        AuthRequest, StreamToken, UserEnvelope, UserView,
+    },
+    server::{
+        clock,
+        identity::{self, ClientAddr, CurrentUser, MaybeUser},
+        ApiError, ApiJson, AppState,
+    },
+};
+
+/// The account routes.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/auth/signup", post(signup))
+        .route("/api/auth/login", post(login))
+        .route("/api/auth/logout", post(logout))
+        .route("/api/auth/me", get(me))
+        .route("/api/auth/stream-token", post(stream_token))
+}
+
+/// A signup or login body: JSON, or an HTML form when the page runs without JavaScript.
+struct AuthInput {
+    body: AuthRequest,
+    /// Came from a plain `<form>`: answer with redirects, not JSON.
+    html_form: bool,
+}
+
+fn is_form(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"))
+}
+
+impl<S: Send + Sync> FromRequest<S> for AuthInput {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        if is_form(req.headers()) {
+            let Form(body) = Form::<AuthRequest>::from_request(req, state)
+                .await
+                .map_err(|e| ApiError::bad_request("invalid_form", e.body_text()))?;
+            Ok(Self {
+                body,
+                html_form: true,
+            })
+        } else {
+            let ApiJson(body) = ApiJson::<AuthRequest>::from_request(req, state).await?;
+            Ok(Self {
+                body,
+                html_form: false,
+            })
+        }
+    }
+}
+
+/// Where a plain form goes back to after a failure: the page, with the error's code and the
+/// username typed (never the password, never free text an attacker could plant).
+fn back_to(page: &str, err: &ApiError, username: &str) -> Response {
+    let username = if check_username(username).is_ok() {
+        username
+    } else {
+        ""
+    };
+    Redirect::to(&format!("{page}?error={}&username={username}", err.code())).into_response()
+}
+
+/// The hash an unknown username is checked against, so that it costs a wrong password's time.
+fn dummy_hash() -> &'static str {
+    static HASH: OnceLock<String> = OnceLock::new();
+    HASH.get_or_init(|| hash_password("not-a-real-password").expect("hashing a constant works"))
+}
+
+fn hash_password(password: &str) -> anyhow::Result<String> {
+    let salt = SaltString::generate(&mut OsRng);
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| anyhow::anyhow!("hashing failed: {e}"))
+}
+
+fn verify_password(password: &str, hash: &str) -> bool {
+    PasswordHash::new(hash)
+        .map(|parsed| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &parsed)
+                .is_ok()
+        })
+        .unwrap_or(false)
+}
+
+/// Runs CPU-heavy hashing off the async workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("hashing task failed: {e}")))
+}
+
+/// Starts a session for `user_id`: stores it, returns the cookie jar that carries it.
+async fn start_session(
+    state: &AppState,
+    headers: &HeaderMap,
+    jar: CookieJar,
+    user_id: i64,
+) -> Result<CookieJar, ApiError> {
+    let token = identity::new_session_token()?;
+    let now = clock::now_ms();
+    let ttl = state.config.session_ttl;
+    state
+        .store
+        .create_session(
+            &identity::hash_token(&token),
+            user_id,
+            now,
+            now + ttl.as_millis() as i64,
+        )
+        .await?;
+    Ok(jar.add(identity::session_cookie(
+        token,
+        ttl,
+        identity::is_https(headers),
+    )))
+}
+
+async fn audit(state: &AppState, action: &str, username: &str, detail: serde_json::Value) {
+    if let Err(e) = state
+        .store
+        .audit(action, username, &detail, clock::now_ms())
+        .await
+    {
+        tracing::warn!(error = %e, action, "could not write the audit row");
+    }
+}
+
+async fn signup(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    jar: CookieJar,
+    input: AuthInput,
+) -> Response {
+    let AuthInput { body, html_form } = input;
+    match do_signup(&state, &headers, jar, body.clone()).await {
+        Ok((jar, _)) if html_form => (jar, Redirect::to("/")).into_response(),
+        Ok((jar, user)) => {
+            (StatusCode::CREATED, jar, ApiJson(UserEnvelope { user })).into_response()
+        }
+        Err(e) if html_form && !matches!(e, ApiError::Internal(_)) => {
+            back_to("/signup", &e, &body.username)
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn do_signup(
+    state: &AppState,
+    headers: &HeaderMap,
+    jar: CookieJar,
+    body: AuthRequest,
+) -> Result<(CookieJar, UserView), ApiError> {
+    check_username(&body.username).map_err(|m| ApiError::bad_request("invalid_username", m))?;
+    check_password(&body.password).map_err(|m| ApiError::bad_request("invalid_password", m))?;
+    if state.store.user_by_name(&body.username).await?.is_some() {
+        return Err(taken());
+    }
+    let password = body.password;
+    let hash = blocking(move || hash_password(&password)).await??;
+    let user_id = state
+        .store
+        .create_user(&body.username, &hash, clock::now_ms())
+        .await?
+        .ok_or_else(taken)?;
+    let jar = start_session(state, headers, jar, user_id).await?;
+    audit(state, "SIGNUP", &body.username, json!({})).await;
+    tracing::info!(username = %body.username, "signed up");
+    let user = UserView {
+        role: state.role_of(&body.username),
+        username: body.username,
+    };
+    Ok((jar, user))
+}
+
+fn taken() -> ApiError {
+    ApiError::Conflict {
+        code: "username_taken",
+        message: "That username is taken; choose another.".into(),
+    }
+}
+
+async fn login(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ClientAddr(addr): ClientAddr,
+    jar: CookieJar,
+    input: AuthInput,
+) -> Response {
+    let AuthInput { body, html_form } = input;
+    match do_login(&state, &headers, &addr, jar, body.clone()).await {
+        Ok((jar, _)) if html_form => (jar, Redirect::to("/")).into_response(),
+        Ok((jar, user)) => (jar, ApiJson(UserEnvelope { user })).into_response(),
+        Err(e) if html_form && !matches!(e, ApiError::Internal(_)) => {
+            back_to("/login", &e, &body.username)
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn do_login(
+    state: &AppState,
+    headers: &HeaderMap,
+    addr: &str,
+    jar: CookieJar,
+    body: AuthRequest,
+) -> Result<(CookieJar, UserView), ApiError> {
+    let user_key = format!("user:{}", body.username);
+    let addr_key = format!("ip:{addr}");
+    let keys = [user_key.as_str(), addr_key.as_str()];
+    state
+        .login_limiter
+        .check(&keys, Instant::now())
+        .map_err(ApiError::RateLimited)?;
+
+    // Over-long input cannot match an account; refuse it before hashing anything.
+    let plausible =
+        check_username(&body.username).is_ok() && check_password(&body.password).is_ok();
+    let account = if plausible {
+        state.store.user_by_name(&body.username).await?
+    } else {
+        None
+    };
+    let hash = account.as_ref().map(|a| a.password_hash.clone());
+    let password = body.password;
+    let matches = blocking(move || match &hash {
+        Some(hash) => verify_password(&password, hash),
+        None => verify_password(&password, dummy_hash()),
+    })
+    .await?;
+
+    let Some(account) = account.filter(|_| matches) else {
+        state.login_limiter.record_failure(&keys, Instant::now());
+        audit(
+            state,
+            "LOGIN_FAILED",
+            &body.username,
+            json!({ "address": addr }),
+        )
+        .await;
+        return Err(ApiError::BadCredentials);
+    };
+    state.login_limiter.clear(&user_key);
+    let jar = start_session(state, headers, jar, account.id).await?;
+    audit(state, "LOGIN", &account.username, json!({})).await;
+    let user = UserView {
+        role: state.role_of(&account.username),
+        username: account.username,
+    };
+    Ok((jar, user))
+}
+
+async fn logout(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    jar: CookieJar,
+    MaybeUser(user): MaybeUser,
+) -> Response {
+    let html_form = is_form(&headers);
+    let Some(user) = user else {
+        if html_form {
+            return (
+                jar.add(identity::expired_session_cookie(identity::is_https(
+                    &headers,
+                ))),
+                Redirect::to("/"),
+            )
+                .into_response();
+        }
+        return ApiError::Unauthorized.into_response();
+    };
+    if let Some(cookie) = jar.get(identity::SESSION_COOKIE) {
+        if let Err(e) = state
+            .store
+            .delete_session(&identity::hash_token(cookie.value()))
+            .await
+        {
+            return ApiError::from(e).into_response();
+        }
+    }
+    audit(&state, "LOGOUT", &user.user.username, json!({})).await;
+    let jar = jar.add(identity::expired_session_cookie(identity::is_https(
+        &headers,
+    )));
+    if html_form {
+        (jar, Redirect::to("/")).into_response()
+    } else {
+        (StatusCode::NO_CONTENT, jar).into_response()
+    }
+}
+
+async fn me(user: CurrentUser) -> ApiJson<UserEnvelope> {
+    ApiJson(UserEnvelope { user: user.user })
+}
+
+async fn stream_token(State(state): State<AppState>, user: CurrentUser) -> ApiJson<StreamToken> {
+    let now_ms = clock::now_ms();
+    let expires_ms = now_ms + state.config.stream_token_ttl.as_millis() as i64;
+    ApiJson(StreamToken {
+        token: state.signer.issue(user.session_id, expires_ms / 1000),
+        expires_at: clock::rfc3339(expires_ms / 1000 * 1000),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hashes_verify_and_differ() {
+        let a = hash_password("correct horse").unwrap();
+        let b = hash_password("correct horse").unwrap();
+        assert_ne!(a, b, "salted");
+        assert!(a.starts_with("$argon2id$"));
+        assert!(verify_password("correct horse", &a));
+        assert!(!verify_password("wrong horse", &a));
+        assert!(!verify_password("x", "not a hash"));
+    }
+}

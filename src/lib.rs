@@ -1,0 +1,32 @@
+//! Tidings: the three ways a server keeps a browser up to date (HTTP streaming, Server-Sent
+//! Events, WebSockets), next to polling and a durable job queue, in one Leptos app whose
+//! server, browser and command-line client share their wire types.
+//!
+//! Map of the modules, top to bottom (imports only ever point down):
+//! - `routes` (ssr): merges every feature's `router()` with the Leptos pages; `serve()`.
+//! - `app`: the HTML shell, `<App/>`, the page routes.
+//! - features, each with its view, browser client and (ssr) server half:
+//!   `auth` (accounts, sessions, stream tokens), `guide` (the home page's decision guide).
+//! - `server` (ssr): infrastructure that knows no feature: config, state, storage, errors,
+//!   identity, origin checks, shutdown, health, logging.
+//! - `protocol`: wire types only, for wasm32 and native alike.
+//!
+//! `hydrate()` is the WASM entry point. Tests: `cargo test --features ssr` (unit tests beside
+//! the code, `tests/` against a real server), `cargo leptos end-to-end` (Playwright).
+
+pub mod app;
+pub mod auth;
+pub mod guide;
+pub mod protocol;
+#[cfg(feature = "ssr")]
+pub mod routes;
+#[cfg(feature = "ssr")]
+pub mod server;
+
+/// Browser entry point: attaches the server-rendered page to the WASM app.
+#[cfg(feature = "hydrate")]
+#[wasm_bindgen::prelude::wasm_bindgen]
+pub fn hydrate() {
+    console_error_panic_hook::set_once();
+    leptos::mount::hydrate_body(app::App);
+}

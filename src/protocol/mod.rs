@@ -1,0 +1,15 @@
+//! Wire types: every JSON shape that crosses the network, defined once.
+//!
+//! The server (axum handlers), the WASM client (hydrated pages) and the command-line
+//! client all serialize and parse these same types, so the contract cannot drift between
+//! them. This module builds for `wasm32` and native alike: no leptos, axum or tokio here,
+//! no `cfg`, fixed-size integers only (the Leptos book warns against `usize` on the wire),
+//! camelCase field names as the contract requires.
+//!
+//! Test with `cargo test --features ssr protocol` (round trips against the contract's JSON).
+
+pub mod auth;
+pub mod error;
+
+pub use auth::{AuthRequest, Role, StreamToken, UserEnvelope, UserView};
+pub use error::ErrorBody;

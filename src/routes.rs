@@ -1,0 +1,98 @@
+//! The one place that knows every route: merges each feature's `router()` with the Leptos
+//! pages and wraps them in the layers every request passes (origin check, body limit,
+//! CORS, panic guard, tracing). `app(state)` builds it (tests call it); `serve` runs it.
+
+use std::{any::Any, net::SocketAddr};
+
+use axum::{
+    extract::DefaultBodyLimit,
+    http::{header, HeaderName, Method},
+    middleware,
+    response::{IntoResponse, Response},
+    routing::any,
+    Router,
+};
+use leptos_axum::{generate_route_list, LeptosRoutes};
+use tokio::net::TcpListener;
+use tower_http::{
+    catch_panic::CatchPanicLayer,
+    cors::{AllowOrigin, CorsLayer},
+    trace::TraceLayer,
+};
+
+use crate::{
+    app::{shell, App},
+    auth,
+    server::{error::api_not_found, health, origin::refuse_foreign_origins, ApiError, AppState},
+};
+
+/// Largest request body any route accepts (JSON commands are small).
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// The whole application for `state`.
+pub fn app(state: AppState) -> Router {
+    let api = Router::new()
+        .merge(auth::router())
+        .route("/api/{*rest}", any(api_not_found));
+
+    let mut router = Router::new()
+        .merge(health::router())
+        .merge(api)
+        .leptos_routes(&state, generate_route_list(App), {
+            let options = state.leptos_options.clone();
+            move || shell(options.clone())
+        })
+        .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            refuse_foreign_origins,
+        ))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
+
+    if !state.config.allowed_origins.is_empty() {
+        let origins = state
+            .config
+            .allowed_origins
+            .iter()
+            .filter_map(|o| o.parse().ok());
+        router = router.layer(
+            CorsLayer::new()
+                .allow_origin(AllowOrigin::list(origins))
+                .allow_credentials(true)
+                .allow_methods([Method::GET, Method::POST])
+                .allow_headers([
+                    header::CONTENT_TYPE,
+                    HeaderName::from_static("last-event-id"),
+                ]),
+        );
+    }
+
+    router
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// A panic in a handler becomes a plain 500 in the contract's shape; the panic is logged.
+fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
+    let detail = panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_default();
+    ApiError::Internal(anyhow::anyhow!("handler panicked: {detail}")).into_response()
+}
+
+/// Serves `state` on `listener` until its shutdown signal fires, then drains.
+pub async fn serve(listener: TcpListener, state: AppState) -> std::io::Result<()> {
+    let shutdown = state.shutdown.clone();
+    let store = state.store.clone();
+    let result = axum::serve(
+        listener,
+        app(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { shutdown.cancelled().await })
+    .await;
+    store.close().await;
+    result
+}

@@ -1,0 +1,98 @@
+//! Configuration from the environment (and a `.env` file, read by `main`).
+//!
+//! Every variable the contract names is read here and nowhere else, so the rest of the
+//! server takes a `Config` and tests build one by hand (`Config::for_tests`).
+
+use std::{collections::HashSet, time::Duration};
+
+/// Where SQLite lives when `DATABASE_URL` is unset.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/tidings.db?mode=rwc";
+
+/// Settings that come from the environment.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// `DATABASE_URL`: `sqlite://path?mode=rwc` (default under `data/`) or `postgres://…`.
+    pub database_url: String,
+    /// `TIDINGS_ADMINS`: usernames that get the admin role.
+    pub admins: HashSet<String>,
+    /// `TIDINGS_ALLOWED_ORIGINS`: origins besides the request's own that may call state-changing
+    /// routes and open WebSockets (and that CORS answers for). Normalised, no trailing slash.
+    pub allowed_origins: Vec<String>,
+    /// `TIDINGS_SECRET`: key for signing stream tokens. Unset: a random key kept in the database,
+    /// so every instance on the same database shares it and restarts keep tokens valid.
+    pub secret: Option<String>,
+    /// `TIDINGS_STREAM_TOKEN_TTL` (seconds, default 300): how long a stream token lives.
+    pub stream_token_ttl: Duration,
+    /// `TIDINGS_SESSION_TTL` (seconds, default 30 days): how long a session lives.
+    pub session_ttl: Duration,
+}
+
+impl Config {
+    /// Reads the environment. Fails with a sentence naming the variable on a bad value.
+    pub fn from_env() -> anyhow::Result<Self> {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        let seconds = |name: &str, default: u64| -> anyhow::Result<Duration> {
+            match var(name) {
+                None => Ok(Duration::from_secs(default)),
+                Some(v) => v
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .map(Duration::from_secs)
+                    .ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "{name} must be a whole number of seconds above 0, not {v:?}"
+                        )
+                    }),
+            }
+        };
+        Ok(Self {
+            database_url: var("DATABASE_URL").unwrap_or_else(|| DEFAULT_DATABASE_URL.to_string()),
+            admins: split_list(var("TIDINGS_ADMINS").as_deref())
+                .into_iter()
+                .collect(),
+            allowed_origins: split_list(var("TIDINGS_ALLOWED_ORIGINS").as_deref())
+                .into_iter()
+                .map(|o| o.trim_end_matches('/').to_string())
+                .collect(),
+            secret: var("TIDINGS_SECRET"),
+            stream_token_ttl: seconds("TIDINGS_STREAM_TOKEN_TTL", 300)?,
+            session_ttl: seconds("TIDINGS_SESSION_TTL", 30 * 24 * 3600)?,
+        })
+    }
+
+    /// A configuration for tests: the given database, one admin called `admin`.
+    pub fn for_tests(database_url: &str) -> Self {
+        Self {
+            database_url: database_url.to_string(),
+            admins: ["admin".to_string()].into_iter().collect(),
+            allowed_origins: vec!["http://allowed.example".to_string()],
+            secret: None,
+            stream_token_ttl: Duration::from_secs(300),
+            session_ttl: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// Splits a comma-separated list, trimming blanks.
+fn split_list(value: Option<&str>) -> Vec<String> {
+    value
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists_are_trimmed() {
+        assert_eq!(split_list(Some(" a, b ,,c")), vec!["a", "b", "c"]);
+        assert!(split_list(None).is_empty());
+    }
+}

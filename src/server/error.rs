@@ -1,0 +1,210 @@
+//! The error type of every JSON route, and a JSON extractor whose rejections use it.
+//!
+//! `ApiError` renders as the contract's `{"error","message"}` with the right status. Internal
+//! failures are logged with their cause and shown to the user only as a plain sentence: no
+//! stack trace, no SQL, no panic text ever reaches a response.
+
+use axum::{
+    extract::{rejection::JsonRejection, FromRequest},
+    http::{header, HeaderValue, StatusCode},
+    response::{IntoResponse, Response},
+};
+
+use crate::protocol::ErrorBody;
+
+/// Everything a JSON route can answer besides success.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400: the request is malformed; `code` names the problem, `message` says what to fix.
+    #[error("{message}")]
+    BadRequest { code: &'static str, message: String },
+    /// 401: no valid session (or stream token).
+    #[error("Sign in first.")]
+    Unauthorized,
+    /// 401: a `?token=` that is malformed, altered, expired, or whose session has ended.
+    #[error("{0}")]
+    InvalidToken(String),
+    /// 401 on login: the username or password is wrong (never says which).
+    #[error("Wrong username or password.")]
+    BadCredentials,
+    /// 403: signed in, but this needs another role.
+    #[error("{0}")]
+    Forbidden(String),
+    /// 403: a state-changing request or WebSocket from a foreign `Origin`.
+    #[error("Requests from the origin {0} are not allowed here.")]
+    ForeignOrigin(String),
+    /// 404: nothing here (also what another user's private object looks like).
+    #[error("{0}")]
+    NotFound(String),
+    /// 409: the thing exists already (a taken username); `code` names what.
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String },
+    /// 413: the body is larger than the route accepts.
+    #[error("The request body is too large.")]
+    PayloadTooLarge,
+    /// 415: the body is not JSON (or a form where forms are accepted).
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// 429: too many attempts; retry after the given seconds.
+    #[error("Too many failed attempts. Try again in {0} seconds.")]
+    RateLimited(u64),
+    /// 503: a dependency (the database) does not answer.
+    #[error("{0}")]
+    Unavailable(String),
+    /// 500: a bug or an unexpected failure. Logged in full; the user sees one sentence.
+    #[error("internal error")]
+    Internal(#[from] anyhow::Error),
+}
+
+impl ApiError {
+    /// A 400 with a machine code and a sentence.
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::BadRequest {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// The HTTP status this error answers with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            Self::Unauthorized | Self::InvalidToken(_) | Self::BadCredentials => {
+                StatusCode::UNAUTHORIZED
+            }
+            Self::Forbidden(_) | Self::ForeignOrigin(_) => StatusCode::FORBIDDEN,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Conflict { .. } => StatusCode::CONFLICT,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The machine code of the body's `error` field.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::BadRequest { code, .. } => code,
+            Self::Unauthorized => "unauthorized",
+            Self::InvalidToken(_) => "invalid_token",
+            Self::BadCredentials => "bad_credentials",
+            Self::Forbidden(_) => "forbidden",
+            Self::ForeignOrigin(_) => "foreign_origin",
+            Self::NotFound(_) => "not_found",
+            Self::Conflict { code, .. } => code,
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::UnsupportedMediaType(_) => "unsupported_media_type",
+            Self::RateLimited(_) => "rate_limited",
+            Self::Unavailable(_) => "unavailable",
+            Self::Internal(_) => "internal",
+        }
+    }
+
+    /// The user-facing sentence.
+    pub fn message(&self) -> String {
+        match self {
+            Self::Internal(_) => "Something went wrong on our side; it has been logged.".into(),
+            other => other.to_string(),
+        }
+    }
+
+    /// The contract's error body.
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody {
+            error: self.code().to_string(),
+            message: self.message(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let Self::Internal(cause) = &self {
+            tracing::error!(error = ?cause, "internal error");
+        }
+        let mut res = (self.status(), axum::Json(self.body())).into_response();
+        if let Self::RateLimited(secs) = self {
+            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                res.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
+        res
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Internal(e.into())
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        match rejection {
+            JsonRejection::MissingJsonContentType(_) => Self::UnsupportedMediaType(
+                "Send the body as JSON, with Content-Type: application/json.".into(),
+            ),
+            JsonRejection::JsonSyntaxError(e) => Self::bad_request(
+                "malformed_json",
+                format!("The body is not valid JSON: {}.", inner_cause(&e)),
+            ),
+            JsonRejection::JsonDataError(e) => Self::bad_request(
+                "invalid_body",
+                format!(
+                    "The body does not have the expected fields: {}.",
+                    inner_cause(&e)
+                ),
+            ),
+            JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                Self::PayloadTooLarge
+            }
+            other => Self::bad_request("invalid_body", other.body_text()),
+        }
+    }
+}
+
+/// The innermost error's text: serde's sentence without axum's prefixes.
+fn inner_cause(e: &dyn std::error::Error) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
+
+/// `axum::Json`, but a rejected body is an [`ApiError`] in the contract's shape.
+#[derive(Debug, Clone, Copy, Default, FromRequest)]
+#[from_request(via(axum::Json), rejection(ApiError))]
+pub struct ApiJson<T>(pub T);
+
+impl<T: serde::Serialize> IntoResponse for ApiJson<T> {
+    fn into_response(self) -> Response {
+        axum::Json(self.0).into_response()
+    }
+}
+
+/// Answers unknown `/api/*` paths with a JSON 404 instead of the HTML page.
+pub async fn api_not_found() -> ApiError {
+    ApiError::NotFound("There is no API route at this path.".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_errors_hide_their_cause() {
+        let e = ApiError::Internal(anyhow::anyhow!("SELECT secret FROM users failed"));
+        assert_eq!(e.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(!e.message().contains("SELECT"));
+    }
+
+    #[test]
+    fn rate_limited_sets_retry_after() {
+        let res = ApiError::RateLimited(42).into_response();
+        assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(res.headers()[header::RETRY_AFTER], "42");
+    }
+}

@@ -1,0 +1,26 @@
+//! `GET /healthz` (the process serves) and `GET /readyz` (its dependencies answer).
+
+use axum::{extract::State, http::StatusCode, routing::get, Router};
+
+use super::{error::ApiError, state::AppState};
+
+/// The health routes.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn readyz(State(state): State<AppState>) -> Result<(StatusCode, &'static str), ApiError> {
+    if state.store.ping().await {
+        Ok((StatusCode::OK, "ok"))
+    } else {
+        Err(ApiError::Unavailable(
+            "The database does not answer.".into(),
+        ))
+    }
+}

@@ -1,0 +1,272 @@
+//! Who is asking: the session cookie, stream tokens, and the extractors handlers take.
+//!
+//! - [`CurrentUser`]: a valid session cookie, else 401. For every `/api/*` route.
+//! - [`StreamUser`]: the cookie, or on GET a `?token=` from `POST /api/auth/stream-token`
+//!   (for an EventSource on another origin). For GET stream routes only.
+//! - [`AdminUser`]: a `CurrentUser` with the admin role, else 403.
+//! - [`MaybeUser`]: never refuses; pages use it to show who is signed in.
+//!
+//! The cookie holds 32 random bytes; the database keeps only their SHA-256, so a leaked
+//! database holds no usable session. Each request looks its session up once (cached in the
+//! request's extensions). Tests: `tests/auth.rs` drives these through the real server.
+
+use std::net::SocketAddr;
+
+use axum::{
+    extract::{ConnectInfo, FromRequestParts, Query},
+    http::{header, request::Parts, HeaderMap, Method},
+};
+use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
+use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
+use sha2::{Digest, Sha256};
+
+use super::{clock, error::ApiError, state::AppState, storage::SessionRow};
+use crate::protocol::UserView;
+
+/// Name of the session cookie.
+pub const SESSION_COOKIE: &str = "tidings_session";
+
+/// A signed-in user, as resolved from the request.
+#[derive(Clone, Debug)]
+pub struct CurrentUser {
+    /// The session's row id (stream tokens name it).
+    pub session_id: i64,
+    /// The account's row id.
+    pub user_id: i64,
+    /// Username and role.
+    pub user: UserView,
+}
+
+impl CurrentUser {
+    fn from_row(row: SessionRow, state: &AppState) -> Self {
+        Self {
+            session_id: row.session_id,
+            user_id: row.user_id,
+            user: UserView {
+                role: state.role_of(&row.username),
+                username: row.username,
+            },
+        }
+    }
+}
+
+/// The cookie-resolved identity, cached per request.
+#[derive(Clone)]
+struct Resolved(Option<CurrentUser>);
+
+async fn from_cookie(parts: &mut Parts, state: &AppState) -> Result<Option<CurrentUser>, ApiError> {
+    if let Some(Resolved(user)) = parts.extensions.get::<Resolved>() {
+        return Ok(user.clone());
+    }
+    let jar = CookieJar::from_headers(&parts.headers);
+    let user = match jar.get(SESSION_COOKIE) {
+        Some(cookie) => state
+            .store
+            .session_by_token(&hash_token(cookie.value()), clock::now_ms())
+            .await?
+            .map(|row| CurrentUser::from_row(row, state)),
+        None => None,
+    };
+    parts.extensions.insert(Resolved(user.clone()));
+    Ok(user)
+}
+
+impl FromRequestParts<AppState> for CurrentUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        from_cookie(parts, state)
+            .await?
+            .ok_or(ApiError::Unauthorized)
+    }
+}
+
+/// The signed-in user, if any. Never refuses (but a database failure is still a 500).
+#[derive(Clone, Debug)]
+pub struct MaybeUser(pub Option<CurrentUser>);
+
+impl FromRequestParts<AppState> for MaybeUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Self(from_cookie(parts, state).await?))
+    }
+}
+
+/// A signed-in user with the admin role; 401 without a session, 403 for other roles.
+#[derive(Clone, Debug)]
+pub struct AdminUser(pub CurrentUser);
+
+impl FromRequestParts<AppState> for AdminUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let user = CurrentUser::from_request_parts(parts, state).await?;
+        if user.user.is_admin() {
+            Ok(Self(user))
+        } else {
+            Err(ApiError::Forbidden("Only admins may do this.".into()))
+        }
+    }
+}
+
+/// The user of a GET stream route: the session cookie, or a valid `?token=`.
+#[derive(Clone, Debug)]
+pub struct StreamUser(pub CurrentUser);
+
+#[derive(serde::Deserialize)]
+struct TokenQuery {
+    token: Option<String>,
+}
+
+impl FromRequestParts<AppState> for StreamUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        if let Some(user) = from_cookie(parts, state).await? {
+            return Ok(Self(user));
+        }
+        let token = Query::<TokenQuery>::try_from_uri(&parts.uri)
+            .ok()
+            .and_then(|q| q.0.token);
+        let Some(token) = token else {
+            return Err(ApiError::Unauthorized);
+        };
+        if !matches!(parts.method, Method::GET | Method::HEAD) {
+            return Err(ApiError::InvalidToken(
+                "Stream tokens are accepted on GET stream routes only.".into(),
+            ));
+        }
+        let now = clock::now_ms();
+        let session_id = state
+            .signer
+            .verify(&token, now / 1000)
+            .map_err(|e| ApiError::InvalidToken(format!("The stream token was refused: {e}.")))?;
+        let row = state
+            .store
+            .session_by_id(session_id, now)
+            .await?
+            .ok_or_else(|| {
+                ApiError::InvalidToken(
+                    "The stream token's session has ended; sign in again.".into(),
+                )
+            })?;
+        Ok(Self(CurrentUser::from_row(row, state)))
+    }
+}
+
+/// The client's address as the socket saw it (`unknown` when the server was not started with
+/// connect info, as in `oneshot` tests). Never refuses.
+#[derive(Clone, Debug)]
+pub struct ClientAddr(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|ci| ci.0.ip().to_string())
+                .unwrap_or_else(|| "unknown".into()),
+        ))
+    }
+}
+
+/// A new random session token (32 bytes, base64url).
+pub fn new_session_token() -> Result<String, ApiError> {
+    let mut bytes = [0u8; 32];
+    getrandom::getrandom(&mut bytes)
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("no randomness: {e}")))?;
+    Ok(URL_SAFE_NO_PAD.encode(bytes))
+}
+
+/// What the database stores for a session token.
+pub fn hash_token(token: &str) -> String {
+    Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Whether the browser reached us over https (directly or through a proxy that says so).
+pub fn is_https(headers: &HeaderMap) -> bool {
+    let forwarded_proto = headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("https"));
+    let forwarded = headers
+        .get(header::FORWARDED)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.to_ascii_lowercase().contains("proto=https"));
+    forwarded_proto || forwarded
+}
+
+/// The session cookie: HttpOnly, SameSite=Lax, Secure over https, living `max_age`.
+pub fn session_cookie(
+    token: String,
+    max_age: std::time::Duration,
+    secure: bool,
+) -> Cookie<'static> {
+    Cookie::build((SESSION_COOKIE, token))
+        .path("/")
+        .http_only(true)
+        .same_site(SameSite::Lax)
+        .secure(secure)
+        .max_age(cookie::time::Duration::seconds(max_age.as_secs() as i64))
+        .build()
+}
+
+/// A cookie that tells the browser to forget the session.
+pub fn expired_session_cookie(secure: bool) -> Cookie<'static> {
+    let mut c = session_cookie(String::new(), std::time::Duration::ZERO, secure);
+    c.make_removal();
+    c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_random_and_hashed() {
+        let a = new_session_token().unwrap();
+        let b = new_session_token().unwrap();
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 43);
+        assert_eq!(hash_token(&a).len(), 64);
+        assert_ne!(hash_token(&a), a);
+    }
+
+    #[test]
+    fn cookie_flags() {
+        let c = session_cookie("t".into(), std::time::Duration::from_secs(60), true).to_string();
+        for flag in ["HttpOnly", "SameSite=Lax", "Secure", "Path=/", "Max-Age=60"] {
+            assert!(c.contains(flag), "{c} lacks {flag}");
+        }
+        let plain =
+            session_cookie("t".into(), std::time::Duration::from_secs(60), false).to_string();
+        assert!(!plain.contains("Secure"));
+    }
+
+    #[test]
+    fn https_detection() {
+        let mut h = HeaderMap::new();
+        assert!(!is_https(&h));
+        h.insert("x-forwarded-proto", "https".parse().unwrap());
+        assert!(is_https(&h));
+    }
+}

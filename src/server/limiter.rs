@@ -1,0 +1,169 @@
+//! Failed-login limiter: 429 once a username or a client address has `max` failures within
+//! `window` (the contract: 10 within 5 minutes).
+//!
+//! A sliding window of failure times per key ("user:eric", "ip:127.0.0.1"). Only failures
+//! count, which is why this is not a token bucket from `governor`: successful logins must not
+//! use up anyone's allowance. Memory is bounded: at most `max` instants per key and at most
+//! `capacity` keys (expired keys are swept first; past that the oldest-touched key goes).
+//!
+//! Tests: `cargo test --features ssr server::limiter`.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+/// Counts recent failures per key.
+#[derive(Debug)]
+pub struct FailureLimiter {
+    max: usize,
+    window: Duration,
+    capacity: usize,
+    failures: Mutex<HashMap<String, VecDeque<Instant>>>,
+}
+
+impl FailureLimiter {
+    /// `max` failures per `window` per key; at most `capacity` keys remembered.
+    pub fn new(max: usize, window: Duration, capacity: usize) -> Self {
+        Self {
+            max: max.max(1),
+            window,
+            capacity: capacity.max(1),
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The contract's limit: 10 failures in 5 minutes, up to 100,000 keys.
+    pub fn for_logins() -> Self {
+        Self::new(10, Duration::from_secs(300), 100_000)
+    }
+
+    /// `Err(seconds until a retry may succeed)` when any key is at its limit at `now`.
+    pub fn check(&self, keys: &[&str], now: Instant) -> Result<(), u64> {
+        let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let mut wait = Duration::ZERO;
+        for key in keys {
+            if let Some(times) = map.get_mut(*key) {
+                prune(times, now, self.window);
+                if times.len() >= self.max {
+                    let oldest = times[times.len() - self.max];
+                    wait = wait.max(self.window.saturating_sub(now.duration_since(oldest)));
+                }
+            }
+        }
+        if wait.is_zero() {
+            Ok(())
+        } else {
+            Err(wait.as_secs().max(1))
+        }
+    }
+
+    /// Records one failure against every key.
+    pub fn record_failure(&self, keys: &[&str], now: Instant) {
+        let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        for key in keys {
+            if !map.contains_key(*key) && map.len() >= self.capacity {
+                map.retain(|_, times| {
+                    prune(times, now, self.window);
+                    !times.is_empty()
+                });
+                if map.len() >= self.capacity {
+                    let stalest = map
+                        .iter()
+                        .min_by_key(|(_, t)| t.back().copied())
+                        .map(|(k, _)| k.clone());
+                    if let Some(k) = stalest {
+                        map.remove(&k);
+                    }
+                }
+            }
+            let times = map.entry((*key).to_string()).or_default();
+            prune(times, now, self.window);
+            times.push_back(now);
+            while times.len() > self.max {
+                times.pop_front();
+            }
+        }
+    }
+
+    /// Forgets a key's failures (a username after its owner proved the password).
+    pub fn clear(&self, key: &str) {
+        self.failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
+    }
+
+    /// How many keys are remembered (for tests and metrics).
+    pub fn len(&self) -> usize {
+        self.failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
+    }
+
+    /// Whether no key is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn prune(times: &mut VecDeque<Instant>, now: Instant, window: Duration) {
+    while times
+        .front()
+        .is_some_and(|t| now.duration_since(*t) >= window)
+    {
+        times.pop_front();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tenth_failure_locks_until_the_window_passes() {
+        let l = FailureLimiter::new(10, Duration::from_secs(300), 100);
+        let t0 = Instant::now();
+        for i in 0..9 {
+            l.record_failure(&["user:eric"], t0 + Duration::from_secs(i));
+            assert!(l.check(&["user:eric"], t0 + Duration::from_secs(i)).is_ok());
+        }
+        l.record_failure(&["user:eric"], t0 + Duration::from_secs(9));
+        let wait = l
+            .check(&["user:eric"], t0 + Duration::from_secs(10))
+            .unwrap_err();
+        assert_eq!(wait, 290, "the first failure leaves the window at t0+300");
+        assert!(l
+            .check(&["user:eric"], t0 + Duration::from_secs(300))
+            .is_ok());
+    }
+
+    #[test]
+    fn any_key_at_its_limit_refuses() {
+        let l = FailureLimiter::new(2, Duration::from_secs(60), 100);
+        let now = Instant::now();
+        l.record_failure(&["ip:1", "user:a"], now);
+        l.record_failure(&["ip:1", "user:b"], now);
+        assert!(
+            l.check(&["ip:1", "user:c"], now).is_err(),
+            "the address is at its limit"
+        );
+        assert!(l.check(&["ip:2", "user:a"], now).is_ok());
+        l.clear("ip:1");
+        assert!(l.check(&["ip:1", "user:c"], now).is_ok());
+    }
+
+    #[test]
+    fn memory_is_bounded() {
+        let l = FailureLimiter::new(3, Duration::from_secs(60), 5);
+        let now = Instant::now();
+        for i in 0..50 {
+            for _ in 0..10 {
+                l.record_failure(&[&format!("ip:{i}")], now);
+            }
+        }
+        assert!(l.len() <= 5);
+    }
+}

@@ -1,0 +1,25 @@
+//! Server infrastructure that knows no feature: configuration, state, storage, errors,
+//! identity (sessions and stream tokens), the origin check, shutdown, health, logging.
+//!
+//! Features (`auth`, and later `export`, `jobs`, `chat`) build on these pieces and meet only
+//! through them and `protocol`. Unit tests live beside each piece (`cargo test --features ssr
+//! server::`); `tests/` starts the whole server on `127.0.0.1:0`.
+
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod health;
+pub mod identity;
+pub mod limiter;
+pub mod origin;
+pub mod shutdown;
+pub mod state;
+pub mod storage;
+pub mod telemetry;
+pub mod token;
+
+pub use config::Config;
+pub use error::{ApiError, ApiJson};
+pub use identity::{CurrentUser, StreamUser};
+pub use shutdown::Shutdown;
+pub use state::AppState;

@@ -1,0 +1,138 @@
+//! Cross-site request refusal: a state-changing request (anything but GET, HEAD, OPTIONS) or
+//! a WebSocket upgrade whose `Origin` header is present and foreign gets 403.
+//!
+//! Own origins are the request's `Host` as `http://` or `https://`, plus
+//! `TIDINGS_ALLOWED_ORIGINS`. Requests without `Origin` (command-line clients) pass: the
+//! SameSite=Lax cookie already keeps browsers from sending the session cross-site on those.
+//! This is the defence against CSRF and cross-site WebSocket hijacking.
+//!
+//! Tests: the unit tests below, and `tests/auth.rs` over the real server.
+
+use axum::{
+    extract::{Request, State},
+    http::{header, HeaderMap, Method},
+    middleware::Next,
+    response::{IntoResponse, Response},
+};
+
+use super::{error::ApiError, state::AppState};
+
+/// Middleware: refuses foreign-origin writes and WebSocket upgrades.
+pub async fn refuse_foreign_origins(
+    State(state): State<AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| req.uri().authority().map(|a| a.to_string()));
+    match foreign_origin(
+        req.method(),
+        req.headers(),
+        host.as_deref(),
+        &state.config.allowed_origins,
+    ) {
+        Some(origin) => {
+            tracing::warn!(%origin, method = %req.method(), path = %req.uri().path(), "foreign origin refused");
+            ApiError::ForeignOrigin(origin).into_response()
+        }
+        None => next.run(req).await,
+    }
+}
+
+/// The foreign origin that must be refused, if any.
+pub fn foreign_origin(
+    method: &Method,
+    headers: &HeaderMap,
+    host: Option<&str>,
+    allowed: &[String],
+) -> Option<String> {
+    let is_upgrade = headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    let safe = matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) && !is_upgrade;
+    if safe {
+        return None;
+    }
+    let origin = headers.get(header::ORIGIN)?;
+    let origin = String::from_utf8_lossy(origin.as_bytes())
+        .trim_end_matches('/')
+        .to_ascii_lowercase();
+    let own = host.is_some_and(|host| {
+        let host = host.to_ascii_lowercase();
+        origin == format!("http://{host}") || origin == format!("https://{host}")
+    });
+    if own || allowed.iter().any(|a| a.eq_ignore_ascii_case(&origin)) {
+        None
+    } else {
+        Some(origin)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, v.parse().unwrap());
+        }
+        h
+    }
+
+    const HOST: Option<&str> = Some("tidings.test:3000");
+
+    #[test]
+    fn reads_and_originless_requests_pass() {
+        let evil = headers(&[("origin", "https://evil.example")]);
+        assert_eq!(foreign_origin(&Method::GET, &evil, HOST, &[]), None);
+        assert_eq!(
+            foreign_origin(&Method::POST, &HeaderMap::new(), HOST, &[]),
+            None
+        );
+    }
+
+    #[test]
+    fn own_and_allowed_origins_pass() {
+        for o in [
+            "http://tidings.test:3000",
+            "https://tidings.test:3000",
+            "HTTP://Tidings.test:3000",
+        ] {
+            assert_eq!(
+                foreign_origin(&Method::POST, &headers(&[("origin", o)]), HOST, &[]),
+                None,
+                "{o}"
+            );
+        }
+        let allowed = vec!["https://app.example".to_string()];
+        assert_eq!(
+            foreign_origin(
+                &Method::POST,
+                &headers(&[("origin", "https://app.example")]),
+                HOST,
+                &allowed
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn foreign_writes_and_upgrades_are_refused() {
+        let evil = headers(&[("origin", "https://evil.example")]);
+        assert!(foreign_origin(&Method::POST, &evil, HOST, &[]).is_some());
+        assert!(foreign_origin(&Method::DELETE, &evil, HOST, &[]).is_some());
+        // Another port is another origin.
+        let port = headers(&[("origin", "http://tidings.test:4000")]);
+        assert!(foreign_origin(&Method::POST, &port, HOST, &[]).is_some());
+        let ws = headers(&[("origin", "https://evil.example"), ("upgrade", "websocket")]);
+        assert!(foreign_origin(&Method::GET, &ws, HOST, &[]).is_some());
+        let null = headers(&[("origin", "null")]);
+        assert!(foreign_origin(&Method::POST, &null, HOST, &[]).is_some());
+    }
+}

@@ -1,0 +1,409 @@
+//! Storage: one interface that SQLite (the embedded default) and PostgreSQL both serve.
+//!
+//! Built on sqlx's `Any` driver: one pool type, one set of queries written with `$1`-style
+//! placeholders (which both engines accept), and one migration folder per engine
+//! (`migrations/sqlite`, `migrations/postgres`) holding the same schema. Times are stored
+//! as milliseconds since the epoch (`BIGINT`), which both engines compare natively.
+//! Features call the methods here; none of them sees SQL dialects. A hot path that measures
+//! too slow through `Any` may get an engine-specific method here, behind the same interface.
+//!
+//! Tests: `cargo test --features ssr server::storage` runs against a temporary SQLite file.
+
+use std::{path::Path, str::FromStr};
+
+use sqlx::{
+    any::{AnyConnectOptions, AnyPoolOptions},
+    AnyPool, Executor,
+};
+
+/// Which engine a `DATABASE_URL` names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// `sqlite://…`: a file (or memory) in this process.
+    Sqlite,
+    /// `postgres://…` or `postgresql://…`: a shared server.
+    Postgres,
+}
+
+impl Backend {
+    /// The engine for a URL, or a sentence saying what is wrong with it.
+    pub fn of_url(url: &str) -> anyhow::Result<Self> {
+        if url.starts_with("sqlite:") {
+            Ok(Self::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Self::Postgres)
+        } else {
+            anyhow::bail!(
+                "DATABASE_URL must start with sqlite:// or postgres://, not {:?}",
+                redact(url)
+            )
+        }
+    }
+}
+
+/// Hides a password in a database URL before it is logged or shown.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &url[scheme + 3..at];
+            match creds.find(':') {
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme + 3],
+                    &creds[..colon],
+                    &url[at..]
+                ),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// A stored account.
+#[derive(Clone, Debug)]
+pub struct UserRow {
+    pub id: i64,
+    pub username: String,
+    pub password_hash: String,
+}
+
+/// A live session joined with its user.
+#[derive(Clone, Debug)]
+pub struct SessionRow {
+    /// The session's row id: stream tokens name it, so logout revokes them too.
+    pub session_id: i64,
+    pub user_id: i64,
+    pub username: String,
+    pub expires_at: i64,
+}
+
+/// The database. Cheap to clone (a pool handle).
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl Store {
+    /// Connects, creates the SQLite file's folder if needed, and applies migrations.
+    /// Fails fast with a clear message when the database cannot be reached.
+    pub async fn connect(url: &str) -> anyhow::Result<Self> {
+        sqlx::any::install_default_drivers();
+        let backend = Backend::of_url(url)?;
+        if backend == Backend::Sqlite {
+            ensure_sqlite_folder(url)?;
+        }
+        let options = AnyConnectOptions::from_str(url).map_err(|e| {
+            anyhow::anyhow!("DATABASE_URL {:?} is not a valid URL: {e}", redact(url))
+        })?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(if backend == Backend::Sqlite { 8 } else { 16 })
+            .acquire_timeout(std::time::Duration::from_secs(10))
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        // Durable enough with WAL, and much faster than FULL.
+                        conn.execute("PRAGMA synchronous = NORMAL").await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot open the database at {}: {e}", redact(url)))?;
+        if backend == Backend::Sqlite {
+            // Readers never block the writer; persists in the file.
+            sqlx::query("PRAGMA journal_mode = WAL")
+                .fetch_optional(&pool)
+                .await?;
+        }
+        let migrator = match backend {
+            Backend::Sqlite => sqlx::migrate!("src/server/migrations/sqlite"),
+            Backend::Postgres => sqlx::migrate!("src/server/migrations/postgres"),
+        };
+        migrator
+            .run(&pool)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot migrate the database at {}: {e}", redact(url)))?;
+        Ok(Self { pool, backend })
+    }
+
+    /// Which engine this is.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Whether the database answers a trivial query (for `/readyz`).
+    pub async fn ping(&self) -> bool {
+        sqlx::query("SELECT 1").fetch_one(&self.pool).await.is_ok()
+    }
+
+    /// Closes every connection (at shutdown).
+    pub async fn close(&self) {
+        self.pool.close().await
+    }
+
+    /// Creates an account. `None` when the username is taken.
+    pub async fn create_user(
+        &self,
+        username: &str,
+        password_hash: &str,
+        now_ms: i64,
+    ) -> sqlx::Result<Option<i64>> {
+        sqlx::query_scalar(
+            "INSERT INTO users (username, password_hash, created_at) VALUES ($1, $2, $3)
+             ON CONFLICT (username) DO NOTHING RETURNING id",
+        )
+        .bind(username)
+        .bind(password_hash)
+        .bind(now_ms)
+        .fetch_optional(&self.pool)
+        .await
+    }
+
+    /// Looks an account up by username.
+    pub async fn user_by_name(&self, username: &str) -> sqlx::Result<Option<UserRow>> {
+        let row: Option<(i64, String, String)> =
+            sqlx::query_as("SELECT id, username, password_hash FROM users WHERE username = $1")
+                .bind(username)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.map(|(id, username, password_hash)| UserRow {
+            id,
+            username,
+            password_hash,
+        }))
+    }
+
+    /// Stores a new session; returns its row id.
+    pub async fn create_session(
+        &self,
+        token_hash: &str,
+        user_id: i64,
+        now_ms: i64,
+        expires_ms: i64,
+    ) -> sqlx::Result<i64> {
+        sqlx::query_scalar(
+            "INSERT INTO sessions (token_hash, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4) RETURNING id",
+        )
+        .bind(token_hash)
+        .bind(user_id)
+        .bind(now_ms)
+        .bind(expires_ms)
+        .fetch_one(&self.pool)
+        .await
+    }
+
+    /// The live session whose cookie hashes to `token_hash`.
+    pub async fn session_by_token(
+        &self,
+        token_hash: &str,
+        now_ms: i64,
+    ) -> sqlx::Result<Option<SessionRow>> {
+        self.live_session("token_hash", token_hash.to_string(), now_ms)
+            .await
+    }
+
+    /// The live session with this row id (stream tokens name sessions this way).
+    pub async fn session_by_id(
+        &self,
+        session_id: i64,
+        now_ms: i64,
+    ) -> sqlx::Result<Option<SessionRow>> {
+        self.live_session("id", session_id, now_ms).await
+    }
+
+    /// The unexpired session whose `column` equals `key`, with its user.
+    async fn live_session<T>(
+        &self,
+        column: &'static str,
+        key: T,
+        now_ms: i64,
+    ) -> sqlx::Result<Option<SessionRow>>
+    where
+        T: for<'q> sqlx::Encode<'q, sqlx::Any> + sqlx::Type<sqlx::Any> + Send + 'static,
+    {
+        let sql = format!(
+            "SELECT s.id, s.user_id, u.username, s.expires_at FROM sessions s JOIN users u ON u.id = s.user_id
+             WHERE s.{column} = $1 AND s.expires_at > $2"
+        );
+        let row: Option<(i64, i64, String, i64)> = sqlx::query_as(&sql)
+            .bind(key)
+            .bind(now_ms)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(
+            row.map(|(session_id, user_id, username, expires_at)| SessionRow {
+                session_id,
+                user_id,
+                username,
+                expires_at,
+            }),
+        )
+    }
+
+    /// Ends a session (logout). Returns whether one was found.
+    pub async fn delete_session(&self, token_hash: &str) -> sqlx::Result<bool> {
+        let done = sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
+            .bind(token_hash)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Removes sessions that expired before `now_ms`; returns how many.
+    pub async fn delete_expired_sessions(&self, now_ms: i64) -> sqlx::Result<u64> {
+        let done = sqlx::query("DELETE FROM sessions WHERE expires_at <= $1")
+            .bind(now_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// The setting `key`, stored as `proposed` if it was absent. Every instance on the same
+    /// database gets the same value, whichever stored it first.
+    pub async fn setting_or_insert(&self, key: &str, proposed: &str) -> sqlx::Result<String> {
+        sqlx::query(
+            "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(key)
+        .bind(proposed)
+        .execute(&self.pool)
+        .await?;
+        sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
+            .bind(key)
+            .fetch_one(&self.pool)
+            .await
+    }
+
+    /// Appends an audit row for something the app did; returns its id.
+    pub async fn audit(
+        &self,
+        action: &str,
+        username: &str,
+        detail: &serde_json::Value,
+        now_ms: i64,
+    ) -> sqlx::Result<i64> {
+        sqlx::query_scalar("INSERT INTO audit_log (at, action, username, detail) VALUES ($1, $2, $3, $4) RETURNING id")
+            .bind(now_ms)
+            .bind(action)
+            .bind(username)
+            .bind(detail.to_string())
+            .fetch_one(&self.pool)
+            .await
+    }
+
+    /// The most recent audit rows, newest first (for tests and the audit page).
+    pub async fn recent_audit(&self, limit: i64) -> sqlx::Result<Vec<(i64, String, String)>> {
+        sqlx::query_as("SELECT id, action, username FROM audit_log ORDER BY id DESC LIMIT $1")
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+    }
+}
+
+/// Creates the folder an SQLite URL's file lives in (`sqlite://data/tidings.db` → `data/`).
+fn ensure_sqlite_folder(url: &str) -> anyhow::Result<()> {
+    let rest = url.trim_start_matches("sqlite:").trim_start_matches("//");
+    let path = rest.split('?').next().unwrap_or_default();
+    if path.is_empty() || path.starts_with(":memory:") {
+        return Ok(());
+    }
+    if let Some(parent) = Path::new(path)
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+    {
+        std::fs::create_dir_all(parent).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot create the database folder {}: {e}",
+                parent.display()
+            )
+        })?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn temp_store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/nested/t.db?mode=rwc", dir.path().display());
+        let store = Store::connect(&url).await.unwrap();
+        (dir, store)
+    }
+
+    #[test]
+    fn backends_and_redaction() {
+        assert_eq!(
+            Backend::of_url("sqlite://data/x.db?mode=rwc").unwrap(),
+            Backend::Sqlite
+        );
+        assert_eq!(
+            Backend::of_url("postgres://u:p@h/db").unwrap(),
+            Backend::Postgres
+        );
+        assert!(Backend::of_url("mysql://x").is_err());
+        assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(redact("sqlite://data/x.db"), "sqlite://data/x.db");
+    }
+
+    #[tokio::test]
+    async fn users_and_sessions_round_trip() {
+        let (_dir, store) = temp_store().await;
+        let id = store
+            .create_user("eric", "h", 1)
+            .await
+            .unwrap()
+            .expect("created");
+        assert_eq!(
+            store.create_user("eric", "h2", 2).await.unwrap(),
+            None,
+            "taken"
+        );
+        assert_eq!(store.user_by_name("eric").await.unwrap().unwrap().id, id);
+
+        let sid = store.create_session("th", id, 10, 100).await.unwrap();
+        let s = store
+            .session_by_token("th", 50)
+            .await
+            .unwrap()
+            .expect("live");
+        assert_eq!((s.session_id, s.username.as_str()), (sid, "eric"));
+        assert!(store.session_by_id(sid, 50).await.unwrap().is_some());
+        assert!(
+            store.session_by_token("th", 100).await.unwrap().is_none(),
+            "expired"
+        );
+        assert!(store.delete_session("th").await.unwrap());
+        assert!(
+            store.session_by_id(sid, 50).await.unwrap().is_none(),
+            "deleted"
+        );
+    }
+
+    #[tokio::test]
+    async fn settings_keep_the_first_value() {
+        let (_dir, store) = temp_store().await;
+        assert_eq!(store.setting_or_insert("k", "one").await.unwrap(), "one");
+        assert_eq!(store.setting_or_insert("k", "two").await.unwrap(), "one");
+    }
+
+    #[tokio::test]
+    async fn audit_ids_rise() {
+        let (_dir, store) = temp_store().await;
+        let a = store
+            .audit("LOGIN", "eric", &serde_json::json!({}), 1)
+            .await
+            .unwrap();
+        let b = store
+            .audit("LOGOUT", "eric", &serde_json::json!({"x": 1}), 2)
+            .await
+            .unwrap();
+        assert!(b > a);
+        let rows = store.recent_audit(10).await.unwrap();
+        assert_eq!(rows[0].1, "LOGOUT");
+    }
+}

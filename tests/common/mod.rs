@@ -1,0 +1,104 @@
+//! Starts the real Tidings server on `127.0.0.1:0` with a fresh SQLite file, for the tests in
+//! this folder. Dropping the `TestServer` shuts it down and removes the database.
+
+#![allow(dead_code)]
+
+use leptos::config::get_configuration;
+use tidings::server::{AppState, Config, Shutdown};
+
+/// A running server.
+pub struct TestServer {
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+    /// The server's state (database, signer…), for looking behind the API.
+    pub state: AppState,
+    _dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    /// Starts a server with `Config::for_tests` (one admin called `admin`).
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts a server after `adjust` changed the test configuration.
+    pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().expect("temporary folder");
+        let mut config = Config::for_tests(&format!(
+            "sqlite://{}/tidings.db?mode=rwc",
+            dir.path().display()
+        ));
+        adjust(&mut config);
+        let leptos_options = get_configuration(Some("Cargo.toml"))
+            .expect("leptos config")
+            .leptos_options;
+        let state = AppState::new(config, leptos_options, Shutdown::new())
+            .await
+            .expect("state");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(tidings::routes::serve(listener, state.clone()));
+        Self {
+            base,
+            state,
+            _dir: dir,
+        }
+    }
+
+    /// `base` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// A client that keeps cookies, as a browser would (but sends no `Origin`).
+    pub fn client(&self) -> reqwest::Client {
+        reqwest::Client::builder()
+            .cookie_store(true)
+            .build()
+            .unwrap()
+    }
+
+    /// A client that keeps cookies and does not follow redirects.
+    pub fn client_no_redirects(&self) -> reqwest::Client {
+        reqwest::Client::builder()
+            .cookie_store(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap()
+    }
+
+    /// Signs `username` up with a good password on `client`; panics unless 201.
+    pub async fn signup(&self, client: &reqwest::Client, username: &str) {
+        let res = client
+            .post(self.url("/api/auth/signup"))
+            .json(&serde_json::json!({"username": username, "password": PASSWORD}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            res.status(),
+            201,
+            "signup of {username}: {}",
+            res.text().await.unwrap()
+        );
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.state.shutdown.trigger();
+    }
+}
+
+/// The password every test account uses.
+pub const PASSWORD: &str = "correct horse battery";
+
+/// Reads a JSON error body and checks it has the contract's shape; returns its `error` code.
+pub async fn error_code(res: reqwest::Response) -> String {
+    let body: serde_json::Value = res.json().await.expect("error bodies are JSON");
+    let message = body["message"].as_str().expect("a message");
+    assert!(!message.is_empty());
+    body["error"].as_str().expect("an error code").to_string()
+}
