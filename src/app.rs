@@ -7,7 +7,7 @@ use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
 use leptos_router::{
     components::{Route, Router, Routes, A},
-    StaticSegment,
+    SsrMode, StaticSegment,
 };
 
 use crate::{
@@ -61,10 +61,12 @@ pub fn App() -> impl IntoView {
                 <UserMenu/>
             </header>
             <main>
+                // PartiallyBlocked: blocking resources (the session) render in place, so the
+                // page is whole without JavaScript; other Suspense still streams.
                 <Routes fallback=NotFound>
-                    <Route path=StaticSegment("") view=HomePage/>
-                    <Route path=StaticSegment("login") view=LoginPage/>
-                    <Route path=StaticSegment("signup") view=SignupPage/>
+                    <Route path=StaticSegment("") view=HomePage ssr=SsrMode::PartiallyBlocked/>
+                    <Route path=StaticSegment("login") view=LoginPage ssr=SsrMode::PartiallyBlocked/>
+                    <Route path=StaticSegment("signup") view=SignupPage ssr=SsrMode::PartiallyBlocked/>
                 </Routes>
             </main>
             <footer>

@@ -26,7 +26,11 @@ use crate::protocol::UserView;
 #[server(prefix = "/sf", endpoint = "whoami")]
 pub async fn whoami() -> Result<Option<UserView>, ServerFnError> {
     use crate::server::{identity::MaybeUser, AppState};
-    let state = expect_context::<AppState>();
+    // Route listing at start-up renders the app without a request (and without state):
+    // nobody is signed in there.
+    let Some(state) = use_context::<AppState>() else {
+        return Ok(None);
+    };
     let MaybeUser(user) = leptos_axum::extract_with_state(&state).await?;
     Ok(user.map(|u| u.user))
 }

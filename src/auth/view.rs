@@ -109,7 +109,9 @@ fn CredentialsForm(mode: Mode) -> impl IntoView {
                 <label>
                     "Username"
                     <input name="username" autocomplete="username" required maxlength="32"
-                        autocapitalize="none" spellcheck="false" bind:value=username/>
+                        autocapitalize="none" spellcheck="false"
+                        // `value` for the server-rendered page (JavaScript off); `bind:` once hydrated.
+                        value=username.get_untracked() bind:value=username/>
                 </label>
                 {(mode == Mode::Signup).then(|| view! {
                     <p class="hint">"2 to 32 characters: a-z, 0-9, '_', '.' and '-'."</p>

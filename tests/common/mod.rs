@@ -1,10 +1,28 @@
 //! Starts the real Tidings server on `127.0.0.1:0` with a fresh SQLite file, for the tests in
 //! this folder. Dropping the `TestServer` shuts it down and removes the database.
+//!
+//! Every server runs on one shared multi-thread runtime, as in production, rather than on the
+//! runtime of the test that started it: the tests' own runtimes only drive the HTTP clients.
 
 #![allow(dead_code)]
 
+use std::sync::OnceLock;
+
 use leptos::config::get_configuration;
 use tidings::server::{AppState, Config, Shutdown};
+
+/// The runtime all test servers share.
+fn server_runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("test-server")
+            .enable_all()
+            .build()
+            .expect("server runtime")
+    })
+}
 
 /// A running server.
 pub struct TestServer {
@@ -54,15 +72,12 @@ impl TestServer {
 
     /// A client that keeps cookies, as a browser would (but sends no `Origin`).
     pub fn client(&self) -> reqwest::Client {
-        reqwest::Client::builder()
-            .cookie_store(true)
-            .build()
-            .unwrap()
+        client_builder().cookie_store(true).build().unwrap()
     }
 
     /// A client that keeps cookies and does not follow redirects.
     pub fn client_no_redirects(&self) -> reqwest::Client {
-        reqwest::Client::builder()
+        client_builder()
             .cookie_store(true)
             .redirect(reqwest::redirect::Policy::none())
             .build()
@@ -90,6 +105,16 @@ impl Drop for TestServer {
     fn drop(&mut self) {
         self.state.shutdown.trigger();
     }
+}
+
+/// Every test client gives up after 30 s, so a stuck request fails the test instead of hanging it.
+fn client_builder() -> reqwest::ClientBuilder {
+    reqwest::Client::builder().timeout(std::time::Duration::from_secs(30))
+}
+
+/// A client without cookies (a command-line client, or a stranger).
+pub fn plain_client() -> reqwest::Client {
+    client_builder().build().unwrap()
 }
 
 /// The password every test account uses.

@@ -1,0 +1,97 @@
+//! The real `tidings` binary: it serves, stops cleanly on SIGTERM, and refuses a bad
+//! configuration at start with a message that names the problem.
+
+use std::{
+    io::{BufRead, BufReader},
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    time::Duration,
+};
+
+fn tidings(envs: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tidings"));
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("LEPTOS_OUTPUT_NAME", "tidings")
+        .env("LEPTOS_SITE_ADDR", "127.0.0.1:0")
+        .env("RUST_LOG", "info")
+        .envs(envs.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+/// Reads the child's stdout until the "listening on" line; returns the base URL.
+fn wait_for_listening(child: &mut Child) -> String {
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(i) = line.find("listening on http://") {
+                let _ = tx.send(line[i + "listening on ".len()..].trim().to_string());
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(60))
+        .expect("the server says where it listens")
+}
+
+#[tokio::test]
+async fn serves_then_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/data/t.db?mode=rwc", dir.path().display());
+    let mut child = tidings(&[("DATABASE_URL", &url)]).spawn().unwrap();
+    let base = wait_for_listening(&mut child);
+
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let health = client.get(format!("{base}/healthz")).send().await.unwrap();
+    assert_eq!(health.text().await.unwrap(), "ok");
+    assert!(
+        dir.path().join("data/t.db").exists(),
+        "the database file and its folder were created"
+    );
+
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "a clean exit after SIGTERM, got {status}");
+}
+
+#[test]
+fn a_bad_database_url_fails_fast_with_a_clear_message() {
+    let out = tidings(&[("DATABASE_URL", "mysql://localhost/x")])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("DATABASE_URL must start with sqlite:// or postgres://"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_bad_setting_names_its_variable() {
+    let out = tidings(&[("TIDINGS_STREAM_TOKEN_TTL", "soon")])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("TIDINGS_STREAM_TOKEN_TTL"), "{stderr}");
+}
+
+#[test]
+fn help_lists_the_commands() {
+    let out = tidings(&[]).arg("--help").output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("serve"));
+}
