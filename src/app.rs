@@ -61,12 +61,14 @@ pub fn App() -> impl IntoView {
                 <UserMenu/>
             </header>
             <main>
-                // PartiallyBlocked: blocking resources (the session) render in place, so the
-                // page is whole without JavaScript; other Suspense still streams.
+                // InOrder: every Suspense is written in place, in document order, so the page
+                // is whole without JavaScript. (PartiallyBlocked left the signed-out header
+                // as an empty fallback plus a <template> that only JavaScript swaps in,
+                // because `whoami` resolves without waiting when there is no cookie.)
                 <Routes fallback=NotFound>
-                    <Route path=StaticSegment("") view=HomePage ssr=SsrMode::PartiallyBlocked/>
-                    <Route path=StaticSegment("login") view=LoginPage ssr=SsrMode::PartiallyBlocked/>
-                    <Route path=StaticSegment("signup") view=SignupPage ssr=SsrMode::PartiallyBlocked/>
+                    <Route path=StaticSegment("") view=HomePage ssr=SsrMode::InOrder/>
+                    <Route path=StaticSegment("login") view=LoginPage ssr=SsrMode::InOrder/>
+                    <Route path=StaticSegment("signup") view=SignupPage ssr=SsrMode::InOrder/>
                 </Routes>
             </main>
             <footer>

@@ -4,7 +4,7 @@
 mod common;
 
 use axum::{routing::get, Router};
-use common::{error_code, TestServer, PASSWORD};
+use common::{error_code, get_json, post_json, TestServer, PASSWORD};
 use reqwest::{header, StatusCode};
 use serde_json::{json, Value};
 use tidings::server::StreamUser;
@@ -32,12 +32,12 @@ async fn signup_me_logout_login() {
     let srv = TestServer::start().await;
     let client = srv.client();
 
-    let res = client
-        .post(srv.url("/api/auth/signup"))
-        .json(&json!({"username": "eric", "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap();
+    let res = post_json(
+        &client,
+        &srv.url("/api/auth/signup"),
+        json!({"username": "eric", "password": PASSWORD}),
+    )
+    .await;
     assert_eq!(res.status(), StatusCode::CREATED);
     let cookie = set_cookie(&res);
     for flag in ["HttpOnly", "SameSite=Lax", "Path=/"] {
@@ -47,14 +47,7 @@ async fn signup_me_logout_login() {
     let body: Value = res.json().await.unwrap();
     assert_eq!(body, json!({"user": {"username": "eric", "role": "user"}}));
 
-    let me: Value = client
-        .get(srv.url("/api/auth/me"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let me: Value = get_json(&client, &srv.url("/api/auth/me")).await;
     assert_eq!(me["user"]["username"], "eric");
 
     let res = client
@@ -84,26 +77,19 @@ async fn signup_me_logout_login() {
         .unwrap();
     assert_eq!(replay.status(), 401);
 
-    let res = client
-        .post(srv.url("/api/auth/login"))
-        .json(&json!({"username": "eric", "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap();
+    let res = post_json(
+        &client,
+        &srv.url("/api/auth/login"),
+        json!({"username": "eric", "password": PASSWORD}),
+    )
+    .await;
     assert_eq!(res.status(), StatusCode::OK);
     assert_ne!(
         cookie_value(&set_cookie(&res)),
         cookie_value(&cookie),
         "a new session id at login"
     );
-    let me: Value = client
-        .get(srv.url("/api/auth/me"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let me: Value = get_json(&client, &srv.url("/api/auth/me")).await;
     assert_eq!(me["user"]["username"], "eric");
 
     let actions: Vec<String> = srv
@@ -125,12 +111,12 @@ async fn every_login_issues_a_new_session() {
     srv.signup(&client, "fixed").await;
     let mut seen = std::collections::HashSet::new();
     for _ in 0..3 {
-        let res = client
-            .post(srv.url("/api/auth/login"))
-            .json(&json!({"username": "fixed", "password": PASSWORD}))
-            .send()
-            .await
-            .unwrap();
+        let res = post_json(
+            &client,
+            &srv.url("/api/auth/login"),
+            json!({"username": "fixed", "password": PASSWORD}),
+        )
+        .await;
         assert_eq!(res.status(), 200);
         assert!(seen.insert(cookie_value(&set_cookie(&res))));
     }
@@ -139,13 +125,12 @@ async fn every_login_issues_a_new_session() {
 #[tokio::test]
 async fn admins_come_from_the_environment() {
     let srv = TestServer::start().await;
-    let res = srv
-        .client()
-        .post(srv.url("/api/auth/signup"))
-        .json(&json!({"username": "admin", "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap();
+    let res = post_json(
+        &srv.client(),
+        &srv.url("/api/auth/signup"),
+        json!({"username": "admin", "password": PASSWORD}),
+    )
+    .await;
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["user"]["role"], "admin");
 }
@@ -207,12 +192,12 @@ async fn bad_input_gets_clear_4xx() {
         ("a", PASSWORD, "invalid_username"),
         ("shorty", "1234567", "invalid_password"),
     ] {
-        let res = c
-            .post(&signup)
-            .json(&json!({"username": username, "password": password}))
-            .send()
-            .await
-            .unwrap();
+        let res = post_json(
+            &c,
+            &&signup,
+            json!({"username": username, "password": password}),
+        )
+        .await;
         assert_eq!(res.status(), 400, "{username}");
         assert_eq!(error_code(res).await, code, "{username}");
     }
@@ -223,12 +208,12 @@ async fn bad_input_gets_clear_4xx() {
     assert_eq!(error_code(res).await, "payload_too_large");
 
     srv.signup(&c, "taken").await;
-    let res = c
-        .post(&signup)
-        .json(&json!({"username": "taken", "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap();
+    let res = post_json(
+        &c,
+        &&signup,
+        json!({"username": "taken", "password": PASSWORD}),
+    )
+    .await;
     assert_eq!(res.status(), 409);
     assert_eq!(error_code(res).await, "username_taken");
 
@@ -266,24 +251,24 @@ async fn wrong_passwords_and_unknown_users_are_401() {
         ("nobody", PASSWORD),
         ("Bad Name", PASSWORD),
     ] {
-        let res = c
-            .post(srv.url("/api/auth/login"))
-            .json(&json!({"username": username, "password": password}))
-            .send()
-            .await
-            .unwrap();
+        let res = post_json(
+            &c,
+            &srv.url("/api/auth/login"),
+            json!({"username": username, "password": password}),
+        )
+        .await;
         assert_eq!(res.status(), 401, "{username}");
         assert_eq!(error_code(res).await, "bad_credentials");
     }
 }
 
 async fn login(srv: &TestServer, username: &str, password: &str) -> reqwest::Response {
-    common::plain_client()
-        .post(srv.url("/api/auth/login"))
-        .json(&json!({"username": username, "password": password}))
-        .send()
-        .await
-        .unwrap()
+    post_json(
+        &common::plain_client(),
+        &srv.url("/api/auth/login"),
+        json!({"username": username, "password": password}),
+    )
+    .await
 }
 
 #[tokio::test]
@@ -530,7 +515,11 @@ async fn pages_and_health() {
     assert_eq!(home.status(), 200);
     let html = home.text().await.unwrap();
     assert!(html.contains("Keep the browser up to date"));
-    assert!(html.contains("Sign in"));
+    let header = &html[html.find("<header").unwrap()..html.find("</header>").unwrap()];
+    assert!(
+        header.contains(r#"<a href="/login">Sign in"#),
+        "the signed-out header is in the first HTML, not in a template that needs JavaScript: {header}"
+    );
     assert_eq!(c.get(srv.url("/login")).send().await.unwrap().status(), 200);
     assert_eq!(
         c.get(srv.url("/nowhere")).send().await.unwrap().status(),
