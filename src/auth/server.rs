@@ -77,6 +77,24 @@ impl<S: Send + Sync> FromRequest<S> for AuthInput {
     }
 }
 
+/// Answers signup or login: `{"user"}` with `status` for JSON clients; for a plain form, a
+/// redirect home on success, or back to `page` with the error's code on a failure the user
+/// can fix (an internal error stays a JSON 500 either way: there is nothing to fix there).
+fn answer(
+    result: Result<(CookieJar, UserView), ApiError>,
+    html_form: bool,
+    status: StatusCode,
+    page: &str,
+    username: &str,
+) -> Response {
+    match result {
+        Ok((jar, _)) if html_form => (jar, Redirect::to("/")).into_response(),
+        Ok((jar, user)) => (status, jar, ApiJson(UserEnvelope { user })).into_response(),
+        Err(e) if html_form && !matches!(e, ApiError::Internal(_)) => back_to(page, &e, username),
+        Err(e) => e.into_response(),
+    }
+}
+
 /// Where a plain form goes back to after a failure: the page, with the error's code and the
 /// username typed (never the password, never free text an attacker could plant).
 fn back_to(page: &str, err: &ApiError, username: &str) -> Response {
@@ -163,17 +181,15 @@ async fn signup(
     jar: CookieJar,
     input: AuthInput,
 ) -> Response {
-    let AuthInput { body, html_form } = input;
-    match do_signup(&state, &headers, jar, body.clone()).await {
-        Ok((jar, _)) if html_form => (jar, Redirect::to("/")).into_response(),
-        Ok((jar, user)) => {
-            (StatusCode::CREATED, jar, ApiJson(UserEnvelope { user })).into_response()
-        }
-        Err(e) if html_form && !matches!(e, ApiError::Internal(_)) => {
-            back_to("/signup", &e, &body.username)
-        }
-        Err(e) => e.into_response(),
-    }
+    let username = input.body.username.clone();
+    let result = do_signup(&state, &headers, jar, input.body).await;
+    answer(
+        result,
+        input.html_form,
+        StatusCode::CREATED,
+        "/signup",
+        &username,
+    )
 }
 
 async fn do_signup(
@@ -218,15 +234,9 @@ async fn login(
     jar: CookieJar,
     input: AuthInput,
 ) -> Response {
-    let AuthInput { body, html_form } = input;
-    match do_login(&state, &headers, &addr, jar, body.clone()).await {
-        Ok((jar, _)) if html_form => (jar, Redirect::to("/")).into_response(),
-        Ok((jar, user)) => (jar, ApiJson(UserEnvelope { user })).into_response(),
-        Err(e) if html_form && !matches!(e, ApiError::Internal(_)) => {
-            back_to("/login", &e, &body.username)
-        }
-        Err(e) => e.into_response(),
-    }
+    let username = input.body.username.clone();
+    let result = do_login(&state, &headers, &addr, jar, input.body).await;
+    answer(result, input.html_form, StatusCode::OK, "/login", &username)
 }
 
 async fn do_login(

@@ -120,6 +120,26 @@ pub fn plain_client() -> reqwest::Client {
 /// The password every test account uses.
 pub const PASSWORD: &str = "correct horse battery";
 
+/// `POST url` with a JSON body on `client`.
+pub async fn post_json(
+    client: &reqwest::Client,
+    url: &str,
+    body: serde_json::Value,
+) -> reqwest::Response {
+    client
+        .post(url)
+        .json(&body)
+        .send()
+        .await
+        .expect("the server answers")
+}
+
+/// `GET url` on `client`, parsed as JSON.
+pub async fn get_json(client: &reqwest::Client, url: &str) -> serde_json::Value {
+    let res = client.get(url).send().await.expect("the server answers");
+    res.json().await.expect("a JSON body")
+}
+
 /// Reads a JSON error body and checks it has the contract's shape; returns its `error` code.
 pub async fn error_code(res: reqwest::Response) -> String {
     let body: serde_json::Value = res.json().await.expect("error bodies are JSON");
