@@ -8,8 +8,11 @@
 //!
 //! Test with `cargo test --features ssr protocol` (round trips against the contract's JSON).
 
+pub mod audit;
 pub mod auth;
 pub mod error;
+pub mod ndjson;
 
+pub use audit::{AuditRow, ExportLine, ExportTrailer};
 pub use auth::{AuthRequest, Role, StreamToken, UserEnvelope, UserView};
 pub use error::ErrorBody;
