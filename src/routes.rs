@@ -23,17 +23,21 @@ use tower_http::{
 use crate::{
     app::{shell, App},
     auth,
-    server::{error::api_not_found, health, origin::refuse_foreign_origins, ApiError, AppState},
+    server::{
+        body_limit::{limit_request_body, MAX_BODY_BYTES},
+        error::{api_method_not_allowed, api_not_found},
+        health,
+        origin::refuse_foreign_origins,
+        ApiError, AppState,
+    },
 };
-
-/// Largest request body any route accepts (JSON commands are small).
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// The whole application for `state`.
 pub fn app(state: AppState) -> Router {
     let api = Router::new()
         .merge(auth::router())
-        .route("/api/{*rest}", any(api_not_found));
+        .route("/api/{*rest}", any(api_not_found))
+        .method_not_allowed_fallback(api_method_not_allowed);
 
     let mut router = Router::new()
         .merge(health::router())
@@ -47,7 +51,8 @@ pub fn app(state: AppState) -> Router {
             state.clone(),
             refuse_foreign_origins,
         ))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn(limit_request_body));
 
     if !state.config.allowed_origins.is_empty() {
         let origins = state

@@ -217,6 +217,20 @@ async fn bad_input_gets_clear_4xx() {
     assert_eq!(res.status(), 409);
     assert_eq!(error_code(res).await, "username_taken");
 
+    let res = c.get(srv.url("/api/auth/login")).send().await.unwrap();
+    assert_eq!(res.status(), 405);
+    assert_eq!(error_code(res).await, "method_not_allowed");
+
+    // Server functions read their own bodies; the limit covers them too.
+    let res = c
+        .post(srv.url("/sf/whoami"))
+        .body(vec![b'x'; 200_000])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 413);
+    assert_eq!(error_code(res).await, "payload_too_large");
+
     let res = c.get(srv.url("/api/no/such/route")).send().await.unwrap();
     assert_eq!(res.status(), 404);
     assert_eq!(error_code(res).await, "not_found");
@@ -275,11 +289,13 @@ async fn login(srv: &TestServer, username: &str, password: &str) -> reqwest::Res
 async fn ten_failures_for_a_username_give_429() {
     let srv = TestServer::start().await;
     srv.signup(&srv.client(), "target").await;
-    for _ in 0..10 {
-        assert_eq!(login(&srv, "target", "wrong password").await.status(), 401);
+    // Each guess from its own loopback address, so only the username's counter can reach 10.
+    for i in 0..10 {
+        let res = login_from(&srv, [127, 0, 0, 10 + i], "target", "wrong password").await;
+        assert_eq!(res.status(), 401);
     }
-    // Even the right password is refused now: that is the point.
-    let res = login(&srv, "target", PASSWORD).await;
+    // Even the right password, from a fresh address, is refused now: that is the point.
+    let res = login_from(&srv, [127, 0, 0, 99], "target", PASSWORD).await;
     assert_eq!(res.status(), 429);
     let retry: u64 = res.headers()[header::RETRY_AFTER]
         .to_str()
@@ -288,6 +304,44 @@ async fn ten_failures_for_a_username_give_429() {
         .unwrap();
     assert!((1..=300).contains(&retry), "{retry}");
     assert_eq!(error_code(res).await, "rate_limited");
+}
+
+async fn login_from(
+    srv: &TestServer,
+    ip: [u8; 4],
+    username: &str,
+    password: &str,
+) -> reqwest::Response {
+    let client = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from(ip))
+        .timeout(std::time::Duration::from_secs(30))
+        .build()
+        .unwrap();
+    post_json(
+        &client,
+        &srv.url("/api/auth/login"),
+        json!({"username": username, "password": password}),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn parallel_guesses_cannot_pass_the_limit() {
+    let srv = TestServer::start().await;
+    srv.signup(&srv.client(), "burst").await;
+    let mut guesses = tokio::task::JoinSet::new();
+    for i in 0..25u8 {
+        let (url, body) = (
+            srv.url("/api/auth/login"),
+            json!({"username": "burst", "password": format!("guess {i}")}),
+        );
+        let client = common::plain_client();
+        guesses.spawn(async move { client.post(url).json(&body).send().await.unwrap().status() });
+    }
+    let statuses = guesses.join_all().await;
+    let wrong = statuses.iter().filter(|s| s.as_u16() == 401).count();
+    let limited = statuses.iter().filter(|s| s.as_u16() == 429).count();
+    assert_eq!((wrong, limited), (10, 15), "{statuses:?}");
 }
 
 #[tokio::test]
@@ -482,6 +536,15 @@ async fn plain_forms_redirect() {
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        c.get(srv.url("/api/auth/me"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401,
+        "the form logout ended the session"
+    );
 
     let res = c
         .post(srv.url("/api/auth/login"))

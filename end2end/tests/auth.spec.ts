@@ -40,6 +40,12 @@ test.describe('with JavaScript (hydrated)', () => {
     await submitCredentials(page, name, PASSWORD);
     await expect(page.getByRole('alert')).toHaveText('That username is taken; choose another.');
     await expect(page).toHaveURL('/signup');
+
+    // The browser's own minlength check would stop a short password; take it away to see
+    // that the server refuses it too, with its sentence shown inline.
+    await page.getByLabel('Password').evaluate((el) => el.removeAttribute('minlength'));
+    await submitCredentials(page, uniqueName('short'), '1234567');
+    await expect(page.getByRole('alert')).toHaveText('Passwords need at least 8 characters.');
   });
 
   test('an admin sees the admin badge, a plain user does not', async ({ page }) => {
@@ -50,6 +56,7 @@ test.describe('with JavaScript (hydrated)', () => {
     await expect(page.locator('.badge')).toHaveText('admin');
 
     await page.getByRole('button', { name: 'Log out' }).click();
+    await expect(page.getByRole('link', { name: 'Sign in' })).toBeVisible();
     await page.goto('/signup');
     await waitForHydration(page);
     const name = uniqueName('plain');

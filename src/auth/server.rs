@@ -130,10 +130,19 @@ fn verify_password(password: &str, hash: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// Runs CPU-heavy hashing off the async workers.
+/// At most this many password hashes run at once: each takes 19 MiB and a core for tens of
+/// milliseconds, so a burst of logins or signups waits in line instead of exhausting memory.
+const MAX_CONCURRENT_HASHES: usize = 4;
+static HASHING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_CONCURRENT_HASHES);
+
+/// Runs CPU-heavy hashing off the async workers, a few at a time.
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, ApiError> {
+    let _permit = HASHING
+        .acquire()
+        .await
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("hashing queue closed: {e}")))?;
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| ApiError::Internal(anyhow::anyhow!("hashing task failed: {e}")))
@@ -246,12 +255,22 @@ async fn do_login(
     jar: CookieJar,
     body: AuthRequest,
 ) -> Result<(CookieJar, UserView), ApiError> {
-    let user_key = format!("user:{}", body.username);
+    // Only a well-formed username gets its own counter (junk names would only fill memory).
+    let user_key = check_username(&body.username)
+        .is_ok()
+        .then(|| format!("user:{}", body.username));
     let addr_key = format!("ip:{addr}");
-    let keys = [user_key.as_str(), addr_key.as_str()];
+    let keys: Vec<&str> = user_key
+        .iter()
+        .map(String::as_str)
+        .chain([addr_key.as_str()])
+        .collect();
+    // The attempt counts as a failure from the start, in the same locked step as the limit
+    // check, so parallel guesses cannot slip past the limit while their hashes run.
+    let attempt = Instant::now();
     state
         .login_limiter
-        .check(&keys, Instant::now())
+        .check_and_record(&keys, attempt)
         .map_err(ApiError::RateLimited)?;
 
     // Over-long input cannot match an account; refuse it before hashing anything.
@@ -271,7 +290,6 @@ async fn do_login(
     .await?;
 
     let Some(account) = account.filter(|_| matches) else {
-        state.login_limiter.record_failure(&keys, Instant::now());
         audit(
             state,
             "LOGIN_FAILED",
@@ -281,7 +299,11 @@ async fn do_login(
         .await;
         return Err(ApiError::BadCredentials);
     };
-    state.login_limiter.clear(&user_key);
+    // The right password: forgive this attempt, and the username's earlier failures.
+    state.login_limiter.forgive(&addr_key, attempt);
+    if let Some(user_key) = &user_key {
+        state.login_limiter.clear(user_key);
+    }
     let jar = start_session(state, headers, jar, account.id).await?;
     audit(state, "LOGIN", &account.username, json!({})).await;
     let user = UserView {

@@ -8,6 +8,9 @@ use std::{collections::HashSet, time::Duration};
 /// Where SQLite lives when `DATABASE_URL` is unset.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/tidings.db?mode=rwc";
 
+/// Longest session or token lifetime accepted: one year, in seconds.
+pub const MAX_TTL_SECS: u64 = 365 * 24 * 3600;
+
 /// Settings that come from the environment.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -19,7 +22,8 @@ pub struct Config {
     /// routes and open WebSockets (and that CORS answers for). Normalised, no trailing slash.
     pub allowed_origins: Vec<String>,
     /// `TIDINGS_SECRET`: key for signing stream tokens. Unset: a random key kept in the database,
-    /// so every instance on the same database shares it and restarts keep tokens valid.
+    /// so every instance on the same database shares it and restarts keep tokens valid. Then
+    /// whoever can read the database can also mint stream tokens: set it in production.
     pub secret: Option<String>,
     /// `TIDINGS_STREAM_TOKEN_TTL` (seconds, default 300): how long a stream token lives.
     pub stream_token_ttl: Duration,
@@ -31,6 +35,7 @@ impl Config {
     /// Reads the environment. Fails with a sentence naming the variable on a bad value.
     pub fn from_env() -> anyhow::Result<Self> {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        // Capped at a year: larger values would overflow millisecond timestamps.
         let seconds = |name: &str, default: u64| -> anyhow::Result<Duration> {
             match var(name) {
                 None => Ok(Duration::from_secs(default)),
@@ -38,11 +43,11 @@ impl Config {
                     .trim()
                     .parse::<u64>()
                     .ok()
-                    .filter(|n| *n > 0)
+                    .filter(|n| (1..=MAX_TTL_SECS).contains(n))
                     .map(Duration::from_secs)
                     .ok_or_else(|| {
                         anyhow::anyhow!(
-                            "{name} must be a whole number of seconds above 0, not {v:?}"
+                            "{name} must be a whole number of seconds from 1 to {MAX_TTL_SECS}, not {v:?}"
                         )
                     }),
             }

@@ -36,6 +36,9 @@ pub enum ApiError {
     /// 404: nothing here (also what another user's private object looks like).
     #[error("{0}")]
     NotFound(String),
+    /// 405: the route exists, but not for this method.
+    #[error("This route does not accept that method.")]
+    MethodNotAllowed,
     /// 409: the thing exists already (a taken username); `code` names what.
     #[error("{message}")]
     Conflict { code: &'static str, message: String },
@@ -74,6 +77,7 @@ impl ApiError {
             }
             Self::Forbidden(_) | Self::ForeignOrigin(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -93,6 +97,7 @@ impl ApiError {
             Self::Forbidden(_) => "forbidden",
             Self::ForeignOrigin(_) => "foreign_origin",
             Self::NotFound(_) => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
             Self::Conflict { code, .. } => code,
             Self::PayloadTooLarge => "payload_too_large",
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
@@ -183,6 +188,11 @@ impl<T: serde::Serialize> IntoResponse for ApiJson<T> {
     fn into_response(self) -> Response {
         axum::Json(self.0).into_response()
     }
+}
+
+/// Answers a known `/api/*` path called with the wrong method.
+pub async fn api_method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
 }
 
 /// Answers unknown `/api/*` paths with a JSON 404 instead of the HTML page.

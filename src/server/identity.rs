@@ -168,7 +168,8 @@ impl FromRequestParts<AppState> for StreamUser {
 }
 
 /// The client's address as the socket saw it (`unknown` when the server was not started with
-/// connect info, as in `oneshot` tests). Never refuses.
+/// connect info, as in `oneshot` tests); IPv6 clients by their /64, since one host commonly
+/// holds a whole /64. Never refuses.
 #[derive(Clone, Debug)]
 pub struct ClientAddr(pub String);
 
@@ -180,9 +181,24 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
             parts
                 .extensions
                 .get::<ConnectInfo<SocketAddr>>()
-                .map(|ci| ci.0.ip().to_string())
+                .map(|ci| address_key(ci.0.ip()))
                 .unwrap_or_else(|| "unknown".into()),
         ))
+    }
+}
+
+/// An address as rate limits count it: IPv4 as is, IPv6 by its /64 prefix.
+pub fn address_key(ip: std::net::IpAddr) -> String {
+    match ip {
+        std::net::IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+        std::net::IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map(|v4| v4.to_string())
+            .unwrap_or_default(),
+        v4 => v4.to_string(),
     }
 }
 
@@ -260,6 +276,23 @@ mod tests {
         let plain =
             session_cookie("t".into(), std::time::Duration::from_secs(60), false).to_string();
         assert!(!plain.contains("Secure"));
+    }
+
+    #[test]
+    fn addresses_group_ipv6_by_64() {
+        assert_eq!(address_key("203.0.113.9".parse().unwrap()), "203.0.113.9");
+        assert_eq!(
+            address_key("2001:db8:1:2:aaaa::1".parse().unwrap()),
+            "2001:db8:1:2::/64"
+        );
+        assert_eq!(
+            address_key("2001:db8:1:2:bbbb::9".parse().unwrap()),
+            "2001:db8:1:2::/64"
+        );
+        assert_eq!(
+            address_key("::ffff:192.0.2.1".parse().unwrap()),
+            "192.0.2.1"
+        );
     }
 
     #[test]

@@ -42,13 +42,23 @@ impl FailureLimiter {
     /// `Err(seconds until a retry may succeed)` when any key is at its limit at `now`.
     pub fn check(&self, keys: &[&str], now: Instant) -> Result<(), u64> {
         let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        Self::wait_for(&mut map, keys, now, self.max, self.window)
+    }
+
+    fn wait_for(
+        map: &mut HashMap<String, VecDeque<Instant>>,
+        keys: &[&str],
+        now: Instant,
+        max: usize,
+        window: Duration,
+    ) -> Result<(), u64> {
         let mut wait = Duration::ZERO;
         for key in keys {
             if let Some(times) = map.get_mut(*key) {
-                prune(times, now, self.window);
-                if times.len() >= self.max {
-                    let oldest = times[times.len() - self.max];
-                    wait = wait.max(self.window.saturating_sub(now.duration_since(oldest)));
+                prune(times, now, window);
+                if times.len() >= max {
+                    let oldest = times[times.len() - max];
+                    wait = wait.max(window.saturating_sub(now.duration_since(oldest)));
                 }
             }
         }
@@ -59,9 +69,41 @@ impl FailureLimiter {
         }
     }
 
+    /// In one locked step: `Err(seconds)` if any key is at its limit, else counts this
+    /// attempt as a failure against every key (undo with [`forgive`](Self::forgive) when it
+    /// succeeds). Parallel attempts therefore cannot all pass the check before any is counted.
+    pub fn check_and_record(&self, keys: &[&str], now: Instant) -> Result<(), u64> {
+        let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        Self::wait_for(&mut map, keys, now, self.max, self.window)?;
+        self.record_locked(&mut map, keys, now);
+        Ok(())
+    }
+
+    /// Takes back the failure recorded for `key` at `at` (the attempt succeeded).
+    pub fn forgive(&self, key: &str, at: Instant) {
+        let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(times) = map.get_mut(key) {
+            if let Some(i) = times.iter().rposition(|t| *t == at) {
+                times.remove(i);
+            }
+            if times.is_empty() {
+                map.remove(key);
+            }
+        }
+    }
+
     /// Records one failure against every key.
     pub fn record_failure(&self, keys: &[&str], now: Instant) {
         let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        self.record_locked(&mut map, keys, now);
+    }
+
+    fn record_locked(
+        &self,
+        map: &mut HashMap<String, VecDeque<Instant>>,
+        keys: &[&str],
+        now: Instant,
+    ) {
         for key in keys {
             if !map.contains_key(*key) && map.len() >= self.capacity {
                 map.retain(|_, times| {
@@ -153,6 +195,24 @@ mod tests {
         assert!(l.check(&["ip:2", "user:a"], now).is_ok());
         l.clear("ip:1");
         assert!(l.check(&["ip:1", "user:c"], now).is_ok());
+    }
+
+    #[test]
+    fn attempts_count_before_they_finish_and_successes_are_forgiven() {
+        let l = FailureLimiter::new(3, Duration::from_secs(60), 100);
+        let now = Instant::now();
+        for _ in 0..3 {
+            assert!(l.check_and_record(&["ip:1"], now).is_ok());
+        }
+        assert!(
+            l.check_and_record(&["ip:1"], now).is_err(),
+            "a fourth parallel attempt is refused"
+        );
+        l.forgive("ip:1", now);
+        assert!(
+            l.check_and_record(&["ip:1"], now).is_ok(),
+            "a success gives its attempt back"
+        );
     }
 
     #[test]

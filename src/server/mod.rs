@@ -5,6 +5,7 @@
 //! through them and `protocol`. Unit tests live beside each piece (`cargo test --features ssr
 //! server::`); `tests/` starts the whole server on `127.0.0.1:0`.
 
+pub mod body_limit;
 pub mod clock;
 pub mod config;
 pub mod error;
