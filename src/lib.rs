@@ -6,7 +6,8 @@
 //! - `routes` (ssr): merges every feature's `router()` with the Leptos pages; `serve()`.
 //! - `app`: the HTML shell, `<App/>`, the page routes.
 //! - features, each with its view, browser client and (ssr) server half:
-//!   `auth` (accounts, sessions, stream tokens), `guide` (the home page's decision guide).
+//!   `auth` (accounts, sessions, stream tokens), `guide` (the home page's decision guide),
+//!   `export` (the audit log: so far its seeding command).
 //! - `server` (ssr): infrastructure that knows no feature: config, state, storage, errors,
 //!   identity, origin checks, shutdown, health, logging.
 //! - `protocol`: wire types only, for wasm32 and native alike.
@@ -16,6 +17,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod export;
 pub mod guide;
 pub mod protocol;
 #[cfg(feature = "ssr")]

@@ -1,12 +1,14 @@
-//! The Tidings binary: `tidings` or `tidings serve` runs the server (configured by the
-//! environment, see `server::config`). Thin on purpose: parse, configure, bind, run.
+//! The Tidings binary. Thin on purpose: parse the command line, configure, run.
+//!
+//! - `tidings` or `tidings serve`: runs the server (configured by the environment, see
+//!   `server::config`).
+//! - `tidings seed --audit-rows N`: adds N synthetic audit rows to `DATABASE_URL`'s database.
 
 #[cfg(feature = "ssr")]
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     use clap::{Parser, Subcommand};
-    use leptos::config::get_configuration;
-    use tidings::server::{telemetry, AppState, Config, Shutdown};
+    use tidings::server::telemetry;
 
     /// Tidings: HTTP streaming, Server-Sent Events and WebSockets, done right.
     #[derive(Parser)]
@@ -20,38 +22,74 @@ async fn main() -> std::process::ExitCode {
     enum Command {
         /// Run the web server (the default). Listens on LEPTOS_SITE_ADDR.
         Serve,
+        /// Add synthetic rows to DATABASE_URL's database, for demos and benchmarks.
+        Seed {
+            /// How many audit-log rows to add.
+            #[arg(long, value_name = "N")]
+            audit_rows: u64,
+        },
     }
 
     let _ = dotenvy::dotenv();
     telemetry::init();
-    let cli = Cli::parse();
-    match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => {
-            let run = async {
-                let config = Config::from_env()?;
-                let leptos_options = get_configuration(None)?.leptos_options;
-                let addr = leptos_options.site_addr;
-                let shutdown = Shutdown::new();
-                shutdown.trigger_on_signals();
-                let state = AppState::new(config, leptos_options, shutdown).await?;
-                let listener = tokio::net::TcpListener::bind(addr)
-                    .await
-                    .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
-                tracing::info!("listening on http://{}", listener.local_addr()?);
-                tidings::routes::serve(listener, state).await?;
-                tracing::info!("stopped");
-                anyhow::Ok(())
-            };
-            match run.await {
-                Ok(()) => std::process::ExitCode::SUCCESS,
-                Err(e) => {
-                    tracing::error!("{e:#}");
-                    eprintln!("tidings: {e:#}");
-                    std::process::ExitCode::FAILURE
-                }
-            }
+    let result = match Cli::parse().command.unwrap_or(Command::Serve) {
+        Command::Serve => serve().await,
+        Command::Seed { audit_rows } => seed(audit_rows).await,
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("tidings: {e:#}");
+            std::process::ExitCode::FAILURE
         }
     }
+}
+
+#[cfg(feature = "ssr")]
+async fn serve() -> anyhow::Result<()> {
+    use leptos::config::get_configuration;
+    use tidings::server::{AppState, Config, Shutdown};
+
+    let config = Config::from_env()?;
+    let leptos_options = get_configuration(None)?.leptos_options;
+    let addr = leptos_options.site_addr;
+    let shutdown = Shutdown::new();
+    shutdown.trigger_on_signals();
+    let state = AppState::new(config, leptos_options, shutdown).await?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+    tracing::info!("listening on http://{}", listener.local_addr()?);
+    tidings::routes::serve(listener, state).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+#[cfg(feature = "ssr")]
+async fn seed(audit_rows: u64) -> anyhow::Result<()> {
+    use indicatif::{ProgressBar, ProgressStyle};
+    use tidings::{
+        export::seed::seed_audit_rows,
+        server::{storage::redact, storage::Store, Config},
+    };
+
+    let config = Config::from_env()?;
+    let store = Store::connect(&config.database_url).await?;
+    let bar = ProgressBar::new(audit_rows).with_style(ProgressStyle::with_template(
+        "seeding [{bar:40}] {human_pos}/{human_len} rows, {per_sec}, {eta} left",
+    )?);
+    let started = std::time::Instant::now();
+    let written = seed_audit_rows(&store, audit_rows, |n| bar.set_position(n)).await?;
+    bar.finish_and_clear();
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "seeded {written} audit rows into {} in {secs:.1} s ({:.0} rows/s)",
+        redact(&config.database_url),
+        written as f64 / secs.max(1e-9)
+    );
+    store.close().await;
+    Ok(())
 }
 
 #[cfg(not(feature = "ssr"))]

@@ -89,9 +89,37 @@ fn a_bad_setting_names_its_variable() {
     assert!(stderr.contains("TIDINGS_STREAM_TOKEN_TTL"), "{stderr}");
 }
 
+#[tokio::test]
+async fn seed_adds_exactly_the_rows_asked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/seed.db?mode=rwc", dir.path().display());
+    let out = tidings(&[("DATABASE_URL", &url)])
+        .args(["seed", "--audit-rows", "12345"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("seeded 12345 audit rows"));
+    let store = tidings::server::storage::Store::connect(&url)
+        .await
+        .unwrap();
+    assert_eq!(store.audit_count().await.unwrap(), 12345);
+
+    let bad = tidings(&[("DATABASE_URL", &url)])
+        .args(["seed", "--audit-rows", "many"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--audit-rows"));
+}
+
 #[test]
 fn help_lists_the_commands() {
     let out = tidings(&[]).arg("--help").output().unwrap();
     assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).contains("serve"));
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("serve") && help.contains("seed"), "{help}");
 }
