@@ -7,7 +7,8 @@
 //! - `app`: the HTML shell, `<App/>`, the page routes.
 //! - features, each with its view, browser client and (ssr) server half:
 //!   `auth` (accounts, sessions, stream tokens), `guide` (the home page's decision guide),
-//!   `export` (the audit log: so far its seeding command).
+//!   `export` (the audit log streamed as NDJSON or CSV, its viewer, its seeding command).
+//! - `cli` (ssr): the command-line clients (`tidings export`), beside the features.
 //! - `server` (ssr): infrastructure that knows no feature: config, state, storage, errors,
 //!   identity, origin checks, shutdown, health, logging.
 //! - `protocol`: wire types only, for wasm32 and native alike.
@@ -17,6 +18,8 @@
 
 pub mod app;
 pub mod auth;
+#[cfg(feature = "ssr")]
+pub mod cli;
 pub mod export;
 pub mod guide;
 pub mod protocol;

@@ -3,6 +3,7 @@
 //! - `tidings` or `tidings serve`: runs the server (configured by the environment, see
 //!   `server::config`).
 //! - `tidings seed --audit-rows N`: adds N synthetic audit rows to `DATABASE_URL`'s database.
+//! - `tidings export …`: streams a server's audit log to a file (see `cli::export`).
 
 #[cfg(feature = "ssr")]
 #[tokio::main]
@@ -28,6 +29,9 @@ async fn main() -> std::process::ExitCode {
             #[arg(long, value_name = "N")]
             audit_rows: u64,
         },
+        /// Stream a server's audit log to a file: verified, with a progress bar, resuming by
+        /// itself after a dropped connection.
+        Export(tidings::cli::export::ExportArgs),
     }
 
     let _ = dotenvy::dotenv();
@@ -35,6 +39,7 @@ async fn main() -> std::process::ExitCode {
     let result = match Cli::parse().command.unwrap_or(Command::Serve) {
         Command::Serve => serve().await,
         Command::Seed { audit_rows } => seed(audit_rows).await,
+        Command::Export(args) => tidings::cli::export::run(args).await.map(|_| ()),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -1,8 +1,21 @@
-//! The audit log export (issue 3): HTTP streaming of NDJSON or CSV, its viewer, its
-//! command-line consumer. So far: the seeding command that fills the log for demos and
-//! benchmarks. The wire types and the NDJSON line decoder are in `protocol`.
+//! The audit log export (issue 3): HTTP streaming of NDJSON or CSV, its live viewer, and its
+//! command-line consumer.
 //!
-//! Tests: `seed` unit tests below; `tests/binary.rs` runs `tidings seed` for real.
+//! - `server` (ssr): `GET /api/audit/export` and `GET /api/audit/count`.
+//! - `format` (ssr): the row writer both the server and the CLI use.
+//! - `seed` (ssr): `tidings seed --audit-rows N`.
+//! - `cli` (ssr): `tidings export`, the command-line consumer.
+//! - `view` and `client`: the `/export` page and its fetch stream (browser).
+//!
+//! The wire types and the NDJSON line decoder are in `protocol`.
+//! Tests: unit tests in each file; `tests/export.rs`; `end2end/tests/export.spec.ts`.
 
 #[cfg(feature = "ssr")]
+pub mod format;
+#[cfg(feature = "ssr")]
 pub mod seed;
+#[cfg(feature = "ssr")]
+mod server;
+
+#[cfg(feature = "ssr")]
+pub use server::router;

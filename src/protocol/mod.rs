@@ -13,6 +13,9 @@ pub mod auth;
 pub mod error;
 pub mod ndjson;
 
-pub use audit::{AuditRow, ExportLine, ExportTrailer};
+pub use audit::{
+    AuditRow, AuditRowRef, ExportCount, ExportFormat, ExportLine, ExportLineRef, ExportQuery,
+    ExportTrailer,
+};
 pub use auth::{AuthRequest, Role, StreamToken, UserEnvelope, UserView};
 pub use error::ErrorBody;

@@ -29,6 +29,20 @@ pub struct Config {
     pub stream_token_ttl: Duration,
     /// `TIDINGS_SESSION_TTL` (seconds, default 30 days): how long a session lives.
     pub session_ttl: Duration,
+    /// `TIDINGS_EXPORT_READER`: how exports read SQLite. `auto` (default): a dedicated
+    /// rusqlite connection, the measured fast path; `sqlx`: the portable sqlx path that
+    /// PostgreSQL always uses (for comparing the two).
+    pub export_reader: ExportReader,
+}
+
+/// How the audit export reads an SQLite database (PostgreSQL always goes through sqlx).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ExportReader {
+    /// rusqlite on SQLite files, sqlx otherwise.
+    #[default]
+    Auto,
+    /// sqlx everywhere.
+    Sqlx,
 }
 
 impl Config {
@@ -64,6 +78,13 @@ impl Config {
             secret: var("TIDINGS_SECRET"),
             stream_token_ttl: seconds("TIDINGS_STREAM_TOKEN_TTL", 300)?,
             session_ttl: seconds("TIDINGS_SESSION_TTL", 30 * 24 * 3600)?,
+            export_reader: match var("TIDINGS_EXPORT_READER").as_deref().map(str::trim) {
+                None | Some("auto") => ExportReader::Auto,
+                Some("sqlx") => ExportReader::Sqlx,
+                Some(other) => {
+                    anyhow::bail!("TIDINGS_EXPORT_READER must be auto or sqlx, not {other:?}")
+                }
+            },
         })
     }
 
@@ -76,6 +97,7 @@ impl Config {
             secret: None,
             stream_token_ttl: Duration::from_secs(300),
             session_ttl: Duration::from_secs(3600),
+            export_reader: ExportReader::Auto,
         }
     }
 }

@@ -9,7 +9,12 @@
 //!
 //! Tests: `cargo test --features ssr server::storage` runs against a temporary SQLite file.
 
-use std::{path::Path, str::FromStr};
+pub mod audit_pages;
+
+use std::{
+    path::{Path, PathBuf},
+    str::FromStr,
+};
 
 use sqlx::{
     any::{AnyConnectOptions, AnyPoolOptions},
@@ -83,6 +88,9 @@ pub struct SessionRow {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// The SQLite file, when there is one (not PostgreSQL, not `:memory:`): the export's
+    /// rusqlite reader opens it directly.
+    sqlite_file: Option<PathBuf>,
 }
 
 impl Store {
@@ -126,7 +134,15 @@ impl Store {
             .run(&pool)
             .await
             .map_err(|e| anyhow::anyhow!("cannot migrate the database at {}: {e}", redact(url)))?;
-        Ok(Self { pool, backend })
+        let sqlite_file = match backend {
+            Backend::Sqlite => sqlite_file(url),
+            Backend::Postgres => None,
+        };
+        Ok(Self {
+            pool,
+            backend,
+            sqlite_file,
+        })
     }
 
     /// Which engine this is.
@@ -345,6 +361,15 @@ impl Store {
             .fetch_all(&self.pool)
             .await
     }
+}
+
+/// The file an SQLite URL names, unless it is an in-memory database.
+fn sqlite_file(url: &str) -> Option<PathBuf> {
+    if url.contains(":memory:") || url.contains("mode=memory") {
+        return None;
+    }
+    let options = sqlx::sqlite::SqliteConnectOptions::from_str(url).ok()?;
+    Some(options.get_filename().to_path_buf())
 }
 
 /// Creates the folder an SQLite URL's file lives in (`sqlite://data/tidings.db` → `data/`).

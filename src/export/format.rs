@@ -1,0 +1,295 @@
+//! Audit rows as NDJSON lines or CSV records, written straight into an output buffer.
+//!
+//! [`RowWriter`] is the export's hot path: the storage reader hands it borrowed columns and it
+//! appends bytes, with no intermediate `AuditRow` or `serde_json::Value` per row. Strings are
+//! JSON-escaped only when they hold a character that needs it; the detail column is already
+//! JSON text (the app stores `serde_json::Value::to_string()`), so it is copied as is, and
+//! anything that is not a JSON object is written as a JSON string so a line stays valid.
+//! Times are formatted once per second and the milliseconds appended. Rows are grouped into
+//! chunks of `flush_every` rows, each chunk one write on the wire.
+//!
+//! The server's export and the command-line consumer (writing CSV from a verified NDJSON
+//! stream) share this writer. Tests: `cargo test --features ssr export::format` checks every
+//! line against serde_json and every record against the CSV rules.
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+
+use crate::{protocol::ExportFormat, server::storage::audit_pages::AuditSink};
+
+/// The CSV header row.
+pub const CSV_HEADER: &[u8] = b"id,at,action,user,detail\r\n";
+
+/// Formats rows and cuts them into chunks of `flush_every` rows.
+pub struct RowWriter {
+    format: ExportFormat,
+    flush_every: u32,
+    /// The chunk being filled.
+    buf: Vec<u8>,
+    /// Rows in `buf`.
+    rows_in_buf: u32,
+    /// Full chunks waiting to be sent (at most one page's worth), with their row counts.
+    ready: VecDeque<(Bytes, u32)>,
+    /// `YYYY-MM-DDTHH:MM:SS` of the last second formatted, and that second.
+    second: (i64, [u8; 19]),
+}
+
+impl RowWriter {
+    /// A writer of `format` cutting chunks every `flush_every` rows (at least 1).
+    pub fn new(format: ExportFormat, flush_every: u32) -> Self {
+        let flush_every = flush_every.max(1);
+        Self {
+            format,
+            flush_every,
+            buf: Vec::with_capacity(chunk_capacity(flush_every)),
+            rows_in_buf: 0,
+            ready: VecDeque::new(),
+            second: (i64::MIN, [b'0'; 19]),
+        }
+    }
+
+    /// Starts a CSV export with its header row (nothing for NDJSON).
+    pub fn header(&mut self) {
+        if self.format == ExportFormat::Csv {
+            self.buf.extend_from_slice(CSV_HEADER);
+        }
+    }
+
+    /// Appends raw bytes (the trailer line) to the current chunk.
+    pub fn raw(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// The next full chunk and its row count, if one is ready.
+    pub fn next_chunk(&mut self) -> Option<(Bytes, u32)> {
+        self.ready.pop_front()
+    }
+
+    /// Everything not yet taken: the ready chunks, then what is in the buffer.
+    pub fn drain_all(&mut self) -> Vec<(Bytes, u32)> {
+        self.cut();
+        self.ready.drain(..).collect()
+    }
+
+    /// Moves the buffer into `ready` if it holds anything.
+    fn cut(&mut self) {
+        if !self.buf.is_empty() {
+            let next = Vec::with_capacity(chunk_capacity(self.flush_every));
+            let bytes = Bytes::from(std::mem::replace(&mut self.buf, next));
+            self.ready.push_back((bytes, self.rows_in_buf));
+            self.rows_in_buf = 0;
+        }
+    }
+
+    /// `2026-11-23T16:21:59.123Z` for `ms`, reusing the last second's text.
+    fn write_time(&mut self, ms: i64) {
+        let (sec, milli) = (ms.div_euclid(1000), ms.rem_euclid(1000));
+        if sec != self.second.0 {
+            let text = crate::server::clock::rfc3339(sec * 1000);
+            let mut head = [b'0'; 19];
+            head.copy_from_slice(&text.as_bytes()[..19]);
+            self.second = (sec, head);
+        }
+        self.buf.extend_from_slice(&self.second.1);
+        self.buf.extend_from_slice(&[
+            b'.',
+            b'0' + (milli / 100) as u8,
+            b'0' + (milli / 10 % 10) as u8,
+            b'0' + (milli % 10) as u8,
+            b'Z',
+        ]);
+    }
+
+    fn write_ndjson(&mut self, id: i64, at_ms: i64, action: &str, user: &str, detail: &str) {
+        let mut ids = itoa::Buffer::new();
+        self.buf.extend_from_slice(b"{\"id\":");
+        self.buf.extend_from_slice(ids.format(id).as_bytes());
+        self.buf.extend_from_slice(b",\"at\":\"");
+        self.write_time(at_ms);
+        self.buf.extend_from_slice(b"\",\"action\":");
+        json_string(&mut self.buf, action);
+        self.buf.extend_from_slice(b",\"user\":");
+        json_string(&mut self.buf, user);
+        self.buf.extend_from_slice(b",\"detail\":");
+        if detail.starts_with('{') && detail.ends_with('}') && !detail.bytes().any(|b| b < 0x20) {
+            // Stored detail is compact JSON written by serde_json: copied as is.
+            self.buf.extend_from_slice(detail.as_bytes());
+        } else {
+            match serde_json::from_str::<serde_json::Value>(detail) {
+                // Pretty-printed or otherwise spaced JSON: written compact, on one line.
+                Ok(value) => {
+                    serde_json::to_writer(&mut self.buf, &value).expect("writing to a Vec")
+                }
+                // Not JSON at all: kept as a JSON string so the line stays valid.
+                Err(_) => json_string(&mut self.buf, detail),
+            }
+        }
+        self.buf.extend_from_slice(b"}\n");
+    }
+
+    fn write_csv(&mut self, id: i64, at_ms: i64, action: &str, user: &str, detail: &str) {
+        let start = self.buf.len();
+        self.write_time(at_ms);
+        let at: [u8; 24] = self.buf[start..].try_into().expect("24-byte time");
+        self.buf.truncate(start);
+        let at = std::str::from_utf8(&at).expect("ASCII");
+        csv_record(&mut self.buf, id, at, action, user, detail);
+    }
+}
+
+impl AuditSink for RowWriter {
+    fn row(&mut self, id: i64, at_ms: i64, action: &str, user: &str, detail: &str) {
+        match self.format {
+            ExportFormat::Ndjson => self.write_ndjson(id, at_ms, action, user, detail),
+            ExportFormat::Csv => self.write_csv(id, at_ms, action, user, detail),
+        }
+        self.rows_in_buf += 1;
+        if self.rows_in_buf >= self.flush_every {
+            self.cut();
+        }
+    }
+}
+
+/// Room for a chunk of `rows` typical rows (capped: a huge `flush_every` grows as needed).
+fn chunk_capacity(rows: u32) -> usize {
+    (rows as usize * 256).min(1 << 20)
+}
+
+/// Whether a string holds a byte JSON requires escaping (a quote, backslash or control).
+fn needs_escape(s: &str) -> bool {
+    s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\')
+}
+
+/// Appends `s` as a JSON string.
+fn json_string(out: &mut Vec<u8>, s: &str) {
+    if needs_escape(s) {
+        serde_json::to_writer(out, s).expect("writing to a Vec");
+    } else {
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    }
+}
+
+/// Appends one CSV record `id,at,action,user,detail` ending in CRLF.
+pub fn csv_record(out: &mut Vec<u8>, id: i64, at: &str, action: &str, user: &str, detail: &str) {
+    out.extend_from_slice(itoa::Buffer::new().format(id).as_bytes());
+    for field in [at, action, user, detail] {
+        out.push(b',');
+        csv_field(out, field);
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends `s` as a CSV field (RFC 4180): quoted, with quotes doubled, when it holds a comma,
+/// quote, CR or LF.
+fn csv_field(out: &mut Vec<u8>, s: &str) {
+    if s.bytes().any(|b| matches!(b, b',' | b'"' | b'\r' | b'\n')) {
+        out.push(b'"');
+        for part in s.split('"').enumerate() {
+            if part.0 > 0 {
+                out.extend_from_slice(b"\"\"");
+            }
+            out.extend_from_slice(part.1.as_bytes());
+        }
+        out.push(b'"');
+    } else {
+        out.extend_from_slice(s.as_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{AuditRow, ExportLine};
+
+    fn all_bytes(w: &mut RowWriter) -> Vec<u8> {
+        w.drain_all()
+            .into_iter()
+            .flat_map(|(b, _)| b.to_vec())
+            .collect()
+    }
+
+    #[test]
+    fn ndjson_lines_are_what_serde_would_write() {
+        let mut w = RowWriter::new(ExportFormat::Ndjson, 100);
+        let cases = [
+            (
+                1,
+                1_700_000_000_123,
+                "LOGIN",
+                "eric",
+                r#"{"ip":"10.0.0.1"}"#,
+            ),
+            (
+                2,
+                1_700_000_000_999,
+                "SEED",
+                "quote\"back\\slash\nline",
+                "{}",
+            ),
+            (3, 1_700_000_001_000, "ODD", "zoë 日本 🦀", "not json"),
+            (4, -1, "PRETTY", "u", "{\n  \"a\": [1, 2]\n}"),
+            (5, 0, "EMPTY", "", ""),
+        ];
+        for (id, at, action, user, detail) in cases {
+            w.row(id, at, action, user, detail);
+        }
+        let text = String::from_utf8(all_bytes(&mut w)).unwrap();
+        let lines: Vec<&str> = text.split_terminator('\n').collect();
+        assert_eq!(lines.len(), cases.len());
+        for (line, (id, at, action, user, detail)) in lines.iter().zip(cases) {
+            let ExportLine::Row(row) = serde_json::from_str::<ExportLine>(line).unwrap() else {
+                panic!("not a row: {line}");
+            };
+            let want_detail = serde_json::from_str::<serde_json::Value>(detail)
+                .unwrap_or_else(|_| serde_json::Value::String(detail.into()));
+            assert_eq!(
+                row,
+                AuditRow {
+                    id,
+                    at: crate::server::clock::rfc3339(at),
+                    action: action.into(),
+                    user: user.into(),
+                    detail: want_detail,
+                }
+            );
+        }
+        assert!(lines[0].starts_with(r#"{"id":1,"at":"2023-11-14T22:13:20.123Z","action""#));
+        assert!(lines[3].contains(r#""at":"1969-12-31T23:59:59.999Z""#));
+    }
+
+    #[test]
+    fn csv_records_quote_what_needs_quoting() {
+        let mut w = RowWriter::new(ExportFormat::Csv, 100);
+        w.header();
+        w.row(7, 1_700_000_000_000, "LOGIN", "a,b", r#"{"k":"v"}"#);
+        w.row(8, 1_700_000_000_000, "LOGIN", "plain", "line\nbreak");
+        let text = String::from_utf8(all_bytes(&mut w)).unwrap();
+        assert_eq!(
+            text,
+            "id,at,action,user,detail\r\n\
+             7,2023-11-14T22:13:20.000Z,LOGIN,\"a,b\",\"{\"\"k\"\":\"\"v\"\"}\"\r\n\
+             8,2023-11-14T22:13:20.000Z,LOGIN,plain,\"line\nbreak\"\r\n"
+        );
+    }
+
+    #[test]
+    fn chunks_hold_flush_every_rows() {
+        let mut w = RowWriter::new(ExportFormat::Ndjson, 3);
+        for id in 1..=7 {
+            w.row(id, 0, "A", "u", "{}");
+        }
+        let (first, rows) = w.next_chunk().unwrap();
+        assert_eq!(first.iter().filter(|b| **b == b'\n').count(), 3);
+        assert_eq!(rows, 3);
+        assert!(w.next_chunk().is_some());
+        assert!(w.next_chunk().is_none(), "the 7th row waits for more");
+        let rest = w.drain_all();
+        assert_eq!(rest.len(), 1);
+        assert!(rest[0].0.starts_with(b"{\"id\":7,"));
+        assert_eq!(rest[0].1, 1);
+        assert!(w.drain_all().is_empty());
+    }
+}

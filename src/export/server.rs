@@ -1,0 +1,650 @@
+//! `GET /api/audit/export` and `GET /api/audit/count`: the audit log, streamed.
+//!
+//! The handler checks who asks (admin, by cookie or stream token) and every parameter before
+//! a single row goes out, so mistakes are a 400 JSON naming the parameter. It then answers at
+//! once with the headers and a body fed by a producer task through a channel of
+//! [`CHANNEL_CHUNKS`] chunks:
+//!
+//! - the producer reads one keyset page (`batch` rows), formats it into chunks of
+//!   `flushEvery` rows, and sends them; the first chunk is on the wire before the second page
+//!   is read;
+//! - a client that reads slowly fills the channel and the producer waits: the server holds at
+//!   most a few chunks per export, whatever the row count;
+//! - a client that goes away closes the channel; the producer sees it at its next send or
+//!   pause and stops, so at most one more page is read;
+//! - at shutdown, or on a database error, the body ends with an error, so the client sees a
+//!   cut transfer (never a clean end) and resumes with `after=<last id>`;
+//! - with `trailer=true` a complete NDJSON export ends with `{"done":true,"rows":N,"lastId":X}`.
+//!
+//! Each export is written to the audit log when it ends (action `EXPORT`) with its outcome,
+//! the rows it sent and the rows it read. At most [`MAX_CONCURRENT_EXPORTS`] run at once.
+//!
+//! Tests: `tests/export.rs` (every parameter and error, headers, disconnect, resume).
+
+use std::{sync::Arc, time::Duration};
+
+use axum::{
+    body::Body,
+    extract::{rejection::QueryRejection, Query, State},
+    http::{header, HeaderMap, HeaderValue, StatusCode},
+    response::{IntoResponse, Response},
+    routing::get,
+    Extension, Json, Router,
+};
+use bytes::Bytes;
+use chrono::{DateTime, NaiveDate};
+use serde_json::json;
+use tokio::sync::{mpsc, Semaphore};
+
+use super::format::RowWriter;
+use crate::{
+    protocol::{
+        audit::{
+            AUDIT_ACTIONS, BATCH_DEFAULT, BATCH_MAX, BATCH_MIN, DELAY_MS_MAX, FLUSH_EVERY_MAX,
+        },
+        ExportCount, ExportFormat, ExportTrailer,
+    },
+    server::{
+        clock,
+        config::ExportReader,
+        identity::{CurrentUser, StreamUser},
+        storage::audit_pages::{AuditFilter, AuditPages},
+        ApiError, AppState, Shutdown,
+    },
+};
+
+/// Chunks queued between the producer and the response body.
+pub const CHANNEL_CHUNKS: usize = 2;
+/// Exports running at once; one more gets a 503.
+pub const MAX_CONCURRENT_EXPORTS: usize = 16;
+/// Longest `user` filter accepted.
+const MAX_USER_FILTER: usize = 64;
+
+/// The export's routes.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/audit/export", get(export))
+        .route("/api/audit/count", get(count))
+        .layer(Extension(ExportSlots(Arc::new(Semaphore::new(
+            MAX_CONCURRENT_EXPORTS,
+        )))))
+}
+
+/// Permits for running exports (one set per application).
+#[derive(Clone)]
+struct ExportSlots(Arc<Semaphore>);
+
+/// A validated export request.
+#[derive(Clone, Debug, PartialEq)]
+struct ExportParams {
+    after: i64,
+    limit: Option<u64>,
+    batch: u32,
+    flush_every: u32,
+    delay: Duration,
+    /// Filters (its `max_id` is set when the export starts).
+    filter: AuditFilter,
+    format: ExportFormat,
+    trailer: bool,
+    download: bool,
+}
+
+/// A 400 naming the parameter.
+fn bad(param: &str, message: impl std::fmt::Display) -> ApiError {
+    ApiError::bad_request("invalid_parameter", format!("`{param}` {message}"))
+}
+
+/// A whole number in `range`, or a 400 naming `param`.
+fn number<T>(param: &str, value: &str, range: std::ops::RangeInclusive<T>) -> Result<T, ApiError>
+where
+    T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
+{
+    value
+        .trim()
+        .parse::<T>()
+        .ok()
+        .filter(|n| range.contains(n))
+        .ok_or_else(|| {
+            bad(
+                param,
+                format!(
+                    "must be a whole number from {} to {}, not {value:?}.",
+                    range.start(),
+                    range.end()
+                ),
+            )
+        })
+}
+
+/// A time filter: RFC 3339 (`2026-11-23T10:00:00Z`, any offset) or a UTC date (`2026-11-23`).
+fn time_ms(param: &str, value: &str) -> Result<i64, ApiError> {
+    let value = value.trim();
+    if let Ok(t) = DateTime::parse_from_rfc3339(value) {
+        return Ok(t.timestamp_millis());
+    }
+    if let Ok(d) = NaiveDate::parse_from_str(value, "%Y-%m-%d") {
+        if let Some(t) = d.and_hms_opt(0, 0, 0) {
+            return Ok(t.and_utc().timestamp_millis());
+        }
+    }
+    Err(bad(
+        param,
+        format!("must be an RFC 3339 time such as 2026-11-23T10:00:00Z or a date such as 2026-11-23, not {value:?}."),
+    ))
+}
+
+fn boolean(param: &str, value: &str) -> Result<bool, ApiError> {
+    match value.trim() {
+        "true" | "1" | "" => Ok(true),
+        "false" | "0" => Ok(false),
+        other => Err(bad(param, format!("must be true or false, not {other:?}."))),
+    }
+}
+
+impl ExportParams {
+    /// Validates the query pairs; `accept` is the request's `Accept` header.
+    fn parse(pairs: &[(String, String)], accept: Option<&str>) -> Result<Self, ApiError> {
+        let mut seen: Vec<&str> = Vec::new();
+        let mut p = Self {
+            after: 0,
+            limit: None,
+            batch: BATCH_DEFAULT,
+            flush_every: 0,
+            delay: Duration::ZERO,
+            filter: AuditFilter::default(),
+            format: match accept {
+                Some(a) if a.contains("text/csv") => ExportFormat::Csv,
+                _ => ExportFormat::Ndjson,
+            },
+            trailer: false,
+            download: false,
+        };
+        let mut flush_every = None;
+        for (name, value) in pairs {
+            if seen.contains(&name.as_str()) {
+                return Err(bad(name, "is given more than once."));
+            }
+            seen.push(name);
+            match name.as_str() {
+                "after" => p.after = number(name, value, 0..=i64::MAX)?,
+                "limit" => p.limit = Some(number(name, value, 0..=u64::MAX)?),
+                "batch" => p.batch = number(name, value, BATCH_MIN..=BATCH_MAX)?,
+                "flushEvery" => flush_every = Some(number(name, value, 1..=FLUSH_EVERY_MAX)?),
+                "delayMs" => {
+                    p.delay = Duration::from_millis(number(name, value, 0..=DELAY_MS_MAX)?.into())
+                }
+                "action" => {
+                    for action in value.split(',').map(str::trim) {
+                        if !AUDIT_ACTIONS.contains(&action) {
+                            return Err(bad(
+                                name,
+                                format!(
+                                    "must be one or more of {} (comma-separated), not {action:?}.",
+                                    AUDIT_ACTIONS.join(", ")
+                                ),
+                            ));
+                        }
+                        if !p.filter.actions.iter().any(|a| a == action) {
+                            p.filter.actions.push(action.to_string());
+                        }
+                    }
+                }
+                "user" => {
+                    let chars = value.chars().count();
+                    if chars == 0 || chars > MAX_USER_FILTER || value.chars().any(char::is_control)
+                    {
+                        return Err(bad(
+                            name,
+                            format!("must be 1 to {MAX_USER_FILTER} characters without control characters."),
+                        ));
+                    }
+                    p.filter.user = Some(value.clone());
+                }
+                "since" => p.filter.since_ms = Some(time_ms(name, value)?),
+                "until" => p.filter.until_ms = Some(time_ms(name, value)?),
+                "format" => {
+                    p.format = match value.trim() {
+                        "ndjson" => ExportFormat::Ndjson,
+                        "csv" => ExportFormat::Csv,
+                        other => {
+                            return Err(bad(name, format!("must be ndjson or csv, not {other:?}.")))
+                        }
+                    }
+                }
+                "trailer" => p.trailer = boolean(name, value)?,
+                "download" => p.download = boolean(name, value)?,
+                // The stream token, read by `StreamUser`.
+                "token" => {}
+                other => {
+                    return Err(bad(
+                        other,
+                        "is not a parameter of this route (after, limit, batch, flushEvery, delayMs, action, user, since, until, format, trailer, download, token).",
+                    ))
+                }
+            }
+        }
+        if let (Some(since), Some(until)) = (p.filter.since_ms, p.filter.until_ms) {
+            if since >= until {
+                return Err(bad("until", "must be later than `since`."));
+            }
+        }
+        if p.trailer && p.format == ExportFormat::Csv {
+            return Err(bad(
+                "trailer",
+                "is for NDJSON exports only (a CSV file has no place for it).",
+            ));
+        }
+        p.flush_every = flush_every.unwrap_or(p.batch);
+        Ok(p)
+    }
+}
+
+/// The query as pairs, or a 400 when it cannot be decoded.
+fn pairs(
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Vec<(String, String)>, ApiError> {
+    query.map(|Query(pairs)| pairs).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_parameter",
+            format!("The query string cannot be read: {e}."),
+        )
+    })
+}
+
+/// The admin behind a stream request, or 403.
+fn admin(user: StreamUser) -> Result<CurrentUser, ApiError> {
+    if user.0.user.is_admin() {
+        Ok(user.0)
+    } else {
+        Err(ApiError::Forbidden(
+            "Only admins may export the audit log.".into(),
+        ))
+    }
+}
+
+/// `GET /api/audit/count`: how many rows the same query would export.
+async fn count(
+    State(state): State<AppState>,
+    user: StreamUser,
+    headers: HeaderMap,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Json<ExportCount>, ApiError> {
+    admin(user)?;
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let mut params = ExportParams::parse(&pairs(query)?, accept)?;
+    params.filter.max_id = state.store.audit_max_id().await?;
+    let count = state
+        .store
+        .audit_count_matching(params.after, &params.filter)
+        .await?;
+    Ok(Json(ExportCount {
+        count: params.limit.map_or(count, |l| l.min(count)),
+        max_id: params.filter.max_id,
+    }))
+}
+
+/// `GET /api/audit/export`.
+async fn export(
+    State(state): State<AppState>,
+    Extension(slots): Extension<ExportSlots>,
+    user: StreamUser,
+    headers: HeaderMap,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let user = admin(user)?;
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let mut params = ExportParams::parse(&pairs(query)?, accept)?;
+    let permit = slots.0.clone().try_acquire_owned().map_err(|_| {
+        ApiError::Unavailable(format!(
+            "{MAX_CONCURRENT_EXPORTS} exports are running already; try again in a moment."
+        ))
+    })?;
+    params.filter.max_id = state.store.audit_max_id().await?;
+    let portable = state.config.export_reader == ExportReader::Sqlx;
+    let pages = state.store.audit_pages(&params.filter, portable)?;
+
+    let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
+    let producer = Producer {
+        params: params.clone(),
+        pages,
+        link: Link {
+            tx,
+            shutdown: state.shutdown.clone(),
+        },
+    };
+    let store = state.store.clone();
+    let username = user.user.username.clone();
+    let (format, download) = (params.format, params.download);
+    tokio::spawn(async move {
+        let started = std::time::Instant::now();
+        let report = producer.run().await;
+        log_export(&store, &username, &params, &report, started.elapsed()).await;
+        drop(permit);
+    });
+
+    let mut rx = rx;
+    let body = Body::from_stream(futures::stream::poll_fn(move |cx| rx.poll_recv(cx)));
+    let mut response = (StatusCode::OK, body).into_response();
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(match format {
+            ExportFormat::Ndjson => "application/x-ndjson; charset=utf-8",
+            ExportFormat::Csv => "text/csv; charset=utf-8",
+        }),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, no-store, must-revalidate"),
+    );
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    if download {
+        let disposition = format!(
+            "attachment; filename=\"tidings-audit.{}\"",
+            format.extension()
+        );
+        h.insert(
+            header::CONTENT_DISPOSITION,
+            HeaderValue::from_str(&disposition).expect("ASCII"),
+        );
+    }
+    Ok(response)
+}
+
+/// How an export ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Outcome {
+    /// Every matching row was sent.
+    Complete,
+    /// The client went away.
+    ClientGone,
+    /// The server is shutting down.
+    Shutdown,
+    /// The database failed (logged).
+    Failed,
+}
+
+impl Outcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Complete => "complete",
+            Self::ClientGone => "client_gone",
+            Self::Shutdown => "shutdown",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+/// What the producer did.
+struct Report {
+    outcome: Outcome,
+    rows_sent: u64,
+    rows_read: u64,
+    last_id: i64,
+    reader: &'static str,
+}
+
+type Chunk = Result<Bytes, std::io::Error>;
+
+/// Reads pages and feeds the response body. See the module docs.
+struct Producer {
+    params: ExportParams,
+    /// Not `Sync` (a rusqlite connection): kept apart from `link`, which awaits borrow.
+    pages: AuditPages,
+    link: Link,
+}
+
+/// The producer's side of the body: the channel and the shutdown signal.
+struct Link {
+    tx: mpsc::Sender<Chunk>,
+    shutdown: Shutdown,
+}
+
+impl Producer {
+    async fn run(mut self) -> Report {
+        let link = &self.link;
+        let p = self.params.clone();
+        let mut report = Report {
+            outcome: Outcome::Complete,
+            rows_sent: 0,
+            rows_read: 0,
+            last_id: p.after,
+            reader: self.pages.engine(),
+        };
+        let mut writer = RowWriter::new(p.format, p.flush_every);
+        writer.header();
+        let mut remaining = p.limit.unwrap_or(u64::MAX);
+        loop {
+            if link.tx.is_closed() {
+                report.outcome = Outcome::ClientGone;
+                break;
+            }
+            if link.shutdown.is_triggered() {
+                report.outcome = Outcome::Shutdown;
+                break;
+            }
+            let want = remaining.min(u64::from(p.batch)) as u32;
+            let (page, done) = if want == 0 {
+                (None, true)
+            } else {
+                match self.pages.read(report.last_id, want, writer).await {
+                    Ok((w, page)) => {
+                        writer = w;
+                        (Some(page), page.rows < want)
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "audit export: reading a page failed");
+                        report.outcome = Outcome::Failed;
+                        return link.abort(report, "the database failed");
+                    }
+                }
+            };
+            if let Some(page) = page {
+                report.rows_read += u64::from(page.rows);
+                remaining -= u64::from(page.rows);
+                report.last_id = page.last_id;
+            }
+            let mut chunks: Vec<(Bytes, u32)> =
+                std::iter::from_fn(|| writer.next_chunk()).collect();
+            if done || remaining == 0 {
+                if p.trailer {
+                    let trailer = ExportTrailer {
+                        done: true,
+                        rows: report.rows_read,
+                        last_id: report.last_id,
+                    };
+                    writer.raw(&serde_json::to_vec(&trailer).expect("serializable"));
+                    writer.raw(b"\n");
+                }
+                chunks.extend(writer.drain_all());
+            }
+            for (chunk, rows) in chunks {
+                if let Err(outcome) = link.send(chunk).await {
+                    report.outcome = outcome;
+                    return link.finish(report);
+                }
+                report.rows_sent += u64::from(rows);
+                if !p.delay.is_zero() {
+                    if let Err(outcome) = link.pause(p.delay).await {
+                        report.outcome = outcome;
+                        return link.finish(report);
+                    }
+                }
+            }
+            if done || remaining == 0 {
+                return report;
+            }
+        }
+        link.finish(report)
+    }
+}
+
+impl Link {
+    /// Sends a chunk, waiting while the client is slow; fails when it is gone or at shutdown.
+    async fn send(&self, chunk: Bytes) -> Result<(), Outcome> {
+        tokio::select! {
+            sent = self.tx.send(Ok(chunk)) => sent.map_err(|_| Outcome::ClientGone),
+            _ = self.shutdown.cancelled() => Err(Outcome::Shutdown),
+        }
+    }
+
+    /// Waits `delay`, but not past the client's departure or shutdown.
+    async fn pause(&self, delay: Duration) -> Result<(), Outcome> {
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => Ok(()),
+            _ = self.tx.closed() => Err(Outcome::ClientGone),
+            _ = self.shutdown.cancelled() => Err(Outcome::Shutdown),
+        }
+    }
+
+    /// Ends an export that did not complete: a cut transfer unless the client is gone.
+    fn finish(&self, report: Report) -> Report {
+        match report.outcome {
+            Outcome::Shutdown => self.abort(report, "the server is shutting down"),
+            _ => report,
+        }
+    }
+
+    /// Ends the body with an error, so the client sees a cut transfer, not a clean end.
+    fn abort(&self, report: Report, why: &str) -> Report {
+        let error = std::io::Error::other(format!("export cut: {why}"));
+        let _ = self.tx.try_send(Err(error));
+        report
+    }
+}
+
+/// Writes the EXPORT audit row (and a log line) for a finished export.
+async fn log_export(
+    store: &crate::server::storage::Store,
+    username: &str,
+    p: &ExportParams,
+    r: &Report,
+    elapsed: Duration,
+) {
+    let detail = json!({
+        "format": p.format.as_str(),
+        "after": p.after,
+        "limit": p.limit,
+        "filters": {
+            "action": p.filter.actions,
+            "user": p.filter.user,
+            "since": p.filter.since_ms.map(clock::rfc3339),
+            "until": p.filter.until_ms.map(clock::rfc3339),
+        },
+        "outcome": r.outcome.as_str(),
+        "rowsSent": r.rows_sent,
+        "rowsRead": r.rows_read,
+        "lastId": r.last_id,
+        "reader": r.reader,
+        "ms": elapsed.as_millis() as u64,
+    });
+    tracing::info!(
+        user = username,
+        outcome = r.outcome.as_str(),
+        rows_sent = r.rows_sent,
+        rows_read = r.rows_read,
+        last_id = r.last_id,
+        ms = elapsed.as_millis() as u64,
+        "audit export ended"
+    );
+    if let Err(e) = store
+        .audit("EXPORT", username, &detail, clock::now_ms())
+        .await
+    {
+        tracing::warn!(error = %e, "could not write the EXPORT audit row");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(query: &str) -> Result<ExportParams, String> {
+        let pairs: Vec<(String, String)> = serde_urlencoded_pairs(query);
+        ExportParams::parse(&pairs, None).map_err(|e| e.message())
+    }
+
+    fn serde_urlencoded_pairs(query: &str) -> Vec<(String, String)> {
+        let uri: axum::http::Uri = format!("/x?{query}").parse().unwrap();
+        Query::<Vec<(String, String)>>::try_from_uri(&uri)
+            .unwrap()
+            .0
+    }
+
+    #[test]
+    fn defaults_follow_the_contract() {
+        let p = parse("").unwrap();
+        assert_eq!(
+            (p.after, p.limit, p.batch, p.flush_every),
+            (0, None, 500, 500)
+        );
+        assert_eq!(
+            (p.delay, p.format, p.trailer),
+            (Duration::ZERO, ExportFormat::Ndjson, false)
+        );
+        assert_eq!(
+            parse("batch=50").unwrap().flush_every,
+            50,
+            "flushEvery defaults to batch"
+        );
+        let csv = ExportParams::parse(&[], Some("text/csv")).unwrap();
+        assert_eq!(csv.format, ExportFormat::Csv);
+        let explicit = ExportParams::parse(&[("format".into(), "ndjson".into())], Some("text/csv"));
+        assert_eq!(
+            explicit.unwrap().format,
+            ExportFormat::Ndjson,
+            "format= wins over Accept"
+        );
+    }
+
+    #[test]
+    fn every_parameter_is_read() {
+        let p = parse(
+            "after=10&limit=20&batch=30&flushEvery=5&delayMs=7&action=LOGIN,LOGOUT,LOGIN\
+             &user=eric&since=2026-01-01&until=2026-01-02T00:00:00%2B01:00&format=csv&download=true&token=x",
+        )
+        .unwrap();
+        assert_eq!(
+            (p.after, p.limit, p.batch, p.flush_every),
+            (10, Some(20), 30, 5)
+        );
+        assert_eq!(p.delay, Duration::from_millis(7));
+        assert_eq!(p.filter.actions, ["LOGIN", "LOGOUT"]);
+        assert_eq!(p.filter.user.as_deref(), Some("eric"));
+        assert_eq!(p.filter.since_ms, Some(1_767_225_600_000));
+        assert_eq!(p.filter.until_ms, Some(1_767_308_400_000));
+        assert!(p.download && p.format == ExportFormat::Csv);
+    }
+
+    #[test]
+    fn bad_parameters_are_named() {
+        for (query, param) in [
+            ("after=abc", "`after`"),
+            ("after=-1", "`after`"),
+            ("limit=-5", "`limit`"),
+            ("limit=1.5", "`limit`"),
+            ("batch=0", "`batch`"),
+            ("batch=10001", "`batch`"),
+            ("flushEvery=0", "`flushEvery`"),
+            ("delayMs=5001", "`delayMs`"),
+            ("format=xml", "`format`"),
+            ("since=yesterday", "`since`"),
+            ("until=2026-13-01", "`until`"),
+            ("since=2026-01-02&until=2026-01-01", "`until`"),
+            ("action=DANCE", "`action`"),
+            ("action=LOGIN,", "`action`"),
+            ("user=", "`user`"),
+            ("trailer=maybe", "`trailer`"),
+            ("trailer=true&format=csv", "`trailer`"),
+            ("limt=5", "`limt`"),
+            ("after=1&after=2", "`after`"),
+        ] {
+            let message = parse(query).expect_err(query);
+            assert!(message.starts_with(param), "{query}: {message}");
+        }
+    }
+}

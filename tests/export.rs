@@ -1,0 +1,453 @@
+//! `GET /api/audit/export` and `GET /api/audit/count` through the real server: headers,
+//! every parameter and error, streaming before the end, disconnects, shutdown, resume.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{error_code, plain_client, TestServer};
+use tidings::protocol::{AuditRow, ExportLine, ExportTrailer};
+
+/// A server with an admin (signed in on the returned client) and `rows` seeded rows.
+async fn seeded(rows: i64) -> (TestServer, reqwest::Client) {
+    let srv = TestServer::start().await;
+    let admin = srv.client();
+    srv.signup(&admin, "admin").await;
+    let batch: Vec<_> = (0..rows)
+        .map(|i| {
+            let action = ["LOGIN", "LOGOUT", "EXPORT", "NOTIFY"][(i % 4) as usize].to_string();
+            (
+                1_700_000_000_000 + i * 60_000,
+                action,
+                format!("user{}", i % 10),
+                format!("{{\"seq\":{i}}}"),
+            )
+        })
+        .collect();
+    srv.state.store.audit_many(&batch).await.unwrap();
+    (srv, admin)
+}
+
+/// The whole body of an NDJSON export, parsed: rows, and the trailer if any.
+async fn export(
+    srv: &TestServer,
+    client: &reqwest::Client,
+    query: &str,
+) -> (Vec<AuditRow>, Option<ExportTrailer>) {
+    let res = client
+        .get(srv.url(&format!("/api/audit/export?{query}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "{query}");
+    let text = res.text().await.unwrap();
+    let (mut rows, mut trailer) = (Vec::new(), None);
+    for line in text.lines() {
+        assert!(trailer.is_none(), "nothing after the trailer");
+        match serde_json::from_str::<ExportLine>(line).expect(line) {
+            ExportLine::Row(r) => rows.push(r),
+            ExportLine::Trailer(t) => trailer = Some(t),
+        }
+    }
+    assert!(
+        rows.windows(2).all(|w| w[0].id < w[1].id),
+        "ids strictly ascend"
+    );
+    (rows, trailer)
+}
+
+async fn count(srv: &TestServer, client: &reqwest::Client, query: &str) -> u64 {
+    let body: serde_json::Value = client
+        .get(srv.url(&format!("/api/audit/count?{query}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    body["count"].as_u64().expect("a count")
+}
+
+/// The EXPORT audit rows whose outcome is `outcome`, read through the export itself.
+async fn export_reports(
+    srv: &TestServer,
+    client: &reqwest::Client,
+    outcome: &str,
+) -> Vec<serde_json::Value> {
+    let (rows, _) = export(srv, client, "action=EXPORT&user=admin").await;
+    rows.into_iter()
+        .map(|r| r.detail)
+        .filter(|d| d["outcome"] == outcome)
+        .collect()
+}
+
+/// Polls until an EXPORT row with `outcome` exists (the producer writes it when it stops).
+async fn wait_for_report(
+    srv: &TestServer,
+    client: &reqwest::Client,
+    outcome: &str,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(d) = export_reports(srv, client, outcome).await.pop() {
+            return d;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no EXPORT row with outcome {outcome}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn streams_every_row_as_ndjson_with_the_contract_headers() {
+    let (srv, admin) = seeded(1234).await;
+    let res = admin
+        .get(srv.url("/api/audit/export?batch=100&trailer=true"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let h = res.headers();
+    assert_eq!(h["content-type"], "application/x-ndjson; charset=utf-8");
+    assert_eq!(h["cache-control"], "no-cache, no-store, must-revalidate");
+    assert_eq!(h["x-accel-buffering"], "no");
+    assert!(h.get("content-encoding").is_none(), "never compressed");
+    assert!(h.get("content-length").is_none(), "streamed, not buffered");
+    drop(res);
+
+    let total = count(&srv, &admin, "").await;
+    let (rows, trailer) = export(&srv, &admin, "batch=100&trailer=true").await;
+    // The SIGNUP row, the seeded rows, and the EXPORT row of the export dropped above (which
+    // may or may not have been written before this one took its snapshot).
+    assert!(rows.len() as u64 >= 1235 && rows.len() as u64 <= total + 1);
+    let seeded: Vec<&AuditRow> = rows.iter().filter(|r| r.user.starts_with("user")).collect();
+    assert_eq!(seeded.len(), 1234);
+    assert_eq!(seeded[5].detail, serde_json::json!({"seq": 5}));
+    assert_eq!(seeded[5].action, "LOGOUT");
+    assert_eq!(seeded[0].at, "2023-11-14T22:13:20.000Z");
+    assert_eq!(rows[0].action, "SIGNUP");
+    let trailer = trailer.expect("a trailer");
+    assert_eq!(
+        (trailer.rows, trailer.last_id),
+        (rows.len() as u64, rows.last().unwrap().id)
+    );
+}
+
+#[tokio::test]
+async fn first_rows_arrive_long_before_the_export_ends() {
+    let (srv, admin) = seeded(200).await;
+    let started = Instant::now();
+    let mut res = admin
+        .get(srv.url("/api/audit/export?batch=10&delayMs=100&trailer=true"))
+        .send()
+        .await
+        .unwrap();
+    let first = res.chunk().await.unwrap().expect("a first chunk");
+    let first_at = started.elapsed();
+    let lines = first.iter().filter(|b| **b == b'\n').count();
+    assert_eq!(lines, 10, "one flush of `batch` rows");
+    let mut rest = Vec::new();
+    while let Some(chunk) = res.chunk().await.unwrap() {
+        rest.extend_from_slice(&chunk);
+    }
+    let text = String::from_utf8(rest).unwrap();
+    let last: ExportLine = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert!(
+        matches!(last, ExportLine::Trailer(ExportTrailer { rows: 201, .. })),
+        "200 seeded rows and the SIGNUP row, then the trailer: {last:?}"
+    );
+    // 21 flushes with 100 ms pauses: the first came at least a second before the end.
+    assert!(
+        started.elapsed() > first_at + Duration::from_secs(1),
+        "first chunk after {first_at:?}, end after {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn after_and_limit_resume_with_no_gap_and_no_duplicate() {
+    let (srv, admin) = seeded(1000).await;
+    let (all, _) = export(&srv, &admin, "batch=77").await;
+    let (first, t1) = export(&srv, &admin, "limit=300&batch=77&trailer=true").await;
+    assert_eq!(first.len(), 300);
+    let t1 = t1.unwrap();
+    assert_eq!((t1.rows, t1.last_id), (300, first[299].id));
+    let (second, _) = export(&srv, &admin, &format!("after={}&batch=77", t1.last_id)).await;
+    let joined: Vec<i64> = first.iter().chain(&second).map(|r| r.id).collect();
+    let whole: Vec<i64> = all.iter().map(|r| r.id).collect();
+    assert_eq!(joined[..whole.len()], whole[..], "no gap, no duplicate");
+
+    let (none, t) = export(&srv, &admin, "limit=0&trailer=true").await;
+    assert!(none.is_empty());
+    assert_eq!(t.unwrap().rows, 0);
+    assert_eq!(count(&srv, &admin, "limit=10").await, 10);
+    let tail = count(&srv, &admin, &format!("after={}", whole[whole.len() - 5])).await;
+    assert!(
+        tail >= 4,
+        "4 rows after the fifth-last, plus EXPORT rows since: {tail}"
+    );
+}
+
+#[tokio::test]
+async fn filters_select_rows_and_the_count_agrees() {
+    let (srv, admin) = seeded(400).await;
+    for (query, want) in [
+        // Row i: action i % 4 (LOGIN, LOGOUT, EXPORT, NOTIFY), user i % 10.
+        ("action=LOGIN&user=user3", 0),
+        ("action=LOGIN&user=user4", 20),
+        ("action=LOGIN,LOGOUT&user=user1", 20),
+        ("user=user3", 40),
+        // Seeded rows are a minute apart from 2023-11-14T22:13:20Z.
+        (
+            "since=2023-11-14T22:23:20Z&until=2023-11-14T22:33:20.000Z&user=user0",
+            1,
+        ),
+        ("since=2023-11-16&until=2023-11-17", 0),
+        ("since=2023-11-15&until=2023-11-16", 400 - 107),
+        ("since=2023-11-14T23:13:20%2B01:00&limit=3", 3),
+    ] {
+        let (rows, _) = export(&srv, &admin, query).await;
+        assert_eq!(rows.len(), want, "{query}");
+        assert_eq!(count(&srv, &admin, query).await, want as u64, "{query}");
+    }
+    let (rows, _) = export(&srv, &admin, "action=LOGOUT&user=user1&batch=3").await;
+    assert!(rows
+        .iter()
+        .all(|r| r.action == "LOGOUT" && r.user == "user1"));
+}
+
+#[tokio::test]
+async fn csv_by_format_or_accept_and_as_a_download() {
+    let (srv, admin) = seeded(50).await;
+    for req in [
+        admin.get(srv.url("/api/audit/export?format=csv&user=user1")),
+        admin
+            .get(srv.url("/api/audit/export?user=user1"))
+            .header("accept", "text/csv"),
+    ] {
+        let res = req.send().await.unwrap();
+        assert_eq!(res.status(), 200);
+        assert_eq!(res.headers()["content-type"], "text/csv; charset=utf-8");
+        assert_eq!(res.headers()["x-accel-buffering"], "no");
+        let text = res.text().await.unwrap();
+        let lines: Vec<&str> = text.split("\r\n").filter(|l| !l.is_empty()).collect();
+        assert_eq!(lines[0], "id,at,action,user,detail");
+        assert_eq!(lines.len(), 6, "header + 5 rows of user1");
+        assert!(
+            lines[1].ends_with(",LOGOUT,user1,\"{\"\"seq\"\":1}\""),
+            "{}",
+            lines[1]
+        );
+    }
+    let res = admin
+        .get(srv.url("/api/audit/export?format=csv&download=true"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        res.headers()["content-disposition"],
+        "attachment; filename=\"tidings-audit.csv\""
+    );
+}
+
+#[tokio::test]
+async fn bad_parameters_are_400_json_naming_the_parameter() {
+    let (srv, admin) = seeded(10).await;
+    for (query, param) in [
+        ("after=abc", "after"),
+        ("after=-1", "after"),
+        ("limit=-1", "limit"),
+        ("limit=ten", "limit"),
+        ("batch=0", "batch"),
+        ("batch=10001", "batch"),
+        ("flushEvery=0", "flushEvery"),
+        ("delayMs=-1", "delayMs"),
+        ("delayMs=5001", "delayMs"),
+        ("format=xml", "format"),
+        ("since=last-tuesday", "since"),
+        ("until=2026-02-30", "until"),
+        ("since=2026-01-02&until=2026-01-01", "until"),
+        ("action=DANCE", "action"),
+        ("user=", "user"),
+        ("trailer=yes-please", "trailer"),
+        ("sort=desc", "sort"),
+    ] {
+        for route in ["export", "count"] {
+            let res = admin
+                .get(srv.url(&format!("/api/audit/{route}?{query}")))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), 400, "{route}?{query}");
+            assert!(res.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("application/json"));
+            let body: serde_json::Value = res.json().await.unwrap();
+            assert_eq!(body["error"], "invalid_parameter");
+            let message = body["message"].as_str().unwrap();
+            assert!(
+                message.starts_with(&format!("`{param}`")),
+                "{query}: {message}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn anonymous_is_401_others_403_and_stream_tokens_work() {
+    let (srv, admin) = seeded(3).await;
+    for route in ["/api/audit/export", "/api/audit/count"] {
+        let res = plain_client().get(srv.url(route)).send().await.unwrap();
+        assert_eq!(res.status(), 401);
+        assert_eq!(error_code(res).await, "unauthorized");
+    }
+    let eve = srv.client();
+    srv.signup(&eve, "eve").await;
+    for route in ["/api/audit/export", "/api/audit/count"] {
+        let res = eve.get(srv.url(route)).send().await.unwrap();
+        assert_eq!(res.status(), 403);
+        assert_eq!(error_code(res).await, "forbidden");
+    }
+    // Anonymous with a bad parameter: still 401 (who asks is checked first).
+    let res = plain_client()
+        .get(srv.url("/api/audit/export?batch=0"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+
+    let token: serde_json::Value = admin
+        .post(srv.url("/api/auth/stream-token"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = token["token"].as_str().unwrap();
+    let res = plain_client()
+        .get(srv.url(&format!("/api/audit/export?limit=2&token={token}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.text().await.unwrap().lines().count(), 2);
+}
+
+#[tokio::test]
+async fn a_client_that_goes_away_stops_the_reading_within_a_batch() {
+    let (srv, admin) = seeded(2000).await;
+    let mut res = admin
+        .get(srv.url("/api/audit/export?batch=10&delayMs=50"))
+        .send()
+        .await
+        .unwrap();
+    let first = res.chunk().await.unwrap().expect("a first chunk");
+    assert_eq!(first.iter().filter(|b| **b == b'\n').count(), 10);
+    drop(res);
+
+    let report = wait_for_report(&srv, &admin, "client_gone").await;
+    let read = report["rowsRead"].as_u64().unwrap();
+    let sent = report["rowsSent"].as_u64().unwrap();
+    // The client took 10 rows; the producer may have read the next page or two while the
+    // connection's end travelled back, never the 2000 an unwatched export would.
+    assert!(read <= 40, "read {read} rows after the client left");
+    assert!(sent <= read);
+    assert_eq!(report["reader"], "rusqlite");
+}
+
+#[tokio::test]
+async fn a_slow_reader_gets_everything_at_its_own_pace() {
+    let (srv, admin) = seeded(3000).await;
+    let mut res = admin
+        .get(srv.url("/api/audit/export?batch=100&trailer=true"))
+        .send()
+        .await
+        .unwrap();
+    let mut bytes = Vec::new();
+    let mut chunks = 0;
+    while let Some(chunk) = res.chunk().await.unwrap() {
+        bytes.extend_from_slice(&chunk);
+        chunks += 1;
+        if chunks < 10 {
+            // A reader busy with something else: the producer must wait for it, not drop.
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+    }
+    let text = String::from_utf8(bytes).unwrap();
+    let last: ExportLine = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    let ExportLine::Trailer(t) = last else {
+        panic!("ends with a trailer")
+    };
+    assert_eq!(t.rows as usize, text.lines().count() - 1);
+    assert!(t.rows >= 3001);
+}
+
+#[tokio::test]
+async fn shutdown_cuts_the_transfer_so_the_client_knows_to_resume() {
+    let (srv, admin) = seeded(500).await;
+    let mut res = admin
+        .get(srv.url("/api/audit/export?batch=10&delayMs=100&trailer=true"))
+        .send()
+        .await
+        .unwrap();
+    let first = res.chunk().await.unwrap().expect("a first chunk");
+    assert!(!first.is_empty());
+    srv.state.shutdown.trigger();
+    let mut ended = None;
+    loop {
+        match res.chunk().await {
+            Ok(Some(chunk)) => assert!(
+                !String::from_utf8_lossy(&chunk).contains("\"done\""),
+                "no trailer on a cut export"
+            ),
+            Ok(None) => {
+                ended = Some("clean");
+                break;
+            }
+            Err(_) => break,
+        }
+    }
+    assert_eq!(ended, None, "the transfer is cut, not ended cleanly");
+}
+
+#[tokio::test]
+async fn too_many_exports_at_once_get_503() {
+    let (srv, admin) = seeded(100).await;
+    let mut running = Vec::new();
+    for _ in 0..16 {
+        let mut res = admin
+            .get(srv.url("/api/audit/export?batch=1&delayMs=5000"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        res.chunk().await.unwrap().expect("a first row");
+        running.push(res);
+    }
+    let res = admin
+        .get(srv.url("/api/audit/export"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 503);
+    assert_eq!(error_code(res).await, "unavailable");
+    drop(running);
+    // The slots come back once the producers see their clients gone.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let res = admin
+            .get(srv.url("/api/audit/export?limit=1"))
+            .send()
+            .await
+            .unwrap();
+        if res.status() == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "slots never came back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
