@@ -21,9 +21,12 @@ scratch="$(mktemp -d)"
 trap 'rm -rf "$scratch"' EXIT
 
 printf '\n==> End-to-end tests (Chromium) on 127.0.0.1:%s\n' "$port"
+# The export spec reads these rows (ids 1 to 3,000) before anything else is written.
+DATABASE_URL="sqlite://$scratch/e2e.db?mode=rwc" \
+  cargo run --quiet --features ssr --bin tidings -- seed --audit-rows 3000
 LEPTOS_SITE_ADDR="127.0.0.1:$port" \
 TIDINGS_E2E_URL="http://127.0.0.1:$port" \
 DATABASE_URL="sqlite://$scratch/e2e.db?mode=rwc" \
-TIDINGS_ADMINS=e2e_admin \
+TIDINGS_ADMINS=e2e_admin,e2e_exporter \
 RUST_LOG="${RUST_LOG:-warn}" \
   cargo leptos end-to-end

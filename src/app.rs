@@ -12,6 +12,7 @@ use leptos_router::{
 
 use crate::{
     auth::{LoginPage, Session, SignupPage, UserMenu},
+    export::ExportPage,
     guide::HomePage,
 };
 
@@ -37,7 +38,7 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
 }
 
 /// The pages that exist, in header order.
-const NAV: &[(&str, &str)] = &[("/", "Guide")];
+const NAV: &[(&str, &str)] = &[("/", "Guide"), ("/export", "Export")];
 
 /// The application: session, header, routes.
 #[component]
@@ -69,6 +70,7 @@ pub fn App() -> impl IntoView {
                     <Route path=StaticSegment("") view=HomePage ssr=SsrMode::InOrder/>
                     <Route path=StaticSegment("login") view=LoginPage ssr=SsrMode::InOrder/>
                     <Route path=StaticSegment("signup") view=SignupPage ssr=SsrMode::InOrder/>
+                    <Route path=StaticSegment("export") view=ExportPage ssr=SsrMode::InOrder/>
                 </Routes>
             </main>
             <footer>

@@ -31,8 +31,8 @@ pub struct RowWriter {
     rows_in_buf: u32,
     /// Full chunks waiting to be sent (at most one page's worth), with their row counts.
     ready: VecDeque<(Bytes, u32)>,
-    /// `YYYY-MM-DDTHH:MM:SS` of the last second formatted, and that second.
-    second: (i64, [u8; 19]),
+    /// `YYYY-MM-DDT` of the last day formatted, and that day (days since the epoch).
+    day: (i64, [u8; 11]),
 }
 
 impl RowWriter {
@@ -45,7 +45,7 @@ impl RowWriter {
             buf: Vec::with_capacity(chunk_capacity(flush_every)),
             rows_in_buf: 0,
             ready: VecDeque::new(),
-            second: (i64::MIN, [b'0'; 19]),
+            day: (i64::MIN, [b'0'; 11]),
         }
     }
 
@@ -82,21 +82,33 @@ impl RowWriter {
         }
     }
 
-    /// `2026-11-23T16:21:59.123Z` for `ms`, reusing the last second's text.
+    /// `2026-11-23T16:21:59.123Z` for `ms`: the date is formatted once per day (by chrono),
+    /// the time of day by arithmetic.
     fn write_time(&mut self, ms: i64) {
-        let (sec, milli) = (ms.div_euclid(1000), ms.rem_euclid(1000));
-        if sec != self.second.0 {
-            let text = crate::server::clock::rfc3339(sec * 1000);
-            let mut head = [b'0'; 19];
-            head.copy_from_slice(&text.as_bytes()[..19]);
-            self.second = (sec, head);
+        let (day, ms_of_day) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
+        if day != self.day.0 {
+            let text = crate::server::clock::rfc3339(day * 86_400_000);
+            let mut head = [b'0'; 11];
+            head.copy_from_slice(&text.as_bytes()[..11]);
+            self.day = (day, head);
         }
-        self.buf.extend_from_slice(&self.second.1);
+        let (secs, milli) = (ms_of_day / 1000, ms_of_day % 1000);
+        let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+        let digit = |n: i64| b'0' + n as u8;
+        self.buf.extend_from_slice(&self.day.1);
         self.buf.extend_from_slice(&[
+            digit(h / 10),
+            digit(h % 10),
+            b':',
+            digit(m / 10),
+            digit(m % 10),
+            b':',
+            digit(s / 10),
+            digit(s % 10),
             b'.',
-            b'0' + (milli / 100) as u8,
-            b'0' + (milli / 10 % 10) as u8,
-            b'0' + (milli % 10) as u8,
+            digit(milli / 100),
+            digit(milli / 10 % 10),
+            digit(milli % 10),
             b'Z',
         ]);
     }
@@ -258,6 +270,21 @@ mod tests {
         }
         assert!(lines[0].starts_with(r#"{"id":1,"at":"2023-11-14T22:13:20.123Z","action""#));
         assert!(lines[3].contains(r#""at":"1969-12-31T23:59:59.999Z""#));
+    }
+
+    #[test]
+    fn times_match_chrono_across_days_and_before_the_epoch() {
+        let mut w = RowWriter::new(ExportFormat::Csv, 1_000_000);
+        let times: Vec<i64> = (-3..3)
+            .flat_map(|d| [0, 1, 999, 59_999, 3_599_999, 86_399_999].map(|t| d * 86_400_000 + t))
+            .chain([1_700_000_000_123, 253_402_300_799_999])
+            .collect();
+        for &t in &times {
+            let start = w.buf.len();
+            w.write_time(t);
+            let text = std::str::from_utf8(&w.buf[start..]).unwrap();
+            assert_eq!(text, crate::server::clock::rfc3339(t), "{t}");
+        }
     }
 
     #[test]

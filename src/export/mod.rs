@@ -10,12 +10,15 @@
 //! The wire types and the NDJSON line decoder are in `protocol`.
 //! Tests: unit tests in each file; `tests/export.rs`; `end2end/tests/export.spec.ts`.
 
+mod client;
 #[cfg(feature = "ssr")]
 pub mod format;
 #[cfg(feature = "ssr")]
 pub mod seed;
 #[cfg(feature = "ssr")]
 mod server;
+mod view;
 
 #[cfg(feature = "ssr")]
 pub use server::router;
+pub use view::ExportPage;
