@@ -40,7 +40,7 @@ const PATTERNS: &[Pattern] = &[
             "Many small events over a long time: SSE gives you ids, retry and resume for free.",
             "The client must talk back on the same connection: WebSockets.",
         ],
-        demo: None,
+        demo: Some(("/export", "Open the audit log export")),
     },
     Pattern {
         name: "Server-Sent Events",
