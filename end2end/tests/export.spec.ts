@@ -21,13 +21,15 @@ const number = async (page: Page, testId: string) =>
   Number(await page.getByTestId(testId).textContent());
 
 test('rows stream in, Stop ends the request, Resume continues with no gap or duplicate', async ({ page }) => {
+  test.setTimeout(60_000);
   await signIn(page, ADMIN);
   await page.goto('/export');
   await waitForHydration(page);
   // The first 2,000 rows are seeded ones with ids 1 to 2,000, whatever else the log holds.
   await page.getByLabel('Limit').fill('2000');
   await page.getByLabel('Batch').fill('100');
-  await page.getByLabel('Delay (ms)').fill('100');
+  // 20 flushes 400 ms apart: long enough that Stop lands mid-stream even on a busy machine.
+  await page.getByLabel('Delay (ms)').fill('400');
   await page.getByRole('button', { name: 'Start' }).click();
 
   const status = page.getByTestId('export-status');
@@ -54,7 +56,7 @@ test('rows stream in, Stop ends the request, Resume continues with no gap or dup
   expect(await number(page, 'rows-received')).toBe(atStop);
 
   await page.getByRole('button', { name: 'Resume' }).click();
-  await expect(status).toHaveAttribute('data-status', 'complete', { timeout: 20_000 });
+  await expect(status).toHaveAttribute('data-status', 'complete', { timeout: 30_000 });
   // 2,000 strictly ascending ids ending at 2,000 (the viewer refuses any other order): 1 to
   // 2,000, each once.
   expect(await number(page, 'rows-received')).toBe(2000);

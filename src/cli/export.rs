@@ -190,7 +190,10 @@ async fn count(
     conn: &Connection,
     query: &ExportQuery,
 ) -> anyhow::Result<Option<u64>> {
-    let url = conn.url(&format!("/api/audit/count?{}", count_query(query)));
+    let url = conn.url(&format!(
+        "/api/audit/count?{}",
+        query.for_count().to_query_string()
+    ));
     let res = client.get(url).send().await?;
     if res.status().is_client_error() {
         anyhow::bail!("the server refused the export: {}", refusal(res).await);
@@ -199,16 +202,6 @@ async fn count(
         Ok(res) => res.json::<ExportCount>().await.ok().map(|c| c.count),
         Err(_) => None,
     })
-}
-
-/// The export's query without what the count route does not need.
-fn count_query(query: &ExportQuery) -> String {
-    ExportQuery {
-        trailer: false,
-        delay_ms: None,
-        ..query.clone()
-    }
-    .to_query_string()
 }
 
 fn progress_bar(total: Option<u64>, quiet: bool) -> ProgressBar {

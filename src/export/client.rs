@@ -72,15 +72,13 @@ async fn refusal(response: gloo_net::http::Response) -> String {
 
 /// `GET /api/audit/count` for the same query.
 pub async fn count(query: &ExportQuery) -> Result<ExportCount, String> {
-    let query = ExportQuery {
-        delay_ms: None,
-        trailer: false,
-        ..query.clone()
-    };
-    let response = Request::get(&format!("/api/audit/count?{}", query.to_query_string()))
-        .send()
-        .await
-        .map_err(|_| UNREACHABLE.to_string())?;
+    let response = Request::get(&format!(
+        "/api/audit/count?{}",
+        query.for_count().to_query_string()
+    ))
+    .send()
+    .await
+    .map_err(|_| UNREACHABLE.to_string())?;
     if !response.ok() {
         return Err(refusal(response).await);
     }

@@ -83,10 +83,7 @@ mod tests {
 
     #[tokio::test]
     async fn seeds_exactly_the_rows_asked_for_with_progress() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::connect(&format!("sqlite://{}/s.db?mode=rwc", dir.path().display()))
-            .await
-            .unwrap();
+        let (_dir, store) = crate::server::storage::temp_store().await;
         let mut seen = Vec::new();
         let n = seed_audit_rows(&store, 25_001, |w| seen.push(w))
             .await

@@ -239,16 +239,19 @@ impl ExportParams {
     }
 }
 
-/// The query as pairs, or a 400 when it cannot be decoded.
-fn pairs(
+/// The request's validated parameters (its query, and `Accept` for the format), or a 400.
+fn read_params(
+    headers: &HeaderMap,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
-) -> Result<Vec<(String, String)>, ApiError> {
-    query.map(|Query(pairs)| pairs).map_err(|e| {
+) -> Result<ExportParams, ApiError> {
+    let Query(pairs) = query.map_err(|e| {
         ApiError::bad_request(
             "invalid_parameter",
             format!("The query string cannot be read: {e}."),
         )
-    })
+    })?;
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    ExportParams::parse(&pairs, accept)
 }
 
 /// The admin behind a stream request, or 403.
@@ -270,8 +273,7 @@ async fn count(
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Json<ExportCount>, ApiError> {
     admin(user)?;
-    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
-    let mut params = ExportParams::parse(&pairs(query)?, accept)?;
+    let mut params = read_params(&headers, query)?;
     params.filter.max_id = state.store.audit_max_id().await?;
     let count = state
         .store
@@ -292,8 +294,7 @@ async fn export(
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let user = admin(user)?;
-    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
-    let mut params = ExportParams::parse(&pairs(query)?, accept)?;
+    let mut params = read_params(&headers, query)?;
     let permit = slots.0.clone().try_acquire_owned().map_err(|_| {
         ApiError::Unavailable(format!(
             "{MAX_CONCURRENT_EXPORTS} exports are running already; try again in a moment."

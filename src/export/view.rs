@@ -103,42 +103,50 @@ fn text(value: String) -> Option<String> {
 }
 
 impl Form {
-    fn query(&self) -> Result<ExportQuery, String> {
+    /// The query the fields describe, each read with `read` (tracked or not); a field that is
+    /// not a number is an error naming it.
+    fn query_with(&self, read: fn(&RwSignal<String>) -> String) -> Result<ExportQuery, String> {
         Ok(ExportQuery {
-            after: field("after", &self.after.get_untracked())?.unwrap_or(0),
-            limit: field("limit", &self.limit.get_untracked())?,
-            batch: field("batch", &self.batch.get_untracked())?,
-            flush_every: None,
-            delay_ms: field("delayMs", &self.delay.get_untracked())?,
-            action: text(self.action.get_untracked()),
-            user: text(self.user.get_untracked()),
-            since: text(self.since.get_untracked()),
-            until: text(self.until.get_untracked()),
-            format: ExportFormat::Ndjson,
-            trailer: true,
-            download: false,
+            after: field("after", &read(&self.after))?.unwrap_or(0),
+            limit: field("limit", &read(&self.limit))?,
+            batch: field("batch", &read(&self.batch))?,
+            delay_ms: field("delayMs", &read(&self.delay))?,
+            action: text(read(&self.action)),
+            user: text(read(&self.user)),
+            since: text(read(&self.since)),
+            until: text(read(&self.until)),
+            ..Default::default()
         })
     }
 
-    /// The download link's URL for the current fields (tracked, so the link follows them).
+    /// The query Start streams (NDJSON with its trailer).
+    fn query(&self) -> Result<ExportQuery, String> {
+        let query = self.query_with(|s| s.get_untracked())?;
+        Ok(ExportQuery {
+            trailer: true,
+            ..query
+        })
+    }
+
+    /// The download link's URL for the current fields (tracked, so the link follows them);
+    /// `#` while a number field holds something else.
     fn download_href(&self) -> String {
         let format = match self.format.get().as_str() {
             "csv" => ExportFormat::Csv,
             _ => ExportFormat::Ndjson,
         };
-        let query = ExportQuery {
-            after: self.after.get().trim().parse().unwrap_or(0),
-            limit: self.limit.get().trim().parse().ok(),
-            batch: self.batch.get().trim().parse().ok(),
-            action: text(self.action.get()),
-            user: text(self.user.get()),
-            since: text(self.since.get()),
-            until: text(self.until.get()),
-            format,
-            download: true,
-            ..Default::default()
-        };
-        format!("/api/audit/export?{}", query.to_query_string())
+        match self.query_with(|s| s.get()) {
+            Ok(query) => {
+                let query = ExportQuery {
+                    format,
+                    download: true,
+                    delay_ms: None,
+                    ..query
+                };
+                format!("/api/audit/export?{}", query.to_query_string())
+            }
+            Err(_) => "#".into(),
+        }
     }
 }
 

@@ -158,6 +158,17 @@ pub struct ExportQuery {
 }
 
 impl ExportQuery {
+    /// The query of `GET /api/audit/count` for this export: the same rows, without what only
+    /// shapes the stream (pause, trailer, download).
+    pub fn for_count(&self) -> Self {
+        Self {
+            delay_ms: None,
+            trailer: false,
+            download: false,
+            ..self.clone()
+        }
+    }
+
     /// The query string (without `?`), leaving defaults out.
     pub fn to_query_string(&self) -> String {
         let mut pairs: Vec<(&str, String)> = Vec::new();

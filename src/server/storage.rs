@@ -393,16 +393,19 @@ fn ensure_sqlite_folder(url: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A store on a fresh SQLite file in a temporary folder (nested, to exercise folder creation),
+/// for unit tests anywhere in the crate. Keep the folder alive as long as the store.
+#[cfg(test)]
+pub(crate) async fn temp_store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/nested/t.db?mode=rwc", dir.path().display());
+    let store = Store::connect(&url).await.unwrap();
+    (dir, store)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    async fn temp_store() -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}/nested/t.db?mode=rwc", dir.path().display());
-        let store = Store::connect(&url).await.unwrap();
-        (dir, store)
-    }
 
     #[test]
     fn backends_and_redaction() {

@@ -299,10 +299,7 @@ mod tests {
 
     #[tokio::test]
     async fn both_readers_page_the_same_rows_under_every_filter() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::connect(&format!("sqlite://{}/p.db?mode=rwc", dir.path().display()))
-            .await
-            .unwrap();
+        let (_dir, store) = super::super::temp_store().await;
         let rows: Vec<_> = (0..1000)
             .map(|i: i64| {
                 let action = ["LOGIN", "LOGOUT", "EXPORT"][(i % 3) as usize].to_string();
