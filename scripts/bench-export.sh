@@ -3,12 +3,12 @@
 # MB/s and the server's memory, for each row count and each SQLite reader.
 #
 #   ./scripts/bench-export.sh                 # 100,000 and 1,000,000 rows
-#   BENCH_ROWS="1000000" ./scripts/bench-export.sh
+#   BENCH_ROWS="1000000" BENCH_READERS=auto BENCH_REPEATS=3 ./scripts/bench-export.sh
 #
 # For each row count it seeds a fresh SQLite file (`tidings seed`, timed), then for each reader
 # (`auto` = rusqlite, `sqlx` = the portable path) and batch size starts the release server,
 # signs in, and fetches the whole export with curl into /dev/null (curl is the lightest client,
-# so the figure is the server's). The server's peak RSS is reset just before each export
+# so the figure is the server's) BENCH_REPEATS times (default 5); the median time is shown. The server's peak RSS is reset just before each export
 # (/proc/PID/clear_refs), so "growth" is what the export itself added. Finally the command-line
 # consumer (`tidings export`, which parses and verifies every row) runs once for comparison.
 # Everything listens on 127.0.0.1 and is stopped at the end.
@@ -19,6 +19,7 @@ source scripts/env.sh
 rows_list="${BENCH_ROWS:-100000 1000000}"
 batches="${BENCH_BATCHES:-500 10000}"
 readers="${BENCH_READERS:-auto sqlx}"
+repeats="${BENCH_REPEATS:-5}"
 
 command -v curl >/dev/null || { echo "bench: curl is needed (apt-get install curl)" >&2; exit 1; }
 cargo build --release --features ssr --bin tidings
@@ -70,8 +71,13 @@ for rows in $rows_list; do
     for batch in $batches; do
       before_kb="$(kb VmRSS)"
       echo 5 >"/proc/$server_pid/clear_refs"
-      read -r size secs < <(curl -s -b "$work/jar" -o /dev/null -w '%{size_download} %{time_total}\n' \
-        "$base/api/audit/export?batch=$batch")
+      times=()
+      for _ in $(seq 1 "$repeats"); do
+        read -r size t < <(curl -s -b "$work/jar" -o /dev/null -w '%{size_download} %{time_total}\n' \
+          "$base/api/audit/export?batch=$batch")
+        times+=("$t")
+      done
+      secs="$(printf '%s\n' "${times[@]}" | sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }')"
       peak_kb="$(kb VmHWM)"
       awk -v r="$total" -v rd="$reader" -v b="$batch" -v s="$secs" -v z="$size" -v bk="$before_kb" -v pk="$peak_kb" \
         'BEGIN { printf "%-9d %-8s %-6d %10.2f %8.1f %11.0f %9.1f %9.1f %9.1f\n", r, rd, b, s, z/1e6, r/s, z/1e6/s, pk/1024, (pk-bk)/1024 }'

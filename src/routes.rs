@@ -89,7 +89,12 @@ fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
     ApiError::Internal(anyhow::anyhow!("handler panicked: {detail}")).into_response()
 }
 
-/// Serves `state` on `listener` until its shutdown signal fires, then drains.
+/// How long a stopping server waits for background work (exports writing their audit row,
+/// workers marking their jobs) before it closes the database anyway.
+pub const DRAIN_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Serves `state` on `listener` until its shutdown signal fires, then waits (up to
+/// [`DRAIN_LIMIT`]) for background work and closes the database.
 pub async fn serve(listener: TcpListener, state: AppState) -> std::io::Result<()> {
     let shutdown = state.shutdown.clone();
     let store = state.store.clone();
@@ -97,8 +102,13 @@ pub async fn serve(listener: TcpListener, state: AppState) -> std::io::Result<()
         listener,
         app(state).into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(async move { shutdown.cancelled().await })
+    .with_graceful_shutdown({
+        let shutdown = shutdown.clone();
+        async move { shutdown.cancelled().await }
+    })
     .await;
+    shutdown.trigger();
+    shutdown.drain(DRAIN_LIMIT).await;
     store.close().await;
     result
 }

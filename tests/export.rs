@@ -6,7 +6,13 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{error_code, plain_client, TestServer};
-use tidings::protocol::{AuditRow, ExportLine, ExportTrailer};
+use tidings::{
+    protocol::{AuditRow, ExportLine, ExportTrailer},
+    server::storage::{
+        audit_pages::{AuditFilter, AuditSink},
+        Store,
+    },
+};
 
 /// A server with an admin (signed in on the returned client) and `rows` seeded rows.
 async fn seeded(rows: i64) -> (TestServer, reqwest::Client) {
@@ -412,6 +418,42 @@ async fn shutdown_cuts_the_transfer_so_the_client_knows_to_resume() {
         }
     }
     assert_eq!(ended, None, "the transfer is cut, not ended cleanly");
+
+    // The stopping server waits for the export to write its audit row before it closes the
+    // database: read the file again once the background work is drained.
+    assert!(
+        srv.state.shutdown.drain(Duration::from_secs(20)).await,
+        "the export's producer ended"
+    );
+    let store = Store::connect(&srv.state.config.database_url)
+        .await
+        .unwrap();
+    let filter = AuditFilter {
+        actions: vec!["EXPORT".into()],
+        user: Some("admin".into()),
+        max_id: store.audit_max_id().await.unwrap(),
+        ..Default::default()
+    };
+    let mut pages = store.audit_pages(&filter, true).unwrap();
+    let (details, _) = pages.read(0, 100, Details::default()).await.unwrap();
+    let outcomes: Vec<&str> = details
+        .0
+        .iter()
+        .map(|d| d["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, ["shutdown"]);
+    assert!(details.0[0]["rowsSent"].as_u64().unwrap() >= 10);
+    store.close().await;
+}
+
+/// Collects the detail JSON of audit rows read straight from storage.
+#[derive(Default)]
+struct Details(Vec<serde_json::Value>);
+
+impl AuditSink for Details {
+    fn row(&mut self, _: i64, _: i64, _: &[u8], _: &[u8], detail: &[u8]) {
+        self.0.push(serde_json::from_slice(detail).unwrap());
+    }
 }
 
 #[tokio::test]

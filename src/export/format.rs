@@ -113,7 +113,7 @@ impl RowWriter {
         ]);
     }
 
-    fn write_ndjson(&mut self, id: i64, at_ms: i64, action: &str, user: &str, detail: &str) {
+    fn write_ndjson(&mut self, id: i64, at_ms: i64, action: &[u8], user: &[u8], detail: &[u8]) {
         let mut ids = itoa::Buffer::new();
         self.buf.extend_from_slice(b"{\"id\":");
         self.buf.extend_from_slice(ids.format(id).as_bytes());
@@ -124,34 +124,37 @@ impl RowWriter {
         self.buf.extend_from_slice(b",\"user\":");
         json_string(&mut self.buf, user);
         self.buf.extend_from_slice(b",\"detail\":");
-        if detail.starts_with('{') && detail.ends_with('}') && !detail.bytes().any(|b| b < 0x20) {
+        if detail.starts_with(b"{") && detail.ends_with(b"}") && plain_ascii(detail) {
             // Stored detail is compact JSON written by serde_json: copied as is.
-            self.buf.extend_from_slice(detail.as_bytes());
+            self.buf.extend_from_slice(detail);
         } else {
-            match serde_json::from_str::<serde_json::Value>(detail) {
-                // Pretty-printed or otherwise spaced JSON: written compact, on one line.
+            let text = String::from_utf8_lossy(detail);
+            match serde_json::from_str::<serde_json::Value>(&text) {
+                // Pretty-printed, spaced or non-ASCII JSON: written compact, on one line.
                 Ok(value) => {
                     serde_json::to_writer(&mut self.buf, &value).expect("writing to a Vec")
                 }
                 // Not JSON at all: kept as a JSON string so the line stays valid.
-                Err(_) => json_string(&mut self.buf, detail),
+                Err(_) => json_string(&mut self.buf, text.as_bytes()),
             }
         }
         self.buf.extend_from_slice(b"}\n");
     }
 
-    fn write_csv(&mut self, id: i64, at_ms: i64, action: &str, user: &str, detail: &str) {
+    fn write_csv(&mut self, id: i64, at_ms: i64, action: &[u8], user: &[u8], detail: &[u8]) {
         let start = self.buf.len();
         self.write_time(at_ms);
         let at: [u8; 24] = self.buf[start..].try_into().expect("24-byte time");
         self.buf.truncate(start);
         let at = std::str::from_utf8(&at).expect("ASCII");
-        csv_record(&mut self.buf, id, at, action, user, detail);
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        let (action, user, detail) = (text(action), text(user), text(detail));
+        csv_record(&mut self.buf, id, at, &action, &user, &detail);
     }
 }
 
 impl AuditSink for RowWriter {
-    fn row(&mut self, id: i64, at_ms: i64, action: &str, user: &str, detail: &str) {
+    fn row(&mut self, id: i64, at_ms: i64, action: &[u8], user: &[u8], detail: &[u8]) {
         match self.format {
             ExportFormat::Ndjson => self.write_ndjson(id, at_ms, action, user, detail),
             ExportFormat::Csv => self.write_csv(id, at_ms, action, user, detail),
@@ -168,19 +171,36 @@ fn chunk_capacity(rows: u32) -> usize {
     (rows as usize * 256).min(1 << 20)
 }
 
-/// Whether a string holds a byte JSON requires escaping (a quote, backslash or control).
-fn needs_escape(s: &str) -> bool {
-    s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\')
+/// Whether every byte is printable ASCII or DEL (0x20..=0x7f), so the text is valid UTF-8
+/// with no control character. Each 64-byte block is checked without an early exit, which the
+/// compiler turns into vector instructions: this check runs over every byte exported.
+fn plain_ascii(s: &[u8]) -> bool {
+    s.chunks(64).all(|block| {
+        block
+            .iter()
+            .fold(true, |ok, &b| ok & (b.wrapping_sub(0x20) < 0x60))
+    })
 }
 
-/// Appends `s` as a JSON string.
-fn json_string(out: &mut Vec<u8>, s: &str) {
-    if needs_escape(s) {
-        serde_json::to_writer(out, s).expect("writing to a Vec");
+/// Whether `s` can go between JSON quotes as it is: [`plain_ascii`] with no quote or
+/// backslash, checked in the same one pass.
+fn plain_json_text(s: &[u8]) -> bool {
+    s.chunks(64).all(|block| {
+        block.iter().fold(true, |ok, &b| {
+            ok & (b.wrapping_sub(0x20) < 0x60) & (b != b'"') & (b != b'\\')
+        })
+    })
+}
+
+/// Appends `s` (UTF-8; invalid bytes become U+FFFD) as a JSON string.
+fn json_string(out: &mut Vec<u8>, s: &[u8]) {
+    if plain_json_text(s) {
+        out.push(b'"');
+        out.extend_from_slice(s);
+        out.push(b'"');
     } else {
-        out.push(b'"');
-        out.extend_from_slice(s.as_bytes());
-        out.push(b'"');
+        let text = String::from_utf8_lossy(s);
+        serde_json::to_writer(out, text.as_ref()).expect("writing to a Vec");
     }
 }
 
@@ -246,7 +266,13 @@ mod tests {
             (5, 0, "EMPTY", "", ""),
         ];
         for (id, at, action, user, detail) in cases {
-            w.row(id, at, action, user, detail);
+            w.row(
+                id,
+                at,
+                action.as_bytes(),
+                user.as_bytes(),
+                detail.as_bytes(),
+            );
         }
         let text = String::from_utf8(all_bytes(&mut w)).unwrap();
         let lines: Vec<&str> = text.split_terminator('\n').collect();
@@ -273,6 +299,44 @@ mod tests {
     }
 
     #[test]
+    fn plain_ascii_finds_a_control_or_non_ascii_byte_anywhere() {
+        let base = vec![b'a'; 200];
+        assert!(plain_ascii(&base));
+        assert!(plain_ascii(b""));
+        assert!(plain_ascii(b" ~\x7f"));
+        for at in [0, 1, 63, 64, 65, 127, 128, 199] {
+            for bad in [0x00, 0x1f, 0x0a, 0x80, 0xc3, 0xff] {
+                let mut text = base.clone();
+                text[at] = bad;
+                assert!(!plain_ascii(&text), "byte {bad:#x} at {at}");
+            }
+        }
+    }
+
+    #[test]
+    fn non_ascii_and_invalid_bytes_still_make_valid_lines() {
+        let mut w = RowWriter::new(ExportFormat::Ndjson, 100);
+        w.row(1, 0, b"LOGIN", b"a\xffb", "{\"n\":\"zo\u{eb}\"}".as_bytes());
+        w.row(2, 0, b"LOGIN", b"u", b"{\"tab\":\"a\tb\"}");
+        w.row(3, 0, b"LOGIN", b"u", b"{\xff}");
+        let text = String::from_utf8(all_bytes(&mut w)).unwrap();
+        let rows: Vec<AuditRow> = text
+            .lines()
+            .map(
+                |line| match serde_json::from_str::<ExportLine>(line).unwrap() {
+                    ExportLine::Row(row) => row,
+                    other => panic!("not a row: {other:?}"),
+                },
+            )
+            .collect();
+        assert_eq!(rows[0].user, "a\u{fffd}b");
+        assert_eq!(rows[0].detail, serde_json::json!({"n": "zo\u{eb}"}));
+        // A raw tab inside a JSON string is not JSON: kept as text, escaped.
+        assert_eq!(rows[1].detail, serde_json::json!("{\"tab\":\"a\tb\"}"));
+        assert_eq!(rows[2].detail, serde_json::json!("{\u{fffd}}"));
+    }
+
+    #[test]
     fn times_match_chrono_across_days_and_before_the_epoch() {
         let mut w = RowWriter::new(ExportFormat::Csv, 1_000_000);
         let times: Vec<i64> = (-3..3)
@@ -291,8 +355,8 @@ mod tests {
     fn csv_records_quote_what_needs_quoting() {
         let mut w = RowWriter::new(ExportFormat::Csv, 100);
         w.header();
-        w.row(7, 1_700_000_000_000, "LOGIN", "a,b", r#"{"k":"v"}"#);
-        w.row(8, 1_700_000_000_000, "LOGIN", "plain", "line\nbreak");
+        w.row(7, 1_700_000_000_000, b"LOGIN", b"a,b", br#"{"k":"v"}"#);
+        w.row(8, 1_700_000_000_000, b"LOGIN", b"plain", b"line\nbreak");
         let text = String::from_utf8(all_bytes(&mut w)).unwrap();
         assert_eq!(
             text,
@@ -306,7 +370,7 @@ mod tests {
     fn chunks_hold_flush_every_rows() {
         let mut w = RowWriter::new(ExportFormat::Ndjson, 3);
         for id in 1..=7 {
-            w.row(id, 0, "A", "u", "{}");
+            w.row(id, 0, b"A", b"u", b"{}");
         }
         let (first, rows) = w.next_chunk().unwrap();
         assert_eq!(first.iter().filter(|b| **b == b'\n').count(), 3);

@@ -1,14 +1,25 @@
 //! Graceful shutdown: one token that every long-lived loop selects on.
 //!
 //! `main` cancels it on SIGTERM or Ctrl-C; the HTTP server stops accepting, and every SSE,
-//! NDJSON, WebSocket and worker loop that holds a clone ends its work and returns. Built on
-//! `tokio_util`'s `CancellationToken`.
+//! NDJSON, WebSocket and worker loop that holds a clone ends its work and returns.
+//!
+//! Work that must finish its bookkeeping before the process exits (an export writing its
+//! audit row, a worker marking its job) is started with [`Shutdown::spawn_blocking`] or
+//! [`Shutdown::spawn`]; after the HTTP server stops, [`Shutdown::drain`] waits a bounded time
+//! for it before the database is closed and the runtime dropped. Built on `tokio_util`'s
+//! `CancellationToken` and `TaskTracker`.
 
-use tokio_util::sync::CancellationToken;
+use std::{future::Future, time::Duration};
+
+use tokio::task::JoinHandle;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 /// Cloneable shutdown signal. `shutdown.cancelled().await` resolves once shutdown began.
 #[derive(Clone, Debug, Default)]
-pub struct Shutdown(CancellationToken);
+pub struct Shutdown {
+    token: CancellationToken,
+    tasks: TaskTracker,
+}
 
 impl Shutdown {
     /// A signal that has not fired.
@@ -18,17 +29,55 @@ impl Shutdown {
 
     /// Starts shutdown; every waiter wakes.
     pub fn trigger(&self) {
-        self.0.cancel();
+        self.token.cancel();
     }
 
     /// Whether shutdown has begun.
     pub fn is_triggered(&self) -> bool {
-        self.0.is_cancelled()
+        self.token.is_cancelled()
     }
 
     /// Resolves when shutdown begins; use it in `tokio::select!`.
     pub async fn cancelled(&self) {
-        self.0.cancelled().await
+        self.token.cancelled().await
+    }
+
+    /// Spawns a task that [`drain`](Self::drain) waits for.
+    pub fn spawn<F>(&self, task: F) -> JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.tasks.spawn(task)
+    }
+
+    /// Runs `work` on a thread of the blocking pool; [`drain`](Self::drain) waits for it.
+    /// Such work may drive async code with `Handle::block_on`, which must end before the
+    /// runtime is dropped: that is what the wait guarantees.
+    pub fn spawn_blocking<F, R>(&self, work: F) -> JoinHandle<R>
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        self.tasks.spawn_blocking(work)
+    }
+
+    /// Waits up to `limit` for every task spawned through this signal to end; returns
+    /// whether they all did. Call it after the server stopped (shutdown triggered).
+    pub async fn drain(&self, limit: Duration) -> bool {
+        self.tasks.close();
+        let left = self.tasks.len();
+        if left > 0 {
+            tracing::info!(tasks = left, "waiting for background work to finish");
+        }
+        let done = tokio::time::timeout(limit, self.tasks.wait()).await.is_ok();
+        if !done {
+            tracing::warn!(
+                tasks = self.tasks.len(),
+                "background work still running after {limit:?}; stopping anyway"
+            );
+        }
+        done
     }
 
     /// Fires this signal on SIGTERM or Ctrl-C (spawns a task; returns at once).
@@ -71,5 +120,21 @@ mod tests {
         s.trigger();
         waiter.await.unwrap();
         assert!(s.is_triggered());
+    }
+
+    #[tokio::test]
+    async fn drain_waits_for_tracked_work_and_gives_up_at_its_limit() {
+        let s = Shutdown::new();
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let runtime = tokio::runtime::Handle::current();
+        let signal = s.clone();
+        s.spawn_blocking(move || {
+            runtime.block_on(signal.cancelled());
+            rx.recv().ok();
+        });
+        s.trigger();
+        assert!(!s.drain(Duration::from_millis(50)).await, "still blocked");
+        tx.send(()).unwrap();
+        assert!(s.drain(Duration::from_secs(10)).await, "ended");
     }
 }
