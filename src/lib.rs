@@ -22,6 +22,7 @@ pub mod auth;
 pub mod cli;
 pub mod export;
 pub mod guide;
+pub mod jobs;
 pub mod protocol;
 #[cfg(feature = "ssr")]
 pub mod routes;

@@ -22,7 +22,7 @@ use tower_http::{
 
 use crate::{
     app::{shell, App},
-    auth, export,
+    auth, export, jobs,
     server::{
         body_limit::{limit_request_body, MAX_BODY_BYTES},
         error::{api_method_not_allowed, api_not_found},
@@ -37,6 +37,7 @@ pub fn app(state: AppState) -> Router {
     let api = Router::new()
         .merge(auth::router())
         .merge(export::router())
+        .merge(jobs::router(&state))
         .route("/api/{*rest}", any(api_not_found))
         .method_not_allowed_fallback(api_method_not_allowed);
 

@@ -11,6 +11,7 @@
 pub mod audit;
 pub mod auth;
 pub mod error;
+pub mod jobs;
 pub mod ndjson;
 
 pub use audit::{

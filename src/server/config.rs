@@ -33,6 +33,11 @@ pub struct Config {
     /// rusqlite connection, the measured fast path; `sqlx`: the portable sqlx path that
     /// PostgreSQL always uses (for comparing the two).
     pub export_reader: ExportReader,
+    /// `TIDINGS_JOB_WORKERS` (1–256): jobs run at once. Unset: the queue's default.
+    pub job_workers: Option<usize>,
+    /// `TIDINGS_IMPORT_SOURCES`: URL prefixes imports may read from. Empty: this server's
+    /// own origin only.
+    pub import_sources: Vec<String>,
 }
 
 /// How the audit export reads an SQLite database (PostgreSQL always goes through sqlx).
@@ -85,6 +90,21 @@ impl Config {
                     anyhow::bail!("TIDINGS_EXPORT_READER must be auto or sqlx, not {other:?}")
                 }
             },
+            job_workers: match var("TIDINGS_JOB_WORKERS") {
+                None => None,
+                Some(v) => Some(
+                    v.trim()
+                        .parse::<usize>()
+                        .ok()
+                        .filter(|n| (1..=256).contains(n))
+                        .ok_or_else(|| {
+                            anyhow::anyhow!(
+                                "TIDINGS_JOB_WORKERS must be a whole number from 1 to 256, not {v:?}"
+                            )
+                        })?,
+                ),
+            },
+            import_sources: split_list(var("TIDINGS_IMPORT_SOURCES").as_deref()),
         })
     }
 
@@ -98,6 +118,8 @@ impl Config {
             stream_token_ttl: Duration::from_secs(300),
             session_ttl: Duration::from_secs(3600),
             export_reader: ExportReader::Auto,
+            job_workers: Some(4),
+            import_sources: Vec::new(),
         }
     }
 }

@@ -6,6 +6,7 @@
 //! server::`); `tests/` starts the whole server on `127.0.0.1:0`.
 
 pub mod body_limit;
+pub mod bus;
 pub mod clock;
 pub mod config;
 pub mod error;
@@ -14,6 +15,7 @@ pub mod identity;
 pub mod limiter;
 pub mod origin;
 pub mod shutdown;
+pub mod sse;
 pub mod state;
 pub mod storage;
 pub mod telemetry;

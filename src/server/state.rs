@@ -7,7 +7,12 @@ use axum::extract::FromRef;
 use leptos::config::LeptosOptions;
 
 use super::{
-    clock, config::Config, limiter::FailureLimiter, shutdown::Shutdown, storage::Store,
+    bus::{Bus, LocalBus},
+    clock,
+    config::Config,
+    limiter::FailureLimiter,
+    shutdown::Shutdown,
+    storage::Store,
     token::Signer,
 };
 use crate::protocol::Role;
@@ -27,6 +32,8 @@ pub struct AppState {
     pub login_limiter: Arc<FailureLimiter>,
     /// Fires once at shutdown; every long-lived loop selects on it.
     pub shutdown: Shutdown,
+    /// The fan-out bus every broadcast goes through (in-process for now).
+    pub bus: Arc<dyn Bus>,
 }
 
 impl FromRef<AppState> for LeptosOptions {
@@ -61,6 +68,7 @@ impl AppState {
             signer: Arc::new(Signer::new(secret.as_bytes())),
             login_limiter: Arc::new(FailureLimiter::for_logins()),
             shutdown,
+            bus: Arc::new(LocalBus::new()),
         };
         state.spawn_session_sweeper();
         Ok(state)

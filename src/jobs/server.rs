@@ -1,0 +1,485 @@
+//! The contract's Jobs routes: create, list, status (JSON with `ETag`, or SSE by `Accept`),
+//! cancel, and the event stream with `Last-Event-ID` replay.
+//!
+//! The event stream subscribes to the job's bus topic *first*, then replays the stored events
+//! after the client's last id, then goes live, skipping what the replay already sent; a gap
+//! (a lagging subscriber) is filled from the database. So a watcher sees every event exactly
+//! once, in order, across reconnects and restarts. It ends after the terminal event; a
+//! reconnect that already has it gets 204, so EventSource stops retrying.
+//!
+//! Tests: `tests/jobs.rs`.
+
+use axum::{
+    extract::{Path, Query, State},
+    http::{header, HeaderMap, HeaderValue, StatusCode},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+    Extension, Json, Router,
+};
+use serde_json::json;
+
+use super::runner::{topic, Jobs, JOB_WORKERS_DEFAULT};
+use crate::{
+    protocol::jobs::{
+        CreateJob, JobCreated, JobEventKind, JobList, JobState, JobStatus, STEPS_MAX, STEP_MS_MAX,
+    },
+    server::{
+        bus::Received,
+        clock,
+        identity::{CurrentUser, StreamUser},
+        sse::{self, Event, SseOptions},
+        storage::{jobs::JobRow, Backend, Store},
+        ApiError, ApiJson, AppState,
+    },
+};
+
+/// Jobs listed by `GET /api/jobs`.
+const LIST_LIMIT: i64 = 50;
+/// Queued or running jobs one user may have at once.
+pub const OPEN_JOBS_MAX: i64 = 1000;
+/// Events read from the database per replay page.
+const REPLAY_PAGE: i64 = 500;
+
+/// The routes, with the queue started on `state`'s database (its workers run until shutdown).
+pub fn router(state: &AppState) -> Router<AppState> {
+    let workers = state.config.job_workers.unwrap_or(JOB_WORKERS_DEFAULT);
+    let sole = state.store.backend() == Backend::Sqlite;
+    let jobs = Jobs::start(
+        state.store.clone(),
+        state.bus.clone(),
+        state.shutdown.clone(),
+        workers,
+        sole,
+    );
+    Router::new()
+        .route("/api/jobs", post(create).get(list))
+        .route("/api/jobs/{id}", get(status))
+        .route("/api/jobs/{id}/cancel", post(cancel))
+        .route("/api/jobs/{id}/events", get(events))
+        .layer(Extension(jobs))
+}
+
+fn bad(param: &str, message: impl std::fmt::Display) -> ApiError {
+    ApiError::BadRequest {
+        code: "invalid_parameter",
+        message: format!("`{param}` {message}"),
+    }
+}
+
+/// Checks a demo request; returns the number of steps.
+fn check_demo(body: &CreateJob) -> Result<i64, ApiError> {
+    let steps = body.steps.unwrap_or(20);
+    if !(1..=i64::from(STEPS_MAX)).contains(&steps) {
+        return Err(bad("steps", format!("must be from 1 to {STEPS_MAX}.")));
+    }
+    let step_ms = body.step_ms.unwrap_or(250);
+    if !(0..=i64::from(STEP_MS_MAX)).contains(&step_ms) {
+        return Err(bad("stepMs", format!("must be from 0 to {STEP_MS_MAX}.")));
+    }
+    if body.warn_at.len() > 100 {
+        return Err(bad("warnAt", "may name at most 100 steps."));
+    }
+    if let Some(s) = body.warn_at.iter().find(|s| !(1..=steps).contains(*s)) {
+        return Err(bad(
+            "warnAt",
+            format!("names step {s}, outside 1 to {steps}."),
+        ));
+    }
+    if let Some(s) = body.fail_at.filter(|s| !(1..=steps).contains(s)) {
+        return Err(bad("failAt", format!("is {s}, outside 1 to {steps}.")));
+    }
+    if body.source.is_some() {
+        return Err(bad("source", "belongs to import jobs only."));
+    }
+    Ok(steps)
+}
+
+/// The status JSON of a stored job.
+pub fn status_of(job: &JobRow) -> JobStatus {
+    JobStatus {
+        id: job.id,
+        kind: job.kind.clone(),
+        status: JobState::parse(&job.status).unwrap_or(JobState::Failed),
+        percent: job.percent,
+        message: job.message.clone(),
+        step: job.step,
+        total: job.total,
+        created_at: clock::rfc3339(job.created_at),
+        updated_at: clock::rfc3339(job.updated_at),
+        last_event_id: job.last_event_id,
+        owner: job.owner.clone(),
+    }
+}
+
+/// Queues a job for `user` and wakes a worker. Shared with `POST /api/audit/import`.
+pub async fn queue(
+    state: &AppState,
+    jobs: &Jobs,
+    user: &CurrentUser,
+    body: &CreateJob,
+    total: i64,
+) -> Result<Response, ApiError> {
+    let store = &state.store;
+    let open = store.count_open_jobs_of(user.user_id).await?;
+    if open >= OPEN_JOBS_MAX {
+        return Err(ApiError::Conflict {
+            code: "too_many_jobs",
+            message: format!("You have {open} jobs waiting or running; let some finish first."),
+        });
+    }
+    let now = clock::now_ms();
+    let params = serde_json::to_string(body).expect("serializable");
+    let job = store
+        .create_job(
+            user.user_id,
+            &user.user.username,
+            &body.kind,
+            &params,
+            total,
+            now,
+        )
+        .await?;
+    store
+        .audit(
+            "JOB_CREATE",
+            &user.user.username,
+            &json!({"jobId": job.id, "kind": job.kind}),
+            now,
+        )
+        .await?;
+    jobs.queued();
+    let created = JobCreated {
+        id: job.id,
+        kind: job.kind.clone(),
+        status: JobState::Queued,
+        events_url: format!("/api/jobs/{}/events", job.id),
+        status_url: format!("/api/jobs/{}", job.id),
+    };
+    let mut response = (StatusCode::CREATED, Json(created)).into_response();
+    response.headers_mut().insert(
+        header::LOCATION,
+        HeaderValue::from_str(&format!("/api/jobs/{}", job.id)).expect("ASCII"),
+    );
+    Ok(response)
+}
+
+/// `POST /api/jobs`.
+async fn create(
+    State(state): State<AppState>,
+    Extension(jobs): Extension<Jobs>,
+    user: CurrentUser,
+    ApiJson(body): ApiJson<CreateJob>,
+) -> Result<Response, ApiError> {
+    match body.kind.as_str() {
+        "demo" => {
+            let steps = check_demo(&body)?;
+            queue(&state, &jobs, &user, &body, steps).await
+        }
+        "import" => super::import::create(&state, &jobs, &user, &body).await,
+        other => Err(bad(
+            "kind",
+            format!("is {other:?}; it must be \"demo\" or \"import\"."),
+        )),
+    }
+}
+
+/// `GET /api/jobs`: the caller's jobs, newest first.
+async fn list(State(state): State<AppState>, user: CurrentUser) -> Result<Json<JobList>, ApiError> {
+    let rows = state.store.jobs_of(user.user_id, LIST_LIMIT).await?;
+    Ok(Json(JobList {
+        jobs: rows.iter().map(status_of).collect(),
+    }))
+}
+
+/// The job `id` names, if `user` may see it (its owner or an admin); 404 otherwise.
+async fn visible_job(state: &AppState, user: &CurrentUser, id: &str) -> Result<JobRow, ApiError> {
+    let missing = || ApiError::NotFound(format!("There is no job {id}."));
+    let id: i64 = id.parse().map_err(|_| missing())?;
+    let job = state.store.job(id).await?.ok_or_else(missing)?;
+    if job.owner_id == user.user_id || user.user.is_admin() {
+        Ok(job)
+    } else {
+        Err(missing())
+    }
+}
+
+/// The `ETag` of a job's current state.
+fn etag(job: &JobRow) -> String {
+    format!(
+        "\"job-{}-{}-{}-{}\"",
+        job.id, job.last_event_id, job.status, job.updated_at
+    )
+}
+
+/// Whether the request asks for an event stream.
+fn wants_events(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("text/event-stream"))
+}
+
+/// `GET /api/jobs/{id}`: the status JSON with an `ETag` (304 when `If-None-Match` matches),
+/// or the event stream when `Accept: text/event-stream`.
+async fn status(
+    State(state): State<AppState>,
+    user: StreamUser,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    query: Query<Vec<(String, String)>>,
+) -> Result<Response, ApiError> {
+    if wants_events(&headers) {
+        return events(State(state), user, Path(id), headers, query).await;
+    }
+    let job = visible_job(&state, &user.0, &id).await?;
+    let tag = etag(&job);
+    let matches = headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| {
+            let t = t.trim();
+            t == "*" || t.trim_start_matches("W/") == tag
+        });
+    let mut response = if matches {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        Json(status_of(&job)).into_response()
+    };
+    let h = response.headers_mut();
+    h.insert(header::ETAG, HeaderValue::from_str(&tag).expect("ASCII"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    Ok(response)
+}
+
+/// `POST /api/jobs/{id}/cancel`: 202 while the job is queued or running, 409 once it ended.
+async fn cancel(
+    State(state): State<AppState>,
+    Extension(jobs): Extension<Jobs>,
+    user: CurrentUser,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let job = visible_job(&state, &user, &id).await?;
+    let before = jobs.cancel(&job).await?;
+    match before.as_deref() {
+        Some("queued" | "running") => {
+            let job = state.store.job(job.id).await?.unwrap_or(job);
+            Ok((StatusCode::ACCEPTED, Json(status_of(&job))).into_response())
+        }
+        Some(done) => Err(ApiError::Conflict {
+            code: "job_finished",
+            message: format!("Job {} has already ended ({done}).", job.id),
+        }),
+        None => Err(ApiError::NotFound(format!("There is no job {id}."))),
+    }
+}
+
+/// The client's last event id: the `Last-Event-ID` header (what EventSource sends when it
+/// reconnects), else the `lastEventId` query parameter, else 0.
+fn last_event_id(headers: &HeaderMap, query: &[(String, String)]) -> Result<i64, ApiError> {
+    let parse = |name: &str, value: &str| -> Result<i64, ApiError> {
+        let value = value.trim();
+        if value.is_empty() {
+            return Ok(0);
+        }
+        value
+            .parse::<i64>()
+            .ok()
+            .filter(|n| *n >= 0)
+            .ok_or_else(|| {
+                bad(
+                    name,
+                    format!("must be an event id (a whole number ≥ 0), not {value:?}."),
+                )
+            })
+    };
+    if let Some(v) = headers.get("last-event-id") {
+        let v = v
+            .to_str()
+            .map_err(|_| bad("Last-Event-ID", "must be an event id."))?;
+        return parse("Last-Event-ID", v);
+    }
+    match query.iter().find(|(k, _)| k == "lastEventId") {
+        Some((_, v)) => parse("lastEventId", v),
+        None => Ok(0),
+    }
+}
+
+/// `GET /api/jobs/{id}/events`: see the module docs.
+async fn events(
+    State(state): State<AppState>,
+    user: StreamUser,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Query(query): Query<Vec<(String, String)>>,
+) -> Result<Response, ApiError> {
+    let after = last_event_id(&headers, &query)?;
+    let job = visible_job(&state, &user.0, &id).await?;
+    let finished = JobState::parse(&job.status).is_some_and(JobState::is_final);
+    if finished && after > 0 && after >= job.last_event_id {
+        // The client has the terminal event: 204 tells EventSource to stop reconnecting.
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
+    // Subscribe before reading the backlog: nothing published in between is missed.
+    let subscription = state.bus.subscribe(&topic(job.id));
+    let store = state.store.clone();
+    let job_id = job.id;
+    Ok(sse::stream(
+        SseOptions::default(),
+        state.shutdown.clone(),
+        move |tx| async move {
+            let mut subscription = subscription;
+            let mut last = after;
+            if !matches!(replay(&store, &tx, job_id, &mut last).await, Ok(false)) {
+                return;
+            }
+            loop {
+                let received = tokio::select! {
+                    r = subscription.recv() => r,
+                    _ = tx.gone() => return,
+                };
+                match received {
+                    Received::Message(m) if m.id <= last => {}
+                    Received::Message(m) if m.id == last + 1 => {
+                        let event = Event::new(m.data.clone()).id(m.id).name(&m.kind);
+                        if tx.send(&event).await.is_err() || is_terminal(&m.kind) {
+                            return;
+                        }
+                        last = m.id;
+                    }
+                    // A gap, or dropped messages: the database has them.
+                    Received::Message(_) | Received::Lagged(_) => {
+                        if !matches!(replay(&store, &tx, job_id, &mut last).await, Ok(false)) {
+                            return;
+                        }
+                    }
+                    Received::Closed => return,
+                }
+            }
+        },
+    ))
+}
+
+/// Sends the stored events after `*last`, page by page. `Ok(true)` once the terminal event
+/// went out; `Err` when the client left or the database failed.
+async fn replay(store: &Store, tx: &sse::Sender, job_id: i64, last: &mut i64) -> Result<bool, ()> {
+    loop {
+        let page = store
+            .job_events_after(job_id, *last, REPLAY_PAGE)
+            .await
+            .map_err(|e| tracing::warn!(error = %e, job = job_id, "replaying job events failed"))?;
+        let full = page.len() as i64 == REPLAY_PAGE;
+        for e in page {
+            let terminal = is_terminal(&e.event);
+            let event = Event::new(e.data).id(e.id).name(&e.event);
+            tx.send(&event).await.map_err(|_| ())?;
+            *last = e.id;
+            if terminal {
+                return Ok(true);
+            }
+        }
+        if !full {
+            return Ok(false);
+        }
+    }
+}
+
+fn is_terminal(event: &str) -> bool {
+    JobEventKind::parse(event).is_some_and(|k| k.final_state().is_some())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn demo_requests_are_checked_with_the_parameter_named() {
+        let ok = CreateJob {
+            kind: "demo".into(),
+            steps: Some(20),
+            step_ms: Some(250),
+            warn_at: vec![7],
+            fail_at: None,
+            source: None,
+        };
+        assert_eq!(check_demo(&ok).unwrap(), 20);
+        let cases = [
+            (
+                CreateJob {
+                    steps: Some(0),
+                    ..ok.clone()
+                },
+                "`steps`",
+            ),
+            (
+                CreateJob {
+                    steps: Some(-3),
+                    ..ok.clone()
+                },
+                "`steps`",
+            ),
+            (
+                CreateJob {
+                    steps: Some(1_000_000),
+                    ..ok.clone()
+                },
+                "`steps`",
+            ),
+            (
+                CreateJob {
+                    step_ms: Some(-1),
+                    ..ok.clone()
+                },
+                "`stepMs`",
+            ),
+            (
+                CreateJob {
+                    step_ms: Some(600_000),
+                    ..ok.clone()
+                },
+                "`stepMs`",
+            ),
+            (
+                CreateJob {
+                    warn_at: vec![21],
+                    ..ok.clone()
+                },
+                "`warnAt`",
+            ),
+            (
+                CreateJob {
+                    fail_at: Some(0),
+                    ..ok.clone()
+                },
+                "`failAt`",
+            ),
+            (
+                CreateJob {
+                    source: Some("x".into()),
+                    ..ok.clone()
+                },
+                "`source`",
+            ),
+        ];
+        for (body, param) in cases {
+            let e = check_demo(&body).unwrap_err();
+            assert!(e.to_string().starts_with(param), "{body:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn last_event_id_comes_from_the_header_or_the_query() {
+        let mut h = HeaderMap::new();
+        let q = |v: &str| vec![("lastEventId".to_string(), v.to_string())];
+        assert_eq!(last_event_id(&h, &[]).unwrap(), 0);
+        assert_eq!(last_event_id(&h, &q("7")).unwrap(), 7);
+        h.insert("last-event-id", HeaderValue::from_static("9"));
+        assert_eq!(last_event_id(&h, &q("7")).unwrap(), 9, "the header wins");
+        h.insert("last-event-id", HeaderValue::from_static("nine"));
+        let e = last_event_id(&h, &[]).unwrap_err();
+        assert!(e.to_string().starts_with("`Last-Event-ID`"));
+        assert!(last_event_id(&HeaderMap::new(), &q("-1")).is_err());
+    }
+}

@@ -1,0 +1,162 @@
+//! The fan-out bus: the one seam every broadcast goes through (job events now; chat
+//! messages, presence and notifications later).
+//!
+//! Publishers call [`Bus::publish`] after the message is stored; subscribers get a bounded
+//! [`Subscription`] per topic. The bus carries no history: stored ids are the source of
+//! truth, so a subscriber that lagged (its queue overflowed) or that missed messages while it
+//! reconnected reads them back from the database. That is also what lets a Redis bus replace
+//! [`LocalBus`] for several instances (issue 7) without touching jobs, rooms or notifications:
+//! they only see the trait.
+//!
+//! Subscribe *before* reading the backlog from storage, then skip what the backlog already
+//! covered: that order leaves no gap between "read from the database" and "live".
+//!
+//! Tests: `cargo test --features ssr server::bus`.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
+
+use tokio::sync::broadcast;
+
+/// Messages a subscriber may fall behind by before it is told it lagged.
+pub const SUBSCRIBER_QUEUE: usize = 256;
+
+/// One message on a topic: the stored id it was given, its kind (an SSE event name or a
+/// WebSocket message type) and its JSON data.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Envelope {
+    pub topic: String,
+    pub id: i64,
+    pub kind: String,
+    pub data: String,
+}
+
+/// What a subscriber receives next.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Received {
+    Message(Arc<Envelope>),
+    /// The subscriber fell behind and this many messages were dropped for it: read them
+    /// back from storage.
+    Lagged(u64),
+    /// The bus is gone (shutdown).
+    Closed,
+}
+
+/// A subscription to one topic.
+pub struct Subscription {
+    rx: broadcast::Receiver<Arc<Envelope>>,
+}
+
+impl Subscription {
+    /// The next message, a lag notice, or the end.
+    pub async fn recv(&mut self) -> Received {
+        match self.rx.recv().await {
+            Ok(m) => Received::Message(m),
+            Err(broadcast::error::RecvError::Lagged(n)) => Received::Lagged(n),
+            Err(broadcast::error::RecvError::Closed) => Received::Closed,
+        }
+    }
+}
+
+/// Broadcasts stored messages to every subscriber of a topic, on every instance.
+pub trait Bus: Send + Sync + std::fmt::Debug + 'static {
+    /// Delivers `message` to the current subscribers of its topic (none: dropped).
+    fn publish(&self, message: Envelope);
+    /// Starts receiving the topic's messages published from now on.
+    fn subscribe(&self, topic: &str) -> Subscription;
+}
+
+/// The in-process bus: one broadcast channel per topic with subscribers.
+#[derive(Debug, Default)]
+pub struct LocalBus {
+    topics: Mutex<HashMap<String, broadcast::Sender<Arc<Envelope>>>>,
+}
+
+impl LocalBus {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Topics with a channel (for tests: idle topics are dropped).
+    pub fn topic_count(&self) -> usize {
+        self.topics.lock().expect("bus lock").len()
+    }
+}
+
+impl Bus for LocalBus {
+    fn publish(&self, message: Envelope) {
+        let mut topics = self.topics.lock().expect("bus lock");
+        if let Some(tx) = topics.get(&message.topic) {
+            let topic = message.topic.clone();
+            if tx.send(Arc::new(message)).is_err() {
+                // Nobody listens any more: forget the topic so the map stays small.
+                topics.remove(&topic);
+            }
+        }
+    }
+
+    fn subscribe(&self, topic: &str) -> Subscription {
+        let mut topics = self.topics.lock().expect("bus lock");
+        let tx = topics
+            .entry(topic.to_string())
+            .or_insert_with(|| broadcast::channel(SUBSCRIBER_QUEUE).0);
+        Subscription { rx: tx.subscribe() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(topic: &str, id: i64) -> Envelope {
+        Envelope {
+            topic: topic.into(),
+            id,
+            kind: "progress".into(),
+            data: "{}".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn subscribers_get_their_topics_messages_in_order() {
+        let bus = LocalBus::new();
+        let mut a = bus.subscribe("job:1");
+        let mut b = bus.subscribe("job:1");
+        let mut other = bus.subscribe("job:2");
+        bus.publish(msg("job:1", 1));
+        bus.publish(msg("job:1", 2));
+        bus.publish(msg("job:3", 1));
+        for sub in [&mut a, &mut b] {
+            assert_eq!(
+                sub.recv().await,
+                Received::Message(Arc::new(msg("job:1", 1)))
+            );
+            assert_eq!(
+                sub.recv().await,
+                Received::Message(Arc::new(msg("job:1", 2)))
+            );
+        }
+        bus.publish(msg("job:2", 7));
+        assert_eq!(
+            other.recv().await,
+            Received::Message(Arc::new(msg("job:2", 7)))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_slow_subscriber_is_told_it_lagged_and_idle_topics_are_dropped() {
+        let bus = LocalBus::new();
+        let mut slow = bus.subscribe("t");
+        for id in 0..(SUBSCRIBER_QUEUE as i64 + 10) {
+            bus.publish(msg("t", id));
+        }
+        assert_eq!(slow.recv().await, Received::Lagged(10));
+        assert_eq!(slow.recv().await, Received::Message(Arc::new(msg("t", 10))));
+        drop(slow);
+        assert_eq!(bus.topic_count(), 1);
+        bus.publish(msg("t", 999));
+        assert_eq!(bus.topic_count(), 0);
+    }
+}

@@ -1,0 +1,480 @@
+//! Server-Sent Events: the one encoder and response that every stream in the app uses (job
+//! events now; rooms, notifications, metrics and the log tail later).
+//!
+//! It covers what BoxLang's `SSE()` emitter does, on top of a plain axum body:
+//! - [`Event`]: `id`, `event` name and data; data with newlines (`\n`, `\r\n` or `\r`) is split
+//!   over several `data:` lines, so the browser joins it back with `\n`; payloads of any size go
+//!   out intact; an id or name cannot smuggle a line break into the stream.
+//! - [`stream`] answers at once with the three headers (`text/event-stream`, `no-cache`,
+//!   `X-Accel-Buffering: no`), never compressed, and a first chunk `retry: <ms>` flushed
+//!   before anything else; then it runs the producer, which gets an [`Sender`] with
+//!   [`send`](Sender::send), [`comment`](Sender::comment), [`is_gone`](Sender::is_gone) /
+//!   [`gone`](Sender::gone) ("is the client gone?") and [`close`](Sender::close).
+//! - A `: keep-alive` comment goes out after [`SseOptions::keep_alive`] of silence (it is also
+//!   how a vanished client is found out: the write fails and the producer sees `Gone`); an
+//!   optional overall [`SseOptions::timeout`] ends the stream; shutdown ends it too; an optional
+//!   CORS origin is answered for an EventSource on another origin.
+//! - The queue between producer and socket holds [`SseOptions::buffer`] chunks: a slow client
+//!   makes `send` wait, it never grows memory.
+//!
+//! [`live_connections`] counts open streams for the metrics (an atomic, nothing on the hot
+//! path but one add and one subtract per connection).
+//!
+//! Tests: `cargo test --features ssr server::sse` checks the encoding against the independent
+//! WHATWG parser of the `eventsource-stream` crate, with the bytes split at every position.
+
+use std::{
+    future::Future,
+    sync::atomic::{AtomicU64, Ordering},
+    time::Duration,
+};
+
+use axum::{
+    body::Body,
+    http::{header, HeaderValue, StatusCode},
+    response::{IntoResponse, Response},
+};
+use bytes::Bytes;
+use tokio::{sync::mpsc, time::Instant};
+
+use super::Shutdown;
+
+/// The comment that keeps an idle stream (and the proxies on its way) alive.
+pub const KEEP_ALIVE: &[u8] = b": keep-alive\n\n";
+
+/// One event: optional id and name, and its data.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Event {
+    id: Option<String>,
+    name: Option<String>,
+    data: String,
+}
+
+impl Event {
+    /// An unnamed event (`message` in the browser) carrying `data`.
+    pub fn new(data: impl Into<String>) -> Self {
+        Self {
+            data: data.into(),
+            ..Self::default()
+        }
+    }
+
+    /// An event carrying `value` as JSON.
+    pub fn json<T: serde::Serialize>(value: &T) -> Self {
+        Self::new(serde_json::to_string(value).expect("serializable"))
+    }
+
+    /// Sets the id (what the browser sends back as `Last-Event-ID`). Line breaks and NUL,
+    /// which the format cannot carry in an id, are dropped.
+    pub fn id(mut self, id: impl std::fmt::Display) -> Self {
+        let id = id.to_string();
+        self.id = Some(id.replace(['\r', '\n', '\0'], ""));
+        self
+    }
+
+    /// Sets the event name (`addEventListener(name, …)` in the browser); line breaks dropped.
+    pub fn name(mut self, name: &str) -> Self {
+        self.name = Some(name.replace(['\r', '\n'], ""));
+        self
+    }
+
+    /// Appends the wire form of this event to `out`.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        if let Some(name) = &self.name {
+            out.extend_from_slice(b"event: ");
+            out.extend_from_slice(name.as_bytes());
+            out.push(b'\n');
+        }
+        for line in lines(&self.data) {
+            out.extend_from_slice(b"data: ");
+            out.extend_from_slice(line.as_bytes());
+            out.push(b'\n');
+        }
+        // The id goes last: a parser that sees it has seen the whole event's fields.
+        if let Some(id) = &self.id {
+            out.extend_from_slice(b"id: ");
+            out.extend_from_slice(id.as_bytes());
+            out.push(b'\n');
+        }
+        out.push(b'\n');
+    }
+
+    /// The wire form of this event.
+    pub fn encode(&self) -> Bytes {
+        let mut out = Vec::with_capacity(self.data.len() + 64);
+        self.encode_into(&mut out);
+        Bytes::from(out)
+    }
+}
+
+/// `text` split at `\r\n`, `\r` and `\n`, as the WHATWG parser splits lines (one empty
+/// line for empty text).
+fn lines(text: &str) -> impl Iterator<Item = &str> {
+    let mut rest = Some(text);
+    std::iter::from_fn(move || {
+        let s = rest?;
+        match s.find(['\r', '\n']) {
+            Some(i) => {
+                let skip = if s[i..].starts_with("\r\n") { 2 } else { 1 };
+                rest = Some(&s[i + skip..]);
+                Some(&s[..i])
+            }
+            None => {
+                rest = None;
+                Some(s)
+            }
+        }
+    })
+}
+
+/// A comment (`: text`), one per line of `text`; browsers ignore it.
+pub fn comment(text: &str) -> Bytes {
+    let mut out = Vec::with_capacity(text.len() + 4);
+    for line in lines(text) {
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(line.as_bytes());
+        out.push(b'\n');
+    }
+    out.push(b'\n');
+    Bytes::from(out)
+}
+
+/// `retry: <ms>`: how long the browser waits before reconnecting.
+pub fn retry(after: Duration) -> Bytes {
+    Bytes::from(format!("retry: {}\n\n", after.as_millis()))
+}
+
+/// How a stream behaves.
+#[derive(Clone, Debug)]
+pub struct SseOptions {
+    /// Sent first, at once (the contract: `retry: 3000`). `None`: no retry line.
+    pub retry: Option<Duration>,
+    /// A `: keep-alive` comment after this long without anything sent.
+    pub keep_alive: Duration,
+    /// The stream ends after this long, whatever happens (`None`: never).
+    pub timeout: Option<Duration>,
+    /// An origin to answer CORS for (with credentials), for an EventSource on another
+    /// origin. The app's CORS layer already answers for `TIDINGS_ALLOWED_ORIGINS`.
+    pub cors_origin: Option<HeaderValue>,
+    /// Chunks queued between the producer and the socket.
+    pub buffer: usize,
+}
+
+impl Default for SseOptions {
+    fn default() -> Self {
+        Self {
+            retry: Some(Duration::from_millis(3000)),
+            keep_alive: Duration::from_secs(15),
+            timeout: None,
+            cors_origin: None,
+            buffer: 16,
+        }
+    }
+}
+
+/// The client went away (or the stream ended): stop producing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Gone;
+
+/// The producer's handle on one stream.
+#[derive(Debug)]
+pub struct Sender {
+    tx: mpsc::Sender<Bytes>,
+}
+
+impl Sender {
+    /// Sends an event, waiting while the client is slow; `Err(Gone)` once it left.
+    pub async fn send(&self, event: &Event) -> Result<(), Gone> {
+        self.raw(event.encode()).await
+    }
+
+    /// Sends a comment line (ignored by browsers; useful for debugging and padding).
+    pub async fn comment(&self, text: &str) -> Result<(), Gone> {
+        self.raw(comment(text)).await
+    }
+
+    /// Sends already encoded bytes.
+    pub async fn raw(&self, bytes: Bytes) -> Result<(), Gone> {
+        self.tx.send(bytes).await.map_err(|_| Gone)
+    }
+
+    /// Whether the client has gone (or the stream ended by timeout or shutdown).
+    pub fn is_gone(&self) -> bool {
+        self.tx.is_closed()
+    }
+
+    /// Resolves when the client has gone; use it in `select!` while waiting for work.
+    pub async fn gone(&self) {
+        self.tx.closed().await
+    }
+
+    /// Ends the stream cleanly after what was sent (dropping the sender does the same).
+    pub fn close(self) {}
+}
+
+/// Open SSE streams in this process.
+static LIVE: AtomicU64 = AtomicU64::new(0);
+
+/// How many SSE streams are open now.
+pub fn live_connections() -> u64 {
+    LIVE.load(Ordering::Relaxed)
+}
+
+/// Counts one open stream while it lives.
+struct LiveGuard;
+
+impl LiveGuard {
+    fn new() -> Self {
+        LIVE.fetch_add(1, Ordering::Relaxed);
+        Self
+    }
+}
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        LIVE.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The headers every event stream carries.
+pub fn headers(response: &mut Response, options: &SseOptions) {
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    if let Some(origin) = &options.cors_origin {
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+            HeaderValue::from_static("true"),
+        );
+        h.append(header::VARY, HeaderValue::from_static("origin"));
+    }
+}
+
+/// An event stream: answers at once (headers and the `retry` line), then runs `produce`
+/// on its own task with a [`Sender`]. The stream ends when `produce` returns (after what it
+/// sent), at the timeout, or at shutdown; the producer sees [`Gone`] when the client leaves.
+pub fn stream<F, Fut>(options: SseOptions, shutdown: Shutdown, produce: F) -> Response
+where
+    F: FnOnce(Sender) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = mpsc::channel(options.buffer.max(1));
+    tokio::spawn(produce(Sender { tx }));
+    let first = options.retry.map(retry);
+    let mut response = (
+        StatusCode::OK,
+        Body::from_stream(body(rx, first, &options, shutdown)),
+    )
+        .into_response();
+    headers(&mut response, &options);
+    response
+}
+
+/// What the body stream keeps between chunks.
+struct BodyState {
+    rx: mpsc::Receiver<Bytes>,
+    first: Option<Bytes>,
+    keep_alive: Duration,
+    idle_until: Instant,
+    end_at: Option<Instant>,
+    shutdown: Shutdown,
+    _live: LiveGuard,
+}
+
+/// The response body: the first chunk, then the producer's chunks, with keep-alives in the
+/// silences; ends with the producer, at the timeout, or at shutdown.
+fn body(
+    rx: mpsc::Receiver<Bytes>,
+    first: Option<Bytes>,
+    options: &SseOptions,
+    shutdown: Shutdown,
+) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
+    let now = Instant::now();
+    let state = BodyState {
+        rx,
+        first,
+        keep_alive: options.keep_alive,
+        idle_until: now + options.keep_alive,
+        end_at: options.timeout.map(|t| now + t),
+        shutdown,
+        _live: LiveGuard::new(),
+    };
+    futures::stream::unfold(state, |mut st| async move {
+        if let Some(first) = st.first.take() {
+            st.idle_until = Instant::now() + st.keep_alive;
+            return Some((Ok(first), st));
+        }
+        let end_at = st.end_at;
+        let chunk = tokio::select! {
+            biased;
+            _ = st.shutdown.cancelled() => None,
+            _ = async { tokio::time::sleep_until(end_at?).await; Some(()) }, if end_at.is_some() => None,
+            chunk = st.rx.recv() => chunk,
+            _ = tokio::time::sleep_until(st.idle_until) => Some(Bytes::from_static(KEEP_ALIVE)),
+        }?;
+        st.idle_until = Instant::now() + st.keep_alive;
+        Some((Ok(chunk), st))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use eventsource_stream::Eventsource;
+    use futures::StreamExt;
+
+    /// Parses `bytes`, fed in pieces of `piece` bytes, with the independent parser.
+    async fn parse(bytes: &[u8], piece: usize) -> Vec<eventsource_stream::Event> {
+        let chunks: Vec<Result<Bytes, std::io::Error>> = bytes
+            .chunks(piece.max(1))
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
+        futures::stream::iter(chunks)
+            .eventsource()
+            .map(|e| e.expect("a valid event"))
+            .collect()
+            .await
+    }
+
+    #[tokio::test]
+    async fn events_round_trip_through_a_whatwg_parser_at_every_split() {
+        let events = [
+            Event::new("plain").id(1).name("progress"),
+            Event::new("two\nlines").id(2),
+            Event::new("crlf\r\nand\rcr").id(3).name("warning"),
+            Event::new(" leading space and trailing \n").id(4),
+            Event::new("{\"json\":\"zoë 日本 🦀\"}")
+                .id(5)
+                .name("complete"),
+            Event::new("id\nwith break").id("6\n7").name("bad\nname"),
+        ];
+        let mut wire = retry(Duration::from_millis(3000)).to_vec();
+        wire.extend_from_slice(&comment("hello\nthere"));
+        for e in &events {
+            e.encode_into(&mut wire);
+        }
+        let want = [
+            ("progress", "plain", "1"),
+            ("message", "two\nlines", "2"),
+            ("warning", "crlf\nand\ncr", "3"),
+            ("message", " leading space and trailing \n", "4"),
+            ("complete", "{\"json\":\"zoë 日本 🦀\"}", "5"),
+            ("badname", "id\nwith break", "67"),
+        ];
+        for piece in 1..wire.len() {
+            let got = parse(&wire, piece).await;
+            let got: Vec<(&str, &str, &str)> = got
+                .iter()
+                .map(|e| (e.event.as_str(), e.data.as_str(), e.id.as_str()))
+                .collect();
+            assert_eq!(got, want, "split every {piece} bytes");
+        }
+        // The retry line, read as the field of an event's block.
+        let mut block = retry(Duration::from_millis(3000)).to_vec();
+        block.pop();
+        block.extend_from_slice(b"data: x\n\n");
+        let parsed = parse(&block, block.len()).await;
+        assert_eq!(parsed[0].retry, Some(Duration::from_millis(3000)));
+    }
+
+    #[tokio::test]
+    async fn a_large_payload_arrives_intact() {
+        let data: String = (0..60_000).map(|i| format!("{i},")).collect();
+        let mut wire = Vec::new();
+        Event::new(data.clone()).id(9).encode_into(&mut wire);
+        for piece in [4096, 65536] {
+            let got = parse(&wire, piece).await;
+            assert_eq!(got.len(), 1);
+            assert_eq!(got[0].data, data);
+        }
+    }
+
+    #[test]
+    fn lines_split_like_the_standard() {
+        let split = |s| lines(s).collect::<Vec<_>>();
+        assert_eq!(split(""), [""]);
+        assert_eq!(split("a"), ["a"]);
+        assert_eq!(split("a\n"), ["a", ""]);
+        assert_eq!(split("a\r\nb\rc\nd"), ["a", "b", "c", "d"]);
+        assert_eq!(split("\r\r\n"), ["", "", ""]);
+    }
+
+    async fn collect_body(response: Response) -> Vec<u8> {
+        let mut body = response.into_body().into_data_stream();
+        let mut out = Vec::new();
+        while let Some(chunk) = body.next().await {
+            out.extend_from_slice(&chunk.unwrap());
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn retry_first_then_events_then_keep_alives_until_the_timeout() {
+        let options = SseOptions {
+            keep_alive: Duration::from_millis(20),
+            timeout: Some(Duration::from_millis(300)),
+            ..SseOptions::default()
+        };
+        let response = stream(options, Shutdown::new(), |tx| async move {
+            tx.send(&Event::new("hi").id(1)).await.unwrap();
+            // Holds the stream open without sending: keep-alives fill the silence.
+            tx.gone().await;
+        });
+        assert_eq!(
+            response.headers()[header::CONTENT_TYPE],
+            "text/event-stream"
+        );
+        assert_eq!(response.headers()[header::CACHE_CONTROL], "no-cache");
+        assert_eq!(response.headers()["x-accel-buffering"], "no");
+        let started = std::time::Instant::now();
+        let text = String::from_utf8(collect_body(response).await).unwrap();
+        assert!(
+            started.elapsed() >= Duration::from_millis(250),
+            "ends at the timeout"
+        );
+        let rest = text
+            .strip_prefix("retry: 3000\n\ndata: hi\nid: 1\n\n")
+            .expect("retry first, then the event");
+        assert!(!rest.is_empty(), "keep-alives in the silence");
+        assert_eq!(rest.replace(": keep-alive\n\n", ""), "", "only keep-alives");
+    }
+
+    #[tokio::test]
+    async fn the_stream_ends_with_its_producer_and_the_producer_sees_a_departure() {
+        let response = stream(SseOptions::default(), Shutdown::new(), |tx| async move {
+            tx.send(&Event::new("one")).await.unwrap();
+            tx.close();
+        });
+        let text = String::from_utf8(collect_body(response).await).unwrap();
+        assert_eq!(text, "retry: 3000\n\ndata: one\n\n");
+
+        let (seen_tx, seen_rx) = tokio::sync::oneshot::channel();
+        let response = stream(SseOptions::default(), Shutdown::new(), |tx| async move {
+            tx.gone().await;
+            let _ = seen_tx.send(tx.send(&Event::new("late")).await);
+        });
+        drop(response);
+        assert_eq!(seen_rx.await.unwrap(), Err(Gone));
+    }
+
+    #[tokio::test]
+    async fn shutdown_ends_the_stream_and_live_connections_are_counted() {
+        let shutdown = Shutdown::new();
+        let response = stream(SseOptions::default(), shutdown.clone(), |tx| async move {
+            tx.gone().await;
+        });
+        assert!(live_connections() >= 1);
+        shutdown.trigger();
+        let text = String::from_utf8(collect_body(response).await).unwrap();
+        assert_eq!(text, "retry: 3000\n\n");
+    }
+}

@@ -1,0 +1,464 @@
+//! Durable jobs and their events.
+//!
+//! A job row holds its request, its state, where it can pick up again (`checkpoint`), the id
+//! of its latest event, and who runs it (`claimed_by`, `lease_until`). Events are stored with
+//! ids 1, 2, 3… per job *before* anyone is told of them; [`Store::append_job_events`] writes a
+//! whole batch from many jobs in one transaction (one multi-row insert, one update per job),
+//! which is what lets hundreds of jobs report at once without a transaction per event.
+//!
+//! Claiming is a single conditional `UPDATE … WHERE status = 'queued'`, so two workers never
+//! run one job; a claim is a lease that the runner renews, and a job whose lease ran out
+//! (its process died) is queued again by [`Store::requeue_stale_jobs`].
+//!
+//! Tests: `cargo test --features ssr server::storage::jobs`.
+
+use sqlx::Row;
+
+use super::Store;
+
+/// A stored job.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JobRow {
+    pub id: i64,
+    pub owner_id: i64,
+    pub owner: String,
+    pub kind: String,
+    /// The request, as JSON.
+    pub params: String,
+    /// `queued`, `running`, `completed`, `failed` or `cancelled`.
+    pub status: String,
+    pub step: i64,
+    pub total: i64,
+    pub percent: i64,
+    pub message: String,
+    /// Where the job picks up again after a restart (kind-specific text).
+    pub checkpoint: String,
+    pub last_event_id: i64,
+    pub cancel_requested: bool,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// A job event about to be stored, with the job's state after it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewJobEvent {
+    pub job_id: i64,
+    /// The event's id within its job (the previous one + 1).
+    pub id: i64,
+    /// The SSE event name.
+    pub event: String,
+    /// The event's JSON data.
+    pub data: String,
+    /// The job's state after this event.
+    pub status: String,
+    pub step: i64,
+    pub total: i64,
+    pub percent: i64,
+    pub message: String,
+    pub checkpoint: String,
+    pub at: i64,
+}
+
+/// A stored job event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredJobEvent {
+    pub id: i64,
+    pub event: String,
+    pub data: String,
+}
+
+const JOB_COLUMNS: &str =
+    "id, owner_id, owner, kind, params, status, step, total, percent, message, \
+     checkpoint, last_event_id, cancel_requested, created_at, updated_at";
+
+fn job_from(row: &sqlx::any::AnyRow) -> sqlx::Result<JobRow> {
+    Ok(JobRow {
+        id: row.try_get(0)?,
+        owner_id: row.try_get(1)?,
+        owner: row.try_get(2)?,
+        kind: row.try_get(3)?,
+        params: row.try_get(4)?,
+        status: row.try_get(5)?,
+        step: row.try_get(6)?,
+        total: row.try_get(7)?,
+        percent: row.try_get(8)?,
+        message: row.try_get(9)?,
+        checkpoint: row.try_get(10)?,
+        last_event_id: row.try_get(11)?,
+        cancel_requested: row.try_get::<i64, _>(12)? != 0,
+        created_at: row.try_get(13)?,
+        updated_at: row.try_get(14)?,
+    })
+}
+
+/// Events per multi-row insert (5 binds each, far below both engines' limits).
+const EVENTS_PER_STATEMENT: usize = 32;
+
+impl Store {
+    /// Stores a new queued job and returns it.
+    pub async fn create_job(
+        &self,
+        owner_id: i64,
+        owner: &str,
+        kind: &str,
+        params: &str,
+        total: i64,
+        now: i64,
+    ) -> sqlx::Result<JobRow> {
+        let sql = format!(
+            "INSERT INTO jobs (owner_id, owner, kind, params, status, total, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, 'queued', $5, $6, $6) RETURNING {JOB_COLUMNS}"
+        );
+        let row = sqlx::query(&sql)
+            .bind(owner_id)
+            .bind(owner)
+            .bind(kind)
+            .bind(params)
+            .bind(total)
+            .bind(now)
+            .fetch_one(&self.pool)
+            .await?;
+        job_from(&row)
+    }
+
+    /// The job with this id.
+    pub async fn job(&self, id: i64) -> sqlx::Result<Option<JobRow>> {
+        let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1");
+        let row = sqlx::query(&sql)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(job_from).transpose()
+    }
+
+    /// A user's latest `limit` jobs, newest first.
+    pub async fn jobs_of(&self, owner_id: i64, limit: i64) -> sqlx::Result<Vec<JobRow>> {
+        let sql =
+            format!("SELECT {JOB_COLUMNS} FROM jobs WHERE owner_id = $1 ORDER BY id DESC LIMIT $2");
+        let rows = sqlx::query(&sql)
+            .bind(owner_id)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(job_from).collect()
+    }
+
+    /// How many of a user's jobs are queued or running.
+    pub async fn count_open_jobs_of(&self, owner_id: i64) -> sqlx::Result<i64> {
+        sqlx::query_scalar(
+            "SELECT COUNT(*) FROM jobs WHERE owner_id = $1 AND status IN ('queued', 'running')",
+        )
+        .bind(owner_id)
+        .fetch_one(&self.pool)
+        .await
+    }
+
+    /// How many jobs are in `status`.
+    pub async fn count_jobs(&self, status: &str) -> sqlx::Result<i64> {
+        sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE status = $1")
+            .bind(status)
+            .fetch_one(&self.pool)
+            .await
+    }
+
+    /// Claims the oldest queued job for `instance` until `lease_until`, marking it running.
+    pub async fn claim_next_job(
+        &self,
+        instance: &str,
+        now: i64,
+        lease_until: i64,
+    ) -> sqlx::Result<Option<JobRow>> {
+        loop {
+            let next: Option<i64> = sqlx::query_scalar(
+                "SELECT id FROM jobs WHERE status = 'queued' ORDER BY id LIMIT 1",
+            )
+            .fetch_optional(&self.pool)
+            .await?;
+            let Some(id) = next else {
+                return Ok(None);
+            };
+            if let Some(job) = self.claim_job(id, instance, now, lease_until).await? {
+                return Ok(Some(job));
+            }
+            // Another worker took it (or it was cancelled) meanwhile: look again.
+        }
+    }
+
+    /// Claims job `id` if it is still queued (one conditional update: two claimers never
+    /// both succeed).
+    pub async fn claim_job(
+        &self,
+        id: i64,
+        instance: &str,
+        now: i64,
+        lease_until: i64,
+    ) -> sqlx::Result<Option<JobRow>> {
+        let sql = format!(
+            "UPDATE jobs SET status = 'running', claimed_by = $1, lease_until = $2, updated_at = $3
+             WHERE id = $4 AND status = 'queued' RETURNING {JOB_COLUMNS}"
+        );
+        let row = sqlx::query(&sql)
+            .bind(instance)
+            .bind(lease_until)
+            .bind(now)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(job_from).transpose()
+    }
+
+    /// Extends `instance`'s lease on a running job.
+    pub async fn renew_job_lease(
+        &self,
+        id: i64,
+        instance: &str,
+        lease_until: i64,
+    ) -> sqlx::Result<bool> {
+        let done = sqlx::query(
+            "UPDATE jobs SET lease_until = $1 WHERE id = $2 AND claimed_by = $3 AND status = 'running'",
+        )
+        .bind(lease_until)
+        .bind(id)
+        .bind(instance)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Queues again the running jobs whose lease ended before `now` (their runner died), or
+    /// every running job when `all` (at the start of the only instance on an SQLite file).
+    /// Returns their ids.
+    pub async fn requeue_stale_jobs(&self, now: i64, all: bool) -> sqlx::Result<Vec<i64>> {
+        let ids: Vec<i64> = sqlx::query_scalar(
+            "UPDATE jobs SET status = 'queued', claimed_by = NULL, lease_until = NULL, updated_at = $1
+             WHERE status = 'running' AND ($2 <> 0 OR lease_until IS NULL OR lease_until < $1)
+             RETURNING id",
+        )
+        .bind(now)
+        .bind(i64::from(all))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(ids)
+    }
+
+    /// Asks a queued or running job to stop. Returns the job's status before the request
+    /// (`None`: no such job).
+    pub async fn request_job_cancel(&self, id: i64) -> sqlx::Result<Option<String>> {
+        let status: Option<String> = sqlx::query_scalar("SELECT status FROM jobs WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        if matches!(status.as_deref(), Some("queued" | "running")) {
+            sqlx::query("UPDATE jobs SET cancel_requested = 1 WHERE id = $1")
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(status)
+    }
+
+    /// Whether someone asked the job to stop.
+    pub async fn job_cancel_requested(&self, id: i64) -> sqlx::Result<bool> {
+        let flag: Option<i64> =
+            sqlx::query_scalar("SELECT cancel_requested FROM jobs WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(flag.unwrap_or(0) != 0)
+    }
+
+    /// Stores a batch of events (from any jobs) and each job's state after its last one, in
+    /// one transaction. An event whose id is already stored is skipped, so a batch retried
+    /// after an error never doubles an event. `lease_until` renews the runners' claims.
+    pub async fn append_job_events(
+        &self,
+        events: &[NewJobEvent],
+        lease_until: i64,
+    ) -> sqlx::Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        for chunk in events.chunks(EVENTS_PER_STATEMENT) {
+            let values: Vec<String> = (0..chunk.len())
+                .map(|i| {
+                    let b = 4 * i;
+                    format!("(${}, ${}, ${}, ${})", b + 1, b + 2, b + 3, b + 4)
+                })
+                .collect();
+            let sql = format!(
+                "INSERT INTO job_events (job_id, id, event, data) VALUES {}
+                 ON CONFLICT (job_id, id) DO NOTHING",
+                values.join(", ")
+            );
+            let mut query = sqlx::query(&sql);
+            for e in chunk {
+                query = query
+                    .bind(e.job_id)
+                    .bind(e.id)
+                    .bind(e.event.as_str())
+                    .bind(e.data.as_str());
+            }
+            query.execute(&mut *tx).await?;
+        }
+        // Each job's state after its last event in the batch.
+        let mut last: Vec<&NewJobEvent> = Vec::new();
+        for e in events {
+            match last.iter_mut().find(|l| l.job_id == e.job_id) {
+                Some(l) if l.id < e.id => *l = e,
+                Some(_) => {}
+                None => last.push(e),
+            }
+        }
+        for e in last {
+            sqlx::query(
+                "UPDATE jobs SET status = $1, step = $2, total = $3, percent = $4, message = $5,
+                 checkpoint = $6, last_event_id = $7, updated_at = $8,
+                 lease_until = CASE WHEN $1 = 'running' THEN $9 ELSE NULL END
+                 WHERE id = $10 AND last_event_id < $7",
+            )
+            .bind(e.status.as_str())
+            .bind(e.step)
+            .bind(e.total)
+            .bind(e.percent)
+            .bind(e.message.as_str())
+            .bind(e.checkpoint.as_str())
+            .bind(e.id)
+            .bind(e.at)
+            .bind(lease_until)
+            .bind(e.job_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await
+    }
+
+    /// Up to `limit` of a job's events with ids above `after`, oldest first.
+    pub async fn job_events_after(
+        &self,
+        job_id: i64,
+        after: i64,
+        limit: i64,
+    ) -> sqlx::Result<Vec<StoredJobEvent>> {
+        let rows: Vec<(i64, String, String)> = sqlx::query_as(
+            "SELECT id, event, data FROM job_events WHERE job_id = $1 AND id > $2 ORDER BY id LIMIT $3",
+        )
+        .bind(job_id)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, event, data)| StoredJobEvent { id, event, data })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(job: &JobRow, id: i64, event: &str, status: &str, step: i64) -> NewJobEvent {
+        NewJobEvent {
+            job_id: job.id,
+            id,
+            event: event.into(),
+            data: format!("{{\"step\":{step}}}"),
+            status: status.into(),
+            step,
+            total: 3,
+            percent: step * 100 / 3,
+            message: format!("step {step}"),
+            checkpoint: step.to_string(),
+            at: 1000 + id,
+        }
+    }
+
+    #[tokio::test]
+    async fn jobs_are_claimed_once_and_their_events_stored_in_order() {
+        let (_dir, store) = super::super::temp_store().await;
+        let owner = store.create_user("ann", "h", 0).await.unwrap().unwrap();
+        let a = store
+            .create_job(owner, "ann", "demo", "{}", 3, 1)
+            .await
+            .unwrap();
+        let b = store
+            .create_job(owner, "ann", "demo", "{}", 3, 2)
+            .await
+            .unwrap();
+        assert_eq!(a.status, "queued");
+
+        let first = store.claim_next_job("w1", 5, 100).await.unwrap().unwrap();
+        let second = store.claim_next_job("w2", 5, 100).await.unwrap().unwrap();
+        assert_eq!((first.id, second.id), (a.id, b.id));
+        assert_eq!(first.status, "running");
+        assert!(store.claim_next_job("w3", 5, 100).await.unwrap().is_none());
+
+        let batch = [
+            event(&a, 1, "started", "running", 0),
+            event(&b, 1, "started", "running", 0),
+            event(&a, 2, "progress", "running", 1),
+            event(&a, 3, "complete", "completed", 3),
+        ];
+        store.append_job_events(&batch, 200).await.unwrap();
+        // A retried batch does not double anything.
+        store.append_job_events(&batch[..2], 200).await.unwrap();
+        let events = store.job_events_after(a.id, 0, 10).await.unwrap();
+        let ids: Vec<i64> = events.iter().map(|e| e.id).collect();
+        assert_eq!(ids, [1, 2, 3]);
+        assert_eq!(events[2].event, "complete");
+        assert_eq!(store.job_events_after(a.id, 2, 10).await.unwrap().len(), 1);
+        let a_now = store.job(a.id).await.unwrap().unwrap();
+        assert_eq!(
+            (a_now.status.as_str(), a_now.last_event_id, a_now.percent),
+            ("completed", 3, 100)
+        );
+        let b_now = store.job(b.id).await.unwrap().unwrap();
+        assert_eq!((b_now.status.as_str(), b_now.last_event_id), ("running", 1));
+
+        let listed: Vec<i64> = store
+            .jobs_of(owner, 10)
+            .await
+            .unwrap()
+            .iter()
+            .map(|j| j.id)
+            .collect();
+        assert_eq!(listed, [b.id, a.id], "newest first");
+    }
+
+    #[tokio::test]
+    async fn stale_claims_are_queued_again_and_cancel_is_recorded() {
+        let (_dir, store) = super::super::temp_store().await;
+        let owner = store.create_user("bob", "h", 0).await.unwrap().unwrap();
+        let job = store
+            .create_job(owner, "bob", "demo", "{}", 3, 1)
+            .await
+            .unwrap();
+        store.claim_next_job("dead", 10, 50).await.unwrap().unwrap();
+        assert!(store
+            .requeue_stale_jobs(40, false)
+            .await
+            .unwrap()
+            .is_empty());
+        assert!(store.renew_job_lease(job.id, "dead", 60).await.unwrap());
+        assert!(!store.renew_job_lease(job.id, "other", 60).await.unwrap());
+        assert_eq!(store.requeue_stale_jobs(70, false).await.unwrap(), [job.id]);
+        assert_eq!(store.job(job.id).await.unwrap().unwrap().status, "queued");
+
+        store
+            .claim_next_job("alive", 80, 10_000)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(store.requeue_stale_jobs(90, true).await.unwrap(), [job.id]);
+
+        assert!(!store.job_cancel_requested(job.id).await.unwrap());
+        assert_eq!(
+            store.request_job_cancel(job.id).await.unwrap().as_deref(),
+            Some("queued")
+        );
+        assert!(store.job_cancel_requested(job.id).await.unwrap());
+        assert_eq!(store.request_job_cancel(9999).await.unwrap(), None);
+    }
+}
