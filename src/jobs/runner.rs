@@ -576,11 +576,13 @@ async fn run_demo(run: &mut Run) {
             let message = format!("Step {step} of {} failed (failAt).", p.steps);
             return run.finish(JobEventKind::Failed, &message).await;
         }
-        run.job.checkpoint = step.to_string();
         if p.warn_at.contains(&step) {
             let message = format!("Step {step} needs a look (warnAt).");
             run.emit(JobEventKind::Warning, &message, false).await;
         }
+        // The checkpoint moves with the progress event: a restart between the two redoes
+        // the step rather than skipping its progress event.
+        run.job.checkpoint = step.to_string();
         let message = format!("Step {step} of {} done.", p.steps);
         run.emit(JobEventKind::Progress, &message, false).await;
     }
