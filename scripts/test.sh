@@ -28,5 +28,6 @@ LEPTOS_SITE_ADDR="127.0.0.1:$port" \
 TIDINGS_E2E_URL="http://127.0.0.1:$port" \
 DATABASE_URL="sqlite://$scratch/e2e.db?mode=rwc" \
 TIDINGS_ADMINS=e2e_admin,e2e_exporter \
+TIDINGS_SSE_MAX_SECS=3 \
 RUST_LOG="${RUST_LOG:-warn}" \
   cargo leptos end-to-end

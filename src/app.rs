@@ -14,6 +14,7 @@ use crate::{
     auth::{LoginPage, Session, SignupPage, UserMenu},
     export::ExportPage,
     guide::HomePage,
+    jobs::JobsPage,
 };
 
 /// The document around the app; rendered on the server for every page.
@@ -38,7 +39,7 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
 }
 
 /// The pages that exist, in header order.
-const NAV: &[(&str, &str)] = &[("/", "Guide"), ("/export", "Export")];
+const NAV: &[(&str, &str)] = &[("/", "Guide"), ("/export", "Export"), ("/jobs", "Jobs")];
 
 /// The application: session, header, routes.
 #[component]
@@ -71,6 +72,7 @@ pub fn App() -> impl IntoView {
                     <Route path=StaticSegment("login") view=LoginPage ssr=SsrMode::InOrder/>
                     <Route path=StaticSegment("signup") view=SignupPage ssr=SsrMode::InOrder/>
                     <Route path=StaticSegment("export") view=ExportPage ssr=SsrMode::InOrder/>
+                    <Route path=StaticSegment("jobs") view=JobsPage ssr=SsrMode::InOrder/>
                 </Routes>
             </main>
             <footer>

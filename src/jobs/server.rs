@@ -326,8 +326,12 @@ async fn events(
     let subscription = state.bus.subscribe(&topic(job.id));
     let store = state.store.clone();
     let job_id = job.id;
+    let options = SseOptions {
+        timeout: Some(state.config.sse_max),
+        ..SseOptions::default()
+    };
     Ok(sse::stream(
-        SseOptions::default(),
+        options,
         state.shutdown.clone(),
         move |tx| async move {
             let mut subscription = subscription;

@@ -184,6 +184,21 @@ pub struct JobEvent {
     pub data: JobEventData,
 }
 
+/// What the `/jobs` page renders first (on the server): the selected job with its latest
+/// events, and the user's recent jobs. The live stream continues after `status.lastEventId`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobsSnapshot {
+    /// The signed-in user's name (`None`: nobody is signed in).
+    pub user: Option<String>,
+    /// The selected job, if any (and if the user may see it).
+    pub job: Option<JobStatus>,
+    /// Its latest events, oldest first.
+    pub events: Vec<JobEvent>,
+    /// The user's recent jobs, newest first.
+    pub recent: Vec<JobStatus>,
+}
+
 /// `POST /api/audit/import` body.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -38,6 +38,10 @@ pub struct Config {
     /// `TIDINGS_IMPORT_SOURCES`: URL prefixes imports may read from. Empty: this server's
     /// own origin only.
     pub import_sources: Vec<String>,
+    /// `TIDINGS_SSE_MAX_SECS` (default 600): an event stream ends after this long and the
+    /// browser reconnects with `Last-Event-ID`, so no connection is pinned to one instance
+    /// (or one proxy) forever. The end-to-end tests set it short to exercise reconnects.
+    pub sse_max: Duration,
 }
 
 /// How the audit export reads an SQLite database (PostgreSQL always goes through sqlx).
@@ -105,6 +109,7 @@ impl Config {
                 ),
             },
             import_sources: split_list(var("TIDINGS_IMPORT_SOURCES").as_deref()),
+            sse_max: seconds("TIDINGS_SSE_MAX_SECS", 600)?,
         })
     }
 
@@ -120,6 +125,7 @@ impl Config {
             export_reader: ExportReader::Auto,
             job_workers: Some(4),
             import_sources: Vec::new(),
+            sse_max: Duration::from_secs(600),
         }
     }
 }
