@@ -32,6 +32,8 @@ async fn main() -> std::process::ExitCode {
         /// Stream a server's audit log to a file: verified, with a progress bar, resuming by
         /// itself after a dropped connection.
         Export(tidings::cli::export::ExportArgs),
+        /// Follow a Server-Sent Events stream (a job, or any SSE URL), resuming after drops.
+        Tail(tidings::cli::tail::TailArgs),
     }
 
     let _ = dotenvy::dotenv();
@@ -40,6 +42,7 @@ async fn main() -> std::process::ExitCode {
         Command::Serve => serve().await,
         Command::Seed { audit_rows } => seed(audit_rows).await,
         Command::Export(args) => tidings::cli::export::run(args).await.map(|_| ()),
+        Command::Tail(args) => tidings::cli::tail::run(args).await.map(|_| ()),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

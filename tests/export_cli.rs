@@ -3,21 +3,10 @@
 
 mod common;
 
-use std::{
-    process::Stdio,
-    sync::{
-        atomic::{AtomicBool, AtomicU64, Ordering},
-        Arc,
-    },
-};
+use std::{process::Stdio, sync::atomic::Ordering};
 
-use common::{TestServer, PASSWORD};
+use common::{cutting_proxy, TestServer, PASSWORD};
 use tidings::protocol::{AuditRow, ExportLine};
-
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::{TcpListener, TcpStream},
-};
 
 async fn seeded(rows: i64) -> TestServer {
     let srv = TestServer::start().await;
@@ -35,51 +24,6 @@ async fn seeded(rows: i64) -> TestServer {
         .collect();
     srv.state.store.audit_many(&batch).await.unwrap();
     srv
-}
-
-/// A loopback proxy to `upstream` that cuts the first connection once it has carried
-/// `cut_after` bytes back to the client; later connections pass untouched.
-async fn cutting_proxy(upstream: String, cut_after: u64) -> (String, Arc<AtomicBool>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = format!("http://{}", listener.local_addr().unwrap());
-    let cut = Arc::new(AtomicBool::new(false));
-    let flag = cut.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((client, _)) = listener.accept().await else {
-                return;
-            };
-            let upstream = upstream.clone();
-            let flag = flag.clone();
-            tokio::spawn(async move {
-                let server = TcpStream::connect(upstream.trim_start_matches("http://"))
-                    .await
-                    .unwrap();
-                let (mut cr, mut cw) = client.into_split();
-                let (mut sr, mut sw) = server.into_split();
-                let up = tokio::spawn(async move {
-                    let _ = tokio::io::copy(&mut cr, &mut sw).await;
-                });
-                let carried = AtomicU64::new(0);
-                let mut buf = vec![0u8; 16 * 1024];
-                loop {
-                    let n = match sr.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => n,
-                    };
-                    if cw.write_all(&buf[..n]).await.is_err() {
-                        break;
-                    }
-                    let total = carried.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
-                    if total > cut_after && !flag.swap(true, Ordering::SeqCst) {
-                        break; // Dropping both halves cuts the connection mid-response.
-                    }
-                }
-                up.abort();
-            });
-        }
-    });
-    (addr, cut)
 }
 
 fn tidings_export(server: &str, user: &str, args: &[&str]) -> tokio::process::Command {

@@ -3,6 +3,8 @@
 //!
 //! - `tidings export`: streams the audit log to a file, verifies it, resumes after drops
 //!   ([`export`]).
+//! - `tidings tail`: follows any Server-Sent Events URL, resuming with `Last-Event-ID` after
+//!   drops and restarts ([`tail`]).
 //!
 //! Shared here: the HTTP client, signing in, and the retry policy every consumer follows
 //! (jittered exponential backoff; 4xx other than 408 and 429 are final).
@@ -11,6 +13,7 @@
 //! cuts its connection.
 
 pub mod export;
+pub mod tail;
 
 use std::time::Duration;
 
