@@ -14,7 +14,7 @@
 
 use sqlx::Row;
 
-use super::Store;
+use super::{Backend, Store};
 
 /// A stored job.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -162,26 +162,33 @@ impl Store {
     }
 
     /// Claims the oldest queued job for `instance` until `lease_until`, marking it running.
+    ///
+    /// One statement picks and claims, so many workers asking at once cost one statement
+    /// each (a select-then-update loop made 200 workers retry each other quadratically).
+    /// SQLite runs writes one at a time; PostgreSQL skips rows another claimer has locked.
     pub async fn claim_next_job(
         &self,
         instance: &str,
         now: i64,
         lease_until: i64,
     ) -> sqlx::Result<Option<JobRow>> {
-        loop {
-            let next: Option<i64> = sqlx::query_scalar(
-                "SELECT id FROM jobs WHERE status = 'queued' ORDER BY id LIMIT 1",
-            )
+        let lock = match self.backend {
+            Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+            Backend::Sqlite => "",
+        };
+        let sql = format!(
+            "UPDATE jobs SET status = 'running', claimed_by = $1, lease_until = $2, updated_at = $3
+             WHERE id = (SELECT id FROM jobs WHERE status = 'queued' ORDER BY id LIMIT 1{lock})
+               AND status = 'queued'
+             RETURNING {JOB_COLUMNS}"
+        );
+        let row = sqlx::query(&sql)
+            .bind(instance)
+            .bind(lease_until)
+            .bind(now)
             .fetch_optional(&self.pool)
             .await?;
-            let Some(id) = next else {
-                return Ok(None);
-            };
-            if let Some(job) = self.claim_job(id, instance, now, lease_until).await? {
-                return Ok(Some(job));
-            }
-            // Another worker took it (or it was cancelled) meanwhile: look again.
-        }
+        row.as_ref().map(job_from).transpose()
     }
 
     /// Claims job `id` if it is still queued (one conditional update: two claimers never
