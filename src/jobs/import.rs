@@ -1,39 +1,543 @@
-//! The `import` job: consumes an NDJSON export stream as it arrives (contract, "Import").
+//! The `import` job (contract, "Import"): consumes an NDJSON audit export as it arrives.
 //!
-//! Not built yet (see issue 4's notes): the route refuses import requests with a clear 400
-//! and a job of this kind that somehow exists fails with the reason.
+//! - **Start**: `POST /api/audit/import {"source"}` (or `POST /api/jobs` with
+//!   `kind:"import"`), admins only. The source must start with a prefix in
+//!   `TIDINGS_IMPORT_SOURCES`, or, when that is unset, with this server's own origin; anything
+//!   else is a 400 before a job exists.
+//! - **Reading**: the body is read chunk by chunk through the shared
+//!   [`LineDecoder`](crate::protocol::ndjson::LineDecoder) (lines across chunk and UTF-8
+//!   boundaries) and parsed without copying ([`ExportLineRef`]). Rows are inserted in
+//!   batches, idempotently (`ON CONFLICT (id) DO NOTHING`, ids kept), so importing the same
+//!   rows twice adds nothing.
+//! - **Progress** is a `progress` event per batch (rows read of the total, which the source's
+//!   count route gives when it is a Tidings export). A bad line (not JSON, not a row, an id
+//!   out of order) is a `warning` with its line number, and the import goes on: the rows
+//!   before and after it are kept.
+//! - **Resume**: the checkpoint is the last imported id. A dropped connection (an error, or an
+//!   end without the trailer) is retried from there with backoff; a restart of the server
+//!   picks the job up from there too. The export's trailer (`trailer=true` is asked for)
+//!   tells a complete stream from a cut one.
+//! - **Reading this server's own export** needs the admin's rights: the job mints a short
+//!   stream token from the session that started it, and sends it to this server only.
+//!
+//! Tests: `tests/import.rs`.
 
-use axum::response::Response;
+use std::time::Duration;
 
-use super::runner::{Jobs, Run};
+use axum::{http::HeaderMap, response::Response};
+use serde::{Deserialize, Serialize};
+
+use super::runner::{Jobs, Run, Stop};
 use crate::{
-    protocol::jobs::{CreateJob, JobEventKind},
-    server::{ApiError, AppState, CurrentUser},
+    protocol::{
+        jobs::{CreateJob, JobEventKind},
+        ndjson::{LineDecoder, DEFAULT_MAX_LINE},
+        ExportLineRef,
+    },
+    server::{clock, ApiError, AppState, CurrentUser},
 };
 
-/// `POST /api/jobs {"kind":"import"}` and `POST /api/audit/import`.
+/// Rows inserted per batch (and per progress event).
+const IMPORT_BATCH: usize = 2000;
+/// Attempts in a row before an import that cannot read its source fails.
+const ATTEMPTS: u32 = 5;
+/// Warnings sent at most; later bad lines are only counted.
+const WARNINGS_MAX: u64 = 100;
+
+/// What an import job keeps in its stored request.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImportParams {
+    pub kind: String,
+    pub source: String,
+    /// The session that started it (to mint stream tokens for this server's own export).
+    pub session_id: i64,
+    /// This server's origin as the request named it: tokens go to this origin only.
+    pub own_origin: String,
+}
+
+fn bad(message: impl Into<String>) -> ApiError {
+    ApiError::BadRequest {
+        code: "invalid_parameter",
+        message: format!("`source` {}", message.into()),
+    }
+}
+
+/// This server's origin as the request names it (`http://host:port`, or https behind TLS).
+fn own_origin(headers: &HeaderMap) -> Option<String> {
+    let host = headers.get("host")?.to_str().ok()?;
+    let scheme = if crate::server::identity::is_https(headers) {
+        "https"
+    } else {
+        "http"
+    };
+    Some(format!("{scheme}://{host}"))
+}
+
+/// `POST /api/audit/import` and `POST /api/jobs` with `kind:"import"`.
 pub async fn create(
-    _state: &AppState,
-    _jobs: &Jobs,
+    state: &AppState,
+    jobs: &Jobs,
     user: &CurrentUser,
-    _body: &CreateJob,
+    headers: &HeaderMap,
+    body: &CreateJob,
 ) -> Result<Response, ApiError> {
     if !user.user.is_admin() {
         return Err(ApiError::Forbidden(
             "Only admins may import audit rows.".into(),
         ));
     }
-    Err(ApiError::BadRequest {
-        code: "not_available",
-        message: "Imports are not available on this server yet.".into(),
-    })
+    if body.steps.is_some()
+        || body.step_ms.is_some()
+        || !body.warn_at.is_empty()
+        || body.fail_at.is_some()
+    {
+        return Err(ApiError::BadRequest {
+            code: "invalid_parameter",
+            message: "`steps`, `stepMs`, `warnAt` and `failAt` belong to demo jobs only.".into(),
+        });
+    }
+    let source = body
+        .source
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| bad("is required: the URL of an NDJSON export."))?;
+    let url = reqwest::Url::parse(source).map_err(|_| bad(format!("is not a URL: {source:?}.")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(bad("must be an http or https URL."));
+    }
+    let origin = own_origin(headers).unwrap_or_default();
+    let allowed: Vec<String> = if state.config.import_sources.is_empty() {
+        vec![format!("{origin}/")]
+    } else {
+        state.config.import_sources.clone()
+    };
+    if !allowed
+        .iter()
+        .any(|prefix| source.starts_with(prefix.as_str()))
+    {
+        return Err(bad(format!(
+            "{source:?} is not an allowed import source (allowed: {}).",
+            allowed.join(", ")
+        )));
+    }
+    let params = ImportParams {
+        kind: "import".into(),
+        source: source.to_string(),
+        session_id: user.session_id,
+        own_origin: origin,
+    };
+    let params = serde_json::to_string(&params).expect("serializable");
+    super::server::queue(state, jobs, user, "import", &params, 0).await
+}
+
+/// How one attempt at reading the source ended.
+enum Attempt {
+    /// The trailer arrived: everything was read.
+    Complete,
+    /// The source cannot be used (a refusal, not NDJSON): fail with this reason.
+    Fatal(String),
+    /// The connection dropped or the stream ended early: try again from the checkpoint.
+    Retry(String),
+    /// Cancelled or shutdown.
+    Stopped(Stop),
+}
+
+/// Counters across attempts.
+#[derive(Default)]
+struct Tally {
+    read: i64,
+    inserted: u64,
+    bad: u64,
 }
 
 /// Runs an import job.
 pub async fn run_import(run: &mut Run) {
-    run.finish(
-        JobEventKind::Failed,
-        "Imports are not available on this server yet.",
-    )
-    .await;
+    let Ok(params) = serde_json::from_str::<ImportParams>(&run.job.params) else {
+        return run
+            .finish(JobEventKind::Failed, "The import's request is unreadable.")
+            .await;
+    };
+    let client = match reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .read_timeout(Duration::from_secs(30))
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            return run
+                .finish(JobEventKind::Failed, &format!("No HTTP client: {e}."))
+                .await
+        }
+    };
+    let mut tally = Tally {
+        read: run.job.step,
+        ..Tally::default()
+    };
+    if run.resuming() {
+        let message = format!(
+            "Resuming after id {} ({} rows read so far).",
+            checkpoint(run, &params),
+            tally.read
+        );
+        run.emit(JobEventKind::Warning, &message, false).await;
+    } else {
+        run.emit(
+            JobEventKind::Started,
+            &format!("Reading {}.", shown(&params.source)),
+            false,
+        )
+        .await;
+    }
+    if run.job.total == 0 {
+        run.job.total = count(&client, run, &params).await.unwrap_or(0);
+    }
+    let mut failures = 0u32;
+    loop {
+        match attempt(&client, run, &params, &mut tally).await {
+            Attempt::Complete => {
+                let message = format!(
+                    "Imported {} rows: {} new, {} already present; {} bad lines.",
+                    tally.read,
+                    tally.inserted,
+                    tally.read as u64 - tally.inserted.min(tally.read as u64),
+                    tally.bad
+                );
+                let _ = run
+                    .store()
+                    .audit(
+                        "IMPORT",
+                        &run.job.owner,
+                        &serde_json::json!({"jobId": run.job.id, "source": shown(&params.source),
+                            "rows": tally.read, "inserted": tally.inserted, "badLines": tally.bad}),
+                        clock::now_ms(),
+                    )
+                    .await;
+                return run.finish(JobEventKind::Complete, &message).await;
+            }
+            Attempt::Fatal(why) => return run.finish(JobEventKind::Failed, &why).await,
+            Attempt::Stopped(stop) => return run.stopped(stop).await,
+            Attempt::Retry(why) => {
+                failures += 1;
+                if failures >= ATTEMPTS {
+                    let message = format!("Gave up after {failures} attempts: {why}");
+                    return run.finish(JobEventKind::Failed, &message).await;
+                }
+                let message = format!(
+                    "{why} Trying again from id {} (attempt {} of {ATTEMPTS}).",
+                    checkpoint(run, &params),
+                    failures + 1
+                );
+                run.emit(JobEventKind::Warning, &message, false).await;
+                let wait =
+                    Duration::from_millis(500 << failures.min(5)).min(Duration::from_secs(10));
+                if let Some(stop) = run.pause(wait).await {
+                    return run.stopped(stop).await;
+                }
+            }
+        }
+    }
+}
+
+/// The last imported id (before the first row: the source's own `after`, or 0).
+fn checkpoint(run: &Run, params: &ImportParams) -> i64 {
+    run.job
+        .checkpoint
+        .parse()
+        .ok()
+        .or_else(|| source_param(params, "after"))
+        .unwrap_or(0)
+}
+
+/// A numeric query parameter of the source URL.
+fn source_param(params: &ImportParams, name: &str) -> Option<i64> {
+    let url = reqwest::Url::parse(&params.source).ok()?;
+    let value = url.query_pairs().find(|(k, _)| k == name)?.1.parse().ok();
+    value
+}
+
+/// `after` (and `limit`, when the source has one: what is left of it) for the next request.
+fn position(run: &Run, params: &ImportParams, tally: &Tally) -> Vec<(&'static str, String)> {
+    let mut pairs = vec![("after", checkpoint(run, params).to_string())];
+    if let Some(limit) = source_param(params, "limit") {
+        pairs.push(("limit", (limit - tally.read).max(0).to_string()));
+    }
+    pairs
+}
+
+/// `url` with the value of any `token` parameter hidden, for messages.
+fn shown(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) => {
+            let pairs: Vec<(String, String)> = u
+                .query_pairs()
+                .map(|(k, v)| {
+                    let v = if k == "token" {
+                        "…".to_string()
+                    } else {
+                        v.into_owned()
+                    };
+                    (k.into_owned(), v)
+                })
+                .collect();
+            if !pairs.is_empty() {
+                u.query_pairs_mut().clear().extend_pairs(pairs);
+            }
+            u.to_string()
+        }
+        Err(_) => url.to_string(),
+    }
+}
+
+/// `url` with `pairs` set (replacing any earlier value of the same names).
+fn with_params(url: &str, pairs: &[(&str, String)]) -> Option<reqwest::Url> {
+    let mut url = reqwest::Url::parse(url).ok()?;
+    let kept: Vec<(String, String)> = url
+        .query_pairs()
+        .filter(|(k, _)| !pairs.iter().any(|(name, _)| k == name))
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    {
+        let mut q = url.query_pairs_mut();
+        q.clear();
+        for (k, v) in &kept {
+            q.append_pair(k, v);
+        }
+        for (k, v) in pairs {
+            q.append_pair(k, v);
+        }
+    }
+    Some(url)
+}
+
+/// A stream token for this server's own routes (none for another server).
+fn token_for(run: &Run, params: &ImportParams, url: &str) -> Option<String> {
+    if params.own_origin.is_empty() || !url.starts_with(&format!("{}/", params.own_origin)) {
+        return None;
+    }
+    let expires = clock::now_ms() / 1000 + 300;
+    Some(run.signer().issue(params.session_id, expires))
+}
+
+/// The total the source's count route gives, when the source is a Tidings export.
+async fn count(client: &reqwest::Client, run: &Run, params: &ImportParams) -> Option<i64> {
+    let mut url = with_params(&params.source, &[])?;
+    if !url.path().ends_with("/api/audit/export") {
+        return None;
+    }
+    let path = url.path().replace("/api/audit/export", "/api/audit/count");
+    url.set_path(&path);
+    let done = Tally {
+        read: run.job.step,
+        ..Tally::default()
+    };
+    let mut pairs = position(run, params, &done);
+    if let Some(token) = token_for(run, params, url.as_str()) {
+        pairs.push(("token", token));
+    }
+    let url = with_params(url.as_str(), &pairs)?;
+    let res = client.get(url).send().await.ok()?;
+    let body: serde_json::Value = res.error_for_status().ok()?.json().await.ok()?;
+    Some(body["count"].as_i64()? + run.job.step)
+}
+
+/// One pass over the source from the checkpoint.
+async fn attempt(
+    client: &reqwest::Client,
+    run: &mut Run,
+    params: &ImportParams,
+    tally: &mut Tally,
+) -> Attempt {
+    let mut pairs = position(run, params, tally);
+    pairs.push(("trailer", "true".to_string()));
+    if let Some(token) = token_for(run, params, &params.source) {
+        pairs.push(("token", token));
+    }
+    let Some(url) = with_params(&params.source, &pairs) else {
+        return Attempt::Fatal(format!("{:?} is not a URL.", params.source));
+    };
+    let mut res = match client
+        .get(url)
+        .header("accept", "application/x-ndjson")
+        .send()
+        .await
+    {
+        Ok(res) => res,
+        Err(e) => return Attempt::Retry(format!("The source could not be reached ({e}).")),
+    };
+    let status = res.status();
+    if !status.is_success() {
+        let why = format!("The source answered {status}.");
+        return if status.is_server_error() || status.as_u16() == 408 || status.as_u16() == 429 {
+            Attempt::Retry(why)
+        } else {
+            Attempt::Fatal(why)
+        };
+    }
+    let content_type = res
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    if !content_type.starts_with("application/x-ndjson") {
+        return Attempt::Fatal(format!(
+            "The source sent {content_type:?}, not NDJSON (application/x-ndjson)."
+        ));
+    }
+    let mut decoder = LineDecoder::new(DEFAULT_MAX_LINE);
+    let mut batch: Vec<(i64, i64, String, String, String)> = Vec::with_capacity(IMPORT_BATCH);
+    let mut last_id = checkpoint(run, params);
+    if pairs.iter().any(|(k, v)| *k == "limit" && v == "0") {
+        return Attempt::Complete;
+    }
+    let mut read_here = 0i64;
+    loop {
+        let chunk = match res.chunk().await {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => break,
+            Err(e) => {
+                if let Err(outcome) = flush(run, &mut batch, tally).await {
+                    return outcome;
+                }
+                return Attempt::Retry(format!("The connection dropped after id {last_id} ({e})."));
+            }
+        };
+        for line in decoder.push(&chunk) {
+            let line = match line {
+                Ok(line) => line,
+                Err(e) => {
+                    warn(run, tally, &format!("Line skipped: {e}.")).await;
+                    continue;
+                }
+            };
+            if line.text.trim().is_empty() {
+                continue;
+            }
+            match ExportLineRef::parse(&line.text) {
+                Ok(ExportLineRef::Row(row)) => {
+                    let at = match chrono::DateTime::parse_from_rfc3339(&row.at) {
+                        Ok(t) => t.timestamp_millis(),
+                        Err(_) => {
+                            let why = format!(
+                                "Line {}: `at` is not an RFC 3339 time; skipped.",
+                                line.number
+                            );
+                            warn(run, tally, &why).await;
+                            continue;
+                        }
+                    };
+                    if row.id <= last_id {
+                        let why = format!(
+                            "Line {}: id {} does not follow id {last_id}; skipped.",
+                            line.number, row.id
+                        );
+                        warn(run, tally, &why).await;
+                        continue;
+                    }
+                    last_id = row.id;
+                    read_here += 1;
+                    batch.push((
+                        row.id,
+                        at,
+                        row.action.into_owned(),
+                        row.user.into_owned(),
+                        row.detail.get().to_string(),
+                    ));
+                    if batch.len() >= IMPORT_BATCH {
+                        if let Err(outcome) = flush(run, &mut batch, tally).await {
+                            return outcome;
+                        }
+                    }
+                }
+                Ok(ExportLineRef::Trailer(trailer)) => {
+                    if let Err(outcome) = flush(run, &mut batch, tally).await {
+                        return outcome;
+                    }
+                    if trailer.rows != read_here as u64 {
+                        let why = format!(
+                            "The source's trailer counts {} rows; {read_here} arrived in good shape.",
+                            trailer.rows
+                        );
+                        warn(run, tally, &why).await;
+                    }
+                    return Attempt::Complete;
+                }
+                Err(e) => {
+                    let why = format!("Line {} is not an audit row ({e}); skipped.", line.number);
+                    warn(run, tally, &why).await;
+                }
+            }
+        }
+    }
+    // The body ended without the trailer: a last line cut short, or a source without one.
+    if let Some(Ok(line)) = decoder.finish() {
+        if !line.text.trim().is_empty() {
+            let why = format!("Line {} was cut short; skipped.", line.number);
+            warn(run, tally, &why).await;
+        }
+    }
+    if let Err(outcome) = flush(run, &mut batch, tally).await {
+        return outcome;
+    }
+    Attempt::Retry(format!(
+        "The stream ended after id {last_id} without its trailer."
+    ))
+}
+
+/// A `warning` event for a bad line (the first [`WARNINGS_MAX`]; later ones are counted).
+async fn warn(run: &mut Run, tally: &mut Tally, why: &str) {
+    tally.bad += 1;
+    if tally.bad <= WARNINGS_MAX {
+        run.emit(JobEventKind::Warning, why, false).await;
+    } else if tally.bad == WARNINGS_MAX + 1 {
+        let message = format!("More than {WARNINGS_MAX} bad lines: the rest are only counted.");
+        run.emit(JobEventKind::Warning, &message, false).await;
+    }
+}
+
+/// Inserts the batch, moves the checkpoint, reports progress, and checks for a stop.
+async fn flush(
+    run: &mut Run,
+    batch: &mut Vec<(i64, i64, String, String, String)>,
+    tally: &mut Tally,
+) -> Result<(), Attempt> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    match run.store().audit_import(batch).await {
+        Ok(inserted) => tally.inserted += inserted,
+        Err(e) => return Err(Attempt::Retry(format!("Storing rows failed ({e})."))),
+    }
+    tally.read += batch.len() as i64;
+    let last = batch.last().map(|r| r.0).unwrap_or(0);
+    batch.clear();
+    run.job.step = tally.read;
+    run.job.total = run.job.total.max(tally.read);
+    run.job.checkpoint = last.to_string();
+    let message = format!("{} rows read, {} new.", tally.read, tally.inserted);
+    run.emit(JobEventKind::Progress, &message, true).await;
+    match run.should_stop().await {
+        Some(stop) => Err(Attempt::Stopped(stop)),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_parameters_are_replaced_not_doubled() {
+        let url = with_params(
+            "http://h/api/audit/export?after=5&action=LOGIN",
+            &[("after", "9".into()), ("trailer", "true".into())],
+        )
+        .unwrap();
+        assert_eq!(
+            url.as_str(),
+            "http://h/api/audit/export?action=LOGIN&after=9&trailer=true"
+        );
+    }
 }

@@ -35,6 +35,7 @@ use crate::{
             jobs::{JobRow, NewJobEvent},
             Store,
         },
+        token::Signer,
         Shutdown,
     },
 };
@@ -67,6 +68,8 @@ pub struct Jobs {
 struct Inner {
     store: Store,
     bus: Arc<dyn Bus>,
+    /// Mints stream tokens (an import reading this server's own export).
+    signer: Arc<Signer>,
     shutdown: Shutdown,
     /// This process's name in `claimed_by`.
     instance: String,
@@ -99,6 +102,7 @@ impl Jobs {
     pub fn start(
         store: Store,
         bus: Arc<dyn Bus>,
+        signer: Arc<Signer>,
         shutdown: Shutdown,
         workers: usize,
         sole_instance: bool,
@@ -116,6 +120,7 @@ impl Jobs {
             inner: Arc::new(Inner {
                 store: store.clone(),
                 bus: bus.clone(),
+                signer,
                 shutdown: shutdown.clone(),
                 instance,
                 wake: Notify::new(),
@@ -316,6 +321,11 @@ impl Run {
     /// The database.
     pub fn store(&self) -> &Store {
         &self.jobs.inner.store
+    }
+
+    /// The stream-token signer.
+    pub fn signer(&self) -> &Signer {
+        &self.jobs.inner.signer
     }
 
     /// Whether this job has sent any event before (it is resuming after a restart).

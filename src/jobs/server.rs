@@ -21,7 +21,8 @@ use serde_json::json;
 use super::runner::{topic, Jobs, JOB_WORKERS_DEFAULT};
 use crate::{
     protocol::jobs::{
-        CreateJob, JobCreated, JobEventKind, JobList, JobState, JobStatus, STEPS_MAX, STEP_MS_MAX,
+        CreateJob, ImportRequest, JobCreated, JobEventKind, JobList, JobState, JobStatus,
+        STEPS_MAX, STEP_MS_MAX,
     },
     server::{
         bus::Received,
@@ -47,6 +48,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
     let jobs = Jobs::start(
         state.store.clone(),
         state.bus.clone(),
+        state.signer.clone(),
         state.shutdown.clone(),
         workers,
         sole,
@@ -56,6 +58,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route("/api/jobs/{id}", get(status))
         .route("/api/jobs/{id}/cancel", post(cancel))
         .route("/api/jobs/{id}/events", get(events))
+        .route("/api/audit/import", post(import))
         .layer(Extension(jobs))
 }
 
@@ -116,7 +119,8 @@ pub async fn queue(
     state: &AppState,
     jobs: &Jobs,
     user: &CurrentUser,
-    body: &CreateJob,
+    kind: &str,
+    params: &str,
     total: i64,
 ) -> Result<Response, ApiError> {
     let store = &state.store;
@@ -128,16 +132,8 @@ pub async fn queue(
         });
     }
     let now = clock::now_ms();
-    let params = serde_json::to_string(body).expect("serializable");
     let job = store
-        .create_job(
-            user.user_id,
-            &user.user.username,
-            &body.kind,
-            &params,
-            total,
-            now,
-        )
+        .create_job(user.user_id, &user.user.username, kind, params, total, now)
         .await?;
     store
         .audit(
@@ -168,19 +164,37 @@ async fn create(
     State(state): State<AppState>,
     Extension(jobs): Extension<Jobs>,
     user: CurrentUser,
+    headers: HeaderMap,
     ApiJson(body): ApiJson<CreateJob>,
 ) -> Result<Response, ApiError> {
     match body.kind.as_str() {
         "demo" => {
             let steps = check_demo(&body)?;
-            queue(&state, &jobs, &user, &body, steps).await
+            let params = serde_json::to_string(&body).expect("serializable");
+            queue(&state, &jobs, &user, "demo", &params, steps).await
         }
-        "import" => super::import::create(&state, &jobs, &user, &body).await,
+        "import" => super::import::create(&state, &jobs, &user, &headers, &body).await,
         other => Err(bad(
             "kind",
             format!("is {other:?}; it must be \"demo\" or \"import\"."),
         )),
     }
+}
+
+/// `POST /api/audit/import {"source"}`: an import job (contract, "Import").
+async fn import(
+    State(state): State<AppState>,
+    Extension(jobs): Extension<Jobs>,
+    user: CurrentUser,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<ImportRequest>,
+) -> Result<Response, ApiError> {
+    let body = CreateJob {
+        kind: "import".into(),
+        source: Some(body.source),
+        ..CreateJob::default()
+    };
+    super::import::create(&state, &jobs, &user, &headers, &body).await
 }
 
 /// `GET /api/jobs`: the caller's jobs, newest first.

@@ -351,6 +351,59 @@ impl Store {
         Ok(written)
     }
 
+    /// Inserts rows with their own ids (an import), skipping ids already present; returns
+    /// how many were new. Idempotent: importing the same rows again adds nothing.
+    pub async fn audit_import(
+        &self,
+        rows: &[(i64, i64, String, String, String)],
+    ) -> sqlx::Result<u64> {
+        // 5 binds a row, 32 rows a statement (see `audit_many` on why statements stay small).
+        const ROWS_PER_STATEMENT: usize = 32;
+        let mut tx = self.pool.begin().await?;
+        let mut inserted = 0;
+        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+            let values: Vec<String> = (0..chunk.len())
+                .map(|i| {
+                    let b = 5 * i;
+                    format!(
+                        "(${}, ${}, ${}, ${}, ${})",
+                        b + 1,
+                        b + 2,
+                        b + 3,
+                        b + 4,
+                        b + 5
+                    )
+                })
+                .collect();
+            let sql = format!(
+                "INSERT INTO audit_log (id, at, action, username, detail) VALUES {}
+                 ON CONFLICT (id) DO NOTHING",
+                values.join(", ")
+            );
+            let mut query = sqlx::query(&sql);
+            for (id, at, action, username, detail) in chunk {
+                query = query
+                    .bind(*id)
+                    .bind(*at)
+                    .bind(action.as_str())
+                    .bind(username.as_str())
+                    .bind(detail.as_str());
+            }
+            inserted += query.execute(&mut *tx).await?.rows_affected();
+        }
+        if self.backend == Backend::Postgres {
+            // Explicit ids do not move an identity column's sequence: move it past them, so
+            // the app's own next row does not collide.
+            sqlx::query(
+                "SELECT setval(pg_get_serial_sequence('audit_log', 'id'), (SELECT MAX(id) FROM audit_log))",
+            )
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(inserted)
+    }
+
     /// How many audit rows there are.
     pub async fn audit_count(&self) -> sqlx::Result<i64> {
         sqlx::query_scalar("SELECT COUNT(*) FROM audit_log")
@@ -410,6 +463,39 @@ pub(crate) async fn temp_store() -> (tempfile::TempDir, Store) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn imports_keep_ids_count_new_rows_and_leave_ids_for_later_rows() {
+        let (_dir, store) = temp_store().await;
+        store
+            .audit("SIGNUP", "admin", &serde_json::json!({}), 1)
+            .await
+            .unwrap();
+        let rows: Vec<_> = (0..5000)
+            .map(|i| {
+                (
+                    10_000 + i,
+                    i,
+                    "LOGIN".to_string(),
+                    "u".to_string(),
+                    "{}".to_string(),
+                )
+            })
+            .collect();
+        assert_eq!(store.audit_import(&rows[..2000]).await.unwrap(), 2000);
+        assert_eq!(
+            store.audit_import(&rows).await.unwrap(),
+            3000,
+            "only the new ones"
+        );
+        assert_eq!(store.audit_import(&rows).await.unwrap(), 0);
+        let next = store
+            .audit("IMPORT", "admin", &serde_json::json!({}), 2)
+            .await
+            .unwrap();
+        assert_eq!(next, 15_000);
+        assert_eq!(store.audit_count().await.unwrap(), 5002);
+    }
 
     #[test]
     fn backends_and_redaction() {
