@@ -9,7 +9,7 @@ use wasm_bindgen::{closure::Closure, JsCast};
 use web_sys::{EventSource, MessageEvent};
 
 use crate::protocol::{
-    jobs::{CreateJob, JobCreated, JobEvent, JobEventData, JobEventKind, JobStatus},
+    jobs::{CreateJob, ImportRequest, JobCreated, JobEvent, JobEventData, JobEventKind, JobStatus},
     ErrorBody,
 };
 
@@ -28,6 +28,25 @@ async fn refusal(response: Response) -> String {
 pub async fn create(request: &CreateJob) -> Result<JobCreated, String> {
     let response = Request::post("/api/jobs")
         .json(request)
+        .map_err(|e| e.to_string())?
+        .send()
+        .await
+        .map_err(|_| UNREACHABLE.to_string())?;
+    if response.status() != 201 {
+        return Err(refusal(response).await);
+    }
+    response
+        .json()
+        .await
+        .map_err(|_| "The server sent an answer this page does not understand.".into())
+}
+
+/// `POST /api/audit/import`.
+pub async fn import(source: &str) -> Result<JobCreated, String> {
+    let response = Request::post("/api/audit/import")
+        .json(&ImportRequest {
+            source: source.to_string(),
+        })
         .map_err(|e| e.to_string())?
         .send()
         .await

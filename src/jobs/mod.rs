@@ -42,6 +42,7 @@ pub async fn jobs_page(id: Option<i64>) -> Result<JobsSnapshot, ServerFnError> {
     };
     let empty = JobsSnapshot {
         user: None,
+        admin: false,
         job: None,
         events: Vec::new(),
         recent: Vec::new(),
@@ -90,6 +91,7 @@ pub async fn jobs_page(id: Option<i64>) -> Result<JobsSnapshot, ServerFnError> {
     }
     Ok(JobsSnapshot {
         user: Some(user.user.username.clone()),
+        admin: user.user.is_admin(),
         job: job.as_ref().map(server::status_of),
         events,
         recent: recent.iter().map(server::status_of).collect(),

@@ -63,8 +63,10 @@ fn JobsView(snapshot: JobsSnapshot) -> impl IntoView {
         .into_any();
     }
     let recent = snapshot.recent.clone();
+    let admin = snapshot.admin;
     view! {
         <CreateForm/>
+        {admin.then(|| view! { <ImportForm/> })}
         {match snapshot.job.clone() {
             Some(job) => view! { <Watcher job=job events=snapshot.events.clone()/> }.into_any(),
             None => view! { <p class="hint">"Start a job, or pick one below."</p> }.into_any(),
@@ -152,6 +154,49 @@ fn CreateForm() -> impl IntoView {
             </div>
         </form>
         {move || error.get().map(|e| view! { <p class="error" role="alert" data-testid="job-error">{e}</p> })}
+    }
+}
+
+/// An import of an NDJSON export (admins): by default, this server's own export.
+#[component]
+fn ImportForm() -> impl IntoView {
+    let source = RwSignal::new(String::new());
+    let error = RwSignal::new(None::<String>);
+    let busy = RwSignal::new(false);
+    let navigate = use_navigate();
+    // The default source needs the page's origin: filled in the browser.
+    Effect::new(move |_| {
+        if source.get_untracked().is_empty() {
+            if let Ok(origin) = window().location().origin() {
+                source.set(format!("{origin}/api/audit/export"));
+            }
+        }
+    });
+    let on_submit = move |ev: SubmitEvent| {
+        ev.prevent_default();
+        busy.set(true);
+        let navigate = navigate.clone();
+        spawn_local(async move {
+            match client::import(source.get_untracked().trim()).await {
+                Ok(created) => {
+                    error.set(None);
+                    navigate(&format!("/jobs?job={}", created.id), Default::default());
+                }
+                Err(why) => error.set(Some(why)),
+            }
+            busy.set(false);
+        });
+    };
+    view! {
+        <form class="export-form" on:submit=on_submit data-testid="import-form">
+            <label class="wide">"Import from an NDJSON export"
+                <input name="source" type="url" bind:value=source/>
+            </label>
+            <div class="buttons">
+                <button type="submit" disabled=move || busy.get()>"Start an import"</button>
+            </div>
+        </form>
+        {move || error.get().map(|e| view! { <p class="error" role="alert" data-testid="import-error">{e}</p> })}
     }
 }
 

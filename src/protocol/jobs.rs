@@ -191,6 +191,9 @@ pub struct JobEvent {
 pub struct JobsSnapshot {
     /// The signed-in user's name (`None`: nobody is signed in).
     pub user: Option<String>,
+    /// Whether that user is an admin (who may start imports).
+    #[serde(default)]
+    pub admin: bool,
     /// The selected job, if any (and if the user may see it).
     pub job: Option<JobStatus>,
     /// Its latest events, oldest first.
