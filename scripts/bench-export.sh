@@ -23,39 +23,17 @@ repeats="${BENCH_REPEATS:-5}"
 
 command -v curl >/dev/null || { echo "bench: curl is needed (apt-get install curl)" >&2; exit 1; }
 cargo build --release --features ssr --bin tidings
-bin="$PWD/target/release/tidings"
-work="$(mktemp -d)"
-server_pid=""
-cleanup() {
-  [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+source scripts/bench-lib.sh
 
-# Starts the server on a free port; sets server_pid and base.
+# Starts the server on a free port for `db` and `reader`, and signs the bench admin in.
 start_server() {
   local db="$1" reader="$2"
-  DATABASE_URL="$db" TIDINGS_ADMINS=bench TIDINGS_EXPORT_READER="$reader" \
-    LEPTOS_SITE_ADDR=127.0.0.1:0 RUST_LOG=info,tower_http=warn \
-    "$bin" serve >"$work/server.log" 2>&1 &
-  server_pid=$!
-  base=""
-  for _ in $(seq 1 300); do
-    base="$(grep -o 'listening on http://[0-9.:]*' "$work/server.log" | head -1 | sed 's/listening on //')" || true
-    [ -n "$base" ] && break
-    kill -0 "$server_pid" 2>/dev/null || { cat "$work/server.log" >&2; exit 1; }
-    sleep 0.1
-  done
-  [ -n "$base" ] || { echo "bench: the server did not start" >&2; exit 1; }
+  launch_server DATABASE_URL="$db" TIDINGS_ADMINS=bench TIDINGS_EXPORT_READER="$reader" \
+    RUST_LOG=info,tower_http=warn
   curl -s -o /dev/null -c "$work/jar" -H 'content-type: application/json' \
     -d '{"username":"bench","password":"bench-password"}' "$base/api/auth/signup"
   curl -s -o /dev/null -c "$work/jar" -H 'content-type: application/json' \
     -d '{"username":"bench","password":"bench-password"}' "$base/api/auth/login"
-}
-
-stop_server() {
-  kill "$server_pid" && wait "$server_pid" 2>/dev/null || true
-  server_pid=""
 }
 
 kb() { awk -v k="$1" '$1 == k":" { print $2 }' "/proc/$server_pid/status"; }
@@ -63,7 +41,7 @@ kb() { awk -v k="$1" '$1 == k":" { print $2 }' "/proc/$server_pid/status"; }
 printf '\n%-9s %-8s %-6s %10s %8s %11s %9s %9s %9s\n' rows reader batch seconds MB rows/s MB/s "RSS MB" growth
 for rows in $rows_list; do
   db="sqlite://$work/bench-$rows.db?mode=rwc"
-  seed_line="$(DATABASE_URL="$db" "$bin" seed --audit-rows "$rows" | tail -1)"
+  seed_line="$(DATABASE_URL="$db" target/release/tidings seed --audit-rows "$rows" | tail -1)"
   seeds+=("$seed_line")
   for reader in $readers; do
     start_server "$db" "$reader"
@@ -92,5 +70,5 @@ printf '  %s\n' "${seeds[@]}"
 last_rows="${rows_list##* }"
 printf '\nThe command-line consumer (parses and verifies every row), %s rows:\n  ' "$last_rows"
 start_server "sqlite://$work/bench-$last_rows.db?mode=rwc" auto
-"$bin" export --server "$base" --username bench --password bench-password --quiet --out /dev/null --batch 10000
+target/release/tidings export --server "$base" --username bench --password bench-password --quiet --out /dev/null --batch 10000
 stop_server

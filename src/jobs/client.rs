@@ -26,27 +26,21 @@ async fn refusal(response: Response) -> String {
 
 /// `POST /api/jobs`.
 pub async fn create(request: &CreateJob) -> Result<JobCreated, String> {
-    let response = Request::post("/api/jobs")
-        .json(request)
-        .map_err(|e| e.to_string())?
-        .send()
-        .await
-        .map_err(|_| UNREACHABLE.to_string())?;
-    if response.status() != 201 {
-        return Err(refusal(response).await);
-    }
-    response
-        .json()
-        .await
-        .map_err(|_| "The server sent an answer this page does not understand.".into())
+    post_job("/api/jobs", request).await
 }
 
 /// `POST /api/audit/import`.
 pub async fn import(source: &str) -> Result<JobCreated, String> {
-    let response = Request::post("/api/audit/import")
-        .json(&ImportRequest {
-            source: source.to_string(),
-        })
+    let request = ImportRequest {
+        source: source.to_string(),
+    };
+    post_job("/api/audit/import", &request).await
+}
+
+/// `POST path` with a JSON body that creates a job (201).
+async fn post_job<T: serde::Serialize>(path: &str, body: &T) -> Result<JobCreated, String> {
+    let response = Request::post(path)
+        .json(body)
         .map_err(|e| e.to_string())?
         .send()
         .await

@@ -21,8 +21,8 @@ use super::{
     jobs_page, LOG_WINDOW,
 };
 use crate::protocol::jobs::{
-    CreateJob, JobEvent, JobEventKind, JobState, JobStatus, JobsSnapshot, STEPS_DEFAULT,
-    STEP_MS_DEFAULT,
+    CreateJob, JobCreated, JobEvent, JobEventKind, JobState, JobStatus, JobsSnapshot,
+    STEPS_DEFAULT, STEP_MS_DEFAULT,
 };
 
 /// How often the polling mode asks.
@@ -129,18 +129,13 @@ fn CreateForm() -> impl IntoView {
                 return;
             }
         };
-        busy.set(true);
         let navigate = navigate.clone();
-        spawn_local(async move {
-            match client::create(&request).await {
-                Ok(created) => {
-                    error.set(None);
-                    navigate(&format!("/jobs?job={}", created.id), Default::default());
-                }
-                Err(why) => error.set(Some(why)),
-            }
-            busy.set(false);
-        });
+        start_job(
+            async move { client::create(&request).await },
+            navigate,
+            busy,
+            error,
+        );
     };
 
     view! {
@@ -155,6 +150,26 @@ fn CreateForm() -> impl IntoView {
         </form>
         {move || error.get().map(|e| view! { <p class="error" role="alert" data-testid="job-error">{e}</p> })}
     }
+}
+
+/// Runs `create` (a request that makes a job) and shows the new job, or the error.
+fn start_job(
+    create: impl std::future::Future<Output = Result<JobCreated, String>> + 'static,
+    navigate: impl Fn(&str, leptos_router::NavigateOptions) + 'static,
+    busy: RwSignal<bool>,
+    error: RwSignal<Option<String>>,
+) {
+    busy.set(true);
+    spawn_local(async move {
+        match create.await {
+            Ok(created) => {
+                error.set(None);
+                navigate(&format!("/jobs?job={}", created.id), Default::default());
+            }
+            Err(why) => error.set(Some(why)),
+        }
+        busy.set(false);
+    });
 }
 
 /// An import of an NDJSON export (admins): by default, this server's own export.
@@ -174,18 +189,14 @@ fn ImportForm() -> impl IntoView {
     });
     let on_submit = move |ev: SubmitEvent| {
         ev.prevent_default();
-        busy.set(true);
         let navigate = navigate.clone();
-        spawn_local(async move {
-            match client::import(source.get_untracked().trim()).await {
-                Ok(created) => {
-                    error.set(None);
-                    navigate(&format!("/jobs?job={}", created.id), Default::default());
-                }
-                Err(why) => error.set(Some(why)),
-            }
-            busy.set(false);
-        });
+        let source = source.get_untracked().trim().to_string();
+        start_job(
+            async move { client::import(&source).await },
+            navigate,
+            busy,
+            error,
+        );
     };
     view! {
         <form class="export-form" on:submit=on_submit data-testid="import-form">

@@ -176,19 +176,9 @@ impl Store {
             Backend::Postgres => " FOR UPDATE SKIP LOCKED",
             Backend::Sqlite => "",
         };
-        let sql = format!(
-            "UPDATE jobs SET status = 'running', claimed_by = $1, lease_until = $2, updated_at = $3
-             WHERE id = (SELECT id FROM jobs WHERE status = 'queued' ORDER BY id LIMIT 1{lock})
-               AND status = 'queued'
-             RETURNING {JOB_COLUMNS}"
-        );
-        let row = sqlx::query(&sql)
-            .bind(instance)
-            .bind(lease_until)
-            .bind(now)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(job_from).transpose()
+        let oldest =
+            format!("(SELECT id FROM jobs WHERE status = 'queued' ORDER BY id LIMIT 1{lock})");
+        self.claim(&oldest, None, instance, now, lease_until).await
     }
 
     /// Claims job `id` if it is still queued (one conditional update: two claimers never
@@ -200,17 +190,27 @@ impl Store {
         now: i64,
         lease_until: i64,
     ) -> sqlx::Result<Option<JobRow>> {
+        self.claim("$4", Some(id), instance, now, lease_until).await
+    }
+
+    /// Marks the queued job whose id is `which` (SQL; `$4` binds `id`) running for `instance`.
+    async fn claim(
+        &self,
+        which: &str,
+        id: Option<i64>,
+        instance: &str,
+        now: i64,
+        lease_until: i64,
+    ) -> sqlx::Result<Option<JobRow>> {
         let sql = format!(
             "UPDATE jobs SET status = 'running', claimed_by = $1, lease_until = $2, updated_at = $3
-             WHERE id = $4 AND status = 'queued' RETURNING {JOB_COLUMNS}"
+             WHERE id = {which} AND status = 'queued' RETURNING {JOB_COLUMNS}"
         );
-        let row = sqlx::query(&sql)
-            .bind(instance)
-            .bind(lease_until)
-            .bind(now)
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let mut query = sqlx::query(&sql).bind(instance).bind(lease_until).bind(now);
+        if let Some(id) = id {
+            query = query.bind(id);
+        }
+        let row = query.fetch_optional(&self.pool).await?;
         row.as_ref().map(job_from).transpose()
     }
 

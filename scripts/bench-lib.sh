@@ -1,0 +1,30 @@
+# Sourced by the bench scripts: a scratch folder, the release server on a free loopback port,
+# and cleanup (the server is stopped by its PID and the folder removed on exit).
+work="$(mktemp -d)"
+server_pid=""
+cleanup() {
+  [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+# Starts target/release/tidings with the environment given as arguments (NAME=value …) on
+# 127.0.0.1:0; sets server_pid and base (http://127.0.0.1:PORT) once it listens.
+launch_server() {
+  env "$@" LEPTOS_SITE_ADDR=127.0.0.1:0 target/release/tidings serve >"$work/server.log" 2>&1 &
+  server_pid=$!
+  base=""
+  for _ in $(seq 1 300); do
+    base="$(grep -o 'listening on http://[0-9.:]*' "$work/server.log" | head -1 | sed 's/listening on //')" || true
+    [ -n "$base" ] && return 0
+    kill -0 "$server_pid" 2>/dev/null || { cat "$work/server.log" >&2; exit 1; }
+    sleep 0.1
+  done
+  echo "bench: the server did not start" >&2
+  exit 1
+}
+
+stop_server() {
+  kill "$server_pid" && wait "$server_pid" 2>/dev/null || true
+  server_pid=""
+}
