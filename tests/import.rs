@@ -158,7 +158,8 @@ async fn rows_from_another_servers_export_arrive_with_their_ids_once() {
 }
 
 /// A source that serves rows 1..=40 as NDJSON: line 3 is broken, and the first request ends
-/// after id 20 without a trailer (a dropped stream); requests with `after` get the rest.
+/// after id 20 and half a line, without a trailer (a dropped stream); requests with `after`
+/// get the rest.
 async fn flaky_source() -> (String, Arc<AtomicU32>) {
     let requests = Arc::new(AtomicU32::new(0));
     let count = requests.clone();
@@ -184,6 +185,10 @@ async fn flaky_source() -> (String, Arc<AtomicU32>) {
                         body.push_str(&format!(
                             "{{\"id\":{id},\"at\":\"2026-11-23T10:00:00.000Z\",\"action\":\"LOGIN\",\"user\":\"x\",\"detail\":{{\"n\":{id}}}}}\n"
                         ));
+                    }
+                    if after == 0 {
+                        // The connection drops in the middle of row 21.
+                        body.push_str("{\"id\":21,\"at\":\"2026-11");
                     }
                     if end == 40 {
                         body.push_str(&format!("{{\"done\":true,\"rows\":{},\"lastId\":40}}\n", 40 - after));
@@ -225,13 +230,19 @@ async fn a_bad_line_is_a_warning_and_a_dropped_stream_resumes_from_the_last_id()
     assert!(
         warnings
             .iter()
+            .any(|w| w == "Line 21 was cut short; skipped."),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings
+            .iter()
             .any(|w| w.contains("without its trailer") && w.contains("from id 20")),
         "{warnings:?}"
     );
     let (last, data) = events.last().unwrap();
     assert_eq!(last, "complete", "{events:?}");
     assert!(
-        data["message"].as_str().unwrap().contains("1 bad lines"),
+        data["message"].as_str().unwrap().contains("2 bad lines"),
         "{data}"
     );
     assert_eq!(requests.load(Ordering::SeqCst), 2);

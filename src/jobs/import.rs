@@ -8,7 +8,9 @@
 //!   [`LineDecoder`](crate::protocol::ndjson::LineDecoder) (lines across chunk and UTF-8
 //!   boundaries) and parsed without copying ([`ExportLineRef`]). Rows are inserted in
 //!   batches, idempotently (`ON CONFLICT (id) DO NOTHING`, ids kept), so importing the same
-//!   rows twice adds nothing.
+//!   rows twice adds nothing. Rows are keyed by id: a row whose id this log already has is
+//!   skipped and counted as already present, even if this log's row differs (an import into
+//!   a log whose own ids overlap the source's keeps its own rows).
 //! - **Progress** is a `progress` event per batch (rows read of the total, which the source's
 //!   count route gives when it is a Tidings export). A bad line (not JSON, not a row, an id
 //!   out of order) is a `warning` with its line number, and the import goes on: the rows
