@@ -194,7 +194,7 @@ async fn bad_input_gets_clear_4xx() {
     ] {
         let res = post_json(
             &c,
-            &&signup,
+            &signup,
             json!({"username": username, "password": password}),
         )
         .await;
@@ -210,7 +210,7 @@ async fn bad_input_gets_clear_4xx() {
     srv.signup(&c, "taken").await;
     let res = post_json(
         &c,
-        &&signup,
+        &signup,
         json!({"username": "taken", "password": PASSWORD}),
     )
     .await;
