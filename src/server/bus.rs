@@ -44,18 +44,48 @@ pub enum Received {
     Closed,
 }
 
-/// A subscription to one topic.
+/// A subscription to one topic. Dropping the last one of a topic forgets the topic.
 pub struct Subscription {
-    rx: broadcast::Receiver<Arc<Envelope>>,
+    rx: Option<broadcast::Receiver<Arc<Envelope>>>,
+    /// Where to forget the topic when this was its last subscriber (the local bus).
+    home: Option<(Arc<Topics>, String)>,
 }
 
+type Topics = Mutex<HashMap<String, broadcast::Sender<Arc<Envelope>>>>;
+
 impl Subscription {
+    /// A subscription fed by `rx` (for other bus implementations).
+    pub fn new(rx: broadcast::Receiver<Arc<Envelope>>) -> Self {
+        Self {
+            rx: Some(rx),
+            home: None,
+        }
+    }
+
     /// The next message, a lag notice, or the end.
     pub async fn recv(&mut self) -> Received {
-        match self.rx.recv().await {
+        let Some(rx) = self.rx.as_mut() else {
+            return Received::Closed;
+        };
+        match rx.recv().await {
             Ok(m) => Received::Message(m),
             Err(broadcast::error::RecvError::Lagged(n)) => Received::Lagged(n),
             Err(broadcast::error::RecvError::Closed) => Received::Closed,
+        }
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        drop(self.rx.take());
+        if let Some((topics, topic)) = self.home.take() {
+            let mut topics = topics.lock().expect("bus lock");
+            if topics
+                .get(&topic)
+                .is_some_and(|tx| tx.receiver_count() == 0)
+            {
+                topics.remove(&topic);
+            }
         }
     }
 }
@@ -71,7 +101,7 @@ pub trait Bus: Send + Sync + std::fmt::Debug + 'static {
 /// The in-process bus: one broadcast channel per topic with subscribers.
 #[derive(Debug, Default)]
 pub struct LocalBus {
-    topics: Mutex<HashMap<String, broadcast::Sender<Arc<Envelope>>>>,
+    topics: Arc<Topics>,
 }
 
 impl LocalBus {
@@ -79,7 +109,7 @@ impl LocalBus {
         Self::default()
     }
 
-    /// Topics with a channel (for tests: idle topics are dropped).
+    /// Topics with a channel (a topic is forgotten when its last subscriber leaves).
     pub fn topic_count(&self) -> usize {
         self.topics.lock().expect("bus lock").len()
     }
@@ -102,7 +132,10 @@ impl Bus for LocalBus {
         let tx = topics
             .entry(topic.to_string())
             .or_insert_with(|| broadcast::channel(SUBSCRIBER_QUEUE).0);
-        Subscription { rx: tx.subscribe() }
+        Subscription {
+            rx: Some(tx.subscribe()),
+            home: Some((self.topics.clone(), topic.to_string())),
+        }
     }
 }
 
@@ -154,9 +187,14 @@ mod tests {
         }
         assert_eq!(slow.recv().await, Received::Lagged(10));
         assert_eq!(slow.recv().await, Received::Message(Arc::new(msg("t", 10))));
+        let other = bus.subscribe("t");
         drop(slow);
-        assert_eq!(bus.topic_count(), 1);
-        bus.publish(msg("t", 999));
-        assert_eq!(bus.topic_count(), 0);
+        assert_eq!(bus.topic_count(), 1, "a subscriber is left");
+        drop(other);
+        assert_eq!(
+            bus.topic_count(),
+            0,
+            "the last one leaving forgets the topic"
+        );
     }
 }
