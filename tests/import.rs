@@ -198,6 +198,23 @@ async fn flaky_source() -> (String, Arc<AtomicU32>) {
             }),
         )
         .route(
+            "/plain",
+            // A contract export without `trailer=true` support: rows 1..=5, no trailer.
+            get(|Query(q): Query<Vec<(String, String)>>| async move {
+                let after: i64 = q
+                    .iter()
+                    .find(|(k, _)| k == "after")
+                    .map(|(_, v)| v.parse().unwrap())
+                    .unwrap_or(0);
+                let body: String = (after + 1..=5)
+                    .map(|id| format!(
+                        "{{\"id\":{id},\"at\":\"2026-11-23T10:00:00.000Z\",\"action\":\"LOGIN\",\"user\":\"x\",\"detail\":{{}}}}\n"
+                    ))
+                    .collect();
+                ([(header::CONTENT_TYPE, "application/x-ndjson")], body)
+            }),
+        )
+        .route(
             "/page",
             get(|| async { ([(header::CONTENT_TYPE, "text/html")], "<html>hello</html>").into_response() }),
         );
@@ -310,4 +327,25 @@ async fn by_default_the_servers_own_export_is_the_one_allowed_source() {
     );
     let res = start_import(&srv, &admin, "http://127.0.0.2:1/api/audit/export").await;
     assert_eq!(res.status(), 400);
+}
+
+#[tokio::test]
+async fn a_source_without_a_trailer_completes_once_a_pass_brings_nothing_new() {
+    let (source, _) = flaky_source().await;
+    let prefix = format!("{source}/");
+    let srv = TestServer::start_with(move |c| c.import_sources = vec![prefix]).await;
+    let admin = srv.client();
+    srv.signup(&admin, "admin").await;
+    let res = start_import(&srv, &admin, &format!("{source}/plain")).await;
+    let id = res.json::<Value>().await.unwrap()["id"].as_i64().unwrap();
+    let events = job_events(&srv, &admin, id).await;
+    let (last, data) = events.last().unwrap();
+    assert_eq!(last, "complete", "{events:?}");
+    assert!(
+        data["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("Imported 5 rows"),
+        "{data}"
+    );
 }

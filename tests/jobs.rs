@@ -381,6 +381,13 @@ async fn only_the_owner_and_admins_see_a_job_and_stream_tokens_work() {
         .await
         .unwrap();
     let token = token["token"].as_str().unwrap();
+    // The token opens the stream, not the JSON status.
+    let res = plain_client()
+        .get(srv.url(&format!("/api/jobs/{id}?token={token}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
     let res = plain_client()
         .get(srv.url(&format!("/api/jobs/{id}/events?token={token}")))
         .header("origin", "http://allowed.example")

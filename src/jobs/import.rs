@@ -115,10 +115,7 @@ pub async fn create(
     } else {
         state.config.import_sources.clone()
     };
-    if !allowed
-        .iter()
-        .any(|prefix| source.starts_with(prefix.as_str()))
-    {
+    if !allowed.iter().any(|prefix| within(&url, prefix)) {
         return Err(bad(format!(
             "{source:?} is not an allowed import source (allowed: {}).",
             allowed.join(", ")
@@ -134,14 +131,31 @@ pub async fn create(
     super::server::queue(state, jobs, user, "import", &params, 0).await
 }
 
+/// Whether `url` is under `prefix`: the same scheme, host and port, and a path that starts
+/// with the prefix's (compared parsed, so `http://allowed@elsewhere/` or
+/// `http://allowed.evil/` do not pass for `http://allowed`).
+fn within(url: &reqwest::Url, prefix: &str) -> bool {
+    let Ok(prefix) = reqwest::Url::parse(prefix) else {
+        return false;
+    };
+    url.scheme() == prefix.scheme()
+        && url.host_str() == prefix.host_str()
+        && url.port_or_known_default() == prefix.port_or_known_default()
+        && url.username().is_empty()
+        && url.password().is_none()
+        && url.path().starts_with(prefix.path())
+}
+
 /// How one attempt at reading the source ended.
 enum Attempt {
     /// The trailer arrived: everything was read.
     Complete,
     /// The source cannot be used (a refusal, not NDJSON): fail with this reason.
     Fatal(String),
-    /// The connection dropped or the stream ended early: try again from the checkpoint.
+    /// The connection dropped: try again from the checkpoint.
     Retry(String),
+    /// The body ended cleanly without the trailer: a cut stream, or a source that sends none.
+    Ended,
     /// Cancelled or shutdown.
     Stopped(Stop),
 }
@@ -161,7 +175,9 @@ pub async fn run_import(run: &mut Run) {
             .finish(JobEventKind::Failed, "The import's request is unreadable.")
             .await;
     };
+    // No redirects: a source must not send the job to an address the allowlist refuses.
     let client = match reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(Duration::from_secs(10))
         .read_timeout(Duration::from_secs(30))
         .build()
@@ -197,49 +213,88 @@ pub async fn run_import(run: &mut Run) {
     }
     let mut failures = 0u32;
     loop {
-        match attempt(&client, run, &params, &mut tally).await {
-            Attempt::Complete => {
-                let message = format!(
-                    "Imported {} rows: {} new, {} already present; {} bad lines.",
-                    tally.read,
-                    tally.inserted,
-                    tally.read as u64 - tally.inserted.min(tally.read as u64),
-                    tally.bad
-                );
-                let _ = run
-                    .store()
-                    .audit(
-                        "IMPORT",
-                        &run.job.owner,
-                        &serde_json::json!({"jobId": run.job.id, "source": shown(&params.source),
-                            "rows": tally.read, "inserted": tally.inserted, "badLines": tally.bad}),
-                        clock::now_ms(),
-                    )
-                    .await;
-                return run.finish(JobEventKind::Complete, &message).await;
+        let read_before = tally.read;
+        let outcome = attempt(&client, run, &params, &mut tally).await;
+        if tally.read > read_before {
+            // Only attempts in a row that bring nothing count towards giving up.
+            failures = 0;
+        }
+        match outcome {
+            // A source that sends no trailer (the contract's export without `trailer=true`):
+            // a clean end that brought nothing new after a first pass means it is all here.
+            Attempt::Ended if tally.read == read_before && failures > 0 => {
+                return complete(run, &params, &tally).await;
             }
+            Attempt::Ended => {
+                failures += 1;
+                let why = format!(
+                    "The stream ended after id {} without its trailer.",
+                    checkpoint(run, &params)
+                );
+                if !retry_or_fail(run, &params, &mut failures, why).await {
+                    return;
+                }
+            }
+            Attempt::Complete => return complete(run, &params, &tally).await,
             Attempt::Fatal(why) => return run.finish(JobEventKind::Failed, &why).await,
             Attempt::Stopped(stop) => return run.stopped(stop).await,
             Attempt::Retry(why) => {
                 failures += 1;
-                if failures >= ATTEMPTS {
-                    let message = format!("Gave up after {failures} attempts: {why}");
-                    return run.finish(JobEventKind::Failed, &message).await;
-                }
-                let message = format!(
-                    "{why} Trying again from id {} (attempt {} of {ATTEMPTS}).",
-                    checkpoint(run, &params),
-                    failures + 1
-                );
-                run.emit(JobEventKind::Warning, &message, false).await;
-                let wait =
-                    Duration::from_millis(500 << failures.min(5)).min(Duration::from_secs(10));
-                if let Some(stop) = run.pause(wait).await {
-                    return run.stopped(stop).await;
+                if !retry_or_fail(run, &params, &mut failures, why).await {
+                    return;
                 }
             }
         }
     }
+}
+
+/// Ends the import as complete, with its audit row.
+async fn complete(run: &mut Run, params: &ImportParams, tally: &Tally) {
+    let message = format!(
+        "Imported {} rows: {} new, {} already present; {} bad lines.",
+        tally.read,
+        tally.inserted,
+        tally.read as u64 - tally.inserted.min(tally.read as u64),
+        tally.bad
+    );
+    let _ = run
+        .store()
+        .audit(
+            "IMPORT",
+            &run.job.owner,
+            &serde_json::json!({"jobId": run.job.id, "source": shown(&params.source),
+                "rows": tally.read, "inserted": tally.inserted, "badLines": tally.bad}),
+            clock::now_ms(),
+        )
+        .await;
+    run.finish(JobEventKind::Complete, &message).await;
+}
+
+/// After a failed attempt (`failures` in a row, counted already): a warning and a pause
+/// before the next one (true), or the end of the job once there were [`ATTEMPTS`] (false).
+async fn retry_or_fail(
+    run: &mut Run,
+    params: &ImportParams,
+    failures: &mut u32,
+    why: String,
+) -> bool {
+    if *failures >= ATTEMPTS {
+        let message = format!("Gave up after {failures} attempts: {why}");
+        run.finish(JobEventKind::Failed, &message).await;
+        return false;
+    }
+    let message = format!(
+        "{why} Trying again from id {} (attempt {} of {ATTEMPTS}).",
+        checkpoint(run, params),
+        *failures + 1
+    );
+    run.emit(JobEventKind::Warning, &message, false).await;
+    let wait = Duration::from_millis(500 << (*failures).min(5)).min(Duration::from_secs(10));
+    if let Some(stop) = run.pause(wait).await {
+        run.stopped(stop).await;
+        return false;
+    }
+    true
 }
 
 /// The last imported id (before the first row: the source's own `after`, or 0).
@@ -366,7 +421,11 @@ async fn attempt(
         .await
     {
         Ok(res) => res,
-        Err(e) => return Attempt::Retry(format!("The source could not be reached ({e}).")),
+        // `without_url`: the URL may carry a stream token, which must not reach a message.
+        Err(e) => {
+            let e = e.without_url();
+            return Attempt::Retry(format!("The source could not be reached ({e})."));
+        }
     };
     let status = res.status();
     if !status.is_success() {
@@ -396,10 +455,15 @@ async fn attempt(
     }
     let mut read_here = 0i64;
     loop {
-        let chunk = match res.chunk().await {
+        let next = tokio::select! {
+            next = res.chunk() => next,
+            stop = run.interrupted() => return Attempt::Stopped(stop),
+        };
+        let chunk = match next {
             Ok(Some(chunk)) => chunk,
             Ok(None) => break,
             Err(e) => {
+                let e = e.without_url();
                 if let Err(outcome) = flush(run, &mut batch, tally).await {
                     return outcome;
                 }
@@ -483,9 +547,7 @@ async fn attempt(
     if let Err(outcome) = flush(run, &mut batch, tally).await {
         return outcome;
     }
-    Attempt::Retry(format!(
-        "The stream ended after id {last_id} without its trailer."
-    ))
+    Attempt::Ended
 }
 
 /// A `warning` event for a bad line (the first [`WARNINGS_MAX`]; later ones are counted).
@@ -529,6 +591,24 @@ async fn flush(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sources_are_compared_as_urls_not_strings() {
+        let ok = |u: &str, p: &str| within(&reqwest::Url::parse(u).unwrap(), p);
+        assert!(ok(
+            "http://a.example/api/audit/export?x=1",
+            "http://a.example/"
+        ));
+        assert!(ok(
+            "http://a.example:80/exports/1",
+            "http://a.example/exports"
+        ));
+        assert!(!ok("http://a.example@10.0.0.5/", "http://a.example"));
+        assert!(!ok("http://a.example.evil.net/", "http://a.example"));
+        assert!(!ok("https://a.example/", "http://a.example/"));
+        assert!(!ok("http://a.example:8080/", "http://a.example/"));
+        assert!(!ok("http://a.example/other", "http://a.example/exports"));
+    }
 
     #[test]
     fn query_parameters_are_replaced_not_doubled() {

@@ -272,17 +272,36 @@ impl Jobs {
         let id = job.id;
         let mut run = Run::new(self.clone(), job);
         run.token = token;
-        if run.job.cancel_requested {
-            run.cancelled().await;
-        } else {
-            match run.job.kind.as_str() {
-                "demo" => run_demo(&mut run).await,
-                "import" => super::import::run_import(&mut run).await,
-                other => {
-                    let message = format!("Unknown job kind {other:?}.");
-                    run.finish(JobEventKind::Failed, &message).await;
+        let work = async {
+            if run.job.cancel_requested {
+                run.cancelled().await;
+            } else {
+                match run.job.kind.as_str() {
+                    "demo" => run_demo(&mut run).await,
+                    "import" => super::import::run_import(&mut run).await,
+                    other => {
+                        let message = format!("Unknown job kind {other:?}.");
+                        run.finish(JobEventKind::Failed, &message).await;
+                    }
                 }
             }
+        };
+        // The claim is renewed on a timer while the job runs, whatever the job is waiting
+        // for (an import reading a slow source sends no event for a while): otherwise the
+        // sweeper would queue it again and a second worker would run it too.
+        let (store, instance) = (self.inner.store.clone(), self.inner.instance.clone());
+        let renew = async move {
+            loop {
+                tokio::time::sleep(LEASE / 3).await;
+                let until = clock::now_ms() + LEASE.as_millis() as i64;
+                if let Err(e) = store.renew_job_lease(id, &instance, until).await {
+                    tracing::warn!(job = id, error = %e, "renewing a job's lease failed");
+                }
+            }
+        };
+        tokio::select! {
+            _ = work => {}
+            _ = renew => {}
         }
         self.inner.running.lock().expect("lock").remove(&id);
     }
@@ -467,6 +486,15 @@ impl Run {
         }
     }
 
+    /// Resolves when the job is cancelled here or the server stops (for waits that cannot be
+    /// cut into slices, like reading a source).
+    pub async fn interrupted(&self) -> Stop {
+        tokio::select! {
+            _ = self.token.cancelled() => Stop::Cancelled,
+            _ = self.jobs.inner.shutdown.cancelled() => Stop::Shutdown,
+        }
+    }
+
     /// Handles a stop: a cancel ends the job; a shutdown leaves it for the next start.
     pub async fn stopped(&mut self, stop: Stop) {
         match stop {
@@ -508,8 +536,12 @@ async fn write_events(
             return;
         }
         let events: Vec<NewJobEvent> = batch.iter().map(|w| w.event.clone()).collect();
+        // Retried until stored (a batch is idempotent), so an outage of the database leaves no
+        // gap in the ids; meanwhile the queue fills and the jobs wait. Only shutdown gives up:
+        // the jobs then continue from what was stored.
         let mut stored = false;
-        for attempt in 1..=3 {
+        let mut attempt = 0u32;
+        loop {
             let lease_until = clock::now_ms() + LEASE.as_millis() as i64;
             match store.append_job_events(&events, lease_until).await {
                 Ok(()) => {
@@ -517,8 +549,16 @@ async fn write_events(
                     break;
                 }
                 Err(e) => {
+                    attempt += 1;
                     tracing::error!(error = %e, attempt, events = events.len(), "storing job events failed");
-                    tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+                    if shutdown.is_triggered() && attempt >= 3 {
+                        break;
+                    }
+                    let wait = Duration::from_millis(100 << attempt.min(6));
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = shutdown.cancelled(), if attempt >= 3 => break,
+                    }
                 }
             }
         }

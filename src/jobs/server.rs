@@ -246,6 +246,13 @@ async fn status(
     if wants_events(&headers) {
         return events(State(state), user, Path(id), headers, query).await;
     }
+    if query.0.iter().any(|(k, _)| k == "token") {
+        // Stream tokens open stream routes only; the JSON status needs the session.
+        return Err(ApiError::InvalidToken(
+            "Stream tokens are accepted on event streams only; ask with Accept: text/event-stream."
+                .into(),
+        ));
+    }
     let job = visible_job(&state, &user.0, &id).await?;
     let tag = etag(&job);
     let matches = headers

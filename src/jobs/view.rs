@@ -321,7 +321,12 @@ fn Watcher(job: JobStatus, events: Vec<JobEvent>) -> impl IntoView {
                     in_flight.set_value(true);
                     spawn_local(async move {
                         polls.update(|n| *n += 1);
-                        match client::poll(id, &etag.get_value()).await {
+                        let polled = client::poll(id, &etag.get_value()).await;
+                        // The page may have moved on to another job while this was in flight.
+                        if status.is_disposed() {
+                            return;
+                        }
+                        match polled {
                             Ok(Polled::Unchanged) => unchanged.update(|n| *n += 1),
                             Ok(Polled::Changed(s, tag)) => {
                                 etag.set_value(tag);
