@@ -325,15 +325,7 @@ async fn anonymous_is_401_others_403_and_stream_tokens_work() {
         .unwrap();
     assert_eq!(res.status(), 401);
 
-    let token: serde_json::Value = admin
-        .post(srv.url("/api/auth/stream-token"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = token["token"].as_str().unwrap();
+    let token = srv.stream_token(&admin).await;
     let res = plain_client()
         .get(srv.url(&format!("/api/audit/export?limit=2&token={token}")))
         .send()

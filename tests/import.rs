@@ -89,17 +89,10 @@ async fn rows_from_another_servers_export_arrive_with_their_ids_once() {
         })
         .collect();
     source.state.store.audit_import(&rows).await.unwrap();
-    let token: Value = source_admin
-        .post(source.url("/api/auth/stream-token"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let token = source.stream_token(&source_admin).await;
     let url = source.url(&format!(
         "/api/audit/export?after=9999&limit=5000&token={}",
-        token["token"].as_str().unwrap()
+        token
     ));
 
     let base = source.base.clone();
@@ -123,13 +116,7 @@ async fn rows_from_another_servers_export_arrive_with_their_ids_once() {
         started.as_str().unwrap().contains("after=9999"),
         "{started}"
     );
-    assert!(
-        !started
-            .as_str()
-            .unwrap()
-            .contains(token["token"].as_str().unwrap()),
-        "{started}"
-    );
+    assert!(!started.as_str().unwrap().contains(&token), "{started}");
     assert!(events.iter().any(|(e, _)| e == "progress"));
     let imported: Vec<i64> = ids(&target, &admin)
         .await

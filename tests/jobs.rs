@@ -192,14 +192,7 @@ async fn status_is_json_with_an_etag_and_304_when_unchanged() {
     assert_eq!(again.status(), 304);
     assert_eq!(again.headers()["etag"], tag.as_str());
 
-    let list: Value = ann
-        .get(srv.url("/api/jobs"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = common::get_json(&ann, &srv.url("/api/jobs")).await;
     assert_eq!(list["jobs"][0]["id"], id);
 }
 
@@ -372,15 +365,7 @@ async fn only_the_owner_and_admins_see_a_job_and_stream_tokens_work() {
     assert_eq!(anonymous.status(), 401);
 
     // An EventSource on another origin: a stream token instead of the cookie.
-    let token: Value = ann
-        .post(srv.url("/api/auth/stream-token"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = token["token"].as_str().unwrap();
+    let token = srv.stream_token(&ann).await;
     // The token opens the stream, not the JSON status.
     let res = plain_client()
         .get(srv.url(&format!("/api/jobs/{id}?token={token}")))

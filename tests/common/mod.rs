@@ -148,6 +148,21 @@ pub async fn get_json(client: &reqwest::Client, url: &str) -> serde_json::Value 
     res.json().await.expect("a JSON body")
 }
 
+impl TestServer {
+    /// A stream token for `client`'s session (`POST /api/auth/stream-token`).
+    pub async fn stream_token(&self, client: &reqwest::Client) -> String {
+        let body: serde_json::Value = client
+            .post(self.url("/api/auth/stream-token"))
+            .send()
+            .await
+            .expect("the server answers")
+            .json()
+            .await
+            .expect("a token");
+        body["token"].as_str().expect("a token").to_string()
+    }
+}
+
 /// Reads a JSON error body and checks it has the contract's shape; returns its `error` code.
 pub async fn error_code(res: reqwest::Response) -> String {
     let body: serde_json::Value = res.json().await.expect("error bodies are JSON");
