@@ -10,6 +10,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod chat;
 pub mod error;
 pub mod jobs;
 pub mod ndjson;

@@ -1,0 +1,266 @@
+//! Chat: the WebSocket messages both ways, the SSE and polling shapes, and the limits the
+//! contract fixes (contract, "Chat"). The server, the browser and the terminal client (issue
+//! 5) all speak these types.
+
+use serde::{Deserialize, Serialize};
+
+/// Longest room name (`[a-z0-9-]{1,32}`).
+pub const ROOM_NAME_MAX: usize = 32;
+/// Longest message text, in characters.
+pub const TEXT_MAX_CHARS: usize = 2000;
+/// Largest WebSocket frame accepted; a larger one closes the connection with 1009.
+pub const FRAME_MAX_BYTES: usize = 65_536;
+/// Messages a user may send per second before `Slow down.`.
+pub const RATE_PER_SECOND: u32 = 10;
+/// Messages in a `chat-joined` history when no `lastMessageId` is given.
+pub const JOIN_HISTORY: usize = 50;
+
+/// The contract's error sentences for the common mistakes.
+pub const NOT_JSON: &str = "Messages must be JSON.";
+pub const UNKNOWN_TYPE: &str = "Unknown chat message type.";
+pub const JOIN_FIRST: &str = "Join a room first.";
+pub const SLOW_DOWN: &str = "Slow down.";
+
+/// Client → server, over the WebSocket.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum ClientMsg {
+    #[serde(rename_all = "camelCase")]
+    ChatJoin {
+        room: String,
+        #[serde(default)]
+        last_message_id: Option<i64>,
+    },
+    ChatMessage {
+        text: String,
+    },
+    ChatLeave,
+}
+
+/// One stored chat message, as every transport carries it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChatMessage {
+    pub id: i64,
+    pub room: String,
+    pub display_name: String,
+    pub text: String,
+    pub timestamp: String,
+}
+
+/// Whether a presence change is someone arriving or leaving.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PresenceAction {
+    Joined,
+    Left,
+}
+
+/// A presence change in a room.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChatPresence {
+    pub action: PresenceAction,
+    pub room: String,
+    pub display_name: String,
+    pub message: String,
+    pub timestamp: String,
+}
+
+/// Told before a replay that starts later than asked: messages after `after_id` and before
+/// `first_available_id` are no longer kept.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChatGap {
+    pub room: String,
+    pub after_id: i64,
+    pub first_available_id: i64,
+}
+
+/// A notification sent to every connection (contract, "Notifications").
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Notification {
+    pub id: i64,
+    pub kind: String,
+    pub title: String,
+    pub message: String,
+    pub timestamp: String,
+}
+
+/// Server → client, over the WebSocket.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum ServerMsg {
+    ChatJoined {
+        room: String,
+        members: Vec<String>,
+        history: Vec<ChatMessage>,
+    },
+    ChatMessage(ChatMessage),
+    ChatPresence(ChatPresence),
+    ChatGap(ChatGap),
+    ChatError {
+        message: String,
+    },
+    Notification(Notification),
+}
+
+/// `GET /api/rooms/{room}/messages?after=&limit=`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessagePage {
+    pub messages: Vec<ChatMessage>,
+    /// Set when `after` is older than the kept history (the contract's `"gap":true`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub gap: bool,
+}
+
+/// `POST /api/rooms/{room}/messages` body.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostMessage {
+    pub text: String,
+}
+
+/// The sentence for a bad room name, or `None` when it is good.
+pub fn room_name_problem(room: &str) -> Option<String> {
+    let ok = !room.is_empty()
+        && room.len() <= ROOM_NAME_MAX
+        && room
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    (!ok).then(|| {
+        format!(
+            "Room names are 1 to {ROOM_NAME_MAX} characters of a-z, 0-9 and '-'; {room:?} is not one."
+        )
+    })
+}
+
+/// The sentence for a bad message text, or `None` when it is good.
+pub fn text_problem(text: &str) -> Option<String> {
+    let chars = text.chars().count();
+    if text.trim().is_empty() {
+        Some("A message needs some text.".into())
+    } else if chars > TEXT_MAX_CHARS {
+        Some(format!(
+            "Messages are at most {TEXT_MAX_CHARS} characters; this one has {chars}."
+        ))
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn client_messages_read_as_the_contract_writes_them() {
+        let join: ClientMsg = serde_json::from_value(
+            json!({"type":"chat-join","room":"general","lastMessageId":null}),
+        )
+        .unwrap();
+        assert_eq!(
+            join,
+            ClientMsg::ChatJoin {
+                room: "general".into(),
+                last_message_id: None
+            }
+        );
+        let resume: ClientMsg =
+            serde_json::from_value(json!({"type":"chat-join","room":"general","lastMessageId":41}))
+                .unwrap();
+        assert!(matches!(
+            resume,
+            ClientMsg::ChatJoin {
+                last_message_id: Some(41),
+                ..
+            }
+        ));
+        let text: ClientMsg =
+            serde_json::from_value(json!({"type":"chat-message","text":"hi"})).unwrap();
+        assert_eq!(text, ClientMsg::ChatMessage { text: "hi".into() });
+        let leave: ClientMsg = serde_json::from_value(json!({"type":"chat-leave"})).unwrap();
+        assert_eq!(leave, ClientMsg::ChatLeave);
+        assert!(serde_json::from_value::<ClientMsg>(json!({"type":"chat-dance"})).is_err());
+    }
+
+    #[test]
+    fn server_messages_write_the_contracts_fields() {
+        let message = ChatMessage {
+            id: 7,
+            room: "general".into(),
+            display_name: "alice".into(),
+            text: "<b>hi</b>".into(),
+            timestamp: "2026-11-23T10:00:00.000Z".into(),
+        };
+        assert_eq!(
+            serde_json::to_value(ServerMsg::ChatMessage(message.clone())).unwrap(),
+            json!({"type":"chat-message","id":7,"room":"general","displayName":"alice",
+                   "text":"<b>hi</b>","timestamp":"2026-11-23T10:00:00.000Z"})
+        );
+        assert_eq!(
+            serde_json::to_value(ServerMsg::ChatJoined {
+                room: "general".into(),
+                members: vec!["alice".into()],
+                history: vec![message],
+            })
+            .unwrap()["type"],
+            "chat-joined"
+        );
+        let presence = ServerMsg::ChatPresence(ChatPresence {
+            action: PresenceAction::Left,
+            room: "general".into(),
+            display_name: "bob".into(),
+            message: "bob left.".into(),
+            timestamp: "2026-11-23T10:00:00.000Z".into(),
+        });
+        let v = serde_json::to_value(&presence).unwrap();
+        assert_eq!(
+            (v["type"].as_str(), v["action"].as_str()),
+            (Some("chat-presence"), Some("left"))
+        );
+        let gap = ServerMsg::ChatGap(ChatGap {
+            room: "general".into(),
+            after_id: 3,
+            first_available_id: 900,
+        });
+        assert_eq!(
+            serde_json::to_value(&gap).unwrap(),
+            json!({"type":"chat-gap","room":"general","afterId":3,"firstAvailableId":900})
+        );
+        assert_eq!(
+            serde_json::to_value(ServerMsg::ChatError {
+                message: SLOW_DOWN.into()
+            })
+            .unwrap(),
+            json!({"type":"chat-error","message":"Slow down."})
+        );
+        let page = MessagePage {
+            messages: vec![],
+            gap: false,
+        };
+        assert_eq!(
+            serde_json::to_value(&page).unwrap(),
+            json!({"messages": []})
+        );
+    }
+
+    #[test]
+    fn room_names_and_texts_are_checked_with_a_sentence() {
+        for good in ["general", "a", "room-2", &"x".repeat(32)] {
+            assert_eq!(room_name_problem(good), None, "{good}");
+        }
+        for bad in ["", "General", "two words", "é", &"x".repeat(33), "a_b"] {
+            assert!(room_name_problem(bad).is_some(), "{bad}");
+        }
+        assert_eq!(text_problem("hello"), None);
+        assert_eq!(
+            text_problem(&"é".repeat(2000)),
+            None,
+            "characters, not bytes"
+        );
+        assert!(text_problem(&"é".repeat(2001)).unwrap().contains("2001"));
+        assert!(text_problem("   ").is_some());
+    }
+}
