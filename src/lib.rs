@@ -12,6 +12,8 @@
 //! - `server` (ssr): infrastructure that knows no feature: config, state, storage, errors,
 //!   identity, origin checks, shutdown, health, logging.
 //! - `protocol`: wire types only, for wasm32 and native alike.
+//! - `fetch`: the browser's `fetch` helpers every page's client shares (refusal sentences,
+//!   a JSON POST); like `protocol`, below the features.
 //!
 //! `hydrate()` is the WASM entry point. Tests: `cargo test --features ssr` (unit tests beside
 //! the code, `tests/` against a real server), `cargo leptos end-to-end` (Playwright).
@@ -21,6 +23,7 @@ pub mod auth;
 #[cfg(feature = "ssr")]
 pub mod cli;
 pub mod export;
+pub mod fetch;
 pub mod guide;
 pub mod jobs;
 pub mod protocol;

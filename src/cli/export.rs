@@ -239,7 +239,7 @@ async fn fetch(
     let status = res.status();
     if !status.is_success() {
         let why = refusal(res).await;
-        if retryable(status) {
+        if retryable(status.as_u16()) {
             return Ok(Ended::Dropped(why));
         }
         anyhow::bail!("the server refused the export: {why}");

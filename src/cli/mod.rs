@@ -6,14 +6,17 @@
 //! - `tidings tail`: follows any Server-Sent Events URL, resuming with `Last-Event-ID` after
 //!   drops and restarts ([`tail`]).
 //!
-//! Shared here: the HTTP client, signing in, and the retry policy every consumer follows
-//! (jittered exponential backoff; 4xx other than 408 and 429 are final).
+//! Shared here: the HTTP client, signing in, and the refusal sentence. The retry policy
+//! every consumer follows (jittered exponential backoff; 4xx other than 408 and 429 are final)
+//! is `server::retry`, which the import job follows too.
 //!
-//! Tests: unit tests below; `tests/export_cli.rs` runs the real binary through a proxy that
-//! cuts its connection.
+//! Tests: `tests/export_cli.rs` and `tests/tail_cli.rs` run the real binary through a proxy
+//! that cuts its connection; the retry policy's unit tests are in `server::retry`.
 
 pub mod export;
 pub mod tail;
+
+pub use crate::server::retry::{backoff, retryable};
 
 use std::time::Duration;
 
@@ -54,23 +57,29 @@ pub fn http_client(idle: Duration) -> anyhow::Result<reqwest::Client> {
         .context("cannot build the HTTP client")
 }
 
-/// Signs in; the client keeps the session cookie.
+/// Signs in as `conn` says; the client keeps the session cookie.
 pub async fn login(client: &reqwest::Client, conn: &Connection) -> anyhow::Result<UserEnvelope> {
+    sign_in(client, &conn.server, &conn.username, &conn.password).await
+}
+
+/// Signs in to `server` as `username`; the client keeps the session cookie.
+pub async fn sign_in(
+    client: &reqwest::Client,
+    server: &str,
+    username: &str,
+    password: &str,
+) -> anyhow::Result<UserEnvelope> {
     let res = client
-        .post(conn.url("/api/auth/login"))
+        .post(format!("{}/api/auth/login", server.trim_end_matches('/')))
         .json(&AuthRequest {
-            username: conn.username.clone(),
-            password: conn.password.clone(),
+            username: username.to_string(),
+            password: password.to_string(),
         })
         .send()
         .await
-        .with_context(|| format!("cannot reach {}", conn.server))?;
+        .with_context(|| format!("cannot reach {server}"))?;
     if !res.status().is_success() {
-        anyhow::bail!(
-            "signing in as {} failed: {}",
-            conn.username,
-            refusal(res).await
-        );
+        anyhow::bail!("signing in as {username} failed: {}", refusal(res).await);
     }
     res.json()
         .await
@@ -83,50 +92,5 @@ pub async fn refusal(res: reqwest::Response) -> String {
     match res.json::<ErrorBody>().await {
         Ok(body) => format!("{} ({status})", body.message),
         Err(_) => status.to_string(),
-    }
-}
-
-/// Whether a request that got `status` may be tried again: server errors, 408 and 429.
-pub fn retryable(status: reqwest::StatusCode) -> bool {
-    status.is_server_error() || status.as_u16() == 408 || status.as_u16() == 429
-}
-
-/// Jittered exponential backoff: the wait before attempt `attempt` (1-based), from `base`
-/// doubling up to `max`, each wait a random 50–100 % of that (so clients that dropped together
-/// do not come back together).
-pub fn backoff(attempt: u32, base: Duration, max: Duration) -> Duration {
-    let full = base
-        .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
-        .min(max);
-    let mut byte = [0u8; 1];
-    let _ = getrandom::getrandom(&mut byte);
-    full.mul_f64(0.5 + f64::from(byte[0]) / 510.0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_with_jitter_and_caps() {
-        let (base, max) = (Duration::from_millis(100), Duration::from_secs(5));
-        for attempt in 1..=20 {
-            let full = (base * 2u32.pow((attempt - 1).min(16))).min(max);
-            let wait = backoff(attempt, base, max);
-            assert!(
-                wait >= full / 2 && wait <= full,
-                "attempt {attempt}: {wait:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn only_server_errors_408_and_429_are_retried() {
-        use reqwest::StatusCode;
-        assert!(retryable(StatusCode::SERVICE_UNAVAILABLE));
-        assert!(retryable(StatusCode::TOO_MANY_REQUESTS));
-        assert!(retryable(StatusCode::REQUEST_TIMEOUT));
-        assert!(!retryable(StatusCode::BAD_REQUEST));
-        assert!(!retryable(StatusCode::FORBIDDEN));
     }
 }

@@ -28,8 +28,7 @@ use anyhow::Context;
 use eventsource_stream::Eventsource;
 use futures::StreamExt;
 
-use super::{backoff, http_client, refusal, retryable};
-use crate::protocol::AuthRequest;
+use super::{backoff, http_client, refusal, retryable, sign_in};
 
 /// `tidings tail`: follow an SSE stream, resuming after drops and restarts.
 #[derive(Clone, Debug, clap::Args)]
@@ -92,23 +91,9 @@ pub async fn run(args: TailArgs) -> anyhow::Result<u64> {
     if let Some(username) = &args.username {
         let password = args
             .password
-            .clone()
+            .as_deref()
             .context("--username needs --password (or TIDINGS_PASSWORD)")?;
-        let res = client
-            .post(format!(
-                "{}/api/auth/login",
-                args.server.trim_end_matches('/')
-            ))
-            .json(&AuthRequest {
-                username: username.clone(),
-                password,
-            })
-            .send()
-            .await
-            .with_context(|| format!("cannot reach {}", args.server))?;
-        if !res.status().is_success() {
-            anyhow::bail!("signing in as {username} failed: {}", refusal(res).await);
-        }
+        sign_in(&client, &args.server, username, password).await?;
     }
     let mut last_id = match (&args.last_event_id, &args.state_file) {
         (Some(id), _) => Some(id.clone()),
@@ -190,7 +175,7 @@ async fn follow(
     }
     if !status.is_success() {
         let sentence = refusal(res).await;
-        if retryable(status) {
+        if retryable(status.as_u16()) {
             return Ok(Ended::Again {
                 delivered: false,
                 why: format!("the server answered {sentence}"),

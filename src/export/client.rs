@@ -13,9 +13,12 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{AbortSignal, ReadableStreamDefaultReader};
 
-use crate::protocol::{
-    ndjson::{Line, LineDecoder},
-    ErrorBody, ExportCount, ExportLineRef, ExportQuery, ExportTrailer,
+use crate::{
+    fetch::{refusal, UNREACHABLE},
+    protocol::{
+        ndjson::{Line, LineDecoder},
+        ExportCount, ExportLineRef, ExportQuery, ExportTrailer,
+    },
 };
 
 /// Rows the page keeps for display (the latest ones).
@@ -56,18 +59,6 @@ pub enum StreamEnd {
     Dropped(String),
     /// The server refused, or sent something wrong: the sentence to show.
     Failed(String),
-}
-
-/// What the page shows when the server cannot be reached at all.
-const UNREACHABLE: &str = "The server could not be reached. Check your connection and try again.";
-
-/// The server's sentence for a refused request.
-async fn refusal(response: gloo_net::http::Response) -> String {
-    let status = response.status();
-    match response.json::<ErrorBody>().await {
-        Ok(body) => body.message,
-        Err(_) => format!("The server answered with status {status}."),
-    }
 }
 
 /// `GET /api/audit/count` for the same query.

@@ -4,29 +4,20 @@
 //!
 //! Compiled everywhere so the view needs no `cfg`; only ever called in the browser.
 
-use gloo_net::http::{Request, Response};
+use gloo_net::http::Request;
 use wasm_bindgen::{closure::Closure, JsCast};
 use web_sys::{EventSource, MessageEvent};
 
-use crate::protocol::{
-    jobs::{CreateJob, ImportRequest, JobCreated, JobEvent, JobEventData, JobEventKind, JobStatus},
-    ErrorBody,
+use crate::{
+    fetch::{post_json, refusal, UNREACHABLE},
+    protocol::jobs::{
+        CreateJob, ImportRequest, JobCreated, JobEvent, JobEventData, JobEventKind, JobStatus,
+    },
 };
-
-/// What the page shows when the server cannot be reached at all.
-const UNREACHABLE: &str = "The server could not be reached. Check your connection and try again.";
-
-async fn refusal(response: Response) -> String {
-    let status = response.status();
-    match response.json::<ErrorBody>().await {
-        Ok(body) => body.message,
-        Err(_) => format!("The server answered with status {status}."),
-    }
-}
 
 /// `POST /api/jobs`.
 pub async fn create(request: &CreateJob) -> Result<JobCreated, String> {
-    post_job("/api/jobs", request).await
+    post_json("/api/jobs", request).await
 }
 
 /// `POST /api/audit/import`.
@@ -34,24 +25,7 @@ pub async fn import(source: &str) -> Result<JobCreated, String> {
     let request = ImportRequest {
         source: source.to_string(),
     };
-    post_job("/api/audit/import", &request).await
-}
-
-/// `POST path` with a JSON body that creates a job (201).
-async fn post_job<T: serde::Serialize>(path: &str, body: &T) -> Result<JobCreated, String> {
-    let response = Request::post(path)
-        .json(body)
-        .map_err(|e| e.to_string())?
-        .send()
-        .await
-        .map_err(|_| UNREACHABLE.to_string())?;
-    if response.status() != 201 {
-        return Err(refusal(response).await);
-    }
-    response
-        .json()
-        .await
-        .map_err(|_| "The server sent an answer this page does not understand.".into())
+    post_json("/api/audit/import", &request).await
 }
 
 /// `POST /api/jobs/{id}/cancel`.

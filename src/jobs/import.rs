@@ -36,7 +36,7 @@ use crate::{
         ndjson::{LineDecoder, DEFAULT_MAX_LINE},
         ExportLineRef,
     },
-    server::{clock, ApiError, AppState, CurrentUser},
+    server::{clock, retry, ApiError, AppState, CurrentUser},
 };
 
 /// Rows inserted per batch (and per progress event).
@@ -289,7 +289,11 @@ async fn retry_or_fail(
         *failures + 1
     );
     run.emit(JobEventKind::Warning, &message, false).await;
-    let wait = Duration::from_millis(500 << (*failures).min(5)).min(Duration::from_secs(10));
+    let wait = retry::backoff(
+        *failures,
+        Duration::from_millis(500),
+        Duration::from_secs(10),
+    );
     if let Some(stop) = run.pause(wait).await {
         run.stopped(stop).await;
         return false;
@@ -430,7 +434,7 @@ async fn attempt(
     let status = res.status();
     if !status.is_success() {
         let why = format!("The source answered {status}.");
-        return if status.is_server_error() || status.as_u16() == 408 || status.as_u16() == 429 {
+        return if retry::retryable(status.as_u16()) {
             Attempt::Retry(why)
         } else {
             Attempt::Fatal(why)

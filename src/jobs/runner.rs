@@ -30,7 +30,7 @@ use crate::{
     protocol::jobs::{CreateJob, JobEventData, JobEventKind, JobState},
     server::{
         bus::{Bus, Envelope},
-        clock,
+        clock, retry,
         storage::{
             jobs::{JobRow, NewJobEvent},
             Store,
@@ -67,7 +67,6 @@ pub struct Jobs {
 
 struct Inner {
     store: Store,
-    bus: Arc<dyn Bus>,
     /// Mints stream tokens (an import reading this server's own export).
     signer: Arc<Signer>,
     shutdown: Shutdown,
@@ -119,7 +118,6 @@ impl Jobs {
         let jobs = Self {
             inner: Arc::new(Inner {
                 store: store.clone(),
-                bus: bus.clone(),
                 signer,
                 shutdown: shutdown.clone(),
                 instance,
@@ -150,16 +148,6 @@ impl Jobs {
             tracker.spawn(async move { starter.sweep().await });
         });
         jobs
-    }
-
-    /// The database behind the queue.
-    pub fn store(&self) -> &Store {
-        &self.inner.store
-    }
-
-    /// The bus the events go out on.
-    pub fn bus(&self) -> &Arc<dyn Bus> {
-        &self.inner.bus
     }
 
     /// Wakes a worker for a newly queued job.
@@ -554,7 +542,8 @@ async fn write_events(
                     if shutdown.is_triggered() && attempt >= 3 {
                         break;
                     }
-                    let wait = Duration::from_millis(100 << attempt.min(6));
+                    let wait =
+                        retry::backoff(attempt, Duration::from_millis(100), Duration::from_secs(5));
                     tokio::select! {
                         _ = tokio::time::sleep(wait) => {}
                         _ = shutdown.cancelled(), if attempt >= 3 => break,
@@ -579,51 +568,31 @@ async fn write_events(
     }
 }
 
-/// The demo job's parameters, checked by the route before it is queued.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DemoParams {
-    pub steps: i64,
-    pub step_ms: i64,
-    pub warn_at: Vec<i64>,
-    pub fail_at: Option<i64>,
-}
-
-impl DemoParams {
-    /// Reads them back from a stored request.
-    pub fn from_request(request: &CreateJob) -> Self {
-        Self {
-            steps: request.steps.unwrap_or(20),
-            step_ms: request.step_ms.unwrap_or(250),
-            warn_at: request.warn_at.clone(),
-            fail_at: request.fail_at,
-        }
-    }
-}
-
 /// The demo job: `steps` steps of `stepMs` each, a `warning` at each `warnAt` step, failing at
 /// `failAt`. Its checkpoint is the last step done, so a restart continues from there.
 async fn run_demo(run: &mut Run) {
-    let request: CreateJob = serde_json::from_str(&run.job.params).unwrap_or_default();
-    let p = DemoParams::from_request(&request);
-    run.job.total = p.steps;
+    // The request was checked by the route before it was queued.
+    let p: CreateJob = serde_json::from_str(&run.job.params).unwrap_or_default();
+    let steps = p.steps();
+    run.job.total = steps;
     let done: i64 = run.job.checkpoint.parse().unwrap_or(0);
     run.job.step = done;
     if run.resuming() {
         let message = format!(
             "The server restarted; continuing after step {done} of {}.",
-            p.steps
+            steps
         );
         run.emit(JobEventKind::Warning, &message, false).await;
     } else {
         run.emit(JobEventKind::Started, "Started.", false).await;
     }
-    for step in done + 1..=p.steps {
-        if let Some(stop) = run.pause(Duration::from_millis(p.step_ms as u64)).await {
+    for step in done + 1..=steps {
+        if let Some(stop) = run.pause(Duration::from_millis(p.step_ms() as u64)).await {
             return run.stopped(stop).await;
         }
         run.job.step = step;
         if p.fail_at == Some(step) {
-            let message = format!("Step {step} of {} failed (failAt).", p.steps);
+            let message = format!("Step {step} of {steps} failed (failAt).");
             return run.finish(JobEventKind::Failed, &message).await;
         }
         if p.warn_at.contains(&step) {
@@ -633,9 +602,9 @@ async fn run_demo(run: &mut Run) {
         // The checkpoint moves with the progress event: a restart between the two redoes
         // the step rather than skipping its progress event.
         run.job.checkpoint = step.to_string();
-        let message = format!("Step {step} of {} done.", p.steps);
+        let message = format!("Step {step} of {steps} done.");
         run.emit(JobEventKind::Progress, &message, false).await;
     }
-    let message = format!("All {} steps done.", p.steps);
+    let message = format!("All {steps} steps done.");
     run.finish(JobEventKind::Complete, &message).await;
 }

@@ -71,11 +71,11 @@ fn bad(param: &str, message: impl std::fmt::Display) -> ApiError {
 
 /// Checks a demo request; returns the number of steps.
 fn check_demo(body: &CreateJob) -> Result<i64, ApiError> {
-    let steps = body.steps.unwrap_or(20);
+    let steps = body.steps();
     if !(1..=i64::from(STEPS_MAX)).contains(&steps) {
         return Err(bad("steps", format!("must be from 1 to {STEPS_MAX}.")));
     }
-    let step_ms = body.step_ms.unwrap_or(250);
+    let step_ms = body.step_ms();
     if !(0..=i64::from(STEP_MS_MAX)).contains(&step_ms) {
         return Err(bad("stepMs", format!("must be from 0 to {STEP_MS_MAX}.")));
     }

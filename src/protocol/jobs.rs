@@ -34,6 +34,18 @@ pub struct CreateJob {
     pub source: Option<String>,
 }
 
+impl CreateJob {
+    /// A demo job's number of steps (the default when not given).
+    pub fn steps(&self) -> i64 {
+        self.steps.unwrap_or(i64::from(STEPS_DEFAULT))
+    }
+
+    /// A demo job's time per step in ms (the default when not given).
+    pub fn step_ms(&self) -> i64 {
+        self.step_ms.unwrap_or(i64::from(STEP_MS_DEFAULT))
+    }
+}
+
 /// `201` answer to `POST /api/jobs` (and `POST /api/audit/import`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -117,13 +117,9 @@ impl LocalBus {
 
 impl Bus for LocalBus {
     fn publish(&self, message: Envelope) {
-        let mut topics = self.topics.lock().expect("bus lock");
-        if let Some(tx) = topics.get(&message.topic) {
-            let topic = message.topic.clone();
-            if tx.send(Arc::new(message)).is_err() {
-                // Nobody listens any more: forget the topic so the map stays small.
-                topics.remove(&topic);
-            }
+        // A topic without subscribers is not in the map (the last one leaving removes it).
+        if let Some(tx) = self.topics.lock().expect("bus lock").get(&message.topic) {
+            let _ = tx.send(Arc::new(message));
         }
     }
 

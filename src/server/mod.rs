@@ -14,6 +14,7 @@ pub mod health;
 pub mod identity;
 pub mod limiter;
 pub mod origin;
+pub mod retry;
 pub mod shutdown;
 pub mod sse;
 pub mod state;
