@@ -12,9 +12,11 @@ use leptos_router::{
 
 use crate::{
     auth::{LoginPage, Session, SignupPage, UserMenu},
+    chat::ChatPage,
     export::ExportPage,
     guide::HomePage,
     jobs::JobsPage,
+    notify::{NotifyPage, Toasts},
 };
 
 /// The document around the app; rendered on the server for every page.
@@ -39,7 +41,13 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
 }
 
 /// The pages that exist, in header order.
-const NAV: &[(&str, &str)] = &[("/", "Guide"), ("/export", "Export"), ("/jobs", "Jobs")];
+const NAV: &[(&str, &str)] = &[
+    ("/", "Guide"),
+    ("/export", "Export"),
+    ("/jobs", "Jobs"),
+    ("/chat", "Chat"),
+    ("/notifications", "Notify"),
+];
 
 /// The application: session, header, routes.
 #[component]
@@ -73,8 +81,11 @@ pub fn App() -> impl IntoView {
                     <Route path=StaticSegment("signup") view=SignupPage ssr=SsrMode::InOrder/>
                     <Route path=StaticSegment("export") view=ExportPage ssr=SsrMode::InOrder/>
                     <Route path=StaticSegment("jobs") view=JobsPage ssr=SsrMode::InOrder/>
+                    <Route path=StaticSegment("chat") view=ChatPage ssr=SsrMode::InOrder/>
+                    <Route path=StaticSegment("notifications") view=NotifyPage ssr=SsrMode::InOrder/>
                 </Routes>
             </main>
+            <Toasts/>
             <footer>
                 "Tidings: polling, HTTP streaming, Server-Sent Events and WebSockets, in Rust."
             </footer>

@@ -7,7 +7,9 @@
 //! - `app`: the HTML shell, `<App/>`, the page routes.
 //! - features, each with its view, browser client and (ssr) server half:
 //!   `auth` (accounts, sessions, stream tokens), `guide` (the home page's decision guide),
-//!   `export` (the audit log streamed as NDJSON or CSV, its viewer, its seeding command).
+//!   `export` (the audit log streamed as NDJSON or CSV, its viewer, its seeding command),
+//!   `jobs` (durable jobs watched over SSE or polling), `chat` (rooms over WebSocket, SSE +
+//!   POST and polling, with presence), `notify` (admin notifications shown as toasts).
 //! - `cli` (ssr): the command-line clients (`tidings export`), beside the features.
 //! - `server` (ssr): infrastructure that knows no feature: config, state, storage, errors,
 //!   identity, origin checks, shutdown, health, logging.
@@ -20,12 +22,14 @@
 
 pub mod app;
 pub mod auth;
+pub mod chat;
 #[cfg(feature = "ssr")]
 pub mod cli;
 pub mod export;
 pub mod fetch;
 pub mod guide;
 pub mod jobs;
+pub mod notify;
 pub mod protocol;
 #[cfg(feature = "ssr")]
 pub mod routes;

@@ -34,6 +34,9 @@ async fn main() -> std::process::ExitCode {
         Export(tidings::cli::export::ExportArgs),
         /// Follow a Server-Sent Events stream (a job, or any SSE URL), resuming after drops.
         Tail(tidings::cli::tail::TailArgs),
+        /// Chat in a room over the WebSocket: type to send, `/join <room>`, `/quit`;
+        /// reconnects and resumes by itself.
+        Chat(tidings::cli::chat::ChatArgs),
     }
 
     let _ = dotenvy::dotenv();
@@ -43,6 +46,7 @@ async fn main() -> std::process::ExitCode {
         Command::Seed { audit_rows } => seed(audit_rows).await,
         Command::Export(args) => tidings::cli::export::run(args).await.map(|_| ()),
         Command::Tail(args) => tidings::cli::tail::run(args).await.map(|_| ()),
+        Command::Chat(args) => tidings::cli::chat::run(args).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

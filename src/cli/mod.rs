@@ -5,6 +5,8 @@
 //!   ([`export`]).
 //! - `tidings tail`: follows any Server-Sent Events URL, resuming with `Last-Event-ID` after
 //!   drops and restarts ([`tail`]).
+//! - `tidings chat`: a terminal chat over the WebSocket (tokio-tungstenite) that reconnects
+//!   and resumes after the last message shown ([`chat`]).
 //!
 //! Shared here: the HTTP client, signing in, and the refusal sentence. The retry policy
 //! every consumer follows (jittered exponential backoff; 4xx other than 408 and 429 are final)
@@ -13,6 +15,7 @@
 //! Tests: `tests/export_cli.rs` and `tests/tail_cli.rs` run the real binary through a proxy
 //! that cuts its connection; the retry policy's unit tests are in `server::retry`.
 
+pub mod chat;
 pub mod export;
 pub mod tail;
 

@@ -554,12 +554,7 @@ async fn write_events(
         for write in batch.drain(..) {
             if stored {
                 let e = write.event;
-                bus.publish(Envelope {
-                    topic: topic(e.job_id),
-                    id: e.id,
-                    kind: e.event,
-                    data: e.data,
-                });
+                bus.publish(Envelope::new(topic(e.job_id), e.id, e.event, e.data));
             }
             if let Some(done) = write.done {
                 let _ = done.send(stored);

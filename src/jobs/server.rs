@@ -297,37 +297,6 @@ async fn cancel(
     }
 }
 
-/// The client's last event id: the `Last-Event-ID` header (what EventSource sends when it
-/// reconnects), else the `lastEventId` query parameter, else 0.
-fn last_event_id(headers: &HeaderMap, query: &[(String, String)]) -> Result<i64, ApiError> {
-    let parse = |name: &str, value: &str| -> Result<i64, ApiError> {
-        let value = value.trim();
-        if value.is_empty() {
-            return Ok(0);
-        }
-        value
-            .parse::<i64>()
-            .ok()
-            .filter(|n| *n >= 0)
-            .ok_or_else(|| {
-                bad(
-                    name,
-                    format!("must be an event id (a whole number ≥ 0), not {value:?}."),
-                )
-            })
-    };
-    if let Some(v) = headers.get("last-event-id") {
-        let v = v
-            .to_str()
-            .map_err(|_| bad("Last-Event-ID", "must be an event id."))?;
-        return parse("Last-Event-ID", v);
-    }
-    match query.iter().find(|(k, _)| k == "lastEventId") {
-        Some((_, v)) => parse("lastEventId", v),
-        None => Ok(0),
-    }
-}
-
 /// `GET /api/jobs/{id}/events`: see the module docs.
 async fn events(
     State(state): State<AppState>,
@@ -336,7 +305,7 @@ async fn events(
     headers: HeaderMap,
     Query(query): Query<Vec<(String, String)>>,
 ) -> Result<Response, ApiError> {
-    let after = last_event_id(&headers, &query)?;
+    let after = sse::last_event_id(&headers, &query)?.unwrap_or(0);
     let job = visible_job(&state, &user.0, &id).await?;
     let finished = JobState::parse(&job.status).is_some_and(JobState::is_final);
     if finished && after > 0 && after >= job.last_event_id {
@@ -368,7 +337,7 @@ async fn events(
                 match received {
                     Received::Message(m) if m.id <= last => {}
                     Received::Message(m) if m.id == last + 1 => {
-                        let event = Event::new(m.data.clone()).id(m.id).name(&m.kind);
+                        let event = Event::new(m.text()).id(m.id).name(&m.kind);
                         if tx.send(&event).await.is_err() || is_terminal(&m.kind) {
                             return;
                         }
@@ -494,17 +463,4 @@ mod tests {
         }
     }
 
-    #[test]
-    fn last_event_id_comes_from_the_header_or_the_query() {
-        let mut h = HeaderMap::new();
-        let q = |v: &str| vec![("lastEventId".to_string(), v.to_string())];
-        assert_eq!(last_event_id(&h, &[]).unwrap(), 0);
-        assert_eq!(last_event_id(&h, &q("7")).unwrap(), 7);
-        h.insert("last-event-id", HeaderValue::from_static("9"));
-        assert_eq!(last_event_id(&h, &q("7")).unwrap(), 9, "the header wins");
-        h.insert("last-event-id", HeaderValue::from_static("nine"));
-        let e = last_event_id(&h, &[]).unwrap_err();
-        assert!(e.to_string().starts_with("`Last-Event-ID`"));
-        assert!(last_event_id(&HeaderMap::new(), &q("-1")).is_err());
-    }
 }

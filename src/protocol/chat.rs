@@ -107,11 +107,82 @@ pub enum ServerMsg {
 
 /// `GET /api/rooms/{room}/messages?after=&limit=`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct MessagePage {
     pub messages: Vec<ChatMessage>,
     /// Set when `after` is older than the kept history (the contract's `"gap":true`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub gap: bool,
+    /// The room's members now (pollers see presence by comparing).
+    #[serde(default)]
+    pub members: Vec<String>,
+    /// The newest id the poller has after this page: the next `after`.
+    #[serde(default)]
+    pub last_id: i64,
+}
+
+/// Polled messages per request by default, and at most.
+pub const POLL_LIMIT_DEFAULT: i64 = 100;
+pub const POLL_LIMIT_MAX: i64 = 1000;
+
+/// One room in `GET /api/rooms`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoomInfo {
+    pub name: String,
+    /// The newest message id (0: none yet).
+    pub last_id: i64,
+    /// Members present now.
+    pub members: u32,
+}
+
+/// `GET /api/rooms`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomList {
+    pub rooms: Vec<RoomInfo>,
+}
+
+/// The `/chat` page's first render: who is signed in, the rooms, and the open room's
+/// members and recent history; the live connection continues after `last_id`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChatSnapshot {
+    pub user: Option<String>,
+    pub admin: bool,
+    pub rooms: Vec<RoomInfo>,
+    pub room: String,
+    pub members: Vec<String>,
+    pub history: Vec<ChatMessage>,
+    pub last_id: i64,
+}
+
+/// The room every user starts in.
+pub const DEFAULT_ROOM: &str = "general";
+
+/// The notification kinds (contract, "Notifications").
+pub const NOTIFICATION_KINDS: [&str; 3] = ["info", "deploy", "maintenance"];
+/// Longest notification message, in characters.
+pub const NOTIFICATION_MAX_CHARS: usize = 500;
+
+/// `POST /api/notifications` body.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SendNotification {
+    pub kind: String,
+    pub message: String,
+    /// Shown above the message; defaults to the kind's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+}
+
+/// `POST /api/notifications` reply.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NotificationSent {
+    pub sent: bool,
+    /// Live WebSocket and SSE connections (of every stream) it went out to.
+    pub connection_count: u64,
+    pub notification: Notification,
 }
 
 /// `POST /api/rooms/{room}/messages` body.
@@ -239,10 +310,12 @@ mod tests {
         let page = MessagePage {
             messages: vec![],
             gap: false,
+            members: vec!["alice".into()],
+            last_id: 4,
         };
         assert_eq!(
             serde_json::to_value(&page).unwrap(),
-            json!({"messages": []})
+            json!({"messages": [], "members": ["alice"], "lastId": 4})
         );
     }
 

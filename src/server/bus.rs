@@ -18,19 +18,58 @@ use std::{
     sync::{Arc, Mutex},
 };
 
+use bytes::Bytes;
 use tokio::sync::broadcast;
 
-/// Messages a subscriber may fall behind by before it is told it lagged.
-pub const SUBSCRIBER_QUEUE: usize = 256;
+/// Messages a subscriber may fall behind by before it is told it lagged (one shared ring per
+/// topic, so this costs a slot per message, not per subscriber: a second of a busy room).
+pub const SUBSCRIBER_QUEUE: usize = 1024;
 
-/// One message on a topic: the stored id it was given, its kind (an SSE event name or a
-/// WebSocket message type) and its JSON data.
+/// The topic every notification goes to (contract, "Notifications").
+pub const NOTIFICATIONS: &str = "notifications";
+
+/// One message on a topic: the stored id it was given (0 for messages that are not stored,
+/// such as presence), its kind (an SSE event name or a WebSocket message type) and its JSON
+/// data.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Envelope {
     pub topic: String,
     pub id: i64,
     pub kind: String,
-    pub data: String,
+    /// UTF-8 JSON, held as `Bytes` so a thousand WebSocket frames can share one copy.
+    #[serde(with = "text_bytes")]
+    pub data: Bytes,
+}
+
+impl Envelope {
+    /// A message of `kind` on `topic` with stored id `id` and JSON `data`.
+    pub fn new(topic: impl Into<String>, id: i64, kind: impl Into<String>, data: String) -> Self {
+        Self {
+            topic: topic.into(),
+            id,
+            kind: kind.into(),
+            data: Bytes::from(data),
+        }
+    }
+
+    /// The data as text (it is always built from a `String`).
+    pub fn text(&self) -> &str {
+        std::str::from_utf8(&self.data).unwrap_or_default()
+    }
+}
+
+/// Serializes `Bytes` as a JSON string (for buses that carry envelopes as JSON).
+mod text_bytes {
+    use bytes::Bytes;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(data: &Bytes, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(std::str::from_utf8(data).map_err(serde::ser::Error::custom)?)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Bytes, D::Error> {
+        Ok(Bytes::from(String::deserialize(d)?))
+    }
 }
 
 /// What a subscriber receives next.
@@ -71,6 +110,17 @@ impl Subscription {
             Ok(m) => Received::Message(m),
             Err(broadcast::error::RecvError::Lagged(n)) => Received::Lagged(n),
             Err(broadcast::error::RecvError::Closed) => Received::Closed,
+        }
+    }
+
+    /// The next message if one is waiting now (for writing a burst at once), else `None`.
+    pub fn try_recv(&mut self) -> Option<Received> {
+        use broadcast::error::TryRecvError;
+        match self.rx.as_mut()?.try_recv() {
+            Ok(m) => Some(Received::Message(m)),
+            Err(TryRecvError::Empty) => None,
+            Err(TryRecvError::Lagged(n)) => Some(Received::Lagged(n)),
+            Err(TryRecvError::Closed) => Some(Received::Closed),
         }
     }
 }
@@ -140,12 +190,7 @@ mod tests {
     use super::*;
 
     fn msg(topic: &str, id: i64) -> Envelope {
-        Envelope {
-            topic: topic.into(),
-            id,
-            kind: "progress".into(),
-            data: "{}".into(),
-        }
+        Envelope::new(topic, id, "progress", "{}".into())
     }
 
     #[tokio::test]

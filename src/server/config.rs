@@ -42,6 +42,39 @@ pub struct Config {
     /// browser reconnects with `Last-Event-ID`, so no connection is pinned to one instance
     /// (or one proxy) forever. The end-to-end tests set it short to exercise reconnects.
     pub sse_max: Duration,
+    /// Chat tuning (rooms, presence, WebSocket health); see [`ChatConfig`].
+    pub chat: ChatConfig,
+}
+
+/// How the chat behaves. Defaults suit people; tests shorten the waits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChatConfig {
+    /// `TIDINGS_CHAT_RATE` (default 10): messages a user may send per second (the contract's
+    /// `Slow down.` limit). Load tests that need one user to send more may raise it.
+    pub rate_per_second: u32,
+    /// `TIDINGS_CHAT_HISTORY` (default 1000): messages a room keeps.
+    pub history: i64,
+    /// `TIDINGS_PRESENCE_GRACE_MS` (default 5000): how long after a user's last connection
+    /// closes before the room hears `left` (a reload reconnects well within it).
+    pub presence_grace: Duration,
+    /// `TIDINGS_WS_PING_MS` (default 20000): a WebSocket is pinged after this long without
+    /// traffic, and closed when nothing arrives for twice as long (a vanished peer).
+    pub ping_interval: Duration,
+    /// `TIDINGS_SLOW_CLIENT_MS` (default 10000): a socket that takes longer than this to accept
+    /// one batch of writes is closed as too slow (it would otherwise hold its queue forever).
+    pub slow_client: Duration,
+}
+
+impl Default for ChatConfig {
+    fn default() -> Self {
+        Self {
+            rate_per_second: 10,
+            history: 1000,
+            presence_grace: Duration::from_secs(5),
+            ping_interval: Duration::from_secs(20),
+            slow_client: Duration::from_secs(10),
+        }
+    }
 }
 
 /// How the audit export reads an SQLite database (PostgreSQL always goes through sqlx).
@@ -110,6 +143,35 @@ impl Config {
             },
             import_sources: split_list(var("TIDINGS_IMPORT_SOURCES").as_deref()),
             sse_max: seconds("TIDINGS_SSE_MAX_SECS", 600)?,
+            chat: {
+                let d = ChatConfig::default();
+                let number = |name: &str, default: u64, max: u64| -> anyhow::Result<u64> {
+                    match var(name) {
+                        None => Ok(default),
+                        Some(v) => v
+                            .trim()
+                            .parse::<u64>()
+                            .ok()
+                            .filter(|n| (1..=max).contains(n))
+                            .ok_or_else(|| {
+                                anyhow::anyhow!(
+                                    "{name} must be a whole number from 1 to {max}, not {v:?}"
+                                )
+                            }),
+                    }
+                };
+                let ms = |name: &str, default: Duration| -> anyhow::Result<Duration> {
+                    number(name, default.as_millis() as u64, 3_600_000).map(Duration::from_millis)
+                };
+                ChatConfig {
+                    rate_per_second: number("TIDINGS_CHAT_RATE", d.rate_per_second.into(), 100_000)?
+                        as u32,
+                    history: number("TIDINGS_CHAT_HISTORY", d.history as u64, 1_000_000)? as i64,
+                    presence_grace: ms("TIDINGS_PRESENCE_GRACE_MS", d.presence_grace)?,
+                    ping_interval: ms("TIDINGS_WS_PING_MS", d.ping_interval)?,
+                    slow_client: ms("TIDINGS_SLOW_CLIENT_MS", d.slow_client)?,
+                }
+            },
         })
     }
 
@@ -126,6 +188,10 @@ impl Config {
             job_workers: Some(4),
             import_sources: Vec::new(),
             sse_max: Duration::from_secs(600),
+            chat: ChatConfig {
+                presence_grace: Duration::from_millis(300),
+                ..ChatConfig::default()
+            },
         }
     }
 }

@@ -51,6 +51,9 @@ pub enum ApiError {
     /// 429: too many attempts; retry after the given seconds.
     #[error("Too many failed attempts. Try again in {0} seconds.")]
     RateLimited(u64),
+    /// 429: sending faster than a per-user limit allows (the chat's `Slow down.`).
+    #[error("{0}")]
+    SlowDown(String),
     /// 503: a dependency (the database) does not answer.
     #[error("{0}")]
     Unavailable(String),
@@ -81,7 +84,7 @@ impl ApiError {
             Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::RateLimited(_) | Self::SlowDown(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -102,6 +105,7 @@ impl ApiError {
             Self::PayloadTooLarge => "payload_too_large",
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::RateLimited(_) => "rate_limited",
+            Self::SlowDown(_) => "slow_down",
             Self::Unavailable(_) => "unavailable",
             Self::Internal(_) => "internal",
         }

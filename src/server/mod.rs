@@ -17,6 +17,7 @@ pub mod origin;
 pub mod retry;
 pub mod shutdown;
 pub mod sse;
+pub mod ws;
 pub mod state;
 pub mod storage;
 pub mod telemetry;

@@ -31,13 +31,13 @@ use std::{
 
 use axum::{
     body::Body,
-    http::{header, HeaderValue, StatusCode},
+    http::{header, HeaderMap, HeaderValue, StatusCode},
     response::{IntoResponse, Response},
 };
 use bytes::Bytes;
 use tokio::{sync::mpsc, time::Instant};
 
-use super::Shutdown;
+use super::{ApiError, Shutdown};
 
 /// The comment that keeps an idle stream (and the proxies on its way) alive.
 pub const KEEP_ALIVE: &[u8] = b": keep-alive\n\n";
@@ -326,9 +326,60 @@ fn body(
     })
 }
 
+/// The client's last event id: the `Last-Event-ID` header (what EventSource sends when it
+/// reconnects), else the `lastEventId` query parameter (what a page passes on its first
+/// connect, continuing from what it rendered), else `None`. A malformed one is a 400 naming
+/// where it came from.
+pub fn last_event_id(
+    headers: &HeaderMap,
+    query: &[(String, String)],
+) -> Result<Option<i64>, ApiError> {
+    let parse = |name: &str, value: &str| -> Result<Option<i64>, ApiError> {
+        let value = value.trim();
+        if value.is_empty() {
+            return Ok(None);
+        }
+        value
+            .parse::<i64>()
+            .ok()
+            .filter(|n| *n >= 0)
+            .map(Some)
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_parameter",
+                    format!("`{name}` must be an event id (a whole number ≥ 0), not {value:?}."),
+                )
+            })
+    };
+    if let Some(v) = headers.get("last-event-id") {
+        let v = v.to_str().map_err(|_| {
+            ApiError::bad_request("invalid_parameter", "`Last-Event-ID` must be an event id.")
+        })?;
+        return parse("Last-Event-ID", v);
+    }
+    match query.iter().find(|(k, _)| k == "lastEventId") {
+        Some((_, v)) => parse("lastEventId", v),
+        None => Ok(None),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn last_event_id_comes_from_the_header_or_the_query() {
+        let mut h = HeaderMap::new();
+        let q = |v: &str| vec![("lastEventId".to_string(), v.to_string())];
+        assert_eq!(last_event_id(&h, &[]).unwrap(), None);
+        assert_eq!(last_event_id(&h, &q("7")).unwrap(), Some(7));
+        h.insert("last-event-id", HeaderValue::from_static("9"));
+        assert_eq!(last_event_id(&h, &q("7")).unwrap(), Some(9), "the header wins");
+        h.insert("last-event-id", HeaderValue::from_static("nine"));
+        let e = last_event_id(&h, &[]).unwrap_err();
+        assert!(e.to_string().starts_with("`Last-Event-ID`"));
+        assert!(last_event_id(&HeaderMap::new(), &q("-1")).is_err());
+    }
     use eventsource_stream::Eventsource;
     use futures::StreamExt;
 

@@ -10,6 +10,7 @@
 //! Tests: `cargo test --features ssr server::storage` runs against a temporary SQLite file.
 
 pub mod audit_pages;
+pub mod chat;
 pub mod jobs;
 
 use std::{

@@ -1,0 +1,479 @@
+//! The `/chat` page's browser half: one room followed over one of three transports, with
+//! reconnect and resume.
+//!
+//! A [`Link`] opens the chosen transport and keeps it open until dropped:
+//! - **WebSocket** (`/ws`): joins with `lastMessageId`, so a reconnect resumes exactly after
+//!   the last message shown; sends over the socket.
+//! - **SSE + POST**: an `EventSource` on `/api/rooms/{room}/events?lastEventId=…` (the browser
+//!   reconnects by itself and sends `Last-Event-ID`); sends with `POST`.
+//! - **Polling**: `GET /api/rooms/{room}/messages?after=…` every second; sends with `POST`.
+//!
+//! Whatever the transport, a message is passed on once (ids only rise), and a broken
+//! connection is retried with exponential backoff (1 s, 2 s, 4 s … 15 s) until the link is
+//! dropped. Compiled everywhere so the view needs no `cfg`; only ever called in the browser.
+
+use std::{
+    cell::{Cell, RefCell},
+    rc::{Rc, Weak},
+};
+
+use gloo_net::http::Request;
+use wasm_bindgen::{closure::Closure, JsCast};
+use web_sys::{CloseEvent, EventSource, MessageEvent, WebSocket};
+
+use crate::{
+    fetch::{post_json, refusal, UNREACHABLE},
+    protocol::chat::{
+        ChatGap, ChatMessage, ChatPresence, ClientMsg, MessagePage, PostMessage, ServerMsg,
+    },
+};
+
+/// How often the polling transport asks.
+const POLL_EVERY_MS: i32 = 1000;
+/// The longest wait between reconnect attempts.
+const BACKOFF_MAX_MS: i32 = 15_000;
+
+/// The three ways to follow a room.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    WebSocket,
+    Sse,
+    Polling,
+}
+
+impl Transport {
+    pub const ALL: [Transport; 3] = [Self::WebSocket, Self::Sse, Self::Polling];
+
+    /// The short name tests and the DOM use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::WebSocket => "ws",
+            Self::Sse => "sse",
+            Self::Polling => "poll",
+        }
+    }
+
+    /// What the switch says.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::WebSocket => "WebSocket",
+            Self::Sse => "SSE + POST",
+            Self::Polling => "Polling",
+        }
+    }
+}
+
+/// The state of the connection, for the status line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinkState {
+    Connecting,
+    Open,
+    /// Broken; the next attempt is in this many milliseconds.
+    Reconnecting(i32),
+}
+
+/// What the link tells the page.
+#[derive(Clone, Debug)]
+pub enum News {
+    State(LinkState),
+    /// In the room (again): its members, and the history since the last message (WebSocket).
+    Joined(Vec<String>),
+    /// A message newer than every one passed on before.
+    Message(ChatMessage),
+    Presence(ChatPresence),
+    Gap(ChatGap),
+    /// The room's members, as a poll saw them.
+    Members(Vec<String>),
+    /// Something the user should read (a refused message, a closed socket's reason).
+    Problem(String),
+}
+
+/// Waits `ms` milliseconds (a `setTimeout` as a future).
+pub async fn sleep(ms: i32) {
+    let promise = js_sys::Promise::new(&mut |resolve, _| {
+        if let Some(w) = web_sys::window() {
+            let _ = w.set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, ms);
+        }
+    });
+    let _ = wasm_bindgen_futures::JsFuture::from(promise).await;
+}
+
+/// The backoff before attempt `n` (0-based): 1 s, 2 s, 4 s … at most 15 s.
+fn backoff(attempt: u32) -> i32 {
+    (1000i32.saturating_mul(1 << attempt.min(4))).min(BACKOFF_MAX_MS)
+}
+
+type Listener = Closure<dyn FnMut(web_sys::Event)>;
+
+struct Inner {
+    transport: Transport,
+    room: String,
+    /// The newest message id passed on: resumes start after it, older ids are dropped.
+    last_id: Cell<i64>,
+    alive: Cell<bool>,
+    attempts: Cell<u32>,
+    news: Box<dyn Fn(News)>,
+    socket: RefCell<Option<(WebSocket, Vec<Listener>)>>,
+    source: RefCell<Option<(EventSource, Vec<Listener>)>>,
+}
+
+impl Inner {
+    fn tell(&self, news: News) {
+        if self.alive.get() {
+            (self.news)(news);
+        }
+    }
+
+    /// Passes `m` on if it is new.
+    fn message(&self, m: ChatMessage) {
+        if m.id > self.last_id.get() {
+            self.last_id.set(m.id);
+            self.tell(News::Message(m));
+        }
+    }
+
+    fn close_all(&self) {
+        if let Some((socket, _)) = self.socket.borrow_mut().take() {
+            socket.set_onopen(None);
+            socket.set_onmessage(None);
+            socket.set_onclose(None);
+            let _ = socket.close();
+        }
+        if let Some((source, _)) = self.source.borrow_mut().take() {
+            source.set_onopen(None);
+            source.set_onerror(None);
+            source.close();
+        }
+    }
+}
+
+/// One room followed over one transport; closed when dropped.
+pub struct Link {
+    inner: Rc<Inner>,
+}
+
+impl Link {
+    /// Starts following `room` after message `last_id` (0: the latest few).
+    pub fn open(
+        transport: Transport,
+        room: &str,
+        last_id: i64,
+        news: impl Fn(News) + 'static,
+    ) -> Self {
+        let inner = Rc::new(Inner {
+            transport,
+            room: room.to_string(),
+            last_id: Cell::new(last_id),
+            alive: Cell::new(true),
+            attempts: Cell::new(0),
+            news: Box::new(news),
+            socket: RefCell::new(None),
+            source: RefCell::new(None),
+        });
+        connect(&inner);
+        Self { inner }
+    }
+
+    /// A handle that sends on this link while it lives (for async send from the page).
+    pub fn sender(&self) -> LinkSender {
+        LinkSender {
+            inner: Rc::downgrade(&self.inner),
+        }
+    }
+}
+
+/// Sends on a [`Link`] while it is open.
+pub struct LinkSender {
+    inner: Weak<Inner>,
+}
+
+impl LinkSender {
+    /// Sends a message: over the socket, or with `POST` for the other transports.
+    pub async fn send(&self, text: &str) -> Result<(), String> {
+        let inner = self
+            .inner
+            .upgrade()
+            .ok_or_else(|| "The connection was closed; try again.".to_string())?;
+        if inner.transport == Transport::WebSocket {
+            let socket = inner.socket.borrow();
+            let open = socket
+                .as_ref()
+                .filter(|(s, _)| s.ready_state() == WebSocket::OPEN);
+            let Some((socket, _)) = open else {
+                return Err("Not connected yet; wait for the status to say connected.".into());
+            };
+            let frame = serde_json::to_string(&ClientMsg::ChatMessage {
+                text: text.to_string(),
+            })
+            .expect("serializable");
+            return socket
+                .send_with_str(&frame)
+                .map_err(|_| "The message could not be sent; try again.".to_string());
+        }
+        let body = PostMessage {
+            text: text.to_string(),
+        };
+        post_json::<_, ChatMessage>(&format!("/api/rooms/{}/messages", inner.room), &body)
+            .await?;
+        if inner.transport == Transport::Polling {
+            // Show it without waiting for the next tick.
+            poll_once(&inner).await;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        self.inner.alive.set(false);
+        self.inner.close_all();
+    }
+}
+
+fn connect(inner: &Rc<Inner>) {
+    if !inner.alive.get() {
+        return;
+    }
+    inner.tell(News::State(LinkState::Connecting));
+    let opened = match inner.transport {
+        Transport::WebSocket => open_socket(inner),
+        Transport::Sse => open_source(inner),
+        Transport::Polling => {
+            let weak = Rc::downgrade(inner);
+            leptos::task::spawn_local(poll_loop(weak));
+            Ok(())
+        }
+    };
+    if let Err(why) = opened {
+        inner.tell(News::Problem(why));
+        retry_later(inner);
+    }
+}
+
+/// Schedules the next attempt after the backoff.
+/// Called from the listeners themselves, so the old connection (and those listeners) is
+/// dropped in the task, after the listener has returned.
+fn retry_later(inner: &Rc<Inner>) {
+    let wait = backoff(inner.attempts.get());
+    inner.attempts.set(inner.attempts.get() + 1);
+    inner.tell(News::State(LinkState::Reconnecting(wait)));
+    let weak = Rc::downgrade(inner);
+    leptos::task::spawn_local(async move {
+        if let Some(inner) = weak.upgrade() {
+            inner.close_all();
+        }
+        sleep(wait).await;
+        if let Some(inner) = weak.upgrade() {
+            connect(&inner);
+        }
+    });
+}
+
+fn listener(weak: &Weak<Inner>, f: impl Fn(&Rc<Inner>, web_sys::Event) + 'static) -> Listener {
+    let weak = weak.clone();
+    Closure::new(move |e: web_sys::Event| {
+        if let Some(inner) = weak.upgrade() {
+            if inner.alive.get() {
+                f(&inner, e);
+            }
+        }
+    })
+}
+
+fn data_of(e: &web_sys::Event) -> Option<String> {
+    e.dyn_ref::<MessageEvent>()?.data().as_string()
+}
+
+fn open_socket(inner: &Rc<Inner>) -> Result<(), String> {
+    let location = web_sys::window()
+        .ok_or("No window.")?
+        .location();
+    let scheme = match location.protocol().as_deref() {
+        Ok("https:") => "wss",
+        _ => "ws",
+    };
+    let host = location.host().map_err(|_| "No host.".to_string())?;
+    let socket = WebSocket::new(&format!("{scheme}://{host}/ws"))
+        .map_err(|_| "This browser cannot open a WebSocket.".to_string())?;
+    let weak = Rc::downgrade(inner);
+    let on_open = {
+        let socket = socket.clone();
+        listener(&weak, move |inner, _| {
+            let last = inner.last_id.get();
+            let join = ClientMsg::ChatJoin {
+                room: inner.room.clone(),
+                last_message_id: (last > 0).then_some(last),
+            };
+            let _ = socket.send_with_str(&serde_json::to_string(&join).expect("serializable"));
+        })
+    };
+    let on_message = listener(&weak, |inner, e| {
+        let Some(msg) = data_of(&e).and_then(|d| serde_json::from_str::<ServerMsg>(&d).ok())
+        else {
+            return;
+        };
+        match msg {
+            ServerMsg::ChatJoined {
+                members, history, ..
+            } => {
+                inner.attempts.set(0);
+                inner.tell(News::State(LinkState::Open));
+                inner.tell(News::Joined(members));
+                for m in history {
+                    inner.message(m);
+                }
+            }
+            ServerMsg::ChatMessage(m) => inner.message(m),
+            ServerMsg::ChatPresence(p) => inner.tell(News::Presence(p)),
+            ServerMsg::ChatGap(g) => inner.tell(News::Gap(g)),
+            ServerMsg::ChatError { message } => inner.tell(News::Problem(message)),
+            // Toasts come from the page's notification stream.
+            ServerMsg::Notification(_) => {}
+        }
+    });
+    let on_close = listener(&weak, |inner, e| {
+        if let Some(close) = e.dyn_ref::<CloseEvent>() {
+            let reason = close.reason();
+            if !reason.is_empty() {
+                inner.tell(News::Problem(reason));
+            }
+        }
+        retry_later(inner);
+    });
+    socket.set_onopen(Some(on_open.as_ref().unchecked_ref()));
+    socket.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+    socket.set_onclose(Some(on_close.as_ref().unchecked_ref()));
+    *inner.socket.borrow_mut() = Some((socket, vec![on_open, on_message, on_close]));
+    Ok(())
+}
+
+fn open_source(inner: &Rc<Inner>) -> Result<(), String> {
+    let last = inner.last_id.get();
+    let mut url = format!("/api/rooms/{}/events", inner.room);
+    if last > 0 {
+        url.push_str(&format!("?lastEventId={last}"));
+    }
+    let source = EventSource::new(&url)
+        .map_err(|_| "This browser cannot open an event stream.".to_string())?;
+    let weak = Rc::downgrade(inner);
+    let mut listeners = Vec::new();
+    let on_open = listener(&weak, |inner, _| {
+        inner.attempts.set(0);
+        inner.tell(News::State(LinkState::Open));
+    });
+    source.set_onopen(Some(on_open.as_ref().unchecked_ref()));
+    listeners.push(on_open);
+    let on_error = {
+        let source = source.clone();
+        listener(&weak, move |inner, _| {
+            if source.ready_state() == EventSource::CLOSED {
+                // Refused (signed out, a bad room): the browser gave up, so try again later.
+                retry_later(inner);
+            } else {
+                // The browser reconnects by itself, sending Last-Event-ID.
+                inner.tell(News::State(LinkState::Reconnecting(3000)));
+            }
+        })
+    };
+    source.set_onerror(Some(on_error.as_ref().unchecked_ref()));
+    listeners.push(on_error);
+    let named: [(&str, fn(&Rc<Inner>, String)); 4] = [
+        ("chat-joined", |inner, d| {
+            if let Ok(ServerMsg::ChatJoined { members, .. }) = serde_json::from_str(&d) {
+                inner.tell(News::Joined(members));
+            }
+        }),
+        ("chat-message", |inner, d| {
+            if let Ok(ServerMsg::ChatMessage(m)) = serde_json::from_str(&d) {
+                inner.message(m);
+            }
+        }),
+        ("chat-presence", |inner, d| {
+            if let Ok(ServerMsg::ChatPresence(p)) = serde_json::from_str(&d) {
+                inner.tell(News::Presence(p));
+            }
+        }),
+        ("gap", |inner, d| {
+            if let Ok(g) = serde_json::from_str::<ChatGap>(&d) {
+                inner.tell(News::Gap(g));
+            }
+        }),
+    ];
+    for (name, handle) in named {
+        let l = listener(&weak, move |inner, e| {
+            if let Some(d) = data_of(&e) {
+                handle(inner, d);
+            }
+        });
+        source
+            .add_event_listener_with_callback(name, l.as_ref().unchecked_ref())
+            .map_err(|_| "This browser refused an event listener.".to_string())?;
+        listeners.push(l);
+    }
+    *inner.source.borrow_mut() = Some((source, listeners));
+    Ok(())
+}
+
+/// One poll: new messages, a gap notice, the members. `false` when it failed.
+async fn poll_once(inner: &Inner) -> bool {
+    let last = inner.last_id.get();
+    let url = if last > 0 {
+        format!("/api/rooms/{}/messages?after={last}", inner.room)
+    } else {
+        format!("/api/rooms/{}/messages", inner.room)
+    };
+    let response = match Request::get(&url).send().await {
+        Ok(r) => r,
+        Err(_) => {
+            inner.tell(News::Problem(UNREACHABLE.into()));
+            return false;
+        }
+    };
+    if !response.ok() {
+        let why = refusal(response).await;
+        inner.tell(News::Problem(why));
+        return false;
+    }
+    let Ok(page) = response.json::<MessagePage>().await else {
+        inner.tell(News::Problem(
+            "The server sent messages this page does not understand.".into(),
+        ));
+        return false;
+    };
+    if page.gap {
+        if let Some(first) = page.messages.first() {
+            inner.tell(News::Gap(ChatGap {
+                room: inner.room.clone(),
+                after_id: last,
+                first_available_id: first.id,
+            }));
+        }
+    }
+    for m in page.messages {
+        inner.message(m);
+    }
+    inner.tell(News::Members(page.members));
+    true
+}
+
+async fn poll_loop(weak: Weak<Inner>) {
+    let mut failures = 0u32;
+    loop {
+        let Some(inner) = weak.upgrade() else { return };
+        if !inner.alive.get() {
+            return;
+        }
+        let wait = if poll_once(&inner).await {
+            failures = 0;
+            inner.tell(News::State(LinkState::Open));
+            POLL_EVERY_MS
+        } else {
+            let wait = backoff(failures);
+            failures += 1;
+            inner.tell(News::State(LinkState::Reconnecting(wait)));
+            wait
+        };
+        drop(inner);
+        sleep(wait).await;
+    }
+}

@@ -1,0 +1,91 @@
+//! Chat rooms over three transports (issue 5): WebSocket, SSE + POST, and polling, with
+//! presence, resume after a drop, backpressure and limits.
+//!
+//! - `hub` (ssr): storing (batched writer), presence with a grace period, rate limit,
+//!   history for resumes. Every broadcast goes through `server::bus`.
+//! - `session` (ssr): one WebSocket connection, generic over `Sink`/`Stream`.
+//! - `server` (ssr): `GET /ws`, `GET /api/rooms`, `GET /api/rooms/{room}/events`,
+//!   `GET|POST /api/rooms/{room}/messages`.
+//! - `view` and `client`: the `/chat` page and its three transports in the browser;
+//!   [`chat_page`] gives it its first render.
+//!
+//! Wire types: `protocol::chat`. Storage: `server::storage::chat`.
+//! Tests: unit tests in each file; `tests/chat.rs`; `end2end/tests/chat.spec.ts`.
+
+#[cfg(feature = "ssr")]
+pub mod hub;
+#[cfg(feature = "ssr")]
+mod server;
+#[cfg(feature = "ssr")]
+pub mod session;
+
+#[cfg(feature = "ssr")]
+pub use server::router;
+
+mod client;
+mod view;
+
+pub use view::ChatPage;
+
+use leptos::prelude::*;
+
+use crate::protocol::chat::ChatSnapshot;
+
+/// The `/chat` page's first render: the rooms, and `room`'s latest messages with the id the
+/// live connection continues after (members arrive with the connection).
+#[server(prefix = "/sf", endpoint = "chat_page")]
+pub async fn chat_page(room: String) -> Result<ChatSnapshot, ServerFnError> {
+    use crate::{
+        protocol::chat::{room_name_problem, RoomInfo, JOIN_HISTORY},
+        server::{identity::MaybeUser, AppState},
+    };
+    /// Rooms the page lists at most.
+    const ROOMS_SHOWN: i64 = 30;
+    let mut snapshot = ChatSnapshot {
+        user: None,
+        admin: false,
+        rooms: Vec::new(),
+        room: room.clone(),
+        members: Vec::new(),
+        history: Vec::new(),
+        last_id: 0,
+    };
+    let Some(state) = use_context::<AppState>() else {
+        return Ok(snapshot);
+    };
+    let MaybeUser(user) = leptos_axum::extract_with_state(&state).await?;
+    let Some(user) = user else {
+        return Ok(snapshot);
+    };
+    if let Some(problem) = room_name_problem(&room) {
+        return Err(ServerFnError::new(problem));
+    }
+    let store = &state.store;
+    let failed = |e: sqlx::Error| ServerFnError::new(format!("The chat could not be read: {e}"));
+    snapshot.user = Some(user.user.username.clone());
+    snapshot.admin = user.user.is_admin();
+    snapshot.rooms = store
+        .chat_rooms(ROOMS_SHOWN)
+        .await
+        .map_err(failed)?
+        .into_iter()
+        .map(|r| RoomInfo {
+            name: r.name,
+            last_id: r.last_id,
+            members: 0,
+        })
+        .collect();
+    // The history up to the room's last id as read here: the live connection resumes
+    // after it, so a message stored meanwhile comes once, over the connection.
+    let bounds = store.chat_room_bounds(&room).await.map_err(failed)?;
+    let from = (bounds.last_id - JOIN_HISTORY as i64).max(0);
+    snapshot.history = store
+        .chat_messages_after(&room, from, bounds.last_id - from)
+        .await
+        .map_err(failed)?
+        .iter()
+        .map(hub::message_of)
+        .collect();
+    snapshot.last_id = bounds.last_id;
+    Ok(snapshot)
+}

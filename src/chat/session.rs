@@ -1,0 +1,569 @@
+//! One WebSocket connection: the contract's `chat-*` messages over any `Sink`/`Stream` of
+//! frames, so unit tests drive it with channels and the server with an axum socket.
+//!
+//! Two loops share the connection and end together:
+//! - the **reader** parses frames, answers mistakes with `chat-error` (the connection
+//!   survives every bad message), joins and leaves rooms (holding the [`Presence`]), and
+//!   posts messages through the hub;
+//! - the **writer** owns everything outbound: the reader's replies, the joined room's bus
+//!   subscription and the notifications. It writes whatever is waiting as one burst and
+//!   flushes once (a thousand sockets in a busy room cost a write each per burst, not per
+//!   message), pings an idle peer, and closes a peer that stopped answering.
+//!
+//! Backpressure: a room's messages wait in the bus's bounded ring. A socket that falls more
+//! than the ring behind is told nothing is lost: the missed messages are read back from
+//! history (a `chat-gap` first if they are no longer kept), and the drop is counted. A socket
+//! that takes longer than the slow-client limit to accept one burst is closed with 1008 and
+//! counted; it never holds up the others, which write from their own rings.
+//!
+//! Tests: the unit tests below; `tests/chat.rs` over real sockets.
+
+use std::{
+    sync::{
+        atomic::{AtomicI64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
+use futures::{Sink, SinkExt, Stream, StreamExt};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::hub::{json, Hub, Presence};
+use crate::{
+    protocol::chat::{ClientMsg, ServerMsg, JOIN_FIRST, JOIN_HISTORY, NOT_JSON, UNKNOWN_TYPE},
+    server::{
+        bus::{Received, Subscription},
+        clock,
+        shutdown::Shutdown,
+        ws,
+    },
+};
+
+/// Replies queued from the reader to the writer.
+const REPLY_QUEUE: usize = 32;
+/// Frames written per burst at most.
+const BURST: usize = 64;
+
+/// Close codes (RFC 6455).
+pub const CLOSE_GOING_AWAY: u16 = 1001;
+pub const CLOSE_INVALID_DATA: u16 = 1007;
+pub const CLOSE_POLICY: u16 = 1008;
+pub const CLOSE_TOO_BIG: u16 = 1009;
+
+/// What the reader hands the writer.
+enum Out {
+    /// A reply to send as is.
+    Frame(Message),
+    /// Now in `room`: send `joined`, then the room's live messages after `last_id`.
+    Join {
+        room: String,
+        subscription: Subscription,
+        joined: Message,
+        gap: Option<Message>,
+        last_id: i64,
+    },
+    /// Out of the room.
+    Leave,
+    /// Close the connection with this code and reason.
+    Close(u16, &'static str),
+}
+
+fn text(msg: &ServerMsg) -> Message {
+    Message::Text(Utf8Bytes::from(json(msg)))
+}
+
+fn error(message: impl Into<String>) -> Message {
+    text(&ServerMsg::ChatError {
+        message: message.into(),
+    })
+}
+
+/// Runs one connection of `user` until either side ends it or the server stops.
+pub async fn run<S, R>(hub: Hub, user: String, sink: S, stream: R, shutdown: Shutdown)
+where
+    S: Sink<Message> + Unpin + Send,
+    R: Stream<Item = Result<Message, axum::Error>> + Unpin + Send,
+{
+    let _live = ws::LiveSocket::new();
+    let (out_tx, out_rx) = mpsc::channel(REPLY_QUEUE);
+    let last_seen = Arc::new(AtomicI64::new(clock::now_ms()));
+    let dead = CancellationToken::new();
+    let notifications = hub.subscribe_notifications();
+    let writer = write_loop(
+        hub.clone(),
+        sink,
+        out_rx,
+        notifications,
+        last_seen.clone(),
+        dead.clone(),
+        shutdown.clone(),
+    );
+    let reader = read_loop(hub, user, stream, out_tx, last_seen, dead, shutdown);
+    futures::future::join(writer, reader).await;
+}
+
+/// The reader: see the module docs. Ends when the peer closes, the writer died, or at
+/// shutdown; dropping `out` then ends the writer after what was queued.
+async fn read_loop<R>(
+    hub: Hub,
+    user: String,
+    mut stream: R,
+    out: mpsc::Sender<Out>,
+    last_seen: Arc<AtomicI64>,
+    dead: CancellationToken,
+    shutdown: Shutdown,
+) where
+    R: Stream<Item = Result<Message, axum::Error>> + Unpin + Send,
+{
+    let mut presence: Option<Presence> = None;
+    loop {
+        let frame = tokio::select! {
+            f = stream.next() => f,
+            _ = dead.cancelled() => return,
+            _ = shutdown.cancelled() => {
+                let _ = out.send(Out::Close(CLOSE_GOING_AWAY, "The server is restarting; reconnect to resume.")).await;
+                return;
+            }
+        };
+        last_seen.store(clock::now_ms(), Ordering::Relaxed);
+        let reply = match frame {
+            None | Some(Ok(Message::Close(_))) => return,
+            Some(Err(e)) => {
+                if let Some(close) = close_for(e) {
+                    let _ = out.send(close).await;
+                }
+                return;
+            }
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            Some(Ok(Message::Binary(_))) => Some(Out::Frame(error(NOT_JSON))),
+            Some(Ok(Message::Text(t))) => handle(&hub, &user, t.as_str(), &mut presence).await,
+        };
+        if let Some(reply) = reply {
+            if out.send(reply).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// The close a read error calls for: 1009 for an oversized message, 1007 for a text frame
+/// that is not UTF-8; `None` when the connection simply broke.
+fn close_for(e: axum::Error) -> Option<Out> {
+    use tokio_tungstenite::tungstenite::{error::CapacityError, Error};
+    let inner = e.into_inner();
+    match inner.downcast_ref::<Error>() {
+        Some(Error::Capacity(CapacityError::MessageTooLong { .. })) => Some(Out::Close(
+            CLOSE_TOO_BIG,
+            "Messages are at most 65536 bytes.",
+        )),
+        Some(Error::Utf8(_)) => Some(Out::Close(
+            CLOSE_INVALID_DATA,
+            "Text frames must be UTF-8.",
+        )),
+        _ => None,
+    }
+}
+
+/// Answers one text frame: `None` when there is nothing to send back directly.
+async fn handle(hub: &Hub, user: &str, frame: &str, presence: &mut Option<Presence>) -> Option<Out> {
+    let value: serde_json::Value = match serde_json::from_str(frame) {
+        Ok(v) => v,
+        Err(_) => return Some(Out::Frame(error(NOT_JSON))),
+    };
+    let kind = value.get("type").and_then(|t| t.as_str()).unwrap_or("");
+    if !matches!(kind, "chat-join" | "chat-message" | "chat-leave") {
+        return Some(Out::Frame(error(UNKNOWN_TYPE)));
+    }
+    let msg: ClientMsg = match serde_json::from_value(value.clone()) {
+        Ok(m) => m,
+        Err(e) => {
+            return Some(Out::Frame(error(format!(
+                "That {kind} message is not shaped as the contract says: {e}."
+            ))))
+        }
+    };
+    match msg {
+        ClientMsg::ChatJoin {
+            room,
+            last_message_id,
+        } => {
+            if let Some(problem) = crate::protocol::chat::room_name_problem(&room) {
+                return Some(Out::Frame(error(problem)));
+            }
+            // Enter first (so the joiner's own `joined` is not echoed to it; the members
+            // list says it), then subscribe before reading history: nothing published in
+            // between is missed. Entering before leaving the old room keeps a rejoin of the
+            // same room from flapping.
+            let entered = hub.enter(&room, user);
+            *presence = Some(entered);
+            let subscription = hub.subscribe(&room);
+            let resume = match hub.since(&room, last_message_id, JOIN_HISTORY as i64, hub.config().history).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(error = %e, %room, "reading chat history failed");
+                    *presence = None;
+                    return Some(Out::Frame(error(
+                        "The room's history could not be read; try joining again.",
+                    )));
+                }
+            };
+            let joined = text(&ServerMsg::ChatJoined {
+                room: room.clone(),
+                members: hub.members(&room),
+                history: resume.messages,
+            });
+            Some(Out::Join {
+                room,
+                subscription,
+                joined,
+                gap: resume.gap.map(|g| text(&ServerMsg::ChatGap(g))),
+                last_id: resume.last_id,
+            })
+        }
+        ClientMsg::ChatMessage { text: body } => {
+            let Some(room) = presence.as_ref().map(|p| p.room().to_string()) else {
+                return Some(Out::Frame(error(JOIN_FIRST)));
+            };
+            match hub.post(&room, user, &body).await {
+                // Everyone, the sender included, gets it from the room's subscription.
+                Ok(_) => None,
+                Err(e) => Some(Out::Frame(error(e.sentence()))),
+            }
+        }
+        ClientMsg::ChatLeave => {
+            if presence.take().is_none() {
+                return Some(Out::Frame(error(JOIN_FIRST)));
+            }
+            Some(Out::Leave)
+        }
+    }
+}
+
+/// The joined room, as the writer follows it.
+struct Room {
+    name: String,
+    subscription: Subscription,
+    /// The newest message id sent; live messages at or below it are skipped.
+    last_id: i64,
+}
+
+async fn next_in(room: &mut Option<Room>) -> Received {
+    match room {
+        Some(r) => r.subscription.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The writer: see the module docs.
+async fn write_loop<S>(
+    hub: Hub,
+    mut sink: S,
+    mut out: mpsc::Receiver<Out>,
+    mut notifications: Subscription,
+    last_seen: Arc<AtomicI64>,
+    dead: CancellationToken,
+    shutdown: Shutdown,
+) where
+    S: Sink<Message> + Unpin + Send,
+{
+    let _dead_on_exit = dead.clone().drop_guard();
+    let interval = hub.config().ping_interval;
+    let slow = hub.config().slow_client;
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    let mut room: Option<Room> = None;
+    let mut burst: Vec<Message> = Vec::with_capacity(8);
+    loop {
+        let mut close: Option<(u16, &'static str)> = None;
+        tokio::select! {
+            biased;
+            o = out.recv() => match o {
+                None => close = Some((1000, "")),
+                Some(Out::Frame(m)) => burst.push(m),
+                Some(Out::Join { room: name, subscription, joined, gap, last_id }) => {
+                    burst.push(joined);
+                    burst.extend(gap);
+                    room = Some(Room { name, subscription, last_id });
+                }
+                Some(Out::Leave) => room = None,
+                Some(Out::Close(code, reason)) => close = Some((code, reason)),
+            },
+            r = next_in(&mut room) => {
+                if !take(&hub, &mut room, r, &mut burst).await {
+                    room = None;
+                }
+                // Whatever else is already waiting goes out in the same write.
+                while burst.len() < BURST {
+                    let Some(r) = room.as_mut().and_then(|r| r.subscription.try_recv()) else {
+                        break;
+                    };
+                    if !take(&hub, &mut room, r, &mut burst).await {
+                        room = None;
+                    }
+                }
+            }
+            n = notifications.recv() => match n {
+                Received::Message(m) => burst.push(frame(&m.data)),
+                Received::Lagged(n) => ws::record_drops(n),
+                Received::Closed => {}
+            },
+            _ = ping.tick() => {
+                let quiet = clock::now_ms() - last_seen.load(Ordering::Relaxed);
+                if quiet > 2 * interval.as_millis() as i64 {
+                    // No pong, no frame: the peer is gone without a word.
+                    tracing::info!(quiet_ms = quiet, "closing a WebSocket that stopped answering");
+                    return;
+                }
+                burst.push(Message::Ping(Default::default()));
+            }
+            _ = shutdown.cancelled() => close = Some((CLOSE_GOING_AWAY, "The server is restarting; reconnect to resume.")),
+        }
+        if let Some((code, reason)) = close {
+            burst.push(Message::Close(Some(CloseFrame {
+                code,
+                reason: Utf8Bytes::from_static(reason),
+            })));
+        }
+        if !burst.is_empty() {
+            let write = async {
+                for m in burst.drain(..) {
+                    sink.feed(m).await.map_err(|_| ())?;
+                }
+                sink.flush().await.map_err(|_| ())
+            };
+            match tokio::time::timeout(slow, write).await {
+                Ok(Ok(())) => {}
+                Ok(Err(())) => return,
+                Err(_) => {
+                    ws::record_slow_disconnect();
+                    tracing::info!("closing a WebSocket too slow to take its messages");
+                    let _ = tokio::time::timeout(
+                        Duration::from_millis(100),
+                        sink.send(Message::Close(Some(CloseFrame {
+                            code: CLOSE_POLICY,
+                            reason: Utf8Bytes::from_static(
+                                "Too slow to keep up; reconnect to resume.",
+                            ),
+                        }))),
+                    )
+                    .await;
+                    return;
+                }
+            }
+        }
+        if close.is_some() {
+            let _ = sink.close().await;
+            return;
+        }
+    }
+}
+
+/// A frame sharing the envelope's bytes (no copy per socket).
+fn frame(data: &bytes::Bytes) -> Message {
+    Message::Text(Utf8Bytes::try_from(data.clone()).unwrap_or_default())
+}
+
+/// Adds what a room delivery calls for to `burst`; `false` when the room's stream ended.
+async fn take(hub: &Hub, room: &mut Option<Room>, r: Received, burst: &mut Vec<Message>) -> bool {
+    let Some(current) = room.as_mut() else {
+        return true;
+    };
+    match r {
+        Received::Message(m) if m.kind != "chat-message" => burst.push(frame(&m.data)),
+        Received::Message(m) if m.id <= current.last_id => {}
+        Received::Message(m) if m.id == current.last_id + 1 => {
+            burst.push(frame(&m.data));
+            current.last_id = m.id;
+        }
+        // A message beyond the next one (some were missed), or dropped ones: read them back.
+        Received::Message(_) | Received::Lagged(_) => {
+            if let Received::Lagged(n) = r {
+                ws::record_drops(n);
+            }
+            match hub.since(&current.name, Some(current.last_id), 0, hub.config().history).await {
+                Ok(resume) => {
+                    if let Some(gap) = resume.gap {
+                        burst.push(text(&ServerMsg::ChatGap(gap)));
+                    }
+                    for m in resume.messages {
+                        burst.push(text(&ServerMsg::ChatMessage(m)));
+                    }
+                    current.last_id = current.last_id.max(resume.last_id);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading missed chat messages failed");
+                    burst.push(error(
+                        "Some messages could not be read back; rejoin the room to resume.",
+                    ));
+                }
+            }
+        }
+        Received::Closed => return false,
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::{bus::LocalBus, config::ChatConfig, storage::Store};
+    use futures::channel::mpsc as fmpsc;
+
+    struct Client {
+        to_server: fmpsc::UnboundedSender<Result<Message, axum::Error>>,
+        from_server: fmpsc::UnboundedReceiver<Message>,
+    }
+
+    impl Client {
+        fn send(&self, json: serde_json::Value) {
+            self.to_server
+                .unbounded_send(Ok(Message::Text(json.to_string().into())))
+                .unwrap();
+        }
+
+        async fn next(&mut self) -> serde_json::Value {
+            loop {
+                let m = tokio::time::timeout(Duration::from_secs(5), self.from_server.next())
+                    .await
+                    .expect("a reply in time")
+                    .expect("the connection is open");
+                if let Message::Text(t) = m {
+                    return serde_json::from_str(t.as_str()).unwrap();
+                }
+            }
+        }
+    }
+
+    async fn hub() -> (tempfile::TempDir, Hub) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+        let store = Store::connect(&url).await.unwrap();
+        let config = ChatConfig {
+            presence_grace: Duration::from_millis(50),
+            slow_client: Duration::from_millis(300),
+            ..ChatConfig::default()
+        };
+        (
+            dir,
+            Hub::start(store, Arc::new(LocalBus::new()), Shutdown::new(), config),
+        )
+    }
+
+    fn connect(hub: &Hub, user: &str) -> Client {
+        let (to_server, server_in) = fmpsc::unbounded();
+        let (server_out, from_server) = fmpsc::unbounded();
+        tokio::spawn(run(
+            hub.clone(),
+            user.to_string(),
+            server_out,
+            server_in,
+            Shutdown::new(),
+        ));
+        Client {
+            to_server,
+            from_server,
+        }
+    }
+
+    #[tokio::test]
+    async fn bad_messages_get_the_contracts_sentences_and_the_connection_survives() {
+        let (_dir, hub) = hub().await;
+        let mut c = connect(&hub, "alice");
+        c.to_server
+            .unbounded_send(Ok(Message::Text("not json".into())))
+            .unwrap();
+        assert_eq!(c.next().await["message"], NOT_JSON);
+        c.to_server
+            .unbounded_send(Ok(Message::Binary(vec![1, 2, 3].into())))
+            .unwrap();
+        assert_eq!(c.next().await["message"], NOT_JSON);
+        c.send(serde_json::json!({"type":"chat-dance"}));
+        assert_eq!(c.next().await["message"], UNKNOWN_TYPE);
+        c.send(serde_json::json!({"type":"chat-message","text":"hi"}));
+        assert_eq!(c.next().await["message"], JOIN_FIRST);
+        c.send(serde_json::json!({"type":"chat-join","room":"No Spaces"}));
+        let e = c.next().await;
+        assert_eq!(e["type"], "chat-error");
+        assert!(e["message"].as_str().unwrap().contains("Room names"));
+        c.send(serde_json::json!({"type":"chat-join"}));
+        assert!(c.next().await["message"].as_str().unwrap().contains("room"));
+        c.send(serde_json::json!({"type":"chat-join","room":"general","lastMessageId":null}));
+        let joined = c.next().await;
+        assert_eq!(joined["type"], "chat-joined");
+        assert_eq!(joined["members"], serde_json::json!(["alice"]));
+        c.send(serde_json::json!({"type":"chat-message","text":""}));
+        assert_eq!(c.next().await["type"], "chat-error");
+        c.send(serde_json::json!({"type":"chat-message","text":"hello"}));
+        loop {
+            let m = c.next().await;
+            if m["type"] == "chat-message" {
+                assert_eq!((m["id"].as_i64(), m["text"].as_str()), (Some(1), Some("hello")));
+                break;
+            }
+        }
+    }
+
+    /// A sink that never takes anything: a peer whose socket stopped reading.
+    struct Stuck;
+    impl Sink<Message> for Stuck {
+        type Error = ();
+        fn poll_ready(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), ()>> {
+            std::task::Poll::Pending
+        }
+        fn start_send(self: std::pin::Pin<&mut Self>, _: Message) -> Result<(), ()> {
+            Ok(())
+        }
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), ()>> {
+            std::task::Poll::Pending
+        }
+        fn poll_close(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), ()>> {
+            std::task::Poll::Pending
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stuck_socket_is_closed_and_counted_without_holding_up_others() {
+        let (_dir, hub) = hub().await;
+        let before = ws::slow_disconnects();
+        let (to_server, server_in) = fmpsc::unbounded::<Result<Message, axum::Error>>();
+        let stuck = tokio::spawn(run(
+            hub.clone(),
+            "slow".into(),
+            Stuck,
+            server_in,
+            Shutdown::new(),
+        ));
+        to_server
+            .unbounded_send(Ok(Message::Text(
+                r#"{"type":"chat-join","room":"busy"}"#.into(),
+            )))
+            .unwrap();
+        let mut fast = connect(&hub, "fast");
+        fast.send(serde_json::json!({"type":"chat-join","room":"busy"}));
+        assert_eq!(fast.next().await["type"], "chat-joined");
+        tokio::time::timeout(Duration::from_secs(5), stuck)
+            .await
+            .expect("the stuck socket is closed")
+            .unwrap();
+        assert!(ws::slow_disconnects() > before);
+        hub.post("busy", "someone", "still flowing").await.unwrap();
+        loop {
+            let m = fast.next().await;
+            if m["type"] == "chat-message" {
+                assert_eq!(m["text"], "still flowing");
+                break;
+            }
+        }
+    }
+}

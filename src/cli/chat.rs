@@ -1,0 +1,315 @@
+//! `tidings chat`: a terminal chat over the WebSocket, with the same `protocol::chat` types as
+//! the server and the browser.
+//!
+//! Signs in, joins a room, prints what arrives (messages, presence, gaps, notifications,
+//! errors) and sends each line typed. `/join <room>` switches rooms, `/quit` (or end of
+//! input) leaves. When the connection drops it reconnects by itself with backoff and
+//! rejoins with `lastMessageId`, so the room continues exactly after the last message shown.
+//! Text from others is printed with control characters replaced, so a message cannot drive
+//! the terminal.
+//!
+//! Tests: `tests/chat_cli.rs` runs the real binary through a proxy that cuts its connection.
+
+use std::{sync::Arc, time::Duration};
+
+use anyhow::Context;
+use futures::{SinkExt, StreamExt};
+use reqwest::cookie::CookieStore;
+use tokio::io::AsyncBufReadExt;
+use tokio_tungstenite::tungstenite::{client::IntoClientRequest, http::HeaderValue, Message};
+
+use super::{backoff, sign_in, Connection};
+use crate::protocol::chat::{room_name_problem, ClientMsg, ServerMsg, DEFAULT_ROOM};
+
+/// `tidings chat` options.
+#[derive(Clone, Debug, clap::Args)]
+pub struct ChatArgs {
+    #[command(flatten)]
+    pub conn: Connection,
+    /// The room to join.
+    #[arg(long, default_value = DEFAULT_ROOM)]
+    pub room: String,
+    /// First wait before reconnecting, in milliseconds (doubles up to 30 s).
+    #[arg(long, default_value_t = 500)]
+    pub retry_ms: u64,
+    /// Give up after this many failed connection attempts in a row (0: never).
+    #[arg(long, default_value_t = 0)]
+    pub max_retries: u32,
+}
+
+/// Replaces control characters (escape sequences included) so text prints as text.
+pub fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { '\u{FFFD}' } else { c })
+        .collect()
+}
+
+/// One line for a server message; `last` is the newest message id shown (updated).
+fn line_for(msg: &ServerMsg, last: &mut i64, room: &mut String) -> Option<String> {
+    let time = |t: &str| t.get(11..19).unwrap_or(t).to_string();
+    match msg {
+        ServerMsg::ChatJoined {
+            room: r,
+            members,
+            history,
+        } => {
+            *room = r.clone();
+            let mut out = vec![format!(
+                "* joined #{r}; here now: {}",
+                printable(&members.join(", "))
+            )];
+            for m in history {
+                if m.id > *last {
+                    *last = m.id;
+                    out.push(format!(
+                        "[{}] {}: {}",
+                        time(&m.timestamp),
+                        printable(&m.display_name),
+                        printable(&m.text)
+                    ));
+                }
+            }
+            Some(out.join("\n"))
+        }
+        ServerMsg::ChatMessage(m) if m.id > *last => {
+            *last = m.id;
+            Some(format!(
+                "[{}] {}: {}",
+                time(&m.timestamp),
+                printable(&m.display_name),
+                printable(&m.text)
+            ))
+        }
+        ServerMsg::ChatMessage(_) => None,
+        ServerMsg::ChatPresence(p) => Some(format!("* {}", printable(&p.message))),
+        ServerMsg::ChatGap(g) => Some(format!(
+            "* messages {} to {} are no longer kept",
+            g.after_id + 1,
+            g.first_available_id - 1
+        )),
+        ServerMsg::ChatError { message } => Some(format!("! {}", printable(message))),
+        ServerMsg::Notification(n) => Some(format!(
+            "[{}] {}",
+            printable(&n.title),
+            printable(&n.message)
+        )),
+    }
+}
+
+/// Why a connection ended.
+enum Ended {
+    /// The user left (`/quit` or end of input).
+    Quit,
+    /// The connection broke; reconnect.
+    Dropped(String),
+}
+
+/// Runs the chat until the user quits; errors when it cannot connect at all.
+pub async fn run(args: ChatArgs) -> anyhow::Result<()> {
+    if let Some(problem) = room_name_problem(&args.room) {
+        anyhow::bail!("{problem}");
+    }
+    let jar = Arc::new(reqwest::cookie::Jar::default());
+    let http = reqwest::Client::builder()
+        .cookie_provider(jar.clone())
+        .connect_timeout(Duration::from_secs(10))
+        .timeout(Duration::from_secs(30))
+        .build()
+        .context("cannot build the HTTP client")?;
+    let server_url: reqwest::Url = args
+        .conn
+        .server
+        .parse()
+        .with_context(|| format!("{:?} is not a URL", args.conn.server))?;
+    let ws_url = {
+        let mut u = server_url.clone();
+        let scheme = if u.scheme() == "https" { "wss" } else { "ws" };
+        u.set_scheme(scheme)
+            .map_err(|_| anyhow::anyhow!("cannot make a WebSocket URL of {server_url}"))?;
+        u.set_path("/ws");
+        u.to_string()
+    };
+
+    // Typed lines, read on their own task so they survive reconnects.
+    let (lines_tx, mut lines) = tokio::sync::mpsc::channel::<Option<String>>(64);
+    tokio::spawn(async move {
+        let mut stdin = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+        loop {
+            match stdin.next_line().await {
+                Ok(Some(l)) => {
+                    if lines_tx.send(Some(l)).await.is_err() {
+                        return;
+                    }
+                }
+                _ => {
+                    let _ = lines_tx.send(None).await;
+                    return;
+                }
+            }
+        }
+    });
+
+    let mut room = args.room.clone();
+    let mut last = 0i64;
+    let mut failures = 0u32;
+    let mut signed_in = false;
+    loop {
+        if !signed_in {
+            match sign_in(&http, &args.conn.server, &args.conn.username, &args.conn.password).await {
+                Ok(_) => signed_in = true,
+                Err(e) if failures == 0 && e.to_string().contains("(4") => return Err(e),
+                Err(e) => eprintln!("! {e:#}"),
+            }
+        }
+        let ended = if signed_in {
+            session(&ws_url, &server_url, &jar, &mut room, &mut last, &mut lines, &mut failures).await
+        } else {
+            Ended::Dropped("not signed in".into())
+        };
+        match ended {
+            Ended::Quit => return Ok(()),
+            Ended::Dropped(why) => {
+                failures += 1;
+                if args.max_retries > 0 && failures > args.max_retries {
+                    anyhow::bail!("gave up after {} attempts: {why}", failures);
+                }
+                if why.contains("401") {
+                    signed_in = false;
+                }
+                let wait = backoff(
+                    failures - 1,
+                    Duration::from_millis(args.retry_ms),
+                    Duration::from_secs(30),
+                );
+                eprintln!(
+                    "* disconnected ({why}); reconnecting in {:.1} s",
+                    wait.as_secs_f64()
+                );
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+}
+
+/// One connection: join (resuming after `last`), then print and send until it ends.
+async fn session(
+    ws_url: &str,
+    server_url: &reqwest::Url,
+    jar: &reqwest::cookie::Jar,
+    room: &mut String,
+    last: &mut i64,
+    lines: &mut tokio::sync::mpsc::Receiver<Option<String>>,
+    failures: &mut u32,
+) -> Ended {
+    let mut request = match ws_url.into_client_request() {
+        Ok(r) => r,
+        Err(e) => return Ended::Dropped(e.to_string()),
+    };
+    if let Some(cookie) = jar.cookies(server_url) {
+        if let Ok(v) = HeaderValue::from_bytes(cookie.as_bytes()) {
+            request.headers_mut().insert("cookie", v);
+        }
+    }
+    let (socket, _) = match tokio_tungstenite::connect_async(request).await {
+        Ok(s) => s,
+        Err(e) => return Ended::Dropped(e.to_string()),
+    };
+    let (mut tx, mut rx) = socket.split();
+    let join = |room: &str, last: i64| {
+        let msg = ClientMsg::ChatJoin {
+            room: room.to_string(),
+            last_message_id: (last > 0).then_some(last),
+        };
+        Message::Text(serde_json::to_string(&msg).expect("serializable").into())
+    };
+    if let Err(e) = tx.send(join(room, *last)).await {
+        return Ended::Dropped(e.to_string());
+    }
+    loop {
+        tokio::select! {
+            frame = rx.next() => match frame {
+                Some(Ok(Message::Text(t))) => match serde_json::from_str::<ServerMsg>(t.as_str()) {
+                    Ok(msg) => {
+                        if matches!(msg, ServerMsg::ChatJoined { .. }) {
+                            *failures = 0;
+                        }
+                        if let Some(line) = line_for(&msg, last, room) {
+                            println!("{line}");
+                        }
+                    }
+                    Err(_) => eprintln!("! the server sent a message this client does not know"),
+                },
+                Some(Ok(Message::Close(frame))) => {
+                    let why = frame
+                        .map(|f| format!("{} {}", u16::from(f.code), f.reason))
+                        .unwrap_or_else(|| "closed".into());
+                    return Ended::Dropped(why);
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Ended::Dropped(e.to_string()),
+                None => return Ended::Dropped("the connection ended".into()),
+            },
+            line = lines.recv() => {
+                let Some(Some(line)) = line else {
+                    let _ = tx.send(Message::Close(None)).await;
+                    return Ended::Quit;
+                };
+                let line = line.trim();
+                let frame = if line.is_empty() {
+                    continue;
+                } else if line == "/quit" {
+                    let _ = tx.send(Message::Close(None)).await;
+                    return Ended::Quit;
+                } else if let Some(next) = line.strip_prefix("/join ") {
+                    let next = next.trim();
+                    if let Some(problem) = room_name_problem(next) {
+                        eprintln!("! {problem}");
+                        continue;
+                    }
+                    *room = next.to_string();
+                    *last = 0;
+                    join(room, 0)
+                } else {
+                    let msg = ClientMsg::ChatMessage { text: line.to_string() };
+                    Message::Text(serde_json::to_string(&msg).expect("serializable").into())
+                };
+                if let Err(e) = tx.send(frame).await {
+                    return Ended::Dropped(e.to_string());
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::chat::ChatMessage;
+
+    #[test]
+    fn control_characters_cannot_drive_the_terminal() {
+        assert_eq!(printable("hi \u{1b}[2Jthere\r\n"), "hi \u{FFFD}[2Jthere\u{FFFD}\u{FFFD}");
+        assert_eq!(printable("plain <b>text</b>"), "plain <b>text</b>");
+    }
+
+    #[test]
+    fn messages_print_once_in_order() {
+        let m = |id| {
+            ServerMsg::ChatMessage(ChatMessage {
+                id,
+                room: "general".into(),
+                display_name: "ann".into(),
+                text: format!("n{id}"),
+                timestamp: "2026-11-23T10:11:12.000Z".into(),
+            })
+        };
+        let (mut last, mut room) = (0, "general".to_string());
+        assert_eq!(
+            line_for(&m(1), &mut last, &mut room).as_deref(),
+            Some("[10:11:12] ann: n1")
+        );
+        assert_eq!(line_for(&m(1), &mut last, &mut room), None, "a repeat is skipped");
+        assert!(line_for(&m(2), &mut last, &mut room).is_some());
+        assert_eq!(last, 2);
+    }
+}

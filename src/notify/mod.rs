@@ -1,0 +1,31 @@
+//! Notifications (contract, "Notifications"): an admin sends one, every WebSocket and every
+//! subscriber of `/api/notifications/events` gets it, and every page shows it as a toast.
+//!
+//! - `server` (ssr): `POST /api/notifications`, `GET /api/notifications/events`.
+//! - `view` and `client`: `<Toasts/>` (in the app shell) and the admin's `<NotifyForm/>`.
+//!
+//! Tests: `tests/chat.rs`; `end2end/tests/chat.spec.ts`.
+
+#[cfg(feature = "ssr")]
+mod server;
+
+#[cfg(feature = "ssr")]
+pub use server::router;
+
+mod client;
+mod view;
+
+pub use view::{NotifyPage, Toasts};
+
+use leptos::prelude::*;
+
+/// Who is asking, for the notifications page: `None` signed out, else whether an admin.
+#[server(prefix = "/sf", endpoint = "notify_role")]
+pub async fn notify_role() -> Result<Option<bool>, ServerFnError> {
+    use crate::server::{identity::MaybeUser, AppState};
+    let Some(state) = use_context::<AppState>() else {
+        return Ok(None);
+    };
+    let MaybeUser(user) = leptos_axum::extract_with_state(&state).await?;
+    Ok(user.map(|u| u.user.is_admin()))
+}

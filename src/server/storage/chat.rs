@@ -1,0 +1,354 @@
+//! Chat rooms, their messages, and notifications.
+//!
+//! [`Store::append_chat_messages`] stores a batch of messages from any rooms in one
+//! transaction: per room, one upsert that advances `chat_rooms.last_id` by the batch's count
+//! (which hands out the ids, under the row's lock, so instances sharing a database never
+//! collide), one multi-row insert, and one delete that trims the room to its history bound.
+//! The chat's writer task calls it with whatever arrived meanwhile, so a busy room costs one
+//! transaction per batch, not per message.
+//!
+//! Tests: `cargo test --features ssr server::storage::chat`.
+
+use sqlx::Row;
+
+use super::Store;
+
+/// Rows per multi-row insert (sqlx's SQLite binding looks parameter names up linearly).
+const MESSAGES_PER_STATEMENT: usize = 32;
+
+/// A message about to be stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewChatMessage {
+    pub room: String,
+    pub author: String,
+    pub text: String,
+    pub at: i64,
+}
+
+/// A stored message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChatRow {
+    pub room: String,
+    /// Rises by one per message within the room.
+    pub id: i64,
+    pub author: String,
+    pub text: String,
+    pub created_at: i64,
+}
+
+/// What a room holds: the first kept id (`None` while empty) and the last id handed out.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RoomBounds {
+    pub first_id: Option<i64>,
+    pub last_id: i64,
+}
+
+/// A room and its newest message id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoomRow {
+    pub name: String,
+    pub last_id: i64,
+}
+
+/// A stored notification.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NotificationRow {
+    pub id: i64,
+    pub kind: String,
+    pub title: String,
+    pub message: String,
+    pub sender: String,
+    pub created_at: i64,
+}
+
+fn chat_from(row: &sqlx::any::AnyRow) -> sqlx::Result<ChatRow> {
+    Ok(ChatRow {
+        room: row.try_get(0)?,
+        id: row.try_get(1)?,
+        author: row.try_get(2)?,
+        text: row.try_get(3)?,
+        created_at: row.try_get(4)?,
+    })
+}
+
+impl Store {
+    /// Stores `batch` (in order; rooms may be mixed) and returns the stored rows in the same
+    /// order. Each room keeps its latest `keep` messages.
+    pub async fn append_chat_messages(
+        &self,
+        batch: &[NewChatMessage],
+        keep: i64,
+    ) -> sqlx::Result<Vec<ChatRow>> {
+        let mut ids = vec![0i64; batch.len()];
+        let mut tx = self.pool.begin().await?;
+        // Rooms in order of first appearance, each with the positions of its messages.
+        let mut rooms: Vec<(&str, Vec<usize>)> = Vec::new();
+        for (i, m) in batch.iter().enumerate() {
+            match rooms.iter_mut().find(|(r, _)| *r == m.room) {
+                Some((_, at)) => at.push(i),
+                None => rooms.push((&m.room, vec![i])),
+            }
+        }
+        for (room, positions) in &rooms {
+            let count = positions.len() as i64;
+            let last: i64 = sqlx::query(
+                "INSERT INTO chat_rooms (name, last_id, created_at) VALUES ($1, $2, $3)
+                 ON CONFLICT (name) DO UPDATE SET last_id = chat_rooms.last_id + $2
+                 RETURNING last_id",
+            )
+            .bind(*room)
+            .bind(count)
+            .bind(batch[positions[0]].at)
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get(0)?;
+            for (k, &i) in positions.iter().enumerate() {
+                ids[i] = last - count + 1 + k as i64;
+            }
+            for chunk in positions.chunks(MESSAGES_PER_STATEMENT) {
+                let values: Vec<String> = (0..chunk.len())
+                    .map(|j| {
+                        let b = 5 * j;
+                        format!(
+                            "(${}, ${}, ${}, ${}, ${})",
+                            b + 1,
+                            b + 2,
+                            b + 3,
+                            b + 4,
+                            b + 5
+                        )
+                    })
+                    .collect();
+                let sql = format!(
+                    "INSERT INTO chat_messages (room, id, author, text, created_at) VALUES {}",
+                    values.join(", ")
+                );
+                let mut query = sqlx::query(&sql);
+                for &i in chunk {
+                    let m = &batch[i];
+                    query = query
+                        .bind(m.room.as_str())
+                        .bind(ids[i])
+                        .bind(m.author.as_str())
+                        .bind(m.text.as_str())
+                        .bind(m.at);
+                }
+                query.execute(&mut *tx).await?;
+            }
+            sqlx::query("DELETE FROM chat_messages WHERE room = $1 AND id <= $2")
+                .bind(*room)
+                .bind(last - keep)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(batch
+            .iter()
+            .zip(ids)
+            .map(|(m, id)| ChatRow {
+                room: m.room.clone(),
+                id,
+                author: m.author.clone(),
+                text: m.text.clone(),
+                created_at: m.at,
+            })
+            .collect())
+    }
+
+    /// Up to `limit` messages of `room` after id `after`, oldest first.
+    pub async fn chat_messages_after(
+        &self,
+        room: &str,
+        after: i64,
+        limit: i64,
+    ) -> sqlx::Result<Vec<ChatRow>> {
+        sqlx::query(
+            "SELECT room, id, author, text, created_at FROM chat_messages
+             WHERE room = $1 AND id > $2 ORDER BY id LIMIT $3",
+        )
+        .bind(room)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(chat_from)
+        .collect()
+    }
+
+    /// The latest `limit` messages of `room`, oldest first.
+    pub async fn latest_chat_messages(&self, room: &str, limit: i64) -> sqlx::Result<Vec<ChatRow>> {
+        let mut rows = sqlx::query(
+            "SELECT room, id, author, text, created_at FROM chat_messages
+             WHERE room = $1 ORDER BY id DESC LIMIT $2",
+        )
+        .bind(room)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(chat_from)
+        .collect::<sqlx::Result<Vec<_>>>()?;
+        rows.reverse();
+        Ok(rows)
+    }
+
+    /// The first kept and the last handed-out id of `room` (zeros for a room never used).
+    pub async fn chat_room_bounds(&self, room: &str) -> sqlx::Result<RoomBounds> {
+        let row = sqlx::query(
+            "SELECT (SELECT MIN(id) FROM chat_messages WHERE room = $1),
+                    (SELECT last_id FROM chat_rooms WHERE name = $1)",
+        )
+        .bind(room)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(RoomBounds {
+            first_id: row.try_get::<Option<i64>, _>(0)?,
+            last_id: row.try_get::<Option<i64>, _>(1)?.unwrap_or(0),
+        })
+    }
+
+    /// Rooms that have had messages, busiest (highest id) first, at most `limit`.
+    pub async fn chat_rooms(&self, limit: i64) -> sqlx::Result<Vec<RoomRow>> {
+        sqlx::query("SELECT name, last_id FROM chat_rooms ORDER BY last_id DESC, name LIMIT $1")
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(RoomRow {
+                    name: r.try_get(0)?,
+                    last_id: r.try_get(1)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Up to `limit` notifications after id `after`, oldest first.
+    pub async fn notifications_after(
+        &self,
+        after: i64,
+        limit: i64,
+    ) -> sqlx::Result<Vec<NotificationRow>> {
+        sqlx::query(
+            "SELECT id, kind, title, message, sender, created_at FROM notifications
+             WHERE id > $1 ORDER BY id LIMIT $2",
+        )
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(NotificationRow {
+                id: r.try_get(0)?,
+                kind: r.try_get(1)?,
+                title: r.try_get(2)?,
+                message: r.try_get(3)?,
+                sender: r.try_get(4)?,
+                created_at: r.try_get(5)?,
+            })
+        })
+        .collect()
+    }
+
+    /// Stores a notification and returns it with its id.
+    pub async fn create_notification(
+        &self,
+        kind: &str,
+        title: &str,
+        message: &str,
+        sender: &str,
+        at: i64,
+    ) -> sqlx::Result<NotificationRow> {
+        let id: i64 = sqlx::query(
+            "INSERT INTO notifications (kind, title, message, sender, created_at)
+             VALUES ($1, $2, $3, $4, $5) RETURNING id",
+        )
+        .bind(kind)
+        .bind(title)
+        .bind(message)
+        .bind(sender)
+        .bind(at)
+        .fetch_one(&self.pool)
+        .await?
+        .try_get(0)?;
+        Ok(NotificationRow {
+            id,
+            kind: kind.into(),
+            title: title.into(),
+            message: message.into(),
+            sender: sender.into(),
+            created_at: at,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn new(room: &str, text: &str) -> NewChatMessage {
+        NewChatMessage {
+            room: room.into(),
+            author: "alice".into(),
+            text: text.into(),
+            at: 1_000,
+        }
+    }
+
+    async fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+        let store = Store::connect(&url).await.unwrap();
+        (dir, store)
+    }
+
+    #[tokio::test]
+    async fn ids_rise_per_room_across_mixed_batches() {
+        let (_dir, store) = store().await;
+        let rows = store
+            .append_chat_messages(&[new("a", "1"), new("b", "1"), new("a", "2")], 1000)
+            .await
+            .unwrap();
+        let ids: Vec<(&str, i64)> = rows.iter().map(|r| (r.room.as_str(), r.id)).collect();
+        assert_eq!(ids, vec![("a", 1), ("b", 1), ("a", 2)]);
+        let rows = store
+            .append_chat_messages(&[new("a", "3")], 1000)
+            .await
+            .unwrap();
+        assert_eq!(rows[0].id, 3);
+        let after = store.chat_messages_after("a", 1, 10).await.unwrap();
+        assert_eq!(
+            after.iter().map(|r| r.text.as_str()).collect::<Vec<_>>(),
+            vec!["2", "3"]
+        );
+        let rooms = store.chat_rooms(10).await.unwrap();
+        assert_eq!(rooms[0].name, "a");
+        assert_eq!(rooms[0].last_id, 3);
+    }
+
+    #[tokio::test]
+    async fn rooms_keep_a_bounded_history() {
+        let (_dir, store) = store().await;
+        let batch: Vec<_> = (0..40).map(|i| new("r", &i.to_string())).collect();
+        store.append_chat_messages(&batch, 25).await.unwrap();
+        let bounds = store.chat_room_bounds("r").await.unwrap();
+        assert_eq!(
+            bounds,
+            RoomBounds {
+                first_id: Some(16),
+                last_id: 40
+            }
+        );
+        let latest = store.latest_chat_messages("r", 3).await.unwrap();
+        assert_eq!(
+            latest.iter().map(|r| r.id).collect::<Vec<_>>(),
+            vec![38, 39, 40]
+        );
+        assert_eq!(
+            store.chat_room_bounds("nowhere").await.unwrap(),
+            RoomBounds::default()
+        );
+    }
+}
