@@ -98,6 +98,9 @@ pub struct Resume {
     pub messages: Vec<ChatMessage>,
     /// The newest id the client has after these (skip live messages up to it).
     pub last_id: i64,
+    /// The id these messages follow: a stream that names it first (an SSE `id`) lets a
+    /// client that drops before the first message still resume from the right place.
+    pub after_id: i64,
 }
 
 /// One room member (a user), however many connections they have.
@@ -284,10 +287,12 @@ impl Hub {
             .map(|r| r.id)
             .unwrap_or(after.unwrap_or(bounds.last_id))
             .max(after.unwrap_or(0));
+        let after_id = after.unwrap_or_else(|| rows.first().map_or(bounds.last_id, |r| r.id - 1));
         Ok(Resume {
             gap,
             messages: rows.iter().map(message_of).collect(),
             last_id,
+            after_id,
         })
     }
 

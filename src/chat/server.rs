@@ -24,7 +24,7 @@ use axum::{
 use futures::StreamExt;
 
 use super::{
-    hub::{json, Hub},
+    hub::{json, Hub, Resume},
     session,
 };
 use crate::{
@@ -208,19 +208,28 @@ async fn events(
     let history = hub.config().history;
     Ok(sse::stream(options, state.shutdown.clone(), move |tx| async move {
         let _presence = presence;
+        let resume = match hub.since(&room, after, JOIN_HISTORY as i64, history).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, room, "reading chat history failed");
+                return;
+            }
+        };
+        // The members, with the id the replay follows: a client that drops before the first
+        // message still reconnects with the right Last-Event-ID.
         let members = ServerMsg::ChatJoined {
             room: room.clone(),
             members: hub.members(&room),
             history: Vec::new(),
         };
-        if tx.send(&Event::new(json(&members)).name("chat-joined")).await.is_err() {
+        let joined = Event::new(json(&members))
+            .id(resume.after_id)
+            .name("chat-joined");
+        if tx.send(&joined).await.is_err() {
             return;
         }
-        let mut last = match replay(&hub, &tx, &room, after, history).await {
-            Ok((last, sent)) if once && sent > 0 => {
-                let _ = last;
-                return;
-            }
+        let mut last = match send_resume(&tx, resume).await {
+            Ok((_, sent)) if once && sent > 0 => return,
             Ok((last, _)) => last,
             Err(()) => return,
         };
@@ -280,6 +289,11 @@ async fn replay(
         .since(room, after, JOIN_HISTORY as i64, limit)
         .await
         .map_err(|e| tracing::warn!(error = %e, room, "replaying chat messages failed"))?;
+    send_resume(tx, resume).await
+}
+
+/// Sends a resume: the `gap` event if any, then the messages.
+async fn send_resume(tx: &sse::Sender, resume: Resume) -> Result<(i64, usize), ()> {
     if let Some(gap) = &resume.gap {
         let data = serde_json::to_string(gap).expect("serializable");
         tx.send(&Event::new(data).name("gap")).await.map_err(|_| ())?;

@@ -123,7 +123,13 @@ async fn events(
     headers: HeaderMap,
     Query(query): Query<Vec<(String, String)>>,
 ) -> Result<Response, ApiError> {
-    let after = sse::last_event_id(&headers, &query)?;
+    let asked = sse::last_event_id(&headers, &query)?;
+    // A first connect starts from now. The id is read before subscribing and the replay
+    // below covers anything stored in between, so nothing falls through the gap.
+    let after = match asked {
+        Some(a) => a,
+        None => state.store.last_notification_id().await?,
+    };
     let mut subscription = state.bus.subscribe(NOTIFICATIONS);
     let store = state.store.clone();
     let options = SseOptions {
@@ -131,26 +137,31 @@ async fn events(
         ..SseOptions::default()
     };
     Ok(sse::stream(options, state.shutdown.clone(), move |tx| async move {
-        let mut last = 0;
-        if let Some(after) = after {
-            last = after;
-            let missed = match store.notifications_after(after, REPLAY_MAX).await {
-                Ok(rows) => rows,
-                Err(e) => {
-                    tracing::warn!(error = %e, "replaying notifications failed");
-                    Vec::new()
-                }
-            };
-            for row in missed {
-                let msg = ServerMsg::Notification(wire(&row));
-                let event = Event::new(serde_json::to_string(&msg).expect("serializable"))
-                    .id(row.id)
-                    .name("notification");
-                if tx.send(&event).await.is_err() {
-                    return;
-                }
-                last = row.id;
+        if asked.is_none() {
+            // Say where "now" is with an id: the browser sends it back when it reconnects,
+            // so what was sent while it was away is replayed, not lost.
+            let ready = Event::new("{}").id(after).name("ready");
+            if tx.send(&ready).await.is_err() {
+                return;
             }
+        }
+        let mut last = after;
+        let missed = match store.notifications_after(after, REPLAY_MAX).await {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::warn!(error = %e, "replaying notifications failed");
+                Vec::new()
+            }
+        };
+        for row in missed {
+            let msg = ServerMsg::Notification(wire(&row));
+            let event = Event::new(serde_json::to_string(&msg).expect("serializable"))
+                .id(row.id)
+                .name("notification");
+            if tx.send(&event).await.is_err() {
+                return;
+            }
+            last = row.id;
         }
         loop {
             let received = tokio::select! {

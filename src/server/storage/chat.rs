@@ -224,6 +224,14 @@ impl Store {
             .collect()
     }
 
+    /// The newest notification's id (0: none yet).
+    pub async fn last_notification_id(&self) -> sqlx::Result<i64> {
+        let row = sqlx::query("SELECT MAX(id) FROM notifications")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get::<Option<i64>, _>(0)?.unwrap_or(0))
+    }
+
     /// Up to `limit` notifications after id `after`, oldest first.
     pub async fn notifications_after(
         &self,
