@@ -213,8 +213,7 @@ impl LinkSender {
         let body = PostMessage {
             text: text.to_string(),
         };
-        post_json::<_, ChatMessage>(&format!("/api/rooms/{}/messages", inner.room), &body)
-            .await?;
+        post_json::<_, ChatMessage>(&format!("/api/rooms/{}/messages", inner.room), &body).await?;
         if inner.transport == Transport::Polling {
             // Show it without waiting for the next tick.
             poll_once(&inner).await;
@@ -285,9 +284,7 @@ fn data_of(e: &web_sys::Event) -> Option<String> {
 }
 
 fn open_socket(inner: &Rc<Inner>) -> Result<(), String> {
-    let location = web_sys::window()
-        .ok_or("No window.")?
-        .location();
+    let location = web_sys::window().ok_or("No window.")?.location();
     let scheme = match location.protocol().as_deref() {
         Ok("https:") => "wss",
         _ => "ws",
@@ -308,8 +305,7 @@ fn open_socket(inner: &Rc<Inner>) -> Result<(), String> {
         })
     };
     let on_message = listener(&weak, |inner, e| {
-        let Some(msg) = data_of(&e).and_then(|d| serde_json::from_str::<ServerMsg>(&d).ok())
-        else {
+        let Some(msg) = data_of(&e).and_then(|d| serde_json::from_str::<ServerMsg>(&d).ok()) else {
             return;
         };
         match msg {

@@ -220,7 +220,12 @@ impl Hub {
 
     /// Checks, rate-limits and stores a message by `author` in `room`; it is published to
     /// every member once stored. Returns the stored message.
-    pub async fn post(&self, room: &str, author: &str, text: &str) -> Result<ChatMessage, PostError> {
+    pub async fn post(
+        &self,
+        room: &str,
+        author: &str,
+        text: &str,
+    ) -> Result<ChatMessage, PostError> {
         if let Some(problem) = room_name_problem(room) {
             return Err(PostError::Invalid(problem));
         }
@@ -553,7 +558,11 @@ mod tests {
         assert!(sub.try_recv().is_none(), "no left/joined flap on reload");
         assert_eq!(hub.members("lobby"), vec!["alice"]);
         drop(tab3);
-        assert_eq!(hub.members("lobby"), vec!["alice"], "still there during the grace");
+        assert_eq!(
+            hub.members("lobby"),
+            vec!["alice"],
+            "still there during the grace"
+        );
         assert_eq!(
             presence_of(sub.recv().await),
             (PresenceAction::Left, "alice".into())
@@ -578,8 +587,14 @@ mod tests {
         for _ in 1..10 {
             hub.post("r", "bob", "again").await.unwrap();
         }
-        assert_eq!(hub.post("r", "bob", "one more").await, Err(PostError::SlowDown));
-        assert!(hub.post("r", "carol", "mine").await.is_ok(), "the limit is per user");
+        assert_eq!(
+            hub.post("r", "bob", "one more").await,
+            Err(PostError::SlowDown)
+        );
+        assert!(
+            hub.post("r", "carol", "mine").await.is_ok(),
+            "the limit is per user"
+        );
         assert!(matches!(
             hub.post("Bad Room", "carol", "x").await,
             Err(PostError::Invalid(_))
@@ -619,6 +634,10 @@ mod tests {
         assert!(current.messages.is_empty());
         assert_eq!(current.last_id, 30);
         let reset = hub.since("r", Some(900), 5, 20).await.unwrap();
-        assert_eq!(reset.messages.len(), 5, "an id from the future starts fresh");
+        assert_eq!(
+            reset.messages.len(),
+            5,
+            "an id from the future starts fresh"
+        );
     }
 }

@@ -197,7 +197,11 @@ async fn events(
     };
     let mut subscription = hub.subscribe(&room);
     let options = SseOptions {
-        timeout: Some(if once { LONG_POLL } else { state.config.sse_max }),
+        timeout: Some(if once {
+            LONG_POLL
+        } else {
+            state.config.sse_max
+        }),
         retry: Some(if once {
             LONG_POLL_RETRY
         } else {
@@ -206,74 +210,78 @@ async fn events(
         ..SseOptions::default()
     };
     let history = hub.config().history;
-    Ok(sse::stream(options, state.shutdown.clone(), move |tx| async move {
-        let _presence = presence;
-        let resume = match hub.since(&room, after, JOIN_HISTORY as i64, history).await {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!(error = %e, room, "reading chat history failed");
+    Ok(sse::stream(
+        options,
+        state.shutdown.clone(),
+        move |tx| async move {
+            let _presence = presence;
+            let resume = match hub.since(&room, after, JOIN_HISTORY as i64, history).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(error = %e, room, "reading chat history failed");
+                    return;
+                }
+            };
+            // The members, with the id the replay follows: a client that drops before the first
+            // message still reconnects with the right Last-Event-ID.
+            let members = ServerMsg::ChatJoined {
+                room: room.clone(),
+                members: hub.members(&room),
+                history: Vec::new(),
+            };
+            let joined = Event::new(json(&members))
+                .id(resume.after_id)
+                .name("chat-joined");
+            if tx.send(&joined).await.is_err() {
                 return;
             }
-        };
-        // The members, with the id the replay follows: a client that drops before the first
-        // message still reconnects with the right Last-Event-ID.
-        let members = ServerMsg::ChatJoined {
-            room: room.clone(),
-            members: hub.members(&room),
-            history: Vec::new(),
-        };
-        let joined = Event::new(json(&members))
-            .id(resume.after_id)
-            .name("chat-joined");
-        if tx.send(&joined).await.is_err() {
-            return;
-        }
-        let mut last = match send_resume(&tx, resume).await {
-            Ok((_, sent)) if once && sent > 0 => return,
-            Ok((last, _)) => last,
-            Err(()) => return,
-        };
-        loop {
-            let received = tokio::select! {
-                r = subscription.recv() => r,
-                _ = tx.gone() => return,
+            let mut last = match send_resume(&tx, resume).await {
+                Ok((_, sent)) if once && sent > 0 => return,
+                Ok((last, _)) => last,
+                Err(()) => return,
             };
-            match received {
-                Received::Message(m) if m.kind != "chat-message" => {
-                    let event = Event::new(m.text()).name(&m.kind);
-                    if tx.send(&event).await.is_err() {
-                        return;
-                    }
-                }
-                Received::Message(m) if m.id <= last => {}
-                Received::Message(m) if m.id == last + 1 => {
-                    let event = Event::new(m.text()).id(m.id).name("chat-message");
-                    if tx.send(&event).await.is_err() {
-                        return;
-                    }
-                    last = m.id;
-                    if once {
-                        return;
-                    }
-                }
-                Received::Message(_) | Received::Lagged(_) => {
-                    if let Received::Lagged(n) = received {
-                        ws::record_drops(n);
-                    }
-                    match replay(&hub, &tx, &room, Some(last), history).await {
-                        Ok((l, sent)) => {
-                            last = l;
-                            if once && sent > 0 {
-                                return;
-                            }
+            loop {
+                let received = tokio::select! {
+                    r = subscription.recv() => r,
+                    _ = tx.gone() => return,
+                };
+                match received {
+                    Received::Message(m) if m.kind != "chat-message" => {
+                        let event = Event::new(m.text()).name(&m.kind);
+                        if tx.send(&event).await.is_err() {
+                            return;
                         }
-                        Err(()) => return,
                     }
+                    Received::Message(m) if m.id <= last => {}
+                    Received::Message(m) if m.id == last + 1 => {
+                        let event = Event::new(m.text()).id(m.id).name("chat-message");
+                        if tx.send(&event).await.is_err() {
+                            return;
+                        }
+                        last = m.id;
+                        if once {
+                            return;
+                        }
+                    }
+                    Received::Message(_) | Received::Lagged(_) => {
+                        if let Received::Lagged(n) = received {
+                            ws::record_drops(n);
+                        }
+                        match replay(&hub, &tx, &room, Some(last), history).await {
+                            Ok((l, sent)) => {
+                                last = l;
+                                if once && sent > 0 {
+                                    return;
+                                }
+                            }
+                            Err(()) => return,
+                        }
+                    }
+                    Received::Closed => return,
                 }
-                Received::Closed => return,
             }
-        }
-    }))
+        },
+    ))
 }
 
 /// Sends the messages after `after` (`None`: the latest few), a `gap` first if some are no
@@ -296,7 +304,9 @@ async fn replay(
 async fn send_resume(tx: &sse::Sender, resume: Resume) -> Result<(i64, usize), ()> {
     if let Some(gap) = &resume.gap {
         let data = serde_json::to_string(gap).expect("serializable");
-        tx.send(&Event::new(data).name("gap")).await.map_err(|_| ())?;
+        tx.send(&Event::new(data).name("gap"))
+            .await
+            .map_err(|_| ())?;
     }
     let sent = resume.messages.len();
     for m in resume.messages {

@@ -159,16 +159,18 @@ fn close_for(e: axum::Error) -> Option<Out> {
             CLOSE_TOO_BIG,
             "Messages are at most 65536 bytes.",
         )),
-        Some(Error::Utf8(_)) => Some(Out::Close(
-            CLOSE_INVALID_DATA,
-            "Text frames must be UTF-8.",
-        )),
+        Some(Error::Utf8(_)) => Some(Out::Close(CLOSE_INVALID_DATA, "Text frames must be UTF-8.")),
         _ => None,
     }
 }
 
 /// Answers one text frame: `None` when there is nothing to send back directly.
-async fn handle(hub: &Hub, user: &str, frame: &str, presence: &mut Option<Presence>) -> Option<Out> {
+async fn handle(
+    hub: &Hub,
+    user: &str,
+    frame: &str,
+    presence: &mut Option<Presence>,
+) -> Option<Out> {
     let value: serde_json::Value = match serde_json::from_str(frame) {
         Ok(v) => v,
         Err(_) => return Some(Out::Frame(error(NOT_JSON))),
@@ -200,7 +202,15 @@ async fn handle(hub: &Hub, user: &str, frame: &str, presence: &mut Option<Presen
             let entered = hub.enter(&room, user);
             *presence = Some(entered);
             let subscription = hub.subscribe(&room);
-            let resume = match hub.since(&room, last_message_id, JOIN_HISTORY as i64, hub.config().history).await {
+            let resume = match hub
+                .since(
+                    &room,
+                    last_message_id,
+                    JOIN_HISTORY as i64,
+                    hub.config().history,
+                )
+                .await
+            {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::warn!(error = %e, %room, "reading chat history failed");
@@ -382,7 +392,15 @@ async fn take(hub: &Hub, room: &mut Option<Room>, r: Received, burst: &mut Vec<M
             if let Received::Lagged(n) = r {
                 ws::record_drops(n);
             }
-            match hub.since(&current.name, Some(current.last_id), 0, hub.config().history).await {
+            match hub
+                .since(
+                    &current.name,
+                    Some(current.last_id),
+                    0,
+                    hub.config().history,
+                )
+                .await
+            {
                 Ok(resume) => {
                     if let Some(gap) = resume.gap {
                         burst.push(text(&ServerMsg::ChatGap(gap)));
@@ -499,7 +517,10 @@ mod tests {
         loop {
             let m = c.next().await;
             if m["type"] == "chat-message" {
-                assert_eq!((m["id"].as_i64(), m["text"].as_str()), (Some(1), Some("hello")));
+                assert_eq!(
+                    (m["id"].as_i64(), m["text"].as_str()),
+                    (Some(1), Some("hello"))
+                );
                 break;
             }
         }

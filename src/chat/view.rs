@@ -32,7 +32,11 @@ const LINES_KEPT: usize = 500;
 enum Line {
     Message(ChatMessage),
     /// Presence changes, gaps: `kind` is the CSS class.
-    Note { seq: u64, kind: &'static str, text: String },
+    Note {
+        seq: u64,
+        kind: &'static str,
+        text: String,
+    },
 }
 
 impl Line {

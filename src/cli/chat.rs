@@ -15,7 +15,6 @@ use std::{sync::Arc, time::Duration};
 use anyhow::Context;
 use futures::{SinkExt, StreamExt};
 use reqwest::cookie::CookieStore;
-use tokio::io::AsyncBufReadExt;
 use tokio_tungstenite::tungstenite::{client::IntoClientRequest, http::HeaderValue, Message};
 
 use super::{backoff, sign_in, Connection};
@@ -130,23 +129,22 @@ pub async fn run(args: ChatArgs) -> anyhow::Result<()> {
         u.to_string()
     };
 
-    // Typed lines, read on their own task so they survive reconnects.
+    // Typed lines, read on a plain thread so they survive reconnects (and so a read that
+    // never returns cannot hold the runtime open at exit, as tokio's stdin would).
     let (lines_tx, mut lines) = tokio::sync::mpsc::channel::<Option<String>>(64);
-    tokio::spawn(async move {
-        let mut stdin = tokio::io::BufReader::new(tokio::io::stdin()).lines();
-        loop {
-            match stdin.next_line().await {
-                Ok(Some(l)) => {
-                    if lines_tx.send(Some(l)).await.is_err() {
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::stdin().lock().lines() {
+            match line {
+                Ok(l) => {
+                    if lines_tx.blocking_send(Some(l)).is_err() {
                         return;
                     }
                 }
-                _ => {
-                    let _ = lines_tx.send(None).await;
-                    return;
-                }
+                Err(_) => break,
             }
         }
+        let _ = lines_tx.blocking_send(None);
     });
 
     let mut room = args.room.clone();
@@ -155,14 +153,30 @@ pub async fn run(args: ChatArgs) -> anyhow::Result<()> {
     let mut signed_in = false;
     loop {
         if !signed_in {
-            match sign_in(&http, &args.conn.server, &args.conn.username, &args.conn.password).await {
+            match sign_in(
+                &http,
+                &args.conn.server,
+                &args.conn.username,
+                &args.conn.password,
+            )
+            .await
+            {
                 Ok(_) => signed_in = true,
                 Err(e) if failures == 0 && e.to_string().contains("(4") => return Err(e),
                 Err(e) => eprintln!("! {e:#}"),
             }
         }
         let ended = if signed_in {
-            session(&ws_url, &server_url, &jar, &mut room, &mut last, &mut lines, &mut failures).await
+            session(
+                &ws_url,
+                &server_url,
+                &jar,
+                &mut room,
+                &mut last,
+                &mut lines,
+                &mut failures,
+            )
+            .await
         } else {
             Ended::Dropped("not signed in".into())
         };
@@ -288,7 +302,10 @@ mod tests {
 
     #[test]
     fn control_characters_cannot_drive_the_terminal() {
-        assert_eq!(printable("hi \u{1b}[2Jthere\r\n"), "hi \u{FFFD}[2Jthere\u{FFFD}\u{FFFD}");
+        assert_eq!(
+            printable("hi \u{1b}[2Jthere\r\n"),
+            "hi \u{FFFD}[2Jthere\u{FFFD}\u{FFFD}"
+        );
         assert_eq!(printable("plain <b>text</b>"), "plain <b>text</b>");
     }
 
@@ -308,7 +325,11 @@ mod tests {
             line_for(&m(1), &mut last, &mut room).as_deref(),
             Some("[10:11:12] ann: n1")
         );
-        assert_eq!(line_for(&m(1), &mut last, &mut room), None, "a repeat is skipped");
+        assert_eq!(
+            line_for(&m(1), &mut last, &mut room),
+            None,
+            "a repeat is skipped"
+        );
         assert!(line_for(&m(2), &mut last, &mut room).is_some());
         assert_eq!(last, 2);
     }

@@ -462,5 +462,4 @@ mod tests {
             assert!(e.to_string().starts_with(param), "{body:?}: {e}");
         }
     }
-
 }

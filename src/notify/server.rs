@@ -99,7 +99,13 @@ async fn send(
     let now = clock::now_ms();
     let row = state
         .store
-        .create_notification(&body.kind, &title, body.message.trim(), &admin.user.username, now)
+        .create_notification(
+            &body.kind,
+            &title,
+            body.message.trim(),
+            &admin.user.username,
+            now,
+        )
         .await?;
     let notification = wire(&row);
     let msg = ServerMsg::Notification(notification.clone());
@@ -136,52 +142,56 @@ async fn events(
         timeout: Some(state.config.sse_max),
         ..SseOptions::default()
     };
-    Ok(sse::stream(options, state.shutdown.clone(), move |tx| async move {
-        if asked.is_none() {
-            // Say where "now" is with an id: the browser sends it back when it reconnects,
-            // so what was sent while it was away is replayed, not lost.
-            let ready = Event::new("{}").id(after).name("ready");
-            if tx.send(&ready).await.is_err() {
-                return;
-            }
-        }
-        let mut last = after;
-        let missed = match store.notifications_after(after, REPLAY_MAX).await {
-            Ok(rows) => rows,
-            Err(e) => {
-                tracing::warn!(error = %e, "replaying notifications failed");
-                Vec::new()
-            }
-        };
-        for row in missed {
-            let msg = ServerMsg::Notification(wire(&row));
-            let event = Event::new(serde_json::to_string(&msg).expect("serializable"))
-                .id(row.id)
-                .name("notification");
-            if tx.send(&event).await.is_err() {
-                return;
-            }
-            last = row.id;
-        }
-        loop {
-            let received = tokio::select! {
-                r = subscription.recv() => r,
-                _ = tx.gone() => return,
-            };
-            match received {
-                Received::Message(m) if m.id > last => {
-                    let event = Event::new(m.text()).id(m.id).name("notification");
-                    if tx.send(&event).await.is_err() {
-                        return;
-                    }
-                    last = m.id;
+    Ok(sse::stream(
+        options,
+        state.shutdown.clone(),
+        move |tx| async move {
+            if asked.is_none() {
+                // Say where "now" is with an id: the browser sends it back when it reconnects,
+                // so what was sent while it was away is replayed, not lost.
+                let ready = Event::new("{}").id(after).name("ready");
+                if tx.send(&ready).await.is_err() {
+                    return;
                 }
-                Received::Message(_) => {}
-                Received::Lagged(n) => ws::record_drops(n),
-                Received::Closed => return,
             }
-        }
-    }))
+            let mut last = after;
+            let missed = match store.notifications_after(after, REPLAY_MAX).await {
+                Ok(rows) => rows,
+                Err(e) => {
+                    tracing::warn!(error = %e, "replaying notifications failed");
+                    Vec::new()
+                }
+            };
+            for row in missed {
+                let msg = ServerMsg::Notification(wire(&row));
+                let event = Event::new(serde_json::to_string(&msg).expect("serializable"))
+                    .id(row.id)
+                    .name("notification");
+                if tx.send(&event).await.is_err() {
+                    return;
+                }
+                last = row.id;
+            }
+            loop {
+                let received = tokio::select! {
+                    r = subscription.recv() => r,
+                    _ = tx.gone() => return,
+                };
+                match received {
+                    Received::Message(m) if m.id > last => {
+                        let event = Event::new(m.text()).id(m.id).name("notification");
+                        if tx.send(&event).await.is_err() {
+                            return;
+                        }
+                        last = m.id;
+                    }
+                    Received::Message(_) => {}
+                    Received::Lagged(n) => ws::record_drops(n),
+                    Received::Closed => return,
+                }
+            }
+        },
+    ))
 }
 
 #[cfg(test)]

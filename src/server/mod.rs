@@ -17,11 +17,11 @@ pub mod origin;
 pub mod retry;
 pub mod shutdown;
 pub mod sse;
-pub mod ws;
 pub mod state;
 pub mod storage;
 pub mod telemetry;
 pub mod token;
+pub mod ws;
 
 pub use config::Config;
 pub use error::{ApiError, ApiJson};

@@ -374,7 +374,11 @@ mod tests {
         assert_eq!(last_event_id(&h, &[]).unwrap(), None);
         assert_eq!(last_event_id(&h, &q("7")).unwrap(), Some(7));
         h.insert("last-event-id", HeaderValue::from_static("9"));
-        assert_eq!(last_event_id(&h, &q("7")).unwrap(), Some(9), "the header wins");
+        assert_eq!(
+            last_event_id(&h, &q("7")).unwrap(),
+            Some(9),
+            "the header wins"
+        );
         h.insert("last-event-id", HeaderValue::from_static("nine"));
         let e = last_event_id(&h, &[]).unwrap_err();
         assert!(e.to_string().starts_with("`Last-Event-ID`"));

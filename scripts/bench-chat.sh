@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# Chat benchmark (issue 5), three scenarios, each against the release server on a fresh SQLite
+# file (benches/chat.rs does the measuring):
+#   1. ws:   CLIENTS WebSocket clients (default 1000) in one room, PUBLISHERS of them (default
+#            RATE/5, so 5 msgs/s each, under the 10/s per-user limit) publishing RATE msgs/s
+#            (default 1000) for SECS seconds (default 20): deliveries/s, latency p50/p99, and
+#            whether every client got every message.
+#   2. sse:  SSE_CLIENTS SSE subscribers (default CLIENTS) of the room, SSE_PUBLISHERS WebSocket
+#            publishers (default SSE_RATE/5) sending SSE_RATE msgs/s (default 100) for SSE_SECS
+#            seconds (default 15): the same figures.
+#   3. idle: IDLE WebSockets (default 10000) opened and held: server memory per connection.
+#
+#   ./scripts/bench-chat.sh
+#   CLIENTS=200 RATE=200 SECS=5 IDLE=1000 ./scripts/bench-chat.sh     # a quick run
+#   PHASES="idle" ./scripts/bench-chat.sh                              # some scenarios only
+#
+# Targets (the server and the load generator share this 2-core machine): ws at 1,000 clients
+# and 1,000 msgs/s: every message delivered, >= 800,000 deliveries/s, p99 < 250 ms; sse at
+# 1,000 subscribers and 100 msgs/s: p99 < 100 ms; idle: <= 8 kB per WebSocket, 10,000 held.
+# The summary scales the deliveries/s target to 80% of what is offered.
+#
+# TIDINGS_* variables in the environment reach the server (e.g. TIDINGS_CHAT_HISTORY); the chat
+# rate limit is raised only when a publisher would otherwise send more than 5 msgs/s. Everything
+# listens on 127.0.0.1 and is stopped at the end.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/env.sh
+
+clients="${CLIENTS:-1000}"
+rate="${RATE:-1000}"
+secs="${SECS:-20}"
+publishers="${PUBLISHERS:-$(((rate + 4) / 5))}"
+((publishers > clients)) && publishers="$clients"
+((publishers < 1)) && publishers=1
+sse_clients="${SSE_CLIENTS:-$clients}"
+sse_rate="${SSE_RATE:-100}"
+sse_secs="${SSE_SECS:-15}"
+sse_publishers="${SSE_PUBLISHERS:-$(((sse_rate + 4) / 5))}"
+((sse_publishers < 1)) && sse_publishers=1
+idle="${IDLE:-10000}"
+phases="${PHASES:-ws sse idle}"
+
+# The per-user limit the server needs: at least twice what each publisher sends.
+chat_rate() {
+  local need=$(((2 * $1 + $2 - 1) / $2))
+  local limit="${TIDINGS_CHAT_RATE:-10}"
+  ((need > limit)) && limit="$need"
+  echo "$limit"
+}
+
+# Every socket is a file descriptor, in this shell's children: the server and the client.
+ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+fds="$(ulimit -n)"
+if [[ " $phases " == *" idle "* && "$fds" != unlimited ]] && ((fds < idle + 1000)); then
+  echo "bench: ulimit -n is $fds; IDLE=$idle needs about $((idle + 1000)). Raise the hard limit or lower IDLE." >&2
+  exit 1
+fi
+
+cargo build --release --features ssr --bin tidings
+# The bench binary's path, from cargo itself (target/release/deps/chat-* could also be a test).
+client="$(cargo build --release --features ssr --bench chat --message-format=json-render-diagnostics \
+  | grep '"kind":\["bench"\]' | grep '"name":"chat"' \
+  | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)" || true
+if [ -z "$client" ] || [ ! -x "$client" ]; then
+  echo "bench: could not find the built chat bench binary" >&2
+  exit 1
+fi
+source scripts/bench-lib.sh
+
+# Starts the server on a fresh database named after the scenario; extra NAME=value follow.
+fresh_server() {
+  local name="$1"
+  shift
+  launch_server DATABASE_URL="sqlite://$work/$name.db?mode=rwc" RUST_LOG=warn,tidings=info "$@"
+}
+
+# Runs the bench client against the server; its figures are kept for the summary.
+run_client() {
+  printf '\n'
+  if ! "$client" "$@" --url "$base" --pid "$server_pid" | tee -a "$work/results"; then
+    echo "bench: the chat bench failed; the server's log ends:" >&2
+    tail -20 "$work/server.log" >&2
+    exit 1
+  fi
+}
+
+for phase in $phases; do
+  case "$phase" in
+    ws)
+      fresh_server ws TIDINGS_CHAT_RATE="$(chat_rate "$rate" "$publishers")"
+      run_client ws --clients "$clients" --publishers "$publishers" --rate "$rate" --secs "$secs"
+      stop_server
+      ;;
+    sse)
+      fresh_server sse TIDINGS_CHAT_RATE="$(chat_rate "$sse_rate" "$sse_publishers")"
+      run_client sse --clients "$sse_clients" --publishers "$sse_publishers" --rate "$sse_rate" --secs "$sse_secs"
+      stop_server
+      ;;
+    idle)
+      fresh_server idle
+      run_client idle --clients "$idle"
+      stop_server
+      ;;
+    *)
+      echo "bench: unknown phase $phase (ws, sse, idle)" >&2
+      exit 1
+      ;;
+  esac
+done
+
+printf '\nSummary (issue 5 targets; the server and the load generator share this machine):\n'
+awk '
+  $1 != "result" { next }
+  {
+    delete f
+    for (i = 2; i <= NF; i++) { split($i, kv, "="); f[kv[1]] = kv[2] }
+  }
+  f["mode"] == "ws" || f["mode"] == "sse" {
+    kind = f["mode"] == "ws" ? "WebSocket" : "SSE      "
+    p99_target = f["mode"] == "ws" ? 250 : 100
+    rate_target = 0.8 * f["clients"] * f["rate"]
+    ok = f["all"] == "yes" && f["p99_ms"] + 0 < p99_target
+    if (f["mode"] == "ws") ok = ok && f["per_s"] + 0 >= rate_target
+    printf "  %s %5d clients, %5d msgs/s: %9.0f deliveries/s", kind, f["clients"], f["rate"], f["per_s"]
+    if (f["mode"] == "ws") printf " (>= %.0f)", rate_target
+    printf ", p99 %.1f ms (< %d), all delivered %s  [%s]\n", f["p99_ms"], p99_target, f["all"], ok ? "met" : "MISSED"
+  }
+  f["mode"] == "idle" {
+    ok = f["held"] == "yes" && f["kb_each"] != "na" && f["kb_each"] + 0 <= 8
+    note = f["clients"] + 0 < 10000 ? " (the target holds 10000)" : ""
+    printf "  Idle      %5d WebSockets: %s open, held at once %s, %s kB each (<= 8)%s  [%s]\n", \
+      f["clients"], f["open"], f["held"], f["kb_each"], note, ok ? "met" : "MISSED"
+  }
+' "$work/results"
