@@ -25,6 +25,7 @@ use crate::{
     fetch::{post_json, refusal, UNREACHABLE},
     protocol::chat::{
         ChatGap, ChatMessage, ChatPresence, ClientMsg, MessagePage, PostMessage, ServerMsg,
+        POLL_LIMIT_DEFAULT,
     },
 };
 
@@ -111,6 +112,8 @@ struct Inner {
     /// The newest message id passed on: resumes start after it, older ids are dropped.
     last_id: Cell<i64>,
     alive: Cell<bool>,
+    /// Whether the current WebSocket has been answered `chat-joined`.
+    joined: Cell<bool>,
     attempts: Cell<u32>,
     news: Box<dyn Fn(News)>,
     socket: RefCell<Option<(WebSocket, Vec<Listener>)>>,
@@ -165,6 +168,7 @@ impl Link {
             room: room.to_string(),
             last_id: Cell::new(last_id),
             alive: Cell::new(true),
+            joined: Cell::new(false),
             attempts: Cell::new(0),
             news: Box::new(news),
             socket: RefCell::new(None),
@@ -296,6 +300,7 @@ fn open_socket(inner: &Rc<Inner>) -> Result<(), String> {
     let on_open = {
         let socket = socket.clone();
         listener(&weak, move |inner, _| {
+            inner.joined.set(false);
             let last = inner.last_id.get();
             let join = ClientMsg::ChatJoin {
                 room: inner.room.clone(),
@@ -313,6 +318,7 @@ fn open_socket(inner: &Rc<Inner>) -> Result<(), String> {
                 members, history, ..
             } => {
                 inner.attempts.set(0);
+                inner.joined.set(true);
                 inner.tell(News::State(LinkState::Open));
                 inner.tell(News::Joined(members));
                 for m in history {
@@ -322,7 +328,13 @@ fn open_socket(inner: &Rc<Inner>) -> Result<(), String> {
             ServerMsg::ChatMessage(m) => inner.message(m),
             ServerMsg::ChatPresence(p) => inner.tell(News::Presence(p)),
             ServerMsg::ChatGap(g) => inner.tell(News::Gap(g)),
-            ServerMsg::ChatError { message } => inner.tell(News::Problem(message)),
+            ServerMsg::ChatError { message } => {
+                inner.tell(News::Problem(message));
+                if !inner.joined.get() {
+                    // The join itself was refused (the history could not be read): try again.
+                    retry_later(inner);
+                }
+            }
             // Toasts come from the page's notification stream.
             ServerMsg::Notification(_) => {}
         }
@@ -410,8 +422,9 @@ fn open_source(inner: &Rc<Inner>) -> Result<(), String> {
     Ok(())
 }
 
-/// One poll: new messages, a gap notice, the members. `false` when it failed.
-async fn poll_once(inner: &Inner) -> bool {
+/// One poll: new messages, a gap notice, the members. `Some(full)` when it worked (`full`:
+/// the page was full, so more are waiting), `None` when it failed.
+async fn poll_once(inner: &Inner) -> Option<bool> {
     let last = inner.last_id.get();
     let url = if last > 0 {
         format!("/api/rooms/{}/messages?after={last}", inner.room)
@@ -422,20 +435,21 @@ async fn poll_once(inner: &Inner) -> bool {
         Ok(r) => r,
         Err(_) => {
             inner.tell(News::Problem(UNREACHABLE.into()));
-            return false;
+            return None;
         }
     };
     if !response.ok() {
         let why = refusal(response).await;
         inner.tell(News::Problem(why));
-        return false;
+        return None;
     }
     let Ok(page) = response.json::<MessagePage>().await else {
         inner.tell(News::Problem(
             "The server sent messages this page does not understand.".into(),
         ));
-        return false;
+        return None;
     };
+    let full = page.messages.len() as i64 >= POLL_LIMIT_DEFAULT;
     if page.gap {
         if let Some(first) = page.messages.first() {
             inner.tell(News::Gap(ChatGap {
@@ -449,7 +463,7 @@ async fn poll_once(inner: &Inner) -> bool {
         inner.message(m);
     }
     inner.tell(News::Members(page.members));
-    true
+    Some(full)
 }
 
 async fn poll_loop(weak: Weak<Inner>) {
@@ -459,10 +473,15 @@ async fn poll_loop(weak: Weak<Inner>) {
         if !inner.alive.get() {
             return;
         }
-        let wait = if poll_once(&inner).await {
+        let wait = if let Some(full) = poll_once(&inner).await {
             failures = 0;
             inner.tell(News::State(LinkState::Open));
-            POLL_EVERY_MS
+            // A full page means more are waiting: ask again at once.
+            if full {
+                0
+            } else {
+                POLL_EVERY_MS
+            }
         } else {
             let wait = backoff(failures);
             failures += 1;

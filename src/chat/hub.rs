@@ -471,44 +471,58 @@ async fn write_loop(
             }
         }
         let messages: Vec<NewChatMessage> = batch.iter().map(|p| p.message.clone()).collect();
-        let mut stored = None;
-        for attempt in 0..5u32 {
-            match store.append_chat_messages(&messages, keep).await {
-                Ok(rows) => {
-                    stored = Some(rows);
-                    break;
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, attempt, "storing chat messages failed");
-                    tokio::time::sleep(retry::backoff(
-                        attempt,
-                        Duration::from_millis(50),
-                        Duration::from_secs(1),
-                    ))
-                    .await;
-                }
-            }
-        }
-        match stored {
-            Some(rows) => {
+        match store.append_chat_messages(&messages, keep).await {
+            Ok(rows) => {
                 for (pending, row) in batch.drain(..).zip(rows) {
-                    let msg = ServerMsg::ChatMessage(message_of(&row));
-                    bus.publish(Envelope::new(
-                        topic(&row.room),
-                        row.id,
-                        "chat-message",
-                        json(&msg),
-                    ));
+                    publish(&*bus, &row);
                     let _ = pending.reply.send(Some(row));
                 }
             }
-            None => {
+            Err(e) => {
+                // One at a time, so a message the database refuses fails alone, and a
+                // passing failure is retried with backoff.
+                tracing::warn!(error = %e, messages = batch.len(), "storing a chat batch failed; storing one by one");
                 for pending in batch.drain(..) {
-                    let _ = pending.reply.send(None);
+                    let mut stored = None;
+                    for attempt in 0..3u32 {
+                        match store
+                            .append_chat_messages(std::slice::from_ref(&pending.message), keep)
+                            .await
+                        {
+                            Ok(mut rows) => {
+                                stored = rows.pop();
+                                break;
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, attempt, "storing a chat message failed");
+                                tokio::time::sleep(retry::backoff(
+                                    attempt,
+                                    Duration::from_millis(50),
+                                    Duration::from_millis(500),
+                                ))
+                                .await;
+                            }
+                        }
+                    }
+                    if let Some(row) = &stored {
+                        publish(&*bus, row);
+                    }
+                    let _ = pending.reply.send(stored);
                 }
             }
         }
     }
+}
+
+/// Publishes a stored message to its room.
+fn publish(bus: &dyn Bus, row: &ChatRow) {
+    let msg = ServerMsg::ChatMessage(message_of(row));
+    bus.publish(Envelope::new(
+        topic(&row.room),
+        row.id,
+        "chat-message",
+        json(&msg),
+    ));
 }
 
 #[cfg(test)]

@@ -189,12 +189,14 @@ async fn events(
         .any(|(k, v)| k == "once" && matches!(v.as_str(), "true" | "1"));
     let username = user.0.user.username.clone();
     // Enter, then subscribe before reading history: nothing published in between is missed.
-    let presence = if once {
-        hub.lease(&room, &username, &user.0.session_id.to_string());
-        None
-    } else {
-        Some(hub.enter(&room, &username))
-    };
+    let presence = hub.enter(&room, &username);
+    // A long poll keeps its user present between polls with a lease taken as it ends.
+    let lease = once.then(|| LeaseOnExit {
+        hub: hub.clone(),
+        room: room.clone(),
+        user: username.clone(),
+        key: user.0.session_id.to_string(),
+    });
     let mut subscription = hub.subscribe(&room);
     let options = SseOptions {
         timeout: Some(if once {
@@ -215,6 +217,10 @@ async fn events(
         state.shutdown.clone(),
         move |tx| async move {
             let _presence = presence;
+            // Declared after the presence, so dropped before it: the lease holds the user.
+            let _lease = lease;
+            let slow = hub.config().slow_client;
+            let tx = Bounded { tx, slow };
             let resume = match hub.since(&room, after, JOIN_HISTORY as i64, history).await {
                 Ok(r) => r,
                 Err(e) => {
@@ -284,11 +290,49 @@ async fn events(
     ))
 }
 
+/// Renews a poller's presence lease when its long poll ends.
+struct LeaseOnExit {
+    hub: Hub,
+    room: String,
+    user: String,
+    key: String,
+}
+
+impl Drop for LeaseOnExit {
+    fn drop(&mut self) {
+        self.hub.lease(&self.room, &self.user, &self.key);
+    }
+}
+
+/// An SSE sender whose sends give up after the slow-client limit: a client that stops
+/// reading is dropped (and counted) instead of holding its presence and task forever.
+struct Bounded {
+    tx: sse::Sender,
+    slow: Duration,
+}
+
+impl Bounded {
+    async fn send(&self, event: &Event) -> Result<(), sse::Gone> {
+        match tokio::time::timeout(self.slow, self.tx.send(event)).await {
+            Ok(sent) => sent,
+            Err(_) => {
+                ws::record_slow_disconnect();
+                tracing::info!("closing an event stream too slow to take its messages");
+                Err(sse::Gone)
+            }
+        }
+    }
+
+    async fn gone(&self) {
+        self.tx.gone().await
+    }
+}
+
 /// Sends the messages after `after` (`None`: the latest few), a `gap` first if some are no
 /// longer kept. Returns the last id sent (or known) and how many went out.
 async fn replay(
     hub: &Hub,
-    tx: &sse::Sender,
+    tx: &Bounded,
     room: &str,
     after: Option<i64>,
     limit: i64,
@@ -301,7 +345,7 @@ async fn replay(
 }
 
 /// Sends a resume: the `gap` event if any, then the messages.
-async fn send_resume(tx: &sse::Sender, resume: Resume) -> Result<(i64, usize), ()> {
+async fn send_resume(tx: &Bounded, resume: Resume) -> Result<(i64, usize), ()> {
     if let Some(gap) = &resume.gap {
         let data = serde_json::to_string(gap).expect("serializable");
         tx.send(&Event::new(data).name("gap"))

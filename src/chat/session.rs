@@ -42,6 +42,15 @@ use crate::{
     },
 };
 
+/// Now in `room`: send `joined`, then the room's live messages after `last_id`.
+struct Joined {
+    room: String,
+    subscription: Subscription,
+    joined: Message,
+    gap: Option<Message>,
+    last_id: i64,
+}
+
 /// Replies queued from the reader to the writer.
 const REPLY_QUEUE: usize = 32;
 /// Frames written per burst at most.
@@ -57,14 +66,8 @@ pub const CLOSE_TOO_BIG: u16 = 1009;
 enum Out {
     /// A reply to send as is.
     Frame(Message),
-    /// Now in `room`: send `joined`, then the room's live messages after `last_id`.
-    Join {
-        room: String,
-        subscription: Subscription,
-        joined: Message,
-        gap: Option<Message>,
-        last_id: i64,
-    },
+    /// Now in a room (boxed: an idle socket's queue holds a block of these).
+    Join(Box<Joined>),
     /// Out of the room.
     Leave,
     /// Close the connection with this code and reason.
@@ -139,7 +142,11 @@ async fn read_loop<R>(
             }
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
             Some(Ok(Message::Binary(_))) => Some(Out::Frame(error(NOT_JSON))),
-            Some(Ok(Message::Text(t))) => handle(&hub, &user, t.as_str(), &mut presence).await,
+            // Boxed: the handler's future (database reads, the post) exists only while it
+            // runs, instead of inflating every idle socket's task.
+            Some(Ok(Message::Text(t))) => {
+                Box::pin(handle(&hub, &user, t.as_str(), &mut presence)).await
+            }
         };
         if let Some(reply) = reply {
             if out.send(reply).await.is_err() {
@@ -200,7 +207,6 @@ async fn handle(
             // between is missed. Entering before leaving the old room keeps a rejoin of the
             // same room from flapping.
             let entered = hub.enter(&room, user);
-            *presence = Some(entered);
             let subscription = hub.subscribe(&room);
             let resume = match hub
                 .since(
@@ -213,8 +219,8 @@ async fn handle(
             {
                 Ok(r) => r,
                 Err(e) => {
+                    // Still in the old room, if any: `entered` leaves again as it drops.
                     tracing::warn!(error = %e, %room, "reading chat history failed");
-                    *presence = None;
                     return Some(Out::Frame(error(
                         "The room's history could not be read; try joining again.",
                     )));
@@ -225,13 +231,14 @@ async fn handle(
                 members: hub.members(&room),
                 history: resume.messages,
             });
-            Some(Out::Join {
+            *presence = Some(entered);
+            Some(Out::Join(Box::new(Joined {
                 room,
                 subscription,
                 joined,
                 gap: resume.gap.map(|g| text(&ServerMsg::ChatGap(g))),
                 last_id: resume.last_id,
-            })
+            })))
         }
         ClientMsg::ChatMessage { text: body } => {
             let Some(room) = presence.as_ref().map(|p| p.room().to_string()) else {
@@ -258,6 +265,22 @@ struct Room {
     subscription: Subscription,
     /// The newest message id sent; live messages at or below it are skipped.
     last_id: i64,
+    /// When this socket last fell behind the room's ring (the latest few).
+    lags: Vec<tokio::time::Instant>,
+}
+
+/// A socket that falls behind this many times within [`LAG_WINDOW`] is closed: reading its
+/// missed messages back keeps it whole, but it cannot keep up with the room.
+const LAGS_MAX: usize = 3;
+const LAG_WINDOW: Duration = Duration::from_secs(30);
+
+/// What a room delivery leads to.
+enum Next {
+    Go,
+    /// The room's stream ended (the bus closed).
+    RoomEnded,
+    /// Close the socket with this code and reason (counted as a slow client).
+    Close(u16, &'static str),
 }
 
 async fn next_in(room: &mut Option<Room>) -> Received {
@@ -292,25 +315,32 @@ async fn write_loop<S>(
             o = out.recv() => match o {
                 None => close = Some((1000, "")),
                 Some(Out::Frame(m)) => burst.push(m),
-                Some(Out::Join { room: name, subscription, joined, gap, last_id }) => {
+                Some(Out::Join(j)) => {
+                    let Joined { room: name, subscription, joined, gap, last_id } = *j;
                     burst.push(joined);
                     burst.extend(gap);
-                    room = Some(Room { name, subscription, last_id });
+                    room = Some(Room { name, subscription, last_id, lags: Vec::new() });
                 }
                 Some(Out::Leave) => room = None,
                 Some(Out::Close(code, reason)) => close = Some((code, reason)),
             },
             r = next_in(&mut room) => {
-                if !take(&hub, &mut room, r, &mut burst).await {
-                    room = None;
-                }
+                let mut next = Box::pin(take(&hub, &mut room, r, &mut burst)).await;
                 // Whatever else is already waiting goes out in the same write.
-                while burst.len() < BURST {
+                while matches!(next, Next::Go) && burst.len() < BURST {
                     let Some(r) = room.as_mut().and_then(|r| r.subscription.try_recv()) else {
                         break;
                     };
-                    if !take(&hub, &mut room, r, &mut burst).await {
-                        room = None;
+                    next = Box::pin(take(&hub, &mut room, r, &mut burst)).await;
+                }
+                match next {
+                    Next::Go => {}
+                    Next::RoomEnded => room = None,
+                    Next::Close(code, reason) => {
+                        if code == CLOSE_POLICY {
+                            ws::record_slow_disconnect();
+                        }
+                        close = Some((code, reason));
                     }
                 }
             }
@@ -363,8 +393,12 @@ async fn write_loop<S>(
                 }
             }
         }
+        if burst.capacity() > 4 * BURST {
+            // A refill's burst (up to the whole history) is not kept for the socket's life.
+            burst = Vec::with_capacity(8);
+        }
         if close.is_some() {
-            let _ = sink.close().await;
+            let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
             return;
         }
     }
@@ -375,10 +409,10 @@ fn frame(data: &bytes::Bytes) -> Message {
     Message::Text(Utf8Bytes::try_from(data.clone()).unwrap_or_default())
 }
 
-/// Adds what a room delivery calls for to `burst`; `false` when the room's stream ended.
-async fn take(hub: &Hub, room: &mut Option<Room>, r: Received, burst: &mut Vec<Message>) -> bool {
+/// Adds what a room delivery calls for to `burst`.
+async fn take(hub: &Hub, room: &mut Option<Room>, r: Received, burst: &mut Vec<Message>) -> Next {
     let Some(current) = room.as_mut() else {
-        return true;
+        return Next::Go;
     };
     match r {
         Received::Message(m) if m.kind != "chat-message" => burst.push(frame(&m.data)),
@@ -391,6 +425,12 @@ async fn take(hub: &Hub, room: &mut Option<Room>, r: Received, burst: &mut Vec<M
         Received::Message(_) | Received::Lagged(_) => {
             if let Received::Lagged(n) = r {
                 ws::record_drops(n);
+                let now = tokio::time::Instant::now();
+                current.lags.retain(|t| now.duration_since(*t) < LAG_WINDOW);
+                current.lags.push(now);
+                if current.lags.len() >= LAGS_MAX {
+                    return Next::Close(CLOSE_POLICY, "Too slow to keep up; reconnect to resume.");
+                }
             }
             match hub
                 .since(
@@ -411,16 +451,19 @@ async fn take(hub: &Hub, room: &mut Option<Room>, r: Received, burst: &mut Vec<M
                     current.last_id = current.last_id.max(resume.last_id);
                 }
                 Err(e) => {
+                    // Without them the socket would skip messages: better to say so and let
+                    // the client resume from its last id.
                     tracing::warn!(error = %e, "reading missed chat messages failed");
-                    burst.push(error(
-                        "Some messages could not be read back; rejoin the room to resume.",
-                    ));
+                    return Next::Close(
+                        1011,
+                        "Missed messages could not be read; reconnect to resume.",
+                    );
                 }
             }
         }
-        Received::Closed => return false,
+        Received::Closed => return Next::RoomEnded,
     }
-    true
+    Next::Go
 }
 
 #[cfg(test)]

@@ -20,6 +20,9 @@ use tokio_tungstenite::tungstenite::{client::IntoClientRequest, http::HeaderValu
 use super::{backoff, sign_in, Connection};
 use crate::protocol::chat::{room_name_problem, ClientMsg, ServerMsg, DEFAULT_ROOM};
 
+/// How long the connection may stay silent before it is taken for dead.
+const SILENCE_MAX: Duration = Duration::from_secs(60);
+
 /// `tidings chat` options.
 #[derive(Clone, Debug, clap::Args)]
 pub struct ChatArgs {
@@ -70,6 +73,8 @@ fn line_for(msg: &ServerMsg, last: &mut i64, room: &mut String) -> Option<String
             }
             Some(out.join("\n"))
         }
+        // A message of the room just left, still in flight.
+        ServerMsg::ChatMessage(m) if m.room != *room => None,
         ServerMsg::ChatMessage(m) if m.id > *last => {
             *last = m.id;
             Some(format!(
@@ -241,7 +246,13 @@ async fn session(
     }
     loop {
         tokio::select! {
-            frame = rx.next() => match frame {
+            // The server pings a quiet socket every 20 s: a minute of nothing is a dead link.
+            frame = tokio::time::timeout(SILENCE_MAX, rx.next()) => match frame.unwrap_or_else(|_| {
+                Some(Err(tokio_tungstenite::tungstenite::Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "nothing heard from the server for a minute",
+                ))))
+            }) {
                 Some(Ok(Message::Text(t))) => match serde_json::from_str::<ServerMsg>(t.as_str()) {
                     Ok(msg) => {
                         if matches!(msg, ServerMsg::ChatJoined { .. }) {

@@ -211,6 +211,8 @@ pub fn text_problem(text: &str) -> Option<String> {
     let chars = text.chars().count();
     if text.trim().is_empty() {
         Some("A message needs some text.".into())
+    } else if text.contains('\0') {
+        Some("Messages cannot contain the NUL character.".into())
     } else if chars > TEXT_MAX_CHARS {
         Some(format!(
             "Messages are at most {TEXT_MAX_CHARS} characters; this one has {chars}."
@@ -334,6 +336,8 @@ mod tests {
             "characters, not bytes"
         );
         assert!(text_problem(&"é".repeat(2001)).unwrap().contains("2001"));
+        // PostgreSQL's TEXT cannot hold NUL: refused with a sentence, not a failed batch.
+        assert!(text_problem("a\0b").unwrap().contains("NUL"));
         assert!(text_problem("   ").is_some());
     }
 }

@@ -2,7 +2,7 @@
 //! counters the metrics stream reads (live sockets, queue drops, slow-client disconnects).
 //!
 //! Buffer sizes are what an idle socket costs: tungstenite's default 128 KiB read buffer
-//! alone would make each idle connection cost about 144 kB; with 4 KiB buffers, and a write
+//! alone would make each idle connection cost about 144 kB; with a 1 KiB read buffer, and a write
 //! buffer that only grows while a burst is being written, it is a few kB.
 //!
 //! Tests: `tests/chat.rs` (limits, counters), `benches/chat.rs` (memory per socket).
@@ -14,7 +14,7 @@ use axum::extract::ws::WebSocketUpgrade;
 use crate::protocol::chat::FRAME_MAX_BYTES;
 
 /// Bytes read from the socket at a time.
-pub const READ_BUFFER: usize = 4 * 1024;
+pub const READ_BUFFER: usize = 1024;
 /// Frames are written out once this many bytes are queued (and at every flush).
 pub const WRITE_BUFFER: usize = 16 * 1024;
 /// The most a socket may hold unwritten before writes fail (a burst of frames plus one).

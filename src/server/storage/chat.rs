@@ -89,6 +89,9 @@ impl Store {
                 None => rooms.push((&m.room, vec![i])),
             }
         }
+        // Rooms in name order: two instances writing the same rooms lock them in the same
+        // order, so they cannot deadlock.
+        rooms.sort_by(|a, b| a.0.cmp(b.0));
         for (room, positions) in &rooms {
             let count = positions.len() as i64;
             let last: i64 = sqlx::query(
