@@ -64,8 +64,8 @@ pub const CLOSE_TOO_BIG: u16 = 1009;
 
 /// What the reader hands the writer.
 enum Out {
-    /// A reply to send as is.
-    Frame(Message),
+    /// A reply to send as is (boxed, like `Join`, to keep the queue's slots small).
+    Frame(Box<Message>),
     /// Now in a room (boxed: an idle socket's queue holds a block of these).
     Join(Box<Joined>),
     /// Out of the room.
@@ -141,7 +141,7 @@ async fn read_loop<R>(
                 return;
             }
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-            Some(Ok(Message::Binary(_))) => Some(Out::Frame(error(NOT_JSON))),
+            Some(Ok(Message::Binary(_))) => Some(Out::Frame(Box::new(error(NOT_JSON)))),
             // Boxed: the handler's future (database reads, the post) exists only while it
             // runs, instead of inflating every idle socket's task.
             Some(Ok(Message::Text(t))) => {
@@ -180,18 +180,18 @@ async fn handle(
 ) -> Option<Out> {
     let value: serde_json::Value = match serde_json::from_str(frame) {
         Ok(v) => v,
-        Err(_) => return Some(Out::Frame(error(NOT_JSON))),
+        Err(_) => return Some(Out::Frame(Box::new(error(NOT_JSON)))),
     };
     let kind = value.get("type").and_then(|t| t.as_str()).unwrap_or("");
     if !matches!(kind, "chat-join" | "chat-message" | "chat-leave") {
-        return Some(Out::Frame(error(UNKNOWN_TYPE)));
+        return Some(Out::Frame(Box::new(error(UNKNOWN_TYPE))));
     }
     let msg: ClientMsg = match serde_json::from_value(value.clone()) {
         Ok(m) => m,
         Err(e) => {
-            return Some(Out::Frame(error(format!(
+            return Some(Out::Frame(Box::new(error(format!(
                 "That {kind} message is not shaped as the contract says: {e}."
-            ))))
+            )))))
         }
     };
     match msg {
@@ -200,7 +200,7 @@ async fn handle(
             last_message_id,
         } => {
             if let Some(problem) = crate::protocol::chat::room_name_problem(&room) {
-                return Some(Out::Frame(error(problem)));
+                return Some(Out::Frame(Box::new(error(problem))));
             }
             // Enter first (so the joiner's own `joined` is not echoed to it; the members
             // list says it), then subscribe before reading history: nothing published in
@@ -221,9 +221,9 @@ async fn handle(
                 Err(e) => {
                     // Still in the old room, if any: `entered` leaves again as it drops.
                     tracing::warn!(error = %e, %room, "reading chat history failed");
-                    return Some(Out::Frame(error(
+                    return Some(Out::Frame(Box::new(error(
                         "The room's history could not be read; try joining again.",
-                    )));
+                    ))));
                 }
             };
             let joined = text(&ServerMsg::ChatJoined {
@@ -242,17 +242,17 @@ async fn handle(
         }
         ClientMsg::ChatMessage { text: body } => {
             let Some(room) = presence.as_ref().map(|p| p.room().to_string()) else {
-                return Some(Out::Frame(error(JOIN_FIRST)));
+                return Some(Out::Frame(Box::new(error(JOIN_FIRST))));
             };
             match hub.post(&room, user, &body).await {
                 // Everyone, the sender included, gets it from the room's subscription.
                 Ok(_) => None,
-                Err(e) => Some(Out::Frame(error(e.sentence()))),
+                Err(e) => Some(Out::Frame(Box::new(error(e.sentence())))),
             }
         }
         ClientMsg::ChatLeave => {
             if presence.take().is_none() {
-                return Some(Out::Frame(error(JOIN_FIRST)));
+                return Some(Out::Frame(Box::new(error(JOIN_FIRST))));
             }
             Some(Out::Leave)
         }
@@ -314,7 +314,7 @@ async fn write_loop<S>(
             biased;
             o = out.recv() => match o {
                 None => close = Some((1000, "")),
-                Some(Out::Frame(m)) => burst.push(m),
+                Some(Out::Frame(m)) => burst.push(*m),
                 Some(Out::Join(j)) => {
                     let Joined { room: name, subscription, joined, gap, last_id } = *j;
                     burst.push(joined);
@@ -373,7 +373,8 @@ async fn write_loop<S>(
                 }
                 sink.flush().await.map_err(|_| ())
             };
-            match tokio::time::timeout(slow, write).await {
+            // Boxed: the write's future exists only while writing, not in every idle task.
+            match Box::pin(tokio::time::timeout(slow, write)).await {
                 Ok(Ok(())) => {}
                 Ok(Err(())) => return,
                 Err(_) => {
