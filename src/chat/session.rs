@@ -122,11 +122,13 @@ async fn read_loop<R>(
     R: Stream<Item = Result<Message, axum::Error>> + Unpin + Send,
 {
     let mut presence: Option<Presence> = None;
+    let mut stop = std::pin::pin!(shutdown.cancelled_owned());
+    let mut writer_gone = std::pin::pin!(dead.cancelled_owned());
     loop {
         let frame = tokio::select! {
             f = stream.next() => f,
-            _ = dead.cancelled() => return,
-            _ = shutdown.cancelled() => {
+            _ = &mut writer_gone => return,
+            _ = &mut stop => {
                 let _ = out.send(Out::Close(CLOSE_GOING_AWAY, "The server is restarting; reconnect to resume.")).await;
                 return;
             }
@@ -295,7 +297,7 @@ async fn write_loop<S>(
     hub: Hub,
     mut sink: S,
     mut out: mpsc::Receiver<Out>,
-    mut notifications: Subscription,
+    notifications: Subscription,
     last_seen: Arc<AtomicI64>,
     dead: CancellationToken,
     shutdown: Shutdown,
@@ -308,6 +310,14 @@ async fn write_loop<S>(
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
     let mut room: Option<Room> = None;
     let mut burst: Vec<Message> = Vec::with_capacity(8);
+    // Both kept across iterations (see `Shutdown::cancelled_owned`): the notification
+    // subscription is shared by every socket, and a `recv()` future dropped each time
+    // another branch won would take its lock twice per wakeup.
+    let mut stop = std::pin::pin!(shutdown.cancelled_owned());
+    let mut notes = std::pin::pin!(futures::stream::unfold(notifications, |mut s| async move {
+        Some((s.recv().await, s))
+    }));
+    let mut notes_open = true;
     loop {
         let mut close: Option<(u16, &'static str)> = None;
         tokio::select! {
@@ -344,10 +354,10 @@ async fn write_loop<S>(
                     }
                 }
             }
-            n = notifications.recv() => match n {
-                Received::Message(m) => burst.push(frame(&m.data)),
-                Received::Lagged(n) => ws::record_drops(n),
-                Received::Closed => {}
+            n = notes.next(), if notes_open => match n {
+                Some(Received::Message(m)) => burst.push(frame(&m.data)),
+                Some(Received::Lagged(n)) => ws::record_drops(n),
+                Some(Received::Closed) | None => notes_open = false,
             },
             _ = ping.tick() => {
                 let quiet = clock::now_ms() - last_seen.load(Ordering::Relaxed);
@@ -358,7 +368,7 @@ async fn write_loop<S>(
                 }
                 burst.push(Message::Ping(Default::default()));
             }
-            _ = shutdown.cancelled() => close = Some((CLOSE_GOING_AWAY, "The server is restarting; reconnect to resume.")),
+            _ = &mut stop => close = Some((CLOSE_GOING_AWAY, "The server is restarting; reconnect to resume.")),
         }
         if let Some((code, reason)) = close {
             burst.push(Message::Close(Some(CloseFrame {
@@ -367,14 +377,21 @@ async fn write_loop<S>(
             })));
         }
         if !burst.is_empty() {
-            let write = async {
-                for m in burst.drain(..) {
-                    sink.feed(m).await.map_err(|_| ())?;
+            // Most writes finish at once (the kernel takes them): only one that has to wait
+            // gets a timer. Boxed: it exists only while writing, not in every idle task.
+            let written = {
+                let mut write = Box::pin(async {
+                    for m in burst.drain(..) {
+                        sink.feed(m).await.map_err(|_| ())?;
+                    }
+                    sink.flush().await.map_err(|_| ())
+                });
+                match futures::poll!(&mut write) {
+                    std::task::Poll::Ready(r) => Ok(r),
+                    std::task::Poll::Pending => tokio::time::timeout(slow, write).await,
                 }
-                sink.flush().await.map_err(|_| ())
             };
-            // Boxed: the write's future exists only while writing, not in every idle task.
-            match Box::pin(tokio::time::timeout(slow, write)).await {
+            match written {
                 Ok(Ok(())) => {}
                 Ok(Err(())) => return,
                 Err(_) => {

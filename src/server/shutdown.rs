@@ -42,6 +42,14 @@ impl Shutdown {
         self.token.cancelled().await
     }
 
+    /// The same as [`cancelled`](Self::cancelled), as a future that owns its handle: pin it
+    /// once outside a loop and `select!` on `&mut` it. Every socket's loop wakes thousands of
+    /// times a second; a fresh `cancelled()` each time would register (and drop) a waiter
+    /// on the one token all of them share, under its lock.
+    pub fn cancelled_owned(&self) -> tokio_util::sync::WaitForCancellationFutureOwned {
+        self.token.clone().cancelled_owned()
+    }
+
     /// Spawns a task that [`drain`](Self::drain) waits for.
     pub fn spawn<F>(&self, task: F) -> JoinHandle<F::Output>
     where

@@ -25,6 +25,7 @@
 
 use std::{
     future::Future,
+    pin::Pin,
     sync::atomic::{AtomicU64, Ordering},
     time::Duration,
 };
@@ -279,19 +280,24 @@ where
     response
 }
 
-/// What the body stream keeps between chunks.
+/// What the body stream keeps between chunks. The timers and the shutdown wait live here,
+/// pinned once: a busy stream sends thousands of chunks, and making them afresh per chunk
+/// would touch the timer wheel and the shared shutdown token's lock each time.
 struct BodyState {
     rx: mpsc::Receiver<Bytes>,
     first: Option<Bytes>,
     keep_alive: Duration,
-    idle_until: Instant,
-    end_at: Option<Instant>,
-    shutdown: Shutdown,
+    /// When something was last sent; the idle timer checks it when it fires.
+    last_sent: Instant,
+    idle: Pin<Box<tokio::time::Sleep>>,
+    end: Option<Pin<Box<tokio::time::Sleep>>>,
+    stop: Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
     _live: LiveGuard,
 }
 
-/// The response body: the first chunk, then the producer's chunks, with keep-alives in the
-/// silences; ends with the producer, at the timeout, or at shutdown.
+/// The response body: the first chunk, then the producer's chunks (what is queued goes out
+/// as one chunk), with keep-alives in the silences; ends with the producer, at the timeout,
+/// or at shutdown.
 fn body(
     rx: mpsc::Receiver<Bytes>,
     first: Option<Bytes>,
@@ -303,25 +309,54 @@ fn body(
         rx,
         first,
         keep_alive: options.keep_alive,
-        idle_until: now + options.keep_alive,
-        end_at: options.timeout.map(|t| now + t),
-        shutdown,
+        last_sent: now,
+        idle: Box::pin(tokio::time::sleep_until(now + options.keep_alive)),
+        end: options
+            .timeout
+            .map(|t| Box::pin(tokio::time::sleep_until(now + t))),
+        stop: Box::pin(shutdown.cancelled_owned()),
         _live: LiveGuard::new(),
     };
     futures::stream::unfold(state, |mut st| async move {
         if let Some(first) = st.first.take() {
-            st.idle_until = Instant::now() + st.keep_alive;
+            st.last_sent = Instant::now();
             return Some((Ok(first), st));
         }
-        let end_at = st.end_at;
-        let chunk = tokio::select! {
-            biased;
-            _ = st.shutdown.cancelled() => None,
-            _ = async { tokio::time::sleep_until(end_at?).await; Some(()) }, if end_at.is_some() => None,
-            chunk = st.rx.recv() => chunk,
-            _ = tokio::time::sleep_until(st.idle_until) => Some(Bytes::from_static(KEEP_ALIVE)),
-        }?;
-        st.idle_until = Instant::now() + st.keep_alive;
+        let chunk = loop {
+            tokio::select! {
+                biased;
+                _ = st.stop.as_mut() => return None,
+                _ = async { st.end.as_mut()?.as_mut().await; Some(()) }, if st.end.is_some() => return None,
+                chunk = st.rx.recv() => {
+                    let mut chunk = chunk?;
+                    // Whatever else is queued goes out in the same write.
+                    if let Ok(next) = st.rx.try_recv() {
+                        let mut joined = bytes::BytesMut::from(&chunk[..]);
+                        joined.extend_from_slice(&next);
+                        while joined.len() < 64 * 1024 {
+                            match st.rx.try_recv() {
+                                Ok(more) => joined.extend_from_slice(&more),
+                                Err(_) => break,
+                            }
+                        }
+                        chunk = joined.freeze();
+                    }
+                    break chunk;
+                }
+                _ = st.idle.as_mut() => {
+                    let due = st.last_sent + st.keep_alive;
+                    if Instant::now() >= due {
+                        break Bytes::from_static(KEEP_ALIVE);
+                    }
+                    st.idle.as_mut().reset(due);
+                }
+            }
+        };
+        st.last_sent = Instant::now();
+        // Re-armed only once it fired: sending does not touch the timer.
+        if st.idle.is_elapsed() {
+            st.idle.as_mut().reset(st.last_sent + st.keep_alive);
+        }
         Some((Ok(chunk), st))
     })
 }
