@@ -209,6 +209,7 @@ async fn events(
         } else {
             SseOptions::default().retry.unwrap_or_default()
         }),
+        send_limit: Some(hub.config().slow_client),
         ..SseOptions::default()
     };
     let history = hub.config().history;
@@ -219,8 +220,6 @@ async fn events(
             let _presence = presence;
             // Declared after the presence, so dropped before it: the lease holds the user.
             let _lease = lease;
-            let slow = hub.config().slow_client;
-            let tx = Bounded { tx, slow };
             let resume = match hub.since(&room, after, JOIN_HISTORY as i64, history).await {
                 Ok(r) => r,
                 Err(e) => {
@@ -304,35 +303,11 @@ impl Drop for LeaseOnExit {
     }
 }
 
-/// An SSE sender whose sends give up after the slow-client limit: a client that stops
-/// reading is dropped (and counted) instead of holding its presence and task forever.
-struct Bounded {
-    tx: sse::Sender,
-    slow: Duration,
-}
-
-impl Bounded {
-    async fn send(&self, event: &Event) -> Result<(), sse::Gone> {
-        match tokio::time::timeout(self.slow, self.tx.send(event)).await {
-            Ok(sent) => sent,
-            Err(_) => {
-                ws::record_slow_disconnect();
-                tracing::info!("closing an event stream too slow to take its messages");
-                Err(sse::Gone)
-            }
-        }
-    }
-
-    async fn gone(&self) {
-        self.tx.gone().await
-    }
-}
-
 /// Sends the messages after `after` (`None`: the latest few), a `gap` first if some are no
 /// longer kept. Returns the last id sent (or known) and how many went out.
 async fn replay(
     hub: &Hub,
-    tx: &Bounded,
+    tx: &sse::Sender,
     room: &str,
     after: Option<i64>,
     limit: i64,
@@ -345,7 +320,7 @@ async fn replay(
 }
 
 /// Sends a resume: the `gap` event if any, then the messages.
-async fn send_resume(tx: &Bounded, resume: Resume) -> Result<(i64, usize), ()> {
+async fn send_resume(tx: &sse::Sender, resume: Resume) -> Result<(i64, usize), ()> {
     if let Some(gap) = &resume.gap {
         let data = serde_json::to_string(gap).expect("serializable");
         tx.send(&Event::new(data).name("gap"))

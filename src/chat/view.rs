@@ -21,7 +21,8 @@ use super::{
     client::{Link, LinkState, News, Transport},
 };
 use crate::protocol::chat::{
-    room_name_problem, text_problem, ChatMessage, ChatSnapshot, PresenceAction, DEFAULT_ROOM,
+    clock_of, room_name_problem, text_problem, ChatMessage, ChatSnapshot, PresenceAction,
+    DEFAULT_ROOM,
 };
 
 /// Lines the page keeps at most (the newest).
@@ -80,11 +81,6 @@ pub fn ChatPage() -> impl IntoView {
             </Suspense>
         </section>
     }
-}
-
-/// `HH:MM:SS` of an RFC 3339 time (UTC).
-fn clock_of(timestamp: &str) -> String {
-    timestamp.get(11..19).unwrap_or(timestamp).to_string()
 }
 
 #[component]
@@ -270,7 +266,7 @@ fn ChatView(snapshot: ChatSnapshot) -> impl IntoView {
                                 view! {
                                     <li class="message" class:mine=mine data-id=m.id.to_string()>
                                         <span class="author">{m.display_name.clone()}</span>
-                                        <time datetime=m.timestamp.clone() title=m.timestamp.clone()>{clock_of(&m.timestamp)}</time>
+                                        <time datetime=m.timestamp.clone() title=m.timestamp.clone()>{clock_of(&m.timestamp).to_string()}</time>
                                         <span class="text">{m.text.clone()}</span>
                                     </li>
                                 }.into_any()

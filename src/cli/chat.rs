@@ -18,7 +18,7 @@ use reqwest::cookie::CookieStore;
 use tokio_tungstenite::tungstenite::{client::IntoClientRequest, http::HeaderValue, Message};
 
 use super::{backoff, sign_in, Connection};
-use crate::protocol::chat::{room_name_problem, ClientMsg, ServerMsg, DEFAULT_ROOM};
+use crate::protocol::chat::{clock_of, room_name_problem, ClientMsg, ServerMsg, DEFAULT_ROOM};
 
 /// How long the connection may stay silent before it is taken for dead.
 const SILENCE_MAX: Duration = Duration::from_secs(60);
@@ -48,7 +48,6 @@ pub fn printable(text: &str) -> String {
 
 /// One line for a server message; `last` is the newest message id shown (updated).
 fn line_for(msg: &ServerMsg, last: &mut i64, room: &mut String) -> Option<String> {
-    let time = |t: &str| t.get(11..19).unwrap_or(t).to_string();
     match msg {
         ServerMsg::ChatJoined {
             room: r,
@@ -65,7 +64,7 @@ fn line_for(msg: &ServerMsg, last: &mut i64, room: &mut String) -> Option<String
                     *last = m.id;
                     out.push(format!(
                         "[{}] {}: {}",
-                        time(&m.timestamp),
+                        clock_of(&m.timestamp),
                         printable(&m.display_name),
                         printable(&m.text)
                     ));
@@ -79,7 +78,7 @@ fn line_for(msg: &ServerMsg, last: &mut i64, room: &mut String) -> Option<String
             *last = m.id;
             Some(format!(
                 "[{}] {}: {}",
-                time(&m.timestamp),
+                clock_of(&m.timestamp),
                 printable(&m.display_name),
                 printable(&m.text)
             ))

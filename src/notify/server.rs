@@ -140,6 +140,7 @@ async fn events(
     let store = state.store.clone();
     let options = SseOptions {
         timeout: Some(state.config.sse_max),
+        send_limit: Some(state.config.chat.slow_client),
         ..SseOptions::default()
     };
     Ok(sse::stream(

@@ -192,6 +192,12 @@ pub struct PostMessage {
     pub text: String,
 }
 
+/// `HH:MM:SS` of a message's RFC 3339 `timestamp` (UTC), as the page and the terminal
+/// client show it; the whole text if it is not one.
+pub fn clock_of(timestamp: &str) -> &str {
+    timestamp.get(11..19).unwrap_or(timestamp)
+}
+
 /// The sentence for a bad room name, or `None` when it is good.
 pub fn room_name_problem(room: &str) -> Option<String> {
     let ok = !room.is_empty()

@@ -159,6 +159,10 @@ pub struct SseOptions {
     pub cors_origin: Option<HeaderValue>,
     /// Chunks queued between the producer and the socket.
     pub buffer: usize,
+    /// A send that waits longer than this (the client stopped reading) ends the stream and
+    /// counts a slow client, instead of holding the producer, and what it holds, forever.
+    /// `None`: wait as long as the client is connected.
+    pub send_limit: Option<Duration>,
 }
 
 impl Default for SseOptions {
@@ -169,6 +173,7 @@ impl Default for SseOptions {
             timeout: None,
             cors_origin: None,
             buffer: 16,
+            send_limit: None,
         }
     }
 }
@@ -181,6 +186,7 @@ pub struct Gone;
 #[derive(Debug)]
 pub struct Sender {
     tx: mpsc::Sender<Bytes>,
+    send_limit: Option<Duration>,
 }
 
 impl Sender {
@@ -196,7 +202,17 @@ impl Sender {
 
     /// Sends already encoded bytes.
     pub async fn raw(&self, bytes: Bytes) -> Result<(), Gone> {
-        self.tx.send(bytes).await.map_err(|_| Gone)
+        let Some(limit) = self.send_limit else {
+            return self.tx.send(bytes).await.map_err(|_| Gone);
+        };
+        match tokio::time::timeout(limit, self.tx.send(bytes)).await {
+            Ok(sent) => sent.map_err(|_| Gone),
+            Err(_) => {
+                SLOW.fetch_add(1, Ordering::Relaxed);
+                tracing::info!("ending an event stream too slow to take its events");
+                Err(Gone)
+            }
+        }
     }
 
     /// Whether the client has gone (or the stream ended by timeout or shutdown).
@@ -215,6 +231,13 @@ impl Sender {
 
 /// Open SSE streams in this process.
 static LIVE: AtomicU64 = AtomicU64::new(0);
+/// Streams ended since start because a send waited past its `send_limit`.
+static SLOW: AtomicU64 = AtomicU64::new(0);
+
+/// How many streams were ended for being too slow (see [`SseOptions::send_limit`]).
+pub fn slow_disconnects() -> u64 {
+    SLOW.load(Ordering::Relaxed)
+}
 
 /// How many SSE streams are open now.
 pub fn live_connections() -> u64 {
@@ -269,7 +292,10 @@ where
     Fut: Future<Output = ()> + Send + 'static,
 {
     let (tx, rx) = mpsc::channel(options.buffer.max(1));
-    tokio::spawn(produce(Sender { tx }));
+    tokio::spawn(produce(Sender {
+        tx,
+        send_limit: options.send_limit,
+    }));
     let first = options.retry.map(retry);
     let mut response = (
         StatusCode::OK,

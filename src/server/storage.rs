@@ -67,6 +67,32 @@ pub fn redact(url: &str) -> String {
     }
 }
 
+/// Rows per multi-row `INSERT`. sqlx's SQLite driver looks up each parameter's name, which
+/// SQLite finds by a linear search: binding costs grow with the square of the parameters in a
+/// statement. At 250 rows that search was half of `tidings seed`'s time; 32 rows keep
+/// statements few and the search short.
+pub(crate) const ROWS_PER_STATEMENT: usize = 32;
+
+/// `($1, $2, $3), ($4, $5, $6)…`: the `VALUES` list of `rows` rows of `columns` parameters.
+pub(crate) fn placeholders(rows: usize, columns: usize) -> String {
+    let mut out = String::with_capacity(rows * columns * 5);
+    for r in 0..rows {
+        if r > 0 {
+            out.push_str(", ");
+        }
+        out.push('(');
+        for c in 0..columns {
+            if c > 0 {
+                out.push_str(", ");
+            }
+            out.push('$');
+            out.push_str(&(r * columns + c + 1).to_string());
+        }
+        out.push(')');
+    }
+    out
+}
+
 /// A stored account.
 #[derive(Clone, Debug)]
 pub struct UserRow {
@@ -315,28 +341,12 @@ impl Store {
     /// Appends many audit rows in one transaction, several hundred per statement; returns how
     /// many were written. Rows are `(at ms, action, username, detail JSON text)`.
     pub async fn audit_many(&self, rows: &[(i64, String, String, String)]) -> sqlx::Result<u64> {
-        // 4 binds a row. sqlx's SQLite driver looks up each parameter's name, which SQLite
-        // finds by a linear search: binding costs grow with the square of the parameters in
-        // a statement. At 250 rows that search was half of `tidings seed`'s time; 32 rows
-        // keep statements few and the search short.
-        const ROWS_PER_STATEMENT: usize = 32;
         let mut tx = self.pool.begin().await?;
         let mut written = 0;
         for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-            let values: Vec<String> = (0..chunk.len())
-                .map(|i| {
-                    format!(
-                        "(${}, ${}, ${}, ${})",
-                        4 * i + 1,
-                        4 * i + 2,
-                        4 * i + 3,
-                        4 * i + 4
-                    )
-                })
-                .collect();
             let sql = format!(
                 "INSERT INTO audit_log (at, action, username, detail) VALUES {}",
-                values.join(", ")
+                placeholders(chunk.len(), 4)
             );
             let mut query = sqlx::query(&sql);
             for (at, action, username, detail) in chunk {
@@ -358,28 +368,13 @@ impl Store {
         &self,
         rows: &[(i64, i64, String, String, String)],
     ) -> sqlx::Result<u64> {
-        // 5 binds a row, 32 rows a statement (see `audit_many` on why statements stay small).
-        const ROWS_PER_STATEMENT: usize = 32;
         let mut tx = self.pool.begin().await?;
         let mut inserted = 0;
         for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-            let values: Vec<String> = (0..chunk.len())
-                .map(|i| {
-                    let b = 5 * i;
-                    format!(
-                        "(${}, ${}, ${}, ${}, ${})",
-                        b + 1,
-                        b + 2,
-                        b + 3,
-                        b + 4,
-                        b + 5
-                    )
-                })
-                .collect();
             let sql = format!(
                 "INSERT INTO audit_log (id, at, action, username, detail) VALUES {}
                  ON CONFLICT (id) DO NOTHING",
-                values.join(", ")
+                placeholders(chunk.len(), 5)
             );
             let mut query = sqlx::query(&sql);
             for (id, at, action, username, detail) in chunk {
@@ -464,6 +459,12 @@ pub(crate) async fn temp_store() -> (tempfile::TempDir, Store) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn placeholders_number_every_column_of_every_row() {
+        assert_eq!(placeholders(2, 3), "($1, $2, $3), ($4, $5, $6)");
+        assert_eq!(placeholders(1, 1), "($1)");
+    }
 
     #[tokio::test]
     async fn imports_keep_ids_count_new_rows_and_leave_ids_for_later_rows() {

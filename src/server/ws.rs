@@ -40,7 +40,8 @@ pub fn live_connections() -> u64 {
     LIVE.load(Ordering::Relaxed)
 }
 
-/// Messages dropped from slow sockets' queues since start (each then read back from history).
+/// Messages dropped from slow sockets' and event streams' queues since start (each then read
+/// back from history). Streams ended for slowness are counted by `sse::slow_disconnects`.
 pub fn queue_drops() -> u64 {
     QUEUE_DROPS.load(Ordering::Relaxed)
 }

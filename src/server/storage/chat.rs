@@ -11,10 +11,7 @@
 
 use sqlx::Row;
 
-use super::Store;
-
-/// Rows per multi-row insert (sqlx's SQLite binding looks parameter names up linearly).
-const MESSAGES_PER_STATEMENT: usize = 32;
+use super::{placeholders, Store, ROWS_PER_STATEMENT};
 
 /// A message about to be stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -108,23 +105,10 @@ impl Store {
             for (k, &i) in positions.iter().enumerate() {
                 ids[i] = last - count + 1 + k as i64;
             }
-            for chunk in positions.chunks(MESSAGES_PER_STATEMENT) {
-                let values: Vec<String> = (0..chunk.len())
-                    .map(|j| {
-                        let b = 5 * j;
-                        format!(
-                            "(${}, ${}, ${}, ${}, ${})",
-                            b + 1,
-                            b + 2,
-                            b + 3,
-                            b + 4,
-                            b + 5
-                        )
-                    })
-                    .collect();
+            for chunk in positions.chunks(ROWS_PER_STATEMENT) {
                 let sql = format!(
                     "INSERT INTO chat_messages (room, id, author, text, created_at) VALUES {}",
-                    values.join(", ")
+                    placeholders(chunk.len(), 5)
                 );
                 let mut query = sqlx::query(&sql);
                 for &i in chunk {

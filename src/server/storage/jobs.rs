@@ -14,7 +14,7 @@
 
 use sqlx::Row;
 
-use super::{Backend, Store};
+use super::{placeholders, Backend, Store, ROWS_PER_STATEMENT};
 
 /// A stored job.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -90,9 +90,6 @@ fn job_from(row: &sqlx::any::AnyRow) -> sqlx::Result<JobRow> {
         updated_at: row.try_get(14)?,
     })
 }
-
-/// Events per multi-row insert (5 binds each, far below both engines' limits).
-const EVENTS_PER_STATEMENT: usize = 32;
 
 impl Store {
     /// Stores a new queued job and returns it.
@@ -286,17 +283,11 @@ impl Store {
             return Ok(());
         }
         let mut tx = self.pool.begin().await?;
-        for chunk in events.chunks(EVENTS_PER_STATEMENT) {
-            let values: Vec<String> = (0..chunk.len())
-                .map(|i| {
-                    let b = 4 * i;
-                    format!("(${}, ${}, ${}, ${})", b + 1, b + 2, b + 3, b + 4)
-                })
-                .collect();
+        for chunk in events.chunks(ROWS_PER_STATEMENT) {
             let sql = format!(
                 "INSERT INTO job_events (job_id, id, event, data) VALUES {}
                  ON CONFLICT (job_id, id) DO NOTHING",
-                values.join(", ")
+                placeholders(chunk.len(), 4)
             );
             let mut query = sqlx::query(&sql);
             for e in chunk {
