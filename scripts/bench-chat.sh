@@ -56,9 +56,10 @@ if [[ " $phases " == *" idle "* && "$fds" != unlimited ]] && ((fds < idle + 1000
   exit 1
 fi
 
-cargo build --release --features ssr --bin tidings
-# The bench binary's path, from cargo itself (target/release/deps/chat-* could also be a test).
-client="$(cargo build --release --features ssr --bench chat --message-format=json-render-diagnostics \
+# The server and the bench in one build: built apart, the bench's dev-dependencies change the
+# library's features, so each build would recompile it for the other. The bench binary's path
+# comes from cargo itself (target/release/deps/chat-* could also be a test).
+client="$(cargo build --release --features ssr --bin tidings --bench chat --message-format=json-render-diagnostics \
   | grep '"kind":\["bench"\]' | grep '"name":"chat"' \
   | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)" || true
 if [ -z "$client" ] || [ ! -x "$client" ]; then

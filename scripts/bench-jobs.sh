@@ -14,8 +14,8 @@ cd "$(dirname "$0")/.."
 source scripts/env.sh
 
 jobs="${BENCH_JOBS:-200}"
-cargo build --release --features ssr --bin tidings
-cargo build --release --features ssr --bench jobs
+# One build for both: apart, the bench's dev-dependencies would make each recompile the library.
+cargo build --release --features ssr --bin tidings --bench jobs
 client="$(ls -t target/release/deps/jobs-* | grep -v '\.d$' | head -1)"
 source scripts/bench-lib.sh
 launch_server DATABASE_URL="sqlite://$work/bench.db?mode=rwc" TIDINGS_JOB_WORKERS="$jobs" \
