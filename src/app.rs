@@ -13,6 +13,7 @@ use leptos_router::{
 use crate::{
     auth::{LoginPage, Session, SignupPage, UserMenu},
     chat::ChatPage,
+    dashboard::DashboardPage,
     export::ExportPage,
     guide::HomePage,
     jobs::JobsPage,
@@ -47,6 +48,7 @@ const NAV: &[(&str, &str)] = &[
     ("/jobs", "Jobs"),
     ("/chat", "Chat"),
     ("/notifications", "Notify"),
+    ("/dashboard", "Dashboard"),
 ];
 
 /// The application: session, header, routes.
@@ -83,6 +85,7 @@ pub fn App() -> impl IntoView {
                     <Route path=StaticSegment("jobs") view=JobsPage ssr=SsrMode::InOrder/>
                     <Route path=StaticSegment("chat") view=ChatPage ssr=SsrMode::InOrder/>
                     <Route path=StaticSegment("notifications") view=NotifyPage ssr=SsrMode::InOrder/>
+                    <Route path=StaticSegment("dashboard") view=DashboardPage ssr=SsrMode::InOrder/>
                 </Routes>
             </main>
             <Toasts/>

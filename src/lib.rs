@@ -25,6 +25,8 @@ pub mod auth;
 pub mod chat;
 #[cfg(feature = "ssr")]
 pub mod cli;
+pub mod dashboard;
+pub mod events;
 pub mod export;
 pub mod fetch;
 pub mod guide;

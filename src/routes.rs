@@ -22,7 +22,7 @@ use tower_http::{
 
 use crate::{
     app::{shell, App},
-    auth, chat, export, jobs, notify,
+    auth, chat, dashboard, export, jobs, notify,
     server::{
         body_limit::{limit_request_body, MAX_BODY_BYTES},
         error::{api_method_not_allowed, api_not_found},
@@ -40,6 +40,7 @@ pub fn app(state: AppState) -> Router {
         .merge(jobs::router(&state))
         .merge(chat::router(&state))
         .merge(notify::router())
+        .merge(dashboard::router())
         .route("/api/{*rest}", any(api_not_found))
         .method_not_allowed_fallback(api_method_not_allowed);
 

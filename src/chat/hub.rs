@@ -30,7 +30,7 @@ use crate::{
         clock,
         config::ChatConfig,
         limiter::FailureLimiter,
-        retry,
+        metrics, retry,
         shutdown::Shutdown,
         storage::{
             chat::{ChatRow, NewChatMessage},
@@ -516,6 +516,7 @@ async fn write_loop(
 
 /// Publishes a stored message to its room.
 fn publish(bus: &dyn Bus, row: &ChatRow) {
+    metrics::record_messages(1);
     let msg = ServerMsg::ChatMessage(message_of(row));
     bus.publish(Envelope::new(
         topic(&row.room),

@@ -49,6 +49,7 @@ use crate::{
         clock,
         config::ExportReader,
         identity::{CurrentUser, StreamUser},
+        metrics,
         storage::audit_pages::{AuditFilter, AuditPages},
         ApiError, AppState, Shutdown,
     },
@@ -324,8 +325,10 @@ async fn export(
     // MAX_CONCURRENT_EXPORTS of them): pages are read there without a hop per page.
     // Tracked by the shutdown signal, so the server waits for its audit row before exiting.
     let runtime = tokio::runtime::Handle::current();
+    let live = metrics::LiveExport::new();
     state.shutdown.spawn_blocking(move || {
         runtime.block_on(async move {
+            let _live = live;
             let started = std::time::Instant::now();
             let report = producer.run().await;
             log_export(&store, &username, &params, &report, started.elapsed()).await;
@@ -479,6 +482,7 @@ impl Producer {
                     return link.finish(report);
                 }
                 report.rows_sent += u64::from(rows);
+                metrics::record_rows_exported(u64::from(rows));
                 if !p.delay.is_zero() {
                     if let Err(outcome) = link.pause(p.delay).await {
                         report.outcome = outcome;

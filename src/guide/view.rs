@@ -9,8 +9,8 @@ struct Pattern {
     wire: &'static str,
     use_when: &'static [&'static str],
     reach_elsewhere: &'static [&'static str],
-    /// The page that demonstrates it, once that page exists.
-    demo: Option<(&'static str, &'static str)>,
+    /// The pages that show it working: (address, button label).
+    demos: &'static [(&'static str, &'static str)],
 }
 
 const PATTERNS: &[Pattern] = &[
@@ -26,7 +26,7 @@ const PATTERNS: &[Pattern] = &[
             "Updates must arrive within a second: SSE or WebSockets.",
             "Many clients poll often: most answers are wasted work.",
         ],
-        demo: None,
+        demos: &[("/jobs", "Poll a job’s status (ETag)"), ("/chat", "Chat by polling")],
     },
     Pattern {
         name: "HTTP streaming",
@@ -40,7 +40,7 @@ const PATTERNS: &[Pattern] = &[
             "Many small events over a long time: SSE gives you ids, retry and resume for free.",
             "The client must talk back on the same connection: WebSockets.",
         ],
-        demo: Some(("/export", "Open the audit log export")),
+        demos: &[("/export", "Open the audit log export")],
     },
     Pattern {
         name: "Server-Sent Events",
@@ -54,7 +54,7 @@ const PATTERNS: &[Pattern] = &[
             "The browser sends as often as it receives (chat, games): WebSockets.",
             "Binary payloads, or more than a handful of streams per page on HTTP/1.1.",
         ],
-        demo: None,
+        demos: &[("/jobs", "Watch a job’s progress"), ("/dashboard", "Open the live dashboard")],
     },
     Pattern {
         name: "WebSockets",
@@ -67,7 +67,7 @@ const PATTERNS: &[Pattern] = &[
             "Only the server talks: SSE is simpler and resumes by itself.",
             "You need HTTP caching, or plain request logs per update.",
         ],
-        demo: None,
+        demos: &[("/chat", "Open the chat rooms")],
     },
     Pattern {
         name: "Queues and background jobs",
@@ -79,7 +79,7 @@ const PATTERNS: &[Pattern] = &[
         reach_elsewhere: &[
             "The answer is ready in milliseconds: just answer the request.",
         ],
-        demo: None,
+        demos: &[("/jobs", "Queue a job")],
     },
 ];
 
@@ -106,10 +106,11 @@ pub fn HomePage() -> impl IntoView {
                             <ul>{p.use_when.iter().map(|s| view! { <li>{*s}</li> }).collect_view()}</ul>
                             <h3>"Reach for another when"</h3>
                             <ul>{p.reach_elsewhere.iter().map(|s| view! { <li>{*s}</li> }).collect_view()}</ul>
-                            {match p.demo {
-                                Some((href, label)) => view! { <a class="button" href=href>{label}</a> }.into_any(),
-                                None => view! { <p class="soon">"Live demo: coming soon."</p> }.into_any(),
-                            }}
+                            <p class="demos">
+                                {p.demos.iter().map(|(href, label)| view! {
+                                    <a class="button" href=*href>{*label}</a>
+                                }).collect_view()}
+                            </p>
                         </article>
                     }
                 })

@@ -24,6 +24,7 @@ use crate::{
         bus::{Envelope, Received, NOTIFICATIONS},
         clock,
         identity::AdminUser,
+        metrics,
         sse::{self, Event, SseOptions},
         storage::chat::NotificationRow,
         ws, ApiError, ApiJson, AppState,
@@ -109,6 +110,7 @@ async fn send(
         .await?;
     let notification = wire(&row);
     let msg = ServerMsg::Notification(notification.clone());
+    metrics::record_messages(1);
     state.bus.publish(Envelope::new(
         NOTIFICATIONS,
         row.id,

@@ -13,6 +13,7 @@ pub mod auth;
 pub mod chat;
 pub mod error;
 pub mod jobs;
+pub mod metrics;
 pub mod ndjson;
 
 pub use audit::{

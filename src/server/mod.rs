@@ -13,6 +13,8 @@ pub mod error;
 pub mod health;
 pub mod identity;
 pub mod limiter;
+pub mod logs;
+pub mod metrics;
 pub mod origin;
 pub mod retry;
 pub mod shutdown;

@@ -11,6 +11,7 @@ use super::{
     clock,
     config::Config,
     limiter::FailureLimiter,
+    metrics::Sampler,
     shutdown::Shutdown,
     storage::Store,
     token::Signer,
@@ -34,6 +35,8 @@ pub struct AppState {
     pub shutdown: Shutdown,
     /// The fan-out bus every broadcast goes through (in-process for now).
     pub bus: Arc<dyn Bus>,
+    /// The live metrics, sampled once a second for every dashboard.
+    pub metrics: Sampler,
 }
 
 impl FromRef<AppState> for LeptosOptions {
@@ -61,12 +64,14 @@ impl AppState {
                     .await?
             }
         };
+        let metrics = Sampler::start(store.clone(), shutdown.clone());
         let state = Self {
             leptos_options,
             config: Arc::new(config),
             store,
             signer: Arc::new(Signer::new(secret.as_bytes())),
             login_limiter: Arc::new(FailureLimiter::for_logins()),
+            metrics,
             shutdown,
             bus: Arc::new(LocalBus::new()),
         };

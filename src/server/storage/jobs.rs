@@ -158,6 +158,18 @@ impl Store {
             .await
     }
 
+    /// Queued and running jobs, in one query (for the live metrics).
+    pub async fn job_counts(&self) -> sqlx::Result<(i64, i64)> {
+        sqlx::query_as(
+            "SELECT
+                 COALESCE(SUM(CASE WHEN status = 'queued' THEN 1 ELSE 0 END), 0),
+                 COALESCE(SUM(CASE WHEN status = 'running' THEN 1 ELSE 0 END), 0)
+             FROM jobs WHERE status IN ('queued', 'running')",
+        )
+        .fetch_one(&self.pool)
+        .await
+    }
+
     /// Claims the oldest queued job for `instance` until `lease_until`, marking it running.
     ///
     /// One statement picks and claims, so many workers asking at once cost one statement
@@ -386,8 +398,10 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(a.status, "queued");
+        assert_eq!(store.job_counts().await.unwrap(), (2, 0));
 
         let first = store.claim_next_job("w1", 5, 100).await.unwrap().unwrap();
+        assert_eq!(store.job_counts().await.unwrap(), (1, 1));
         let second = store.claim_next_job("w2", 5, 100).await.unwrap().unwrap();
         assert_eq!((first.id, second.id), (a.id, b.id));
         assert_eq!(first.status, "running");
@@ -414,6 +428,11 @@ mod tests {
         );
         let b_now = store.job(b.id).await.unwrap().unwrap();
         assert_eq!((b_now.status.as_str(), b_now.last_event_id), ("running", 1));
+        assert_eq!(
+            store.job_counts().await.unwrap(),
+            (0, 1),
+            "a completed, b running"
+        );
 
         let listed: Vec<i64> = store
             .jobs_of(owner, 10)

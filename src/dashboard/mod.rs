@@ -1,0 +1,58 @@
+//! The live dashboard (issue 6): the server's metrics once a second and, for admins, its own
+//! log, both over Server-Sent Events, drawn as plots and a log tail on `/dashboard`.
+//!
+//! - `server` (ssr): `GET /api/metrics/events` (every signed-in user; with `?logs=<level>` an
+//!   admin gets the log records on the same stream, so the page holds one stream, not two) and
+//!   `GET /api/logs/events` (admins). Counters: `server::metrics`; the log ring:
+//!   `server::logs`.
+//! - `view` and `client`: the `/dashboard` page; [`dashboard_page`] gives its first render.
+//!
+//! Wire types: `protocol::metrics`.
+//! Tests: unit tests in `server::metrics`, `server::logs` and `view`; `tests/dashboard.rs`;
+//! `end2end/tests/dashboard.spec.ts`.
+
+#[cfg(feature = "ssr")]
+mod server;
+
+#[cfg(feature = "ssr")]
+pub use server::router;
+
+mod client;
+mod view;
+
+pub use view::DashboardPage;
+
+use leptos::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::protocol::metrics::Metrics;
+
+/// What the dashboard's first render needs: who is asking, and the newest sample.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct DashboardSnapshot {
+    /// Signed in at all (the streams need a session).
+    pub signed_in: bool,
+    /// An admin (the log tail is theirs).
+    pub admin: bool,
+    /// The newest sample, if one was taken yet.
+    pub metrics: Option<Metrics>,
+}
+
+/// The `/dashboard` page's first render.
+#[server(prefix = "/sf", endpoint = "dashboard_page")]
+pub async fn dashboard_page() -> Result<DashboardSnapshot, ServerFnError> {
+    use crate::server::{identity::MaybeUser, AppState};
+    let Some(state) = use_context::<AppState>() else {
+        return Ok(DashboardSnapshot::default());
+    };
+    let MaybeUser(user) = leptos_axum::extract_with_state(&state).await?;
+    let Some(user) = user else {
+        return Ok(DashboardSnapshot::default());
+    };
+    let latest = state.metrics.latest();
+    Ok(DashboardSnapshot {
+        signed_in: true,
+        admin: user.user.is_admin(),
+        metrics: (!latest.at.is_empty()).then(|| (*latest).clone()),
+    })
+}

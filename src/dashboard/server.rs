@@ -1,0 +1,252 @@
+//! `GET /api/metrics/events` and `GET /api/logs/events`.
+//!
+//! Metrics: a `metrics` event at once (the newest sample) and then one a second, from the one
+//! shared sampler (`server::metrics`); the events carry no id, as a missed sample is not worth
+//! replaying. With `?logs=<level>` an admin also gets the log tail on the same stream.
+//!
+//! Log tail: first a `ready` event whose id is the newest record's, then (without
+//! `Last-Event-ID`) the latest [`REPLAY`] records at the level or above, or (with it) every
+//! kept record after it, a `gap` first if some are no longer kept; then each new record as a
+//! `log` event with its id. `?level=` (default `info`) picks the least severe level sent; an
+//! unknown one is a 400. Non-admins get 403.
+//!
+//! Tests: `tests/dashboard.rs`.
+
+use std::time::Duration;
+
+use axum::{
+    extract::{Query, State},
+    http::HeaderMap,
+    response::Response,
+    routing::get,
+    Router,
+};
+
+use crate::{
+    protocol::metrics::{LogLevel, LOG_EVENT, LOG_GAP_EVENT, METRICS_EVENT},
+    server::{
+        logs,
+        sse::{self, Event, Gone, SseOptions},
+        ApiError, AppState, StreamUser,
+    },
+};
+
+/// Records replayed to a stream that starts without `Last-Event-ID`.
+const REPLAY: usize = 200;
+/// A stream that cannot take an event for this long is ended (and counted as slow).
+const SEND_LIMIT: Duration = Duration::from_secs(10);
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/metrics/events", get(metrics_events))
+        .route("/api/logs/events", get(log_events))
+}
+
+fn bad_level(value: &str) -> ApiError {
+    let names: Vec<&str> = LogLevel::ALL.iter().map(|l| l.as_str()).collect();
+    ApiError::bad_request(
+        "invalid_parameter",
+        format!(
+            "`level` must be one of {}, not {value:?}.",
+            names.join(", ")
+        ),
+    )
+}
+
+/// The level a query parameter names (`default` when absent).
+fn level_param(
+    query: &[(String, String)],
+    name: &str,
+    default: Option<LogLevel>,
+) -> Result<Option<LogLevel>, ApiError> {
+    match query.iter().find(|(k, _)| k == name) {
+        Some((_, v)) => LogLevel::parse(v).map(Some).ok_or_else(|| bad_level(v)),
+        None => Ok(default),
+    }
+}
+
+fn admin_only(user: &StreamUser) -> Result<(), ApiError> {
+    if user.0.user.is_admin() {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden(
+            "Only admins may read the server log.".into(),
+        ))
+    }
+}
+
+/// The last-event id as a log record id.
+fn log_id(headers: &HeaderMap, query: &[(String, String)]) -> Result<Option<u64>, ApiError> {
+    Ok(sse::last_event_id(headers, query)?.map(|id| id as u64))
+}
+
+fn options() -> SseOptions {
+    SseOptions {
+        send_limit: Some(SEND_LIMIT),
+        ..SseOptions::default()
+    }
+}
+
+/// `GET /api/metrics/events`: see the module docs.
+async fn metrics_events(
+    State(state): State<AppState>,
+    user: StreamUser,
+    headers: HeaderMap,
+    Query(query): Query<Vec<(String, String)>>,
+) -> Result<Response, ApiError> {
+    let level = level_param(&query, "logs", None)?;
+    if level.is_some() {
+        admin_only(&user)?;
+    }
+    let after = log_id(&headers, &query)?;
+    let mut samples = state.metrics.subscribe();
+    Ok(sse::stream(
+        options(),
+        state.shutdown.clone(),
+        move |tx| async move {
+            let mut tail = match level {
+                Some(level) => match LogTail::start(&tx, after, level).await {
+                    Ok(tail) => Some(tail),
+                    Err(Gone) => return,
+                },
+                None => None,
+            };
+            loop {
+                tokio::select! {
+                    _ = tx.gone() => return,
+                    changed = samples.changed() => {
+                        if changed.is_err() {
+                            return;
+                        }
+                        let sample = samples.borrow_and_update().clone();
+                        if tx.send(&Event::json(&*sample).name(METRICS_EVENT)).await.is_err() {
+                            return;
+                        }
+                    }
+                    more = async { tail.as_mut()?.wait().await }, if tail.is_some() => {
+                        let Some(tail) = tail.as_mut().filter(|_| more.is_some()) else { return };
+                        if tail.send_new(&tx).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        },
+    ))
+}
+
+/// `GET /api/logs/events`: see the module docs.
+async fn log_events(
+    State(state): State<AppState>,
+    user: StreamUser,
+    headers: HeaderMap,
+    Query(query): Query<Vec<(String, String)>>,
+) -> Result<Response, ApiError> {
+    admin_only(&user)?;
+    let level = level_param(&query, "level", Some(LogLevel::Info))?.unwrap_or_default();
+    let after = log_id(&headers, &query)?;
+    Ok(sse::stream(
+        options(),
+        state.shutdown.clone(),
+        move |tx| async move {
+            let Ok(mut tail) = LogTail::start(&tx, after, level).await else {
+                return;
+            };
+            loop {
+                tokio::select! {
+                    _ = tx.gone() => return,
+                    more = tail.wait() => {
+                        if more.is_none() || tail.send_new(&tx).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        },
+    ))
+}
+
+/// One stream's place in the log.
+struct LogTail {
+    level: LogLevel,
+    /// The newest record looked at (sent or filtered out).
+    last: u64,
+    newest: tokio::sync::watch::Receiver<u64>,
+}
+
+impl LogTail {
+    /// Subscribes, then sends `ready` and the replay.
+    async fn start(tx: &sse::Sender, after: Option<u64>, level: LogLevel) -> Result<Self, Gone> {
+        // Subscribe first: a record kept between the replay and the wait still wakes us.
+        let newest = logs::subscribe();
+        let limit = if after.is_some() {
+            logs::RING_RECORDS
+        } else {
+            REPLAY
+        };
+        let replay = logs::after(after, level, limit);
+        // The id a reconnect continues after, even if no record is sent before it drops.
+        let ready = serde_json::json!({ "lastId": replay.last_id, "level": level });
+        tx.send(
+            &Event::new(ready.to_string())
+                .id(replay.last_id)
+                .name("ready"),
+        )
+        .await?;
+        let mut tail = Self {
+            level,
+            last: replay.last_id,
+            newest,
+        };
+        tail.send(tx, replay).await?;
+        Ok(tail)
+    }
+
+    /// Waits for a record newer than the last looked at; `None` when logging is gone.
+    async fn wait(&mut self) -> Option<()> {
+        let last = self.last;
+        self.newest.wait_for(|&id| id > last).await.ok().map(|_| ())
+    }
+
+    /// Sends what was kept since the last look.
+    async fn send_new(&mut self, tx: &sse::Sender) -> Result<(), Gone> {
+        let tail = logs::after(Some(self.last), self.level, logs::RING_RECORDS);
+        self.send(tx, tail).await
+    }
+
+    async fn send(&mut self, tx: &sse::Sender, tail: logs::Tail) -> Result<(), Gone> {
+        if let Some(gap) = &tail.gap {
+            tx.send(&Event::json(gap).name(LOG_GAP_EVENT)).await?;
+        }
+        for record in &tail.records {
+            tx.send(&Event::json(&**record).id(record.id).name(LOG_EVENT))
+                .await?;
+        }
+        self.last = self.last.max(tail.last_id);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn levels_come_from_the_query_and_unknown_ones_are_refused() {
+        let q = |v: &str| vec![("level".to_string(), v.to_string())];
+        assert_eq!(
+            level_param(&q("warn"), "level", Some(LogLevel::Info)).unwrap(),
+            Some(LogLevel::Warn)
+        );
+        assert_eq!(
+            level_param(&[], "level", Some(LogLevel::Info)).unwrap(),
+            Some(LogLevel::Info)
+        );
+        assert_eq!(level_param(&[], "logs", None).unwrap(), None);
+        let e = level_param(&q("loud"), "level", None).unwrap_err();
+        assert!(
+            e.to_string().contains("trace, debug, info, warn, error"),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,452 @@
+//! `/dashboard`: the numbers, plots of the last five minutes and (for admins) the server's log.
+//!
+//! The page holds one event stream (`client::open`); every second's sample is added to a
+//! bounded history ([`HISTORY`] samples) that the plots draw as SVG polylines, and log records
+//! to a bounded list ([`LOG_LINES`]), so a dashboard left open for hours holds flat memory.
+//! The status line says whether the stream is live, reconnecting (the browser retries by
+//! itself) or closed (refused: the page opens a new stream after [`REOPEN_MS`]).
+//!
+//! Tests: unit tests of the plot geometry below; `end2end/tests/dashboard.spec.ts`.
+
+use std::collections::VecDeque;
+
+use leptos::{html, prelude::*};
+use send_wrapper::SendWrapper;
+
+use super::{client, dashboard_page, DashboardSnapshot};
+use crate::{
+    events::{EventStream, LinkState},
+    protocol::{
+        chat::clock_of,
+        metrics::{LogLevel, LogRecord, Metrics},
+    },
+};
+
+/// Samples kept and drawn: five minutes at one a second.
+pub const HISTORY: usize = 300;
+/// Log records kept on the page (and held while paused).
+pub const LOG_LINES: usize = 500;
+/// How long after a refused stream the page tries a new one.
+const REOPEN_MS: u64 = 5_000;
+/// The plots' drawing box.
+const PLOT_W: f64 = 300.0;
+const PLOT_H: f64 = 80.0;
+
+/// `/dashboard`.
+#[component]
+pub fn DashboardPage() -> impl IntoView {
+    let snapshot = Resource::new(|| (), |_| dashboard_page());
+    view! {
+        <section class="card dash-intro">
+            <h1>"Live dashboard"</h1>
+            <p class="transport">
+                "Server-Sent Events: the server pushes a sample every second down one long "
+                "response (admins get the server's log as a second event name on the same "
+                "stream), and the browser reconnects by itself. Nothing goes back, so no WebSocket."
+            </p>
+        </section>
+        <Suspense fallback=|| view! { <p>"Loading…"</p> }>
+            {move || snapshot.get().map(|s| match s {
+                Ok(s) if s.signed_in => view! { <Dashboard snapshot=s/> }.into_any(),
+                Ok(_) => view! {
+                    <p class="card" data-testid="dash-signin">
+                        <a href="/login">"Sign in"</a> " to watch the server's metrics."
+                    </p>
+                }.into_any(),
+                Err(e) => view! { <p class="error" role="alert">{e.to_string()}</p> }.into_any(),
+            })}
+        </Suspense>
+    }
+}
+
+/// The live part, for a signed-in user.
+#[component]
+fn Dashboard(snapshot: DashboardSnapshot) -> impl IntoView {
+    let admin = snapshot.admin;
+    let history = RwSignal::new(snapshot.metrics.into_iter().collect::<VecDeque<Metrics>>());
+    let link = RwSignal::new(LinkState::Connecting);
+    let logs = RwSignal::new(VecDeque::<LogRecord>::new());
+    let held = RwSignal::new(VecDeque::<LogRecord>::new());
+    let missed = RwSignal::new(0u64);
+    let paused = RwSignal::new(false);
+    let follow = RwSignal::new(true);
+    let level = RwSignal::new(LogLevel::Info);
+    // Bumped to open a new stream after a refusal.
+    let reopen = RwSignal::new(0u32);
+    let stream = StoredValue::new(None::<SendWrapper<EventStream>>);
+    let log_box = NodeRef::<html::Ol>::new();
+
+    let on_news = move |news: client::News| {
+        if history.is_disposed() {
+            return;
+        }
+        match news {
+            client::News::Metrics(m) => history.update(|h| {
+                h.push_back(m);
+                while h.len() > HISTORY {
+                    h.pop_front();
+                }
+            }),
+            client::News::Log(record) => {
+                let target = if paused.get_untracked() { held } else { logs };
+                target.update(|l| {
+                    l.push_back(record);
+                    while l.len() > LOG_LINES {
+                        l.pop_front();
+                        if paused.get_untracked() {
+                            missed.update(|n| *n += 1);
+                        }
+                    }
+                });
+            }
+            client::News::Gap(gap) => missed.update(|n| {
+                *n += gap.first_available_id.saturating_sub(gap.after_id + 1);
+            }),
+            client::News::Link(state) => {
+                link.set(state);
+                if state == LinkState::Closed {
+                    set_timeout(
+                        move || {
+                            if !reopen.is_disposed() {
+                                reopen.update(|n| *n += 1);
+                            }
+                        },
+                        std::time::Duration::from_millis(REOPEN_MS),
+                    );
+                }
+            }
+        }
+    };
+    // (Re)opens the stream: at first, when the admin picks another level, after a refusal.
+    Effect::new(move |_| {
+        reopen.track();
+        let logs_at = admin.then(|| level.get());
+        stream.set_value(None);
+        if admin {
+            logs.set(VecDeque::new());
+            held.set(VecDeque::new());
+        }
+        link.set(LinkState::Connecting);
+        match client::open(logs_at, on_news) {
+            Ok(s) => stream.set_value(Some(SendWrapper::new(s))),
+            Err(_) => link.set(LinkState::Closed),
+        }
+    });
+    on_cleanup(move || stream.set_value(None));
+    // Keeps the newest record in view while following.
+    Effect::new(move |_| {
+        logs.track();
+        if follow.get() {
+            if let Some(list) = log_box.get() {
+                list.set_scroll_top(list.scroll_height());
+            }
+        }
+    });
+
+    let latest = move || history.with(|h| h.back().cloned()).unwrap_or_default();
+    let status = move || match link.get() {
+        LinkState::Open => ("live", "Live: a sample every second."),
+        LinkState::Connecting => ("reconnecting", "Disconnected: reconnecting…"),
+        LinkState::Closed => (
+            "closed",
+            "Disconnected: the server refused the stream; trying again shortly.",
+        ),
+    };
+    let resume = move |_| {
+        paused.set(false);
+        let mut waiting = held.try_update(std::mem::take).unwrap_or_default();
+        logs.update(|l| {
+            l.append(&mut waiting);
+            while l.len() > LOG_LINES {
+                l.pop_front();
+            }
+        });
+    };
+
+    view! {
+        <section class="card dash">
+            <p class="conn-status" data-testid="dash-status" data-state=move || status().0>
+                {move || status().1}
+            </p>
+            <dl class="stats" data-testid="dash-numbers">
+                <Number label="WebSockets" id="websocket" value=move || latest().connections.websocket.to_string()/>
+                <Number label="SSE streams" id="sse" value=move || latest().connections.sse.to_string()/>
+                <Number label="HTTP streams" id="streams" value=move || latest().connections.streams.to_string()/>
+                <Number label="Messages/s" id="messages" value=move || format!("{:.1}", latest().messages_per_second)/>
+                <Number label="Jobs queued" id="queued" value=move || latest().jobs.queued.to_string()/>
+                <Number label="Jobs running" id="running" value=move || latest().jobs.running.to_string()/>
+                <Number label="Rows exported" id="rows" value=move || latest().rows_exported.to_string()/>
+                <Number label="Memory" id="rss" value=move || megabytes(latest().rss_bytes)/>
+                <Number label="Slow-client drops" id="drops" value=move || latest().slow_clients.queue_drops.to_string()/>
+                <Number label="Slow disconnects" id="disconnects" value=move || latest().slow_clients.disconnects.to_string()/>
+                <Number label="Up" id="uptime" value=move || duration(latest().uptime_seconds)/>
+            </dl>
+            <div class="plots">
+                <Plot title="Connections" id="connections" history=history
+                    series=vec![
+                        Series { label: "WebSocket", class: "s1", value: |m| m.connections.websocket as f64 },
+                        Series { label: "SSE", class: "s2", value: |m| m.connections.sse as f64 },
+                        Series { label: "HTTP streams", class: "s3", value: |m| m.connections.streams as f64 },
+                    ]/>
+                <Plot title="Messages per second" id="messages" history=history
+                    series=vec![
+                        Series { label: "chat + notifications", class: "s1", value: |m| m.messages_per_second },
+                    ]/>
+                <Plot title="Jobs" id="jobs" history=history
+                    series=vec![
+                        Series { label: "queued", class: "s2", value: |m| m.jobs.queued as f64 },
+                        Series { label: "running", class: "s1", value: |m| m.jobs.running as f64 },
+                    ]/>
+                <Plot title="Memory (MB)" id="memory" history=history
+                    series=vec![
+                        Series { label: "resident", class: "s3", value: |m| m.rss_bytes as f64 / 1_048_576.0 },
+                    ]/>
+            </div>
+        </section>
+        <section class="card dash-log">
+            <h2>"Server log"</h2>
+            {if admin {
+                view! {
+                    <div class="log-controls">
+                        <label>"Level"
+                            <select data-testid="log-level"
+                                on:change=move |ev| {
+                                    if let Some(l) = LogLevel::parse(&event_target_value(&ev)) {
+                                        level.set(l);
+                                    }
+                                }>
+                                {LogLevel::ALL.iter().map(|l| view! {
+                                    <option value=l.as_str() selected=*l == LogLevel::Info>{l.as_str()}</option>
+                                }).collect_view()}
+                            </select>
+                        </label>
+                        <button type="button" data-testid="log-pause"
+                            on:click=move |ev| if paused.get_untracked() { resume(ev) } else { paused.set(true) }>
+                            {move || if paused.get() {
+                                format!("Resume ({} new)", held.with(|h| h.len()))
+                            } else {
+                                "Pause".to_string()
+                            }}
+                        </button>
+                        <label class="inline">
+                            <input type="checkbox" data-testid="log-follow"
+                                prop:checked=move || follow.get()
+                                on:change=move |ev| follow.set(event_target_checked(&ev))/>
+                            "Auto-scroll"
+                        </label>
+                        <span class="note" data-testid="log-missed" hidden=move || missed.get() == 0>
+                            {move || format!("{} records were not shown (too many at once).", missed.get())}
+                        </span>
+                    </div>
+                    <ol class="log-tail" data-testid="log-tail" node_ref=log_box>
+                        <For each=move || logs.get() key=|r| r.id let:r>
+                            <LogLine record=r/>
+                        </For>
+                    </ol>
+                }.into_any()
+            } else {
+                view! {
+                    <p data-testid="log-admins-only">"The server's log is for admins."</p>
+                }.into_any()
+            }}
+        </section>
+    }
+}
+
+/// One figure in the numbers grid.
+#[component]
+fn Number(
+    label: &'static str,
+    id: &'static str,
+    value: impl Fn() -> String + Send + Sync + 'static,
+) -> impl IntoView {
+    view! {
+        <div data-testid=format!("num-{id}")>
+            <dt>{label}</dt>
+            <dd>{value}</dd>
+        </div>
+    }
+}
+
+/// One log record.
+#[component]
+fn LogLine(record: LogRecord) -> impl IntoView {
+    let fields = record
+        .fields
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    view! {
+        <li class="log-line" data-level=record.level.as_str() data-id=record.id.to_string()>
+            <time>{clock_of(&record.at).to_string()}</time>
+            <span class="level">{record.level.as_str()}</span>
+            <span class="target">{record.target.clone()}</span>
+            <span class="message">{record.message.clone()}</span>
+            <span class="fields">{fields}</span>
+        </li>
+    }
+}
+
+/// One line of a plot.
+#[derive(Clone, Copy)]
+pub struct Series {
+    pub label: &'static str,
+    /// The CSS class that colours it (`s1`, `s2`, `s3`).
+    pub class: &'static str,
+    pub value: fn(&Metrics) -> f64,
+}
+
+/// A plot of `series` over the history, newest at the right edge.
+#[component]
+fn Plot(
+    title: &'static str,
+    id: &'static str,
+    history: RwSignal<VecDeque<Metrics>>,
+    series: Vec<Series>,
+) -> impl IntoView {
+    let lines = series.clone();
+    let top = move || {
+        history.with(|h| {
+            nice_max(
+                h.iter()
+                    .flat_map(|m| lines.iter().map(move |s| (s.value)(m)))
+                    .fold(0.0, f64::max),
+            )
+        })
+    };
+    let top = Memo::new(move |_| top());
+    view! {
+        <figure class="plot" data-testid=format!("plot-{id}")>
+            <figcaption>
+                <strong>{title}</strong>
+                <span class="legend">
+                    {series.iter().map(|s| {
+                        let s = *s;
+                        view! {
+                            <span class=format!("key {}", s.class)
+                                data-testid=format!("plot-{id}-{}", s.class)
+                                data-last=move || history.with(|h| h.back().map(|m| format_value((s.value)(m))).unwrap_or_default())>
+                                {s.label} " " {move || history.with(|h| h.back().map(|m| format_value((s.value)(m))).unwrap_or_default())}
+                            </span>
+                        }
+                    }).collect_view()}
+                </span>
+            </figcaption>
+            <svg viewBox=format!("0 0 {PLOT_W} {PLOT_H}") preserveAspectRatio="none" role="img"
+                aria-label=title data-points=move || history.with(|h| h.len()).to_string()>
+                <line class="axis" x1="0" y1=PLOT_H x2=PLOT_W y2=PLOT_H/>
+                <line class="grid" x1="0" y1=PLOT_H / 2.0 x2=PLOT_W y2=PLOT_H / 2.0/>
+                {series.iter().map(|s| {
+                    let s = *s;
+                    view! {
+                        <polyline class=format!("line {}", s.class) fill="none"
+                            points=move || history.with(|h| {
+                                let values: Vec<f64> = h.iter().map(|m| (s.value)(m)).collect();
+                                points(&values, top.get(), HISTORY)
+                            })/>
+                    }
+                }).collect_view()}
+            </svg>
+            <div class="scale"><span>{move || format_value(top.get())}</span><span>"5 min"</span></div>
+        </figure>
+    }
+}
+
+/// The SVG `points` of `values` (oldest first) in a `slots`-wide window whose right edge is
+/// the newest value, scaled so `top` is the top of the box.
+pub fn points(values: &[f64], top: f64, slots: usize) -> String {
+    let slots = slots.max(2);
+    let shown = &values[values.len().saturating_sub(slots)..];
+    let step = PLOT_W / (slots - 1) as f64;
+    let start = (slots - shown.len()) as f64 * step;
+    let top = if top > 0.0 { top } else { 1.0 };
+    let mut out = String::with_capacity(shown.len() * 12);
+    for (i, v) in shown.iter().enumerate() {
+        let x = start + i as f64 * step;
+        let y = PLOT_H - (v.clamp(0.0, top) / top) * PLOT_H;
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(&format!("{x:.1},{y:.1}"));
+    }
+    out
+}
+
+/// A round number at or above `max` for the top of a plot (1, 2, 5 × a power of ten).
+pub fn nice_max(max: f64) -> f64 {
+    if max <= 0.0 || !max.is_finite() {
+        return 1.0;
+    }
+    let power = 10f64.powf(max.log10().floor());
+    for m in [1.0, 2.0, 5.0, 10.0] {
+        if m * power >= max {
+            return m * power;
+        }
+    }
+    10.0 * power
+}
+
+/// A value as the plots show it: whole numbers plainly, others with one decimal.
+fn format_value(v: f64) -> String {
+    if v.fract() == 0.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.1}")
+    }
+}
+
+fn megabytes(bytes: u64) -> String {
+    format!("{:.1} MB", bytes as f64 / 1_048_576.0)
+}
+
+fn duration(secs: u64) -> String {
+    match secs {
+        s if s < 60 => format!("{s} s"),
+        s if s < 3600 => format!("{} min {} s", s / 60, s % 60),
+        s => format!("{} h {} min", s / 3600, (s % 3600) / 60),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn points_put_the_newest_value_at_the_right_edge() {
+        assert_eq!(
+            points(&[0.0, 5.0, 10.0], 10.0, 3),
+            "0.0,80.0 150.0,40.0 300.0,0.0"
+        );
+        // Fewer values than slots: they sit at the right.
+        assert_eq!(points(&[10.0], 10.0, 3), "300.0,0.0");
+        // More values than slots: only the newest are drawn.
+        let many: Vec<f64> = (0..10).map(f64::from).collect();
+        assert_eq!(points(&many, 9.0, 2), "0.0,8.9 300.0,0.0");
+        // Out-of-range values stay in the box; a zero top does not divide by zero.
+        assert_eq!(points(&[-1.0, 20.0], 10.0, 2), "0.0,80.0 300.0,0.0");
+        assert_eq!(points(&[0.0], 0.0, 2), "300.0,80.0");
+        assert_eq!(points(&[], 10.0, 300), "");
+    }
+
+    #[test]
+    fn plot_tops_are_round_numbers() {
+        assert_eq!(nice_max(0.0), 1.0);
+        assert_eq!(nice_max(0.3), 0.5);
+        assert_eq!(nice_max(1.0), 1.0);
+        assert_eq!(nice_max(3.0), 5.0);
+        assert_eq!(nice_max(7.5), 10.0);
+        assert_eq!(nice_max(120.0), 200.0);
+        assert_eq!(nice_max(f64::NAN), 1.0);
+    }
+
+    #[test]
+    fn figures_read_well() {
+        assert_eq!(format_value(3.0), "3");
+        assert_eq!(format_value(2.26), "2.3");
+        assert_eq!(megabytes(3 * 1_048_576), "3.0 MB");
+        assert_eq!(duration(59), "59 s");
+        assert_eq!(duration(61), "1 min 1 s");
+        assert_eq!(duration(7322), "2 h 2 min");
+    }
+}

@@ -1,0 +1,374 @@
+//! The live dashboard's streams against a real server (issue 6): `GET /api/metrics/events`
+//! (schema, once a second, values that follow real traffic, auth) and the admin's
+//! `GET /api/logs/events` (auth, level filter, replay with `Last-Event-ID`, gaps, and no
+//! secrets in what it carries).
+//!
+//! The servers run in this process, so the log ring is this process's: records are told apart
+//! by unique usernames and targets, and the test installs the same ring layer the binary does.
+
+mod common;
+
+use std::{sync::Arc, time::Duration};
+
+use common::{error_code, plain_client, TestServer};
+use eventsource_stream::Eventsource;
+use futures::{stream::LocalBoxStream, StreamExt};
+
+use reqwest::cookie::CookieStore;
+use serde_json::{json, Value};
+use tidings::{
+    protocol::metrics::{LogGap, LogLevel, LogRecord, Metrics},
+    server::logs::{RingLayer, RING_RECORDS},
+};
+use tokio::time::timeout;
+use tokio_tungstenite::tungstenite::{client::IntoClientRequest, http::HeaderValue};
+
+/// How long any one event may take to come.
+const WAIT: Duration = Duration::from_secs(10);
+
+/// Installs the log ring (and an `info` filter) for this test process, once.
+fn logging() {
+    use tracing_subscriber::{layer::SubscriberExt, util::SubscriberInitExt, EnvFilter};
+    let _ = tracing_subscriber::registry()
+        .with(EnvFilter::new("info"))
+        .with(RingLayer)
+        .try_init();
+}
+
+struct User {
+    http: reqwest::Client,
+    cookie: String,
+}
+
+async fn user(server: &TestServer, name: &str) -> User {
+    let jar = Arc::new(reqwest::cookie::Jar::default());
+    let http = reqwest::Client::builder()
+        .cookie_provider(jar.clone())
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    server.signup(&http, name).await;
+    let url: reqwest::Url = server.base.parse().unwrap();
+    let cookie = jar.cookies(&url).unwrap().to_str().unwrap().to_string();
+    User { http, cookie }
+}
+
+struct Got {
+    id: String,
+    event: String,
+    data: Value,
+}
+
+/// An open event stream, read one event at a time.
+struct Sse {
+    events: LocalBoxStream<
+        'static,
+        Result<eventsource_stream::Event, eventsource_stream::EventStreamError<reqwest::Error>>,
+    >,
+}
+
+impl Sse {
+    async fn open(request: reqwest::RequestBuilder) -> Self {
+        let res = request.send().await.expect("the server answers");
+        let status = res.status();
+        assert_eq!(
+            status,
+            200,
+            "expected an event stream: {}",
+            res.text().await.unwrap_or_default()
+        );
+        assert_eq!(res.headers()["content-type"], "text/event-stream");
+        assert_eq!(res.headers()["cache-control"], "no-cache");
+        Self {
+            events: res.bytes_stream().eventsource().boxed_local(),
+        }
+    }
+
+    async fn next(&mut self) -> Got {
+        let event = timeout(WAIT, self.events.next())
+            .await
+            .expect("an event in time")
+            .expect("the stream goes on")
+            .expect("a well-formed event");
+        Got {
+            id: event.id,
+            event: event.event,
+            data: serde_json::from_str(&event.data)
+                .unwrap_or_else(|e| panic!("JSON data ({e}): {}", event.data)),
+        }
+    }
+
+    /// The next event named `name`, skipping others.
+    async fn next_named(&mut self, name: &str) -> Got {
+        loop {
+            let got = self.next().await;
+            if got.event == name {
+                return got;
+            }
+        }
+    }
+
+    /// The next metrics sample for which `test` holds (samples come once a second).
+    async fn metrics_until(&mut self, what: &str, test: impl Fn(&Metrics) -> bool) -> Metrics {
+        for _ in 0..15 {
+            let m: Metrics = serde_json::from_value(self.next_named("metrics").await.data)
+                .expect("a metrics sample");
+            if test(&m) {
+                return m;
+            }
+        }
+        panic!("no sample showed {what} within 15 samples");
+    }
+
+    /// The next log record, skipping records of other tests.
+    async fn next_log(&mut self, mine: impl Fn(&LogRecord) -> bool) -> (Got, LogRecord) {
+        loop {
+            let got = self.next().await;
+            if got.event == "log" {
+                let record: LogRecord = serde_json::from_value(got.data.clone()).unwrap();
+                if mine(&record) {
+                    return (got, record);
+                }
+            }
+        }
+    }
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn open_ws(server: &TestServer, cookie: &str) -> Ws {
+    let url = format!("{}/ws", server.base.replacen("http://", "ws://", 1));
+    let mut request = url.into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("cookie", HeaderValue::from_str(cookie).unwrap());
+    timeout(WAIT, tokio_tungstenite::connect_async(request))
+        .await
+        .expect("the handshake ends in time")
+        .expect("the socket opens")
+        .0
+}
+
+#[tokio::test]
+async fn metrics_come_every_second_with_the_contracts_fields_and_follow_traffic() {
+    let server = TestServer::start().await;
+    // Signed out: 401, like every other API route.
+    let res = plain_client()
+        .get(server.url("/api/metrics/events"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    assert_eq!(error_code(res).await, "unauthorized");
+
+    let ann = user(&server, "metrics_ann").await;
+    let mut sse = Sse::open(ann.http.get(server.url("/api/metrics/events"))).await;
+    let first = sse.next_named("metrics").await;
+    assert!(first.id.is_empty(), "samples carry no id");
+    for path in [
+        "/connections/websocket",
+        "/connections/sse",
+        "/connections/streams",
+        "/messagesPerSecond",
+        "/jobs/queued",
+        "/jobs/running",
+        "/rowsExported",
+        "/rssBytes",
+        "/at",
+    ] {
+        assert!(
+            first.data.pointer(path).is_some(),
+            "{path} in {}",
+            first.data
+        );
+    }
+    let first: Metrics = serde_json::from_value(first.data).unwrap();
+    assert!(first.rss_bytes > 1_000_000, "real resident memory");
+    assert!(first.at.ends_with('Z'), "RFC 3339 UTC: {}", first.at);
+    // This very stream is an SSE connection. Counters are process-wide (other tests' servers
+    // share them), so the checks say "at least".
+    let sample = sse
+        .metrics_until("this stream", |m| m.connections.sse >= 1)
+        .await;
+    assert!(sample.at > first.at, "a new sample each time");
+
+    // A WebSocket opens and a message is sent: both show.
+    let mut ws = open_ws(&server, &ann.cookie).await;
+    sse.metrics_until("the WebSocket", |m| m.connections.websocket >= 1)
+        .await;
+    let posted = ann
+        .http
+        .post(server.url("/api/rooms/general/messages"))
+        .json(&json!({"text": "hello metrics"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(posted.status(), 201);
+    sse.metrics_until("the message", |m| m.messages_per_second > 0.0)
+        .await;
+
+    // A job queued shows in the job counts (from the database: only this server's jobs).
+    let _ = ws.close(None).await;
+    let created = ann
+        .http
+        .post(server.url("/api/jobs"))
+        .json(&json!({"kind": "demo", "steps": 40, "stepMs": 250}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    sse.metrics_until("the job", |m| m.jobs.queued + m.jobs.running >= 1)
+        .await;
+}
+
+#[tokio::test]
+async fn the_log_tail_is_for_admins_and_checks_its_level() {
+    logging();
+    let server = TestServer::start().await;
+    let res = plain_client()
+        .get(server.url("/api/logs/events"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+
+    let bob = user(&server, "logs_bob").await;
+    for path in ["/api/logs/events", "/api/metrics/events?logs=info"] {
+        let res = bob.http.get(server.url(path)).send().await.unwrap();
+        assert_eq!(res.status(), 403, "{path} for a non-admin");
+        assert_eq!(error_code(res).await, "forbidden");
+    }
+    let admin = user(&server, "admin").await;
+    for path in [
+        "/api/logs/events?level=loud",
+        "/api/metrics/events?logs=loud",
+    ] {
+        let res = admin.http.get(server.url(path)).send().await.unwrap();
+        assert_eq!(res.status(), 400, "{path}");
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(body["error"], "invalid_parameter");
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap()
+                .contains("trace, debug, info, warn, error"),
+            "{body}"
+        );
+    }
+    let res = admin
+        .http
+        .get(server.url("/api/logs/events"))
+        .header("last-event-id", "soon")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+}
+
+#[tokio::test]
+async fn the_log_tail_streams_records_filters_replays_and_hides_secrets() {
+    logging();
+    let server = TestServer::start().await;
+    let admin = user(&server, "admin").await;
+    let mut tail = Sse::open(admin.http.get(server.url("/api/logs/events?level=info"))).await;
+    let ready = tail.next_named("ready").await;
+    let ready_id: u64 = ready.id.parse().expect("ready carries the newest id");
+
+    // A real record of the server's: a signup, logged at info with the username.
+    let secret_password = "pw-9f3a-never-shown";
+    let carol = plain_client()
+        .post(server.url("/api/auth/signup"))
+        .json(&json!({"username": "logs_carol", "password": secret_password}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(carol.status(), 201);
+    let (got, record) = tail
+        .next_log(|r| r.fields.get("username").map(String::as_str) == Some("logs_carol"))
+        .await;
+    assert_eq!(record.message, "signed up");
+    assert_eq!(record.level, LogLevel::Info);
+    assert!(record.target.starts_with("tidings::"), "{}", record.target);
+    assert!(record.at.ends_with('Z'));
+    assert_eq!(got.id, record.id.to_string(), "SSE id = record id");
+    assert!(record.id > ready_id);
+
+    // Records of this test, at three levels, with secrets in them.
+    let token = admin
+        .http
+        .post(server.url("/api/auth/stream-token"))
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    tracing::info!(target: "tidings::log_test", step = 1, "first");
+    tracing::warn!(
+        target: "tidings::log_test",
+        step = 2,
+        password = secret_password,
+        uri = %format!("/api/jobs/1/events?token={token}"),
+        "second"
+    );
+    tracing::error!(target: "tidings::log_test", step = 3, "third, with Cookie: tidings_session=abc123");
+    let mine = |r: &LogRecord| r.target == "tidings::log_test";
+    let (first, _) = tail.next_log(mine).await;
+    let (_, second) = tail.next_log(mine).await;
+    let (_, third) = tail.next_log(mine).await;
+    assert_eq!(second.fields["password"], "[redacted]");
+    assert_eq!(second.fields["uri"], "/api/jobs/1/events?token=[redacted]");
+    assert_eq!(third.message, "third, with Cookie: [redacted]");
+    for r in [&second, &third] {
+        let text = serde_json::to_string(r).unwrap();
+        assert!(
+            !text.contains(secret_password) && !text.contains(&token) && !text.contains("abc123")
+        );
+    }
+
+    // A level filter: warn and above only.
+    let mut warn = Sse::open(
+        admin
+            .http
+            .get(server.url("/api/logs/events?level=warn"))
+            .header("last-event-id", first.id.as_str()),
+    )
+    .await;
+    warn.next_named("ready").await;
+    let (_, w) = warn.next_log(mine).await;
+    assert_eq!(w.message, "second", "the info record is filtered out");
+    let (_, e) = warn.next_log(mine).await;
+    assert_eq!(e.message, "third, with Cookie: [redacted]");
+
+    // The same stream on the metrics route, for the dashboard (one stream per page).
+    let mut both = Sse::open(
+        admin
+            .http
+            .get(server.url("/api/metrics/events?logs=info"))
+            .header("last-event-id", first.id.as_str()),
+    )
+    .await;
+    let (_, replayed) = both.next_log(mine).await;
+    assert_eq!(replayed.message, "second", "replayed after Last-Event-ID");
+    both.next_named("metrics").await;
+
+    // Far behind the ring: a gap, then what is kept.
+    for i in 0..RING_RECORDS + 10 {
+        tracing::info!(target: "tidings::log_filler", i, "filler");
+    }
+    let mut late = Sse::open(
+        admin
+            .http
+            .get(server.url("/api/logs/events?level=error"))
+            .header("last-event-id", first.id.as_str()),
+    )
+    .await;
+    late.next_named("ready").await;
+    let gap: LogGap = serde_json::from_value(late.next_named("gap").await.data).unwrap();
+    assert_eq!(gap.after_id.to_string(), first.id);
+    assert!(gap.first_available_id > third.id);
+}
