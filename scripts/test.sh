@@ -27,7 +27,7 @@ DATABASE_URL="sqlite://$scratch/e2e.db?mode=rwc" \
 LEPTOS_SITE_ADDR="127.0.0.1:$port" \
 TIDINGS_E2E_URL="http://127.0.0.1:$port" \
 DATABASE_URL="sqlite://$scratch/e2e.db?mode=rwc" \
-TIDINGS_ADMINS=e2e_admin,e2e_exporter,e2e_notifier \
+TIDINGS_ADMINS=e2e_admin,e2e_exporter,e2e_notifier,e2e_watcher \
 TIDINGS_SSE_MAX_SECS=3 \
 RUST_LOG="${RUST_LOG:-warn}" \
   cargo leptos end-to-end

@@ -79,8 +79,25 @@ pub fn app(state: AppState) -> Router {
 
     router
         .layer(CatchPanicLayer::custom(panic_response))
+        .layer(middleware::from_fn(log_request))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// Logs each request at `info` (target `tidings::http`) once its answer's head is ready:
+/// method, path (never the query, which may carry a stream token), status and time taken.
+/// The app's own files (`/pkg/…`) are left out.
+async fn log_request(request: axum::extract::Request, next: middleware::Next) -> Response {
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    if !path.starts_with("/pkg/") {
+        let status = response.status().as_u16();
+        let ms = started.elapsed().as_millis() as u64;
+        tracing::info!(target: "tidings::http", status, ms, "{method} {path} {status}");
+    }
+    response
 }
 
 /// A panic in a handler becomes a plain 500 in the contract's shape; the panic is logged.

@@ -35,6 +35,9 @@ use crate::{
 const REPLAY: usize = 200;
 /// A stream that cannot take an event for this long is ended (and counted as slow).
 const SEND_LIMIT: Duration = Duration::from_secs(10);
+/// How soon the browser reconnects after a stream ends: a dashboard that waited the usual
+/// 3 s would miss three samples each time.
+const RETRY: Duration = Duration::from_millis(1000);
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -80,8 +83,11 @@ fn log_id(headers: &HeaderMap, query: &[(String, String)]) -> Result<Option<u64>
     Ok(sse::last_event_id(headers, query)?.map(|id| id as u64))
 }
 
-fn options() -> SseOptions {
+fn options(state: &AppState) -> SseOptions {
     SseOptions {
+        // Ends like every stream (`TIDINGS_SSE_MAX_SECS`); the browser reconnects and resumes.
+        timeout: Some(state.config.sse_max),
+        retry: Some(RETRY),
         send_limit: Some(SEND_LIMIT),
         ..SseOptions::default()
     }
@@ -101,7 +107,7 @@ async fn metrics_events(
     let after = log_id(&headers, &query)?;
     let mut samples = state.metrics.subscribe();
     Ok(sse::stream(
-        options(),
+        options(&state),
         state.shutdown.clone(),
         move |tx| async move {
             let mut tail = match level {
@@ -146,7 +152,7 @@ async fn log_events(
     let level = level_param(&query, "level", Some(LogLevel::Info))?.unwrap_or_default();
     let after = log_id(&headers, &query)?;
     Ok(sse::stream(
-        options(),
+        options(&state),
         state.shutdown.clone(),
         move |tx| async move {
             let Ok(mut tail) = LogTail::start(&tx, after, level).await else {
@@ -179,6 +185,9 @@ impl LogTail {
     async fn start(tx: &sse::Sender, after: Option<u64>, level: LogLevel) -> Result<Self, Gone> {
         // Subscribe first: a record kept between the replay and the wait still wakes us.
         let newest = logs::subscribe();
+        // An id past the newest comes from before a restart (ids start again at 1): start
+        // afresh rather than wait for the ids to catch up.
+        let after = after.filter(|&a| a <= logs::newest_id());
         let limit = if after.is_some() {
             logs::RING_RECORDS
         } else {

@@ -28,6 +28,9 @@ pub const HISTORY: usize = 300;
 pub const LOG_LINES: usize = 500;
 /// How long after a refused stream the page tries a new one.
 const REOPEN_MS: u64 = 5_000;
+/// How long a reconnect may take before the page says it is disconnected (the server ends
+/// every stream now and then, and the browser is back within a second).
+const QUIET_RECONNECT_MS: u64 = 2_000;
 /// The plots' drawing box.
 const PLOT_W: f64 = 300.0;
 const PLOT_H: f64 = 80.0;
@@ -73,6 +76,8 @@ fn Dashboard(snapshot: DashboardSnapshot) -> impl IntoView {
     let level = RwSignal::new(LogLevel::Info);
     // Bumped to open a new stream after a refusal.
     let reopen = RwSignal::new(0u32);
+    // Bumped whenever the stream opens or closes (a reconnect's timer checks it).
+    let link_changes = RwSignal::new(0u32);
     let stream = StoredValue::new(None::<SendWrapper<EventStream>>);
     let log_box = NodeRef::<html::Ol>::new();
 
@@ -82,6 +87,10 @@ fn Dashboard(snapshot: DashboardSnapshot) -> impl IntoView {
         }
         match news {
             client::News::Metrics(m) => history.update(|h| {
+                // A reconnected stream starts with the newest sample, maybe one already here.
+                if h.back().is_some_and(|last| last.at == m.at) {
+                    return;
+                }
                 h.push_back(m);
                 while h.len() > HISTORY {
                     h.pop_front();
@@ -102,7 +111,20 @@ fn Dashboard(snapshot: DashboardSnapshot) -> impl IntoView {
             client::News::Gap(gap) => missed.update(|n| {
                 *n += gap.first_available_id.saturating_sub(gap.after_id + 1);
             }),
+            client::News::Link(LinkState::Connecting) => {
+                // Said only if the reconnect takes a while.
+                let seen = link_changes.get_untracked();
+                set_timeout(
+                    move || {
+                        if !link.is_disposed() && link_changes.get_untracked() == seen {
+                            link.set(LinkState::Connecting);
+                        }
+                    },
+                    std::time::Duration::from_millis(QUIET_RECONNECT_MS),
+                );
+            }
             client::News::Link(state) => {
+                link_changes.update(|n| *n += 1);
                 link.set(state);
                 if state == LinkState::Closed {
                     set_timeout(
@@ -146,6 +168,7 @@ fn Dashboard(snapshot: DashboardSnapshot) -> impl IntoView {
     let latest = move || history.with(|h| h.back().cloned()).unwrap_or_default();
     let status = move || match link.get() {
         LinkState::Open => ("live", "Live: a sample every second."),
+        LinkState::Connecting if link_changes.get() == 0 => ("connecting", "Connecting…"),
         LinkState::Connecting => ("reconnecting", "Disconnected: reconnecting…"),
         LinkState::Closed => (
             "closed",
