@@ -95,7 +95,13 @@ async fn log_request(request: axum::extract::Request, next: middleware::Next) ->
     if !path.starts_with("/pkg/") {
         let status = response.status().as_u16();
         let ms = started.elapsed().as_millis() as u64;
-        tracing::info!(target: "tidings::http", status, ms, "{method} {path} {status}");
+        // Event streams and sockets reconnect on their own every few minutes: debug, so
+        // they do not crowd the tail.
+        if path.ends_with("/events") || path == "/ws" {
+            tracing::debug!(target: "tidings::http", status, ms, "{method} {path} {status}");
+        } else {
+            tracing::info!(target: "tidings::http", status, ms, "{method} {path} {status}");
+        }
     }
     response
 }

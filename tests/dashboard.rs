@@ -186,12 +186,10 @@ async fn metrics_come_every_second_with_the_contracts_fields_and_follow_traffic(
     let first: Metrics = serde_json::from_value(first.data).unwrap();
     assert!(first.rss_bytes > 1_000_000, "real resident memory");
     assert!(first.at.ends_with('Z'), "RFC 3339 UTC: {}", first.at);
-    // This very stream is an SSE connection. Counters are process-wide (other tests' servers
-    // share them), so the checks say "at least".
-    let sample = sse
-        .metrics_until("this stream", |m| m.connections.sse >= 1)
-        .await;
-    assert!(sample.at > first.at, "a new sample each time");
+    // A new sample each second. (Connection counters are process-wide, shared with other
+    // tests' servers, so the checks below say "at least".)
+    let second = sse.metrics_until("a new sample", |m| m.at > first.at).await;
+    assert!(second.uptime_seconds >= first.uptime_seconds);
 
     // A WebSocket opens and a message is sent: both show.
     let mut ws = open_ws(&server, &ann.cookie).await;
@@ -355,6 +353,56 @@ async fn the_log_tail_streams_records_filters_replays_and_hides_secrets() {
     let (_, replayed) = both.next_log(mine).await;
     assert_eq!(replayed.message, "second", "replayed after Last-Event-ID");
     both.next_named("metrics").await;
+
+    // An id from before a restart (past the newest): the tail starts afresh, not silent.
+    let mut restarted = Sse::open(
+        admin
+            .http
+            .get(server.url("/api/logs/events?level=error"))
+            .header("last-event-id", "999999999999"),
+    )
+    .await;
+    let ready = restarted.next_named("ready").await;
+    assert_ne!(ready.id, "999999999999", "the stale id is not continued");
+    assert!(ready.data["epoch"].as_i64().unwrap() > 0);
+    let (_, again) = restarted.next_log(mine).await;
+    assert_eq!(
+        again.message, "third, with Cookie: [redacted]",
+        "the latest are replayed"
+    );
+
+    // Nothing the ring holds carries a secret: a wrong password, the signup's password, the
+    // session cookie or a stream token.
+    let wrong = plain_client()
+        .post(server.url("/api/auth/login"))
+        .json(&json!({"username": "logs_carol", "password": "wrong-pw-4c1d"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    let _ = admin
+        .http
+        .get(server.url(&format!("/api/jobs?token={token}")))
+        .send()
+        .await
+        .unwrap();
+    let session = admin
+        .cookie
+        .trim_start_matches("tidings_session=")
+        .to_string();
+    let everything = tidings::server::logs::after(None, LogLevel::Trace, RING_RECORDS);
+    assert!(!everything.records.is_empty());
+    for r in &everything.records {
+        let text = serde_json::to_string(&**r).unwrap();
+        for secret in [
+            secret_password,
+            "wrong-pw-4c1d",
+            token.as_str(),
+            session.as_str(),
+        ] {
+            assert!(!text.contains(secret), "a secret in the log: {text}");
+        }
+    }
 
     // Far behind the ring: a gap, then what is kept.
     for i in 0..RING_RECORDS + 10 {

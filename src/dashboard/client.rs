@@ -4,7 +4,8 @@
 use crate::{
     events::{EventStream, LinkState},
     protocol::metrics::{
-        LogGap, LogLevel, LogRecord, Metrics, LOG_EVENT, LOG_GAP_EVENT, METRICS_EVENT,
+        LogGap, LogLevel, LogReady, LogRecord, Metrics, LOG_EVENT, LOG_GAP_EVENT, LOG_READY_EVENT,
+        METRICS_EVENT,
     },
 };
 
@@ -13,6 +14,7 @@ pub enum News {
     Metrics(Metrics),
     Log(LogRecord),
     Gap(LogGap),
+    Ready(LogReady),
     Link(LinkState),
 }
 
@@ -30,11 +32,12 @@ pub fn open(logs: Option<LogLevel>, news: impl Fn(News) + 'static) -> Result<Eve
     let on_state = news.clone();
     EventStream::open(
         &url(logs),
-        &[METRICS_EVENT, LOG_EVENT, LOG_GAP_EVENT],
+        &[METRICS_EVENT, LOG_EVENT, LOG_GAP_EVENT, LOG_READY_EVENT],
         move |name, data| {
             let parsed = match name {
                 METRICS_EVENT => serde_json::from_str(&data).ok().map(News::Metrics),
                 LOG_EVENT => serde_json::from_str(&data).ok().map(News::Log),
+                LOG_READY_EVENT => serde_json::from_str(&data).ok().map(News::Ready),
                 _ => serde_json::from_str(&data).ok().map(News::Gap),
             };
             if let Some(n) = parsed {

@@ -4,7 +4,8 @@
 //! shared sampler (`server::metrics`); the events carry no id, as a missed sample is not worth
 //! replaying. With `?logs=<level>` an admin also gets the log tail on the same stream.
 //!
-//! Log tail: first a `ready` event whose id is the newest record's, then (without
+//! Log tail: first a `ready` event (its id: where the replay starts; its data: the newest id,
+//! the level and the log's `epoch`, which changes when the server restarts), then (without
 //! `Last-Event-ID`) the latest [`REPLAY`] records at the level or above, or (with it) every
 //! kept record after it, a `gap` first if some are no longer kept; then each new record as a
 //! `log` event with its id. `?level=` (default `info`) picks the least severe level sent; an
@@ -23,7 +24,9 @@ use axum::{
 };
 
 use crate::{
-    protocol::metrics::{LogLevel, LOG_EVENT, LOG_GAP_EVENT, METRICS_EVENT},
+    protocol::metrics::{
+        LogLevel, LogReady, LOG_EVENT, LOG_GAP_EVENT, LOG_READY_EVENT, METRICS_EVENT,
+    },
     server::{
         logs,
         sse::{self, Event, Gone, SseOptions},
@@ -194,14 +197,22 @@ impl LogTail {
             REPLAY
         };
         let replay = logs::after(after, level, limit);
-        // The id a reconnect continues after, even if no record is sent before it drops.
-        let ready = serde_json::json!({ "lastId": replay.last_id, "level": level });
-        tx.send(
-            &Event::new(ready.to_string())
-                .id(replay.last_id)
-                .name("ready"),
-        )
-        .await?;
+        // `ready` carries the id the replay starts after: a client that drops before the
+        // replay is through reconnects from there, and nothing is skipped. Its data says how
+        // far the log goes and which process wrote it (ids start again with each one).
+        let start = after.unwrap_or_else(|| {
+            replay
+                .records
+                .first()
+                .map_or(replay.last_id, |r| r.id.saturating_sub(1))
+        });
+        let ready = LogReady {
+            last_id: replay.last_id,
+            level,
+            epoch: logs::epoch(),
+        };
+        tx.send(&Event::json(&ready).id(start).name(LOG_READY_EVENT))
+            .await?;
         let mut tail = Self {
             level,
             last: replay.last_id,

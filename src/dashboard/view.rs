@@ -8,7 +8,7 @@
 //!
 //! Tests: unit tests of the plot geometry below; `end2end/tests/dashboard.spec.ts`.
 
-use std::collections::VecDeque;
+use std::{collections::VecDeque, sync::Arc};
 
 use leptos::{html, prelude::*};
 use send_wrapper::SendWrapper;
@@ -26,6 +26,8 @@ use crate::{
 pub const HISTORY: usize = 300;
 /// Log records kept on the page (and held while paused).
 pub const LOG_LINES: usize = 500;
+/// Records arriving together are drawn together, this long after the first.
+const DRAW_MS: u64 = 100;
 /// How long after a refused stream the page tries a new one.
 const REOPEN_MS: u64 = 5_000;
 /// How long a reconnect may take before the page says it is disconnected (the server ends
@@ -68,8 +70,15 @@ fn Dashboard(snapshot: DashboardSnapshot) -> impl IntoView {
     let admin = snapshot.admin;
     let history = RwSignal::new(snapshot.metrics.into_iter().collect::<VecDeque<Metrics>>());
     let link = RwSignal::new(LinkState::Connecting);
-    let logs = RwSignal::new(VecDeque::<LogRecord>::new());
-    let held = RwSignal::new(VecDeque::<LogRecord>::new());
+    // Records as `Arc`s: the list is cloned for each redraw, its records are not.
+    let logs = RwSignal::new(VecDeque::<Arc<LogRecord>>::new());
+    let held = RwSignal::new(VecDeque::<Arc<LogRecord>>::new());
+    // Records that came since the last redraw: a replay of hundreds is drawn once, not
+    // hundreds of times.
+    let incoming = StoredValue::new(Vec::<Arc<LogRecord>>::new());
+    let flush_due = StoredValue::new(false);
+    // The epoch of the log the records come from (a new one: the server restarted).
+    let epoch = StoredValue::new(None::<i64>);
     let missed = RwSignal::new(0u64);
     let paused = RwSignal::new(false);
     let follow = RwSignal::new(true);
@@ -97,16 +106,36 @@ fn Dashboard(snapshot: DashboardSnapshot) -> impl IntoView {
                 }
             }),
             client::News::Log(record) => {
-                let target = if paused.get_untracked() { held } else { logs };
-                target.update(|l| {
-                    l.push_back(record);
-                    while l.len() > LOG_LINES {
-                        l.pop_front();
-                        if paused.get_untracked() {
-                            missed.update(|n| *n += 1);
-                        }
-                    }
-                });
+                incoming.update_value(|v| v.push(Arc::new(record)));
+                if !flush_due.get_value() {
+                    flush_due.set_value(true);
+                    set_timeout(
+                        move || {
+                            if logs.is_disposed() {
+                                return;
+                            }
+                            flush_due.set_value(false);
+                            let records = incoming
+                                .try_update_value(std::mem::take)
+                                .unwrap_or_default();
+                            let paused = paused.get_untracked();
+                            let dropped = keep_latest(if paused { held } else { logs }, records);
+                            if paused && dropped > 0 {
+                                missed.update(|n| *n += dropped);
+                            }
+                        },
+                        std::time::Duration::from_millis(DRAW_MS),
+                    );
+                }
+            }
+            client::News::Ready(ready) => {
+                // Another epoch: the server restarted and its ids mean something else; start
+                // the tail afresh.
+                let before = epoch.get_value();
+                epoch.set_value(Some(ready.epoch));
+                if before.is_some_and(|e| e != ready.epoch) {
+                    reopen.update(|n| *n += 1);
+                }
             }
             client::News::Gap(gap) => missed.update(|n| {
                 *n += gap.first_available_id.saturating_sub(gap.after_id + 1);
@@ -147,8 +176,10 @@ fn Dashboard(snapshot: DashboardSnapshot) -> impl IntoView {
         if admin {
             logs.set(VecDeque::new());
             held.set(VecDeque::new());
+            incoming.set_value(Vec::new());
+            missed.set(0);
         }
-        link.set(LinkState::Connecting);
+        // The link's state is left as it is: the new stream's `open` says when it is live.
         match client::open(logs_at, on_news) {
             Ok(s) => stream.set_value(Some(SendWrapper::new(s))),
             Err(_) => link.set(LinkState::Closed),
@@ -177,13 +208,8 @@ fn Dashboard(snapshot: DashboardSnapshot) -> impl IntoView {
     };
     let resume = move |_| {
         paused.set(false);
-        let mut waiting = held.try_update(std::mem::take).unwrap_or_default();
-        logs.update(|l| {
-            l.append(&mut waiting);
-            while l.len() > LOG_LINES {
-                l.pop_front();
-            }
-        });
+        let waiting = held.try_update(std::mem::take).unwrap_or_default();
+        keep_latest(logs, waiting.into_iter().collect());
     };
 
     view! {
@@ -276,6 +302,22 @@ fn Dashboard(snapshot: DashboardSnapshot) -> impl IntoView {
     }
 }
 
+/// Appends `records` to `list`, keeping the latest [`LOG_LINES`]; returns how many fell off.
+fn keep_latest(list: RwSignal<VecDeque<Arc<LogRecord>>>, records: Vec<Arc<LogRecord>>) -> u64 {
+    if records.is_empty() {
+        return 0;
+    }
+    let mut dropped = 0;
+    list.update(|l| {
+        l.extend(records);
+        while l.len() > LOG_LINES {
+            l.pop_front();
+            dropped += 1;
+        }
+    });
+    dropped
+}
+
 /// One figure in the numbers grid.
 #[component]
 fn Number(
@@ -293,7 +335,7 @@ fn Number(
 
 /// One log record.
 #[component]
-fn LogLine(record: LogRecord) -> impl IntoView {
+fn LogLine(record: Arc<LogRecord>) -> impl IntoView {
     let fields = record
         .fields
         .iter()

@@ -129,6 +129,19 @@ pub struct LogRecord {
     pub at: String,
 }
 
+/// The `ready` event that opens a log tail: how far the log goes, the level sent, and the
+/// log's epoch (when the server process started, ms; ids start again at 1 with each one).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LogReady {
+    pub last_id: u64,
+    pub level: LogLevel,
+    pub epoch: i64,
+}
+
+/// SSE event name of a [`LogReady`].
+pub const LOG_READY_EVENT: &str = "ready";
+
 /// Sent as `gap` before a replay when records after `afterId` are no longer kept: the
 /// replay starts at `firstAvailableId`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -3,7 +3,8 @@
 //! [`RingLayer`] is a `tracing` layer beside the console one: every record that passes the
 //! `RUST_LOG` filter is also turned into a [`LogRecord`] (level, target, message, fields, time)
 //! with an id rising by one, and kept in a ring of the latest [`RING_RECORDS`] (each field cut
-//! to [`VALUE_MAX_CHARS`], so the ring's memory is bounded whatever is logged). Streams read
+//! to [`VALUE_MAX_BYTES`] and each record to [`RECORD_MAX_BYTES`], so the ring's memory is
+//! bounded whatever is logged). Streams read
 //! the ring after the id they last sent ([`after`]) and wait for the next record on a `watch`
 //! of the newest id ([`subscribe`]): a slow reader never holds up logging, and one that falls
 //! more than a ring behind is told with a gap.
@@ -36,8 +37,11 @@ use crate::protocol::metrics::{LogGap, LogLevel, LogRecord};
 
 /// Records kept for replay.
 pub const RING_RECORDS: usize = 2000;
-/// Longest message or field value kept, in characters (the rest is cut, marked with `…`).
-pub const VALUE_MAX_CHARS: usize = 2000;
+/// Longest message or field value kept, in bytes (the rest is cut, marked with `…`).
+pub const VALUE_MAX_BYTES: usize = 2000;
+/// Bytes of message and fields one record keeps at most (so the ring holds at most about
+/// `RING_RECORDS` × 8 KiB, whatever is logged).
+pub const RECORD_MAX_BYTES: usize = 8 * 1024;
 /// Fields kept per record at most.
 const FIELDS_MAX: usize = 32;
 /// What replaces a secret.
@@ -45,6 +49,7 @@ pub const REDACTED: &str = "[redacted]";
 
 /// Words that make a field name (or a `name=` inside text) a secret's.
 const SECRET_WORDS: &[&str] = &[
+    "api-key",
     "password",
     "passwd",
     "secret",
@@ -89,7 +94,21 @@ fn push(mut record: LogRecord) {
         ring.records.push_back(Arc::new(record));
         ring.next_id - 1
     };
-    newest().send_replace(id);
+    // Two threads logging at once may get here out of order: the newest id only rises.
+    newest().send_if_modified(|newest| {
+        let newer = id > *newest;
+        if newer {
+            *newest = id;
+        }
+        newer
+    });
+}
+
+/// When this process's log began (ms since the epoch): ids restart at 1 with each process,
+/// so a client that sees another epoch knows its ids mean nothing here.
+pub fn epoch() -> i64 {
+    static EPOCH: OnceLock<i64> = OnceLock::new();
+    *EPOCH.get_or_init(clock::now_ms)
 }
 
 /// A receiver that changes whenever a record is kept (its value: the newest id).
@@ -114,13 +133,15 @@ pub struct Tail {
     pub last_id: u64,
 }
 
-/// The records after `after` (`None`: the latest `limit`) at level `min` or above.
+/// The records after `after` (`None`: the latest `limit`) at level `min` or above. An id past
+/// the newest comes from before a restart (ids start again at 1): it counts as `None`.
 pub fn after(after: Option<u64>, min: LogLevel, limit: usize) -> Tail {
     let ring = ring().lock().unwrap_or_else(|e| e.into_inner());
     let last_id = ring.next_id - 1;
+    let after = after.filter(|&a| a <= last_id);
     let first_kept = ring.records.front().map_or(ring.next_id, |r| r.id);
     let gap = match after {
-        Some(a) if a + 1 < first_kept && a < last_id => Some(LogGap {
+        Some(a) if a + 1 < first_kept => Some(LogGap {
             after_id: a,
             first_available_id: first_kept,
         }),
@@ -150,24 +171,38 @@ fn is_secret_name(name: &str) -> bool {
     SECRET_WORDS.iter().any(|w| name.contains(w))
 }
 
-/// `text` with the values of secret `name=value` / `name: value` pairs (JSON's
-/// `"name":"value"` too) and bearer credentials replaced by [`REDACTED`].
+/// `text` with the values of secret pairs replaced by [`REDACTED`]: `name=value` (also
+/// URL-encoded, `name%3Dvalue`), `name: value`, `name:value` and JSON's `"name":"value"`, where
+/// the name says it holds a secret; and whatever follows `Bearer ` or `Basic `. A quoted value
+/// is replaced up to its closing quote (spaces and commas included); a bare one up to `&`, `;`,
+/// a quote or white space.
 pub fn redact(text: &str) -> String {
     let bytes = text.as_bytes();
     let is_name_byte = |c: u8| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.');
-    let ends_value = |c: u8| {
-        matches!(
-            c,
-            b'&' | b';' | b',' | b'"' | b'\'' | b' ' | b'\n' | b'\r' | b'\t'
-        )
-    };
-    // The end of the value starting at `v` (a scheme word such as `Bearer` takes the
-    // credential after it along).
-    let value_end = |v: usize| {
+    // The end of a bare value starting at `v`.
+    let bare_end = |v: usize| {
         let mut end = v;
-        while end < bytes.len() && !ends_value(bytes[end]) {
+        while end < bytes.len()
+            && !matches!(
+                bytes[end],
+                b'&' | b';' | b'"' | b'\'' | b' ' | b'\n' | b'\r' | b'\t'
+            )
+        {
             end += 1;
         }
+        end
+    };
+    // The end of the value starting at `v`: a quoted one runs to its closing quote (a
+    // backslash escapes); a scheme word (`Bearer`, `Basic`) takes the credential after it.
+    let value_end = |v: usize| -> (usize, usize) {
+        if let Some(&quote) = bytes.get(v).filter(|&&q| q == b'"' || q == b'\'') {
+            let mut end = v + 1;
+            while end < bytes.len() && bytes[end] != quote {
+                end += if bytes[end] == b'\\' { 2 } else { 1 };
+            }
+            return (v + 1, end.min(bytes.len()));
+        }
+        let mut end = bare_end(v);
         let word = &bytes[v..end];
         if word.eq_ignore_ascii_case(b"bearer") || word.eq_ignore_ascii_case(b"basic") {
             let mut next = end;
@@ -175,58 +210,59 @@ pub fn redact(text: &str) -> String {
                 next += 1;
             }
             if next > end && next < bytes.len() {
-                end = next;
-                while end < bytes.len() && !ends_value(bytes[end]) {
-                    end += 1;
-                }
+                end = bare_end(next);
             }
         }
-        end
+        (v, end)
     };
     let mut out = String::with_capacity(text.len());
     let mut copied = 0;
     let mut i = 0;
     while i < bytes.len() {
-        let b = bytes[i];
-        let value_start =
-            if bytes[i..].len() > 7 && bytes[i..i + 7].eq_ignore_ascii_case(b"bearer ") {
-                Some(i + 7)
-            } else if b == b'='
-                || (b == b':' && (bytes.get(i + 1) == Some(&b' ') || i > 0 && bytes[i - 1] == b'"'))
-            {
-                // The name before the separator: `name=`, `name = `, `Name: ` or `"name":`.
-                let mut e = i;
-                while e > 0 && bytes[e - 1] == b' ' {
-                    e -= 1;
-                }
-                let name = if e > 0 && bytes[e - 1] == b'"' {
-                    let close = e - 1;
-                    let open = text[..close].rfind('"').map_or(close, |q| q + 1);
-                    &text[open..close]
-                } else {
-                    let mut s = e;
-                    while s > 0 && is_name_byte(bytes[s - 1]) {
-                        s -= 1;
-                    }
-                    &text[s..e]
-                };
-                is_secret_name(name).then(|| {
-                    let mut v = i + 1;
-                    while bytes.get(v) == Some(&b' ') {
-                        v += 1;
-                    }
-                    if bytes.get(v) == Some(&b'"') {
-                        v += 1;
-                    }
-                    v
-                })
+        let scheme = [&b"bearer "[..], &b"basic "[..]]
+            .into_iter()
+            .find(|w| bytes.len() > i + w.len() && bytes[i..i + w.len()].eq_ignore_ascii_case(w))
+            .filter(|_| i == 0 || !is_name_byte(bytes[i - 1]));
+        let separator = match bytes[i] {
+            b'=' | b':' => Some(1),
+            b'%' if bytes.len() >= i + 3 && bytes[i + 1..i + 3].eq_ignore_ascii_case(b"3d") => {
+                Some(3)
+            }
+            _ => None,
+        };
+        let value_start = if let Some(w) = scheme {
+            Some(i + w.len())
+        } else if let Some(width) = separator {
+            // The name before the separator: `name=`, `name = `, `Name: ` or `"name":`.
+            let mut e = i;
+            while e > 0 && bytes[e - 1] == b' ' {
+                e -= 1;
+            }
+            let name = if e > 0 && bytes[e - 1] == b'"' {
+                let close = e - 1;
+                let open = text[..close].rfind('"').map_or(close, |q| q + 1);
+                &text[open..close]
             } else {
-                None
+                let mut s = e;
+                while s > 0 && is_name_byte(bytes[s - 1]) {
+                    s -= 1;
+                }
+                &text[s..e]
             };
+            is_secret_name(name).then(|| {
+                let mut v = i + width;
+                while bytes.get(v) == Some(&b' ') {
+                    v += 1;
+                }
+                v
+            })
+        } else {
+            None
+        };
         if let Some(v) = value_start {
-            let end = value_end(v);
-            if end > v {
-                out.push_str(&text[copied..v]);
+            let (from, end) = value_end(v);
+            if end > from {
+                out.push_str(&text[copied..from]);
                 out.push_str(REDACTED);
                 copied = end;
                 i = end;
@@ -239,9 +275,13 @@ pub fn redact(text: &str) -> String {
     out
 }
 
-/// `text` cut to [`VALUE_MAX_CHARS`].
-fn bounded(mut text: String) -> String {
-    if let Some((cut, _)) = text.char_indices().nth(VALUE_MAX_CHARS) {
+/// `text` cut to at most `max` bytes (on a character boundary), marked with `…` if cut.
+fn bounded(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut cut = max;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
         text.truncate(cut);
         text.push('…');
     }
@@ -249,23 +289,39 @@ fn bounded(mut text: String) -> String {
 }
 
 /// Collects an event's message and fields.
-#[derive(Default)]
 struct Fields {
     message: String,
     fields: BTreeMap<String, String>,
+    /// Bytes the record may still take.
+    budget: usize,
+}
+
+impl Default for Fields {
+    fn default() -> Self {
+        Self {
+            message: String::new(),
+            fields: BTreeMap::new(),
+            budget: RECORD_MAX_BYTES,
+        }
+    }
 }
 
 impl Fields {
     fn put(&mut self, field: &Field, value: String) {
         let name = field.name();
+        if name != "message" && (self.fields.len() >= FIELDS_MAX || self.budget == 0) {
+            return;
+        }
+        let value = if name != "message" && is_secret_name(name) {
+            REDACTED.to_string()
+        } else {
+            // Cut first: redacting stays cheap, and a cut secret still has its name in front.
+            redact(&bounded(value, VALUE_MAX_BYTES.min(self.budget)))
+        };
+        self.budget = self.budget.saturating_sub(value.len() + name.len());
         if name == "message" {
-            self.message = bounded(redact(&value));
-        } else if self.fields.len() < FIELDS_MAX {
-            let value = if is_secret_name(name) {
-                REDACTED.to_string()
-            } else {
-                bounded(redact(&value))
-            };
+            self.message = value;
+        } else {
             self.fields.insert(name.to_string(), value);
         }
     }
@@ -344,6 +400,22 @@ mod tests {
                 r#"{"username":"ann","password":"[redacted]"}"#,
             ),
             ("stream_token = tok9", "stream_token = [redacted]"),
+            (
+                r#"Login { username: "ann", password: "correct horse battery" }"#,
+                r#"Login { username: "ann", password: "[redacted]" }"#,
+            ),
+            ("password=ab,cd next", "password=[redacted] next"),
+            (r#"{"password":"a\"b c"}"#, r#"{"password":"[redacted]"}"#),
+            (
+                "/x?next=%2Fa%26token%3Dabc123&y=1",
+                "/x?next=%2Fa%26token%3D[redacted]&y=1",
+            ),
+            ("x-api-key:abc123", "x-api-key:[redacted]"),
+            (
+                "Authorization: Basic dXNlcjpwdw==",
+                "Authorization: [redacted]",
+            ),
+            ("at 12:30 the time=now", "at 12:30 the time=now"),
             ("room=general count=3", "room=general count=3"),
             ("a=b=c, é=ü", "a=b=c, é=ü"),
         ];
@@ -354,15 +426,21 @@ mod tests {
 
     #[test]
     fn long_values_are_cut() {
-        let long = "x".repeat(VALUE_MAX_CHARS + 10);
-        let cut = bounded(long);
-        assert_eq!(cut.chars().count(), VALUE_MAX_CHARS + 1);
+        let long = "x".repeat(VALUE_MAX_BYTES + 10);
+        let cut = bounded(long, VALUE_MAX_BYTES);
+        assert_eq!(cut.len(), VALUE_MAX_BYTES + '…'.len_utf8());
         assert!(cut.ends_with('…'));
-        assert_eq!(bounded("short".into()), "short");
+        assert_eq!(bounded("short".into(), 10), "short");
+        // Never inside a character.
+        assert_eq!(bounded("ééé".into(), 3), "é…");
     }
+
+    /// Tests that fill the process-wide ring take turns (one floods it with 2000 records).
+    static RING_TESTS: Mutex<()> = Mutex::new(());
 
     #[test]
     fn the_ring_replays_after_an_id_filters_by_level_and_reports_gaps() {
+        let _turn = RING_TESTS.lock().unwrap_or_else(|e| e.into_inner());
         // The ring is process-wide (tests run in parallel): work relative to the newest id,
         // with a target of our own to pick our records out.
         let record = |level, message: &str| LogRecord {
@@ -411,6 +489,7 @@ mod tests {
 
     #[test]
     fn events_become_records_with_fields_and_no_secrets() {
+        let _turn = RING_TESTS.lock().unwrap_or_else(|e| e.into_inner());
         use tracing_subscriber::layer::SubscriberExt;
         let subscriber = tracing_subscriber::registry().with(RingLayer);
         let start = newest_id();

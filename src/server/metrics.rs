@@ -27,6 +27,9 @@ use crate::protocol::metrics::{Connections, JobCounts, Metrics, SlowClients};
 /// How often a sample is taken (contract: every second).
 pub const INTERVAL: Duration = Duration::from_secs(1);
 
+/// How long the job count may take before a sample goes out with the last one.
+const JOB_COUNT_LIMIT: Duration = Duration::from_millis(800);
+
 static MESSAGES: AtomicU64 = AtomicU64::new(0);
 static ROWS_EXPORTED: AtomicU64 = AtomicU64::new(0);
 static EXPORTS_LIVE: AtomicU64 = AtomicU64::new(0);
@@ -153,14 +156,18 @@ async fn sample_loop(store: Store, shutdown: Shutdown, tx: watch::Sender<Arc<Met
         }
         // One indexed query a second, watched or not, so the first sample a new dashboard
         // gets is fresh. A failure keeps the last counts (and is logged).
-        match store.job_counts().await {
-            Ok((queued, running)) => {
+        // A database that does not answer in time must not stop the samples.
+        match tokio::time::timeout(JOB_COUNT_LIMIT, store.job_counts()).await {
+            Ok(Ok((queued, running))) => {
                 jobs = JobCounts {
                     queued: queued.max(0) as u64,
                     running: running.max(0) as u64,
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "counting jobs for the metrics failed"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "counting jobs for the metrics failed"),
+            Err(_) => {
+                tracing::warn!("counting jobs for the metrics took too long; kept the last counts")
+            }
         }
         let now = (Instant::now(), messages(), rows_exported());
         let elapsed = now.0 - last.0;
