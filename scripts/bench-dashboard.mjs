@@ -92,6 +92,12 @@ await context.addCookies([{ name, value, url: base }]);
 const page = await context.newPage();
 await page.goto(`${base}/dashboard`);
 await page.waitForSelector('body[data-hydrated="true"]');
+// A page that never went live would measure nothing: say so instead.
+try {
+  await page.waitForSelector('[data-testid="dash-status"][data-state="live"]', { timeout: 15_000 });
+} catch {
+  die('the dashboard page did not go live');
+}
 const cdp = await context.newCDPSession(page);
 await cdp.send('HeapProfiler.enable');
 async function heapMb() {

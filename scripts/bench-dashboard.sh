@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Dashboard benchmark (issue 6): a dashboard left open holds flat memory, in the server and in
-# the browser, while the log pours in. Starts the release server on a fresh SQLite file, then
+# the browser, while the log pours in. Starts the development server on a fresh SQLite file, then
 # scripts/bench-dashboard.mjs opens STREAMS admin metrics+log streams (default 100) and one
 # /dashboard page in Chromium, and makes RATE logged requests a second (default 200) for SECS
 # seconds (default 60), printing the server's RSS and the page's JS heap every STEP seconds.
@@ -15,13 +15,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
 
-# The same build as the chat bench (one cargo run for server and bench: see bench-chat.sh),
-# and the page's files from the development build.
-cargo build --release --features ssr --bin tidings --bench chat
-if [ ! -f target/site/pkg/tidings.wasm ]; then
-  cargo leptos build
-fi
+# The development build, server and page together: a page hydrates only against the markup of
+# the same build (a release server's differs from a debug page's). Memory growth is measured
+# here, not speed.
+cargo leptos build
 source scripts/bench-lib.sh
-launch_server DATABASE_URL="sqlite://$work/dash.db?mode=rwc" TIDINGS_ADMINS=bench_admin \
+SERVER_BIN=target/debug/tidings launch_server DATABASE_URL="sqlite://$work/dash.db?mode=rwc" TIDINGS_ADMINS=bench_admin \
   LEPTOS_SITE_ROOT=target/site LEPTOS_OUTPUT_NAME=tidings RUST_LOG=warn,tidings=info,tidings::http=warn
 BENCH_URL="$base" BENCH_SERVER_PID="$server_pid" node scripts/bench-dashboard.mjs

@@ -8,10 +8,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Starts target/release/tidings with the environment given as arguments (NAME=value …) on
-# 127.0.0.1:0; sets server_pid and base (http://127.0.0.1:PORT) once it listens.
+# Starts target/release/tidings (or $SERVER_BIN) with the environment given as arguments
+# (NAME=value …) on 127.0.0.1:0; sets server_pid and base (http://127.0.0.1:PORT) once it listens.
 launch_server() {
-  env "$@" LEPTOS_SITE_ADDR=127.0.0.1:0 target/release/tidings serve >"$work/server.log" 2>&1 &
+  env "$@" LEPTOS_SITE_ADDR=127.0.0.1:0 "${SERVER_BIN:-target/release/tidings}" serve >"$work/server.log" 2>&1 &
   server_pid=$!
   base=""
   for _ in $(seq 1 300); do
