@@ -70,8 +70,9 @@ pub fn NotifyPage() -> impl IntoView {
         <section class="card">
             <h1>"Notifications"</h1>
             <p class="transport">
-                "An admin's notification goes to every open WebSocket and every subscriber of "
-                "the notification stream at once; every page shows it as a toast."
+                "Server-Sent Events and WebSockets: a notification goes out once to every "
+                "open WebSocket and every subscriber of the notification stream; the toasts on "
+                "every page ride that one SSE stream, since a page only listens."
             </p>
             <Suspense fallback=|| view! { <p>"Loading…"</p> }>
                 {move || role.get().map(|r| match r {
