@@ -218,6 +218,25 @@ async fn metrics_come_every_second_with_the_contracts_fields_and_follow_traffic(
     assert_eq!(created.status(), 201);
     sse.metrics_until("the job", |m| m.jobs.queued + m.jobs.running >= 1)
         .await;
+
+    // An export being written is an HTTP stream, and its rows are counted. (The audit log
+    // holds the signups' rows; the export sends one a second.)
+    let admin = user(&server, "admin").await;
+    let rows_before = sse.metrics_until("a sample", |_| true).await.rows_exported;
+    let export = admin
+        .http
+        .get(server.url("/api/audit/export?limit=3&batch=1&flushEvery=1&delayMs=1000"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(export.status(), 200);
+    let reading = tokio::spawn(export.text());
+    sse.metrics_until("the export stream", |m| m.connections.streams >= 1)
+        .await;
+    let body = reading.await.unwrap().unwrap();
+    assert_eq!(body.lines().count(), 3);
+    sse.metrics_until("the exported rows", |m| m.rows_exported >= rows_before + 3)
+        .await;
 }
 
 #[tokio::test]
