@@ -549,7 +549,7 @@ async fn a_message_on_any_transport_reaches_every_transport_with_ids_rising_in_t
     assert_eq!(next_message(&mut b).await, first);
     assert_eq!(c.next_named("chat-message").await.message(), first);
     let (_, page) = poll(&server, &dave, "general", "?after=0").await;
-    assert_eq!(page.messages, [first.clone()]);
+    assert_eq!(page.messages, std::slice::from_ref(&first));
     assert_eq!(page.last_id, 1);
 
     // 2: POSTed by the poller; 3: POSTed by the SSE subscriber.

@@ -29,6 +29,9 @@ use crate::{
     },
 };
 
+/// What an SSE event's data does to the link (one per event name).
+type OnData = fn(&Rc<Inner>, String);
+
 /// How often the polling transport asks.
 const POLL_EVERY_MS: i32 = 1000;
 /// The longest wait between reconnect attempts.
@@ -385,7 +388,7 @@ fn open_source(inner: &Rc<Inner>) -> Result<(), String> {
     };
     source.set_onerror(Some(on_error.as_ref().unchecked_ref()));
     listeners.push(on_error);
-    let named: [(&str, fn(&Rc<Inner>, String)); 4] = [
+    let named: [(&str, OnData); 4] = [
         ("chat-joined", |inner, d| {
             if let Ok(ServerMsg::ChatJoined { members, .. }) = serde_json::from_str(&d) {
                 inner.tell(News::Joined(members));
