@@ -2,7 +2,8 @@
 # Installs what a fresh Debian machine with Rust, Node and apt lacks to build, run and test
 # Tidings. Skips everything already installed, so a second run takes seconds.
 #
-#   Debian:    chromium (Playwright drives it; Playwright's own browser download can't work here)
+#   Debian:    chromium (Playwright drives it; Playwright's own browser download can't work here),
+#              postgresql (a throwaway server for the integration tests' second run)
 #   rustup:    the wasm32-unknown-unknown target
 #   cargo:     cargo-leptos 0.3.10 (0.3.11 needs a newer Rust than 1.95),
 #              wasm-bindgen-cli at exactly the version Cargo.toml pins
@@ -27,6 +28,14 @@ if [ ! -x /usr/bin/chromium ]; then
   [ "$(id -u)" -eq 0 ] || SUDO=sudo
   $SUDO apt-get update -qq
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+fi
+
+if [ -z "$(command -v initdb 2>/dev/null || ls -d /usr/lib/postgresql/*/bin/initdb 2>/dev/null)" ]; then
+  step "Installing Debian's postgresql (the integration tests run on it too)"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql
 fi
 
 if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Command 2: set everything up, then run every test:
 #   1. unit tests beside the code and integration tests in tests/ (real server on 127.0.0.1:0),
+#      then the integration tests again on a throwaway PostgreSQL (scripts/postgres.sh),
 #   2. Playwright specs in end2end/ driving the real binary in Chromium, on a dedicated port
 #      with a fresh SQLite database in a temporary folder.
 set -euo pipefail
@@ -10,6 +11,14 @@ source scripts/env.sh
 
 printf '\n==> Unit and integration tests\n'
 cargo test --features ssr
+
+printf '\n==> Integration tests again, on PostgreSQL\n'
+source scripts/postgres.sh
+trap stop_test_postgres EXIT
+start_test_postgres
+cargo test --features ssr --test '*'
+stop_test_postgres
+unset TIDINGS_TEST_POSTGRES
 
 port="${TIDINGS_E2E_PORT:-3917}"
 if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then

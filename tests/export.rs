@@ -354,7 +354,12 @@ async fn a_client_that_goes_away_stops_the_reading_within_a_batch() {
     // connection's end travelled back, never the 2000 an unwatched export would.
     assert!(read <= 40, "read {read} rows after the client left");
     assert!(sent <= read);
-    assert_eq!(report["reader"], "rusqlite");
+    // SQLite reads through rusqlite; PostgreSQL through sqlx (TIDINGS_TEST_POSTGRES).
+    let reader = match srv.state.store.backend() {
+        tidings::server::storage::Backend::Sqlite => "rusqlite",
+        tidings::server::storage::Backend::Postgres => "sqlx",
+    };
+    assert_eq!(report["reader"], reader);
 }
 
 #[tokio::test]

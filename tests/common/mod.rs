@@ -50,10 +50,7 @@ impl TestServer {
     /// Starts a server after `adjust` changed the test configuration.
     pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
         let dir = tempfile::tempdir().expect("temporary folder");
-        let mut config = Config::for_tests(&format!(
-            "sqlite://{}/tidings.db?mode=rwc",
-            dir.path().display()
-        ));
+        let mut config = Config::for_tests(&fresh_database(dir.path()).await);
         adjust(&mut config);
         let leptos_options = get_configuration(Some("Cargo.toml"))
             .expect("leptos config")
@@ -118,6 +115,37 @@ impl Drop for TestServer {
 /// Every test client gives up after 30 s, so a stuck request fails the test instead of hanging it.
 fn client_builder() -> reqwest::ClientBuilder {
     reqwest::Client::builder().timeout(std::time::Duration::from_secs(30))
+}
+
+/// The database for a new test server: a fresh SQLite file in `dir`, or, when
+/// `TIDINGS_TEST_POSTGRES` names a PostgreSQL server (`scripts/test.sh` starts one and runs
+/// these tests again against it), a fresh database there.
+async fn fresh_database(dir: &std::path::Path) -> String {
+    let admin = match std::env::var("TIDINGS_TEST_POSTGRES") {
+        Ok(url) if !url.trim().is_empty() => url,
+        _ => return format!("sqlite://{}/tidings.db?mode=rwc", dir.display()),
+    };
+    use sqlx::{Connection, Executor};
+    static CREATED: AtomicU64 = AtomicU64::new(0);
+    let name = format!(
+        "tidings_test_{}_{}_{}",
+        std::process::id(),
+        CREATED.fetch_add(1, Ordering::Relaxed),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis()
+    );
+    let mut conn = sqlx::postgres::PgConnection::connect(&admin)
+        .await
+        .unwrap_or_else(|e| panic!("TIDINGS_TEST_POSTGRES ({admin}) does not answer: {e}"));
+    conn.execute(format!("CREATE DATABASE {name}").as_str())
+        .await
+        .expect("a test database");
+    let _ = conn.close().await;
+    let mut url = reqwest::Url::parse(&admin).expect("TIDINGS_TEST_POSTGRES is a URL");
+    url.set_path(&format!("/{name}"));
+    url.to_string()
 }
 
 /// A client without cookies (a command-line client, or a stranger).
