@@ -3,7 +3,8 @@
 # Tidings. Skips everything already installed, so a second run takes seconds.
 #
 #   Debian:    chromium (Playwright drives it; Playwright's own browser download can't work here),
-#              postgresql (a throwaway server for the integration tests' second run)
+#              postgresql (a throwaway server for the integration tests' second run),
+#              redis-server (the two-instance tests start their own)
 #   rustup:    the wasm32-unknown-unknown target
 #   cargo:     cargo-leptos 0.3.10 (0.3.11 needs a newer Rust than 1.95),
 #              wasm-bindgen-cli at exactly the version Cargo.toml pins
@@ -36,6 +37,14 @@ if [ -z "$(command -v initdb 2>/dev/null || ls -d /usr/lib/postgresql/*/bin/init
   [ "$(id -u)" -eq 0 ] || SUDO=sudo
   $SUDO apt-get update -qq
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql
+fi
+
+if ! command -v redis-server >/dev/null 2>&1; then
+  step "Installing Debian's redis-server (the two-instance tests start their own)"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server
 fi
 
 if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then

@@ -441,7 +441,8 @@ async fn take(hub: &Hub, room: &mut Option<Room>, r: Received, burst: &mut Vec<M
         }
         // A message beyond the next one (some were missed), or dropped ones: read them back.
         Received::Message(_) | Received::Lagged(_) => {
-            if let Received::Lagged(n) = r {
+            // `Lagged(0)`: the bus was cut off, not this socket slow; only real lags count.
+            if let Received::Lagged(n @ 1..) = r {
                 ws::record_drops(n);
                 let now = tokio::time::Instant::now();
                 current.lags.retain(|t| now.duration_since(*t) < LAG_WINDOW);

@@ -28,6 +28,11 @@ pub const SUBSCRIBER_QUEUE: usize = 1024;
 /// The topic every notification goes to (contract, "Notifications").
 pub const NOTIFICATIONS: &str = "notifications";
 
+/// The kind of an envelope that says "messages may have been missed here: read back from
+/// storage" (the Redis bus sends it after it was cut off). Subscribers never see it as a
+/// message: [`Subscription::recv`] turns it into `Lagged(0)`.
+pub const RESYNC: &str = "resync";
+
 /// One message on a topic: the stored id it was given (0 for messages that are not stored,
 /// such as presence), its kind (an SSE event name or a WebSocket message type) and its JSON
 /// data.
@@ -77,7 +82,8 @@ mod text_bytes {
 pub enum Received {
     Message(Arc<Envelope>),
     /// The subscriber fell behind and this many messages were dropped for it: read them
-    /// back from storage.
+    /// back from storage. `Lagged(0)`: the bus itself was cut off for a while (Redis), so
+    /// some may be missing: read back too (but the subscriber was not slow).
     Lagged(u64),
     /// The bus is gone (shutdown).
     Closed,
@@ -107,6 +113,7 @@ impl Subscription {
             return Received::Closed;
         };
         match rx.recv().await {
+            Ok(m) if m.kind == RESYNC => Received::Lagged(0),
             Ok(m) => Received::Message(m),
             Err(broadcast::error::RecvError::Lagged(n)) => Received::Lagged(n),
             Err(broadcast::error::RecvError::Closed) => Received::Closed,
@@ -117,6 +124,7 @@ impl Subscription {
     pub fn try_recv(&mut self) -> Option<Received> {
         use broadcast::error::TryRecvError;
         match self.rx.as_mut()?.try_recv() {
+            Ok(m) if m.kind == RESYNC => Some(Received::Lagged(0)),
             Ok(m) => Some(Received::Message(m)),
             Err(TryRecvError::Empty) => None,
             Err(TryRecvError::Lagged(n)) => Some(Received::Lagged(n)),
@@ -146,6 +154,10 @@ pub trait Bus: Send + Sync + std::fmt::Debug + 'static {
     fn publish(&self, message: Envelope);
     /// Starts receiving the topic's messages published from now on.
     fn subscribe(&self, topic: &str) -> Subscription;
+    /// Whether messages reach every instance now (`/readyz`); the in-process bus always does.
+    fn ready(&self) -> bool {
+        true
+    }
 }
 
 /// The in-process bus: one broadcast channel per topic with subscribers.
@@ -157,6 +169,19 @@ pub struct LocalBus {
 impl LocalBus {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Tells every subscriber of every topic to read back from storage (a [`RESYNC`]).
+    pub fn publish_everywhere(&self, kind: &str) {
+        let topics = self.topics.lock().expect("bus lock");
+        for (topic, tx) in topics.iter() {
+            let _ = tx.send(Arc::new(Envelope::new(
+                topic.clone(),
+                0,
+                kind,
+                String::new(),
+            )));
+        }
     }
 
     /// Topics with a channel (a topic is forgotten when its last subscriber leaves).
@@ -236,6 +261,21 @@ mod tests {
             bus.topic_count(),
             0,
             "the last one leaving forgets the topic"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_resync_reaches_every_topic_as_a_lag_of_zero() {
+        let bus = LocalBus::new();
+        let mut a = bus.subscribe("room:a");
+        let mut b = bus.subscribe("job:1");
+        bus.publish_everywhere(RESYNC);
+        assert_eq!(a.recv().await, Received::Lagged(0));
+        assert_eq!(b.try_recv(), Some(Received::Lagged(0)));
+        bus.publish(msg("room:a", 1));
+        assert_eq!(
+            a.recv().await,
+            Received::Message(Arc::new(msg("room:a", 1)))
         );
     }
 }

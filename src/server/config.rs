@@ -16,6 +16,9 @@ pub const MAX_TTL_SECS: u64 = 365 * 24 * 3600;
 pub struct Config {
     /// `DATABASE_URL`: `sqlite://path?mode=rwc` (default under `data/`) or `postgres://…`.
     pub database_url: String,
+    /// `REDIS_URL` (`redis://host:port`): set, the fan-out bus goes over Redis so several
+    /// instances serve one set of rooms, jobs and notifications; unset, one process.
+    pub redis_url: Option<String>,
     /// `TIDINGS_ADMINS`: usernames that get the admin role.
     pub admins: HashSet<String>,
     /// `TIDINGS_ALLOWED_ORIGINS`: origins besides the request's own that may call state-changing
@@ -110,6 +113,7 @@ impl Config {
         };
         Ok(Self {
             database_url: var("DATABASE_URL").unwrap_or_else(|| DEFAULT_DATABASE_URL.to_string()),
+            redis_url: var("REDIS_URL"),
             admins: split_list(var("TIDINGS_ADMINS").as_deref())
                 .into_iter()
                 .collect(),
@@ -179,6 +183,7 @@ impl Config {
     pub fn for_tests(database_url: &str) -> Self {
         Self {
             database_url: database_url.to_string(),
+            redis_url: None,
             admins: ["admin".to_string()].into_iter().collect(),
             allowed_origins: vec!["http://allowed.example".to_string()],
             secret: None,

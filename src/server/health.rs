@@ -16,11 +16,15 @@ async fn healthz() -> &'static str {
 }
 
 async fn readyz(State(state): State<AppState>) -> Result<(StatusCode, &'static str), ApiError> {
-    if state.store.ping().await {
-        Ok((StatusCode::OK, "ok"))
-    } else {
-        Err(ApiError::Unavailable(
+    if !state.store.ping().await {
+        return Err(ApiError::Unavailable(
             "The database does not answer.".into(),
-        ))
+        ));
     }
+    if !state.bus.ready() {
+        return Err(ApiError::Unavailable(
+            "Redis does not answer: this instance serves its own clients only.".into(),
+        ));
+    }
+    Ok((StatusCode::OK, "ok"))
 }

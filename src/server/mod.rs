@@ -16,6 +16,7 @@ pub mod limiter;
 pub mod logs;
 pub mod metrics;
 pub mod origin;
+pub mod redis_bus;
 pub mod retry;
 pub mod shutdown;
 pub mod sse;

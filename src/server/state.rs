@@ -12,6 +12,7 @@ use super::{
     config::Config,
     limiter::FailureLimiter,
     metrics::Sampler,
+    redis_bus::RedisBus,
     shutdown::Shutdown,
     storage::Store,
     token::Signer,
@@ -65,6 +66,10 @@ impl AppState {
             }
         };
         let metrics = Sampler::start(store.clone(), shutdown.clone());
+        let bus: Arc<dyn Bus> = match &config.redis_url {
+            Some(url) => RedisBus::connect(url, shutdown.clone()).await?,
+            None => Arc::new(LocalBus::new()),
+        };
         let state = Self {
             leptos_options,
             config: Arc::new(config),
@@ -73,7 +78,7 @@ impl AppState {
             login_limiter: Arc::new(FailureLimiter::for_logins()),
             metrics,
             shutdown,
-            bus: Arc::new(LocalBus::new()),
+            bus,
         };
         state.spawn_session_sweeper();
         Ok(state)

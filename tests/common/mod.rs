@@ -50,7 +50,23 @@ impl TestServer {
     /// Starts a server after `adjust` changed the test configuration.
     pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
         let dir = tempfile::tempdir().expect("temporary folder");
-        let mut config = Config::for_tests(&fresh_database(dir.path()).await);
+        let url = fresh_database(dir.path()).await;
+        Self::start_in(dir, &url, adjust).await
+    }
+
+    /// Starts a server on `database_url`, which other servers may share (instances of one
+    /// deployment), after `adjust` changed the test configuration.
+    pub async fn start_on(database_url: &str, adjust: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().expect("temporary folder");
+        Self::start_in(dir, database_url, adjust).await
+    }
+
+    async fn start_in(
+        dir: tempfile::TempDir,
+        database_url: &str,
+        adjust: impl FnOnce(&mut Config),
+    ) -> Self {
+        let mut config = Config::for_tests(database_url);
         adjust(&mut config);
         let leptos_options = get_configuration(Some("Cargo.toml"))
             .expect("leptos config")
@@ -120,7 +136,7 @@ fn client_builder() -> reqwest::ClientBuilder {
 /// The database for a new test server: a fresh SQLite file in `dir`, or, when
 /// `TIDINGS_TEST_POSTGRES` names a PostgreSQL server (`scripts/test.sh` starts one and runs
 /// these tests again against it), a fresh database there.
-async fn fresh_database(dir: &std::path::Path) -> String {
+pub async fn fresh_database(dir: &std::path::Path) -> String {
     let admin = match std::env::var("TIDINGS_TEST_POSTGRES") {
         Ok(url) if !url.trim().is_empty() => url,
         _ => return format!("sqlite://{}/tidings.db?mode=rwc", dir.display()),

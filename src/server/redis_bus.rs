@@ -1,0 +1,302 @@
+//! The fan-out bus across instances (issue 7): `REDIS_URL` set, every envelope published on one
+//! instance reaches the subscribers of its topic on every instance.
+//!
+//! How: each instance keeps its local bus ([`LocalBus`]) and delivers to its own subscribers at
+//! once, whatever Redis does. Every envelope also goes, as JSON with the publishing instance's
+//! id, to one Redis channel ([`CHANNEL`]) through a bounded queue and one publishing task; one
+//! subscribing task per instance hears that channel and hands other instances' envelopes to the
+//! local bus (topics nobody here watches are dropped there, as locally).
+//!
+//! Nothing is lost when Redis goes away, because stored ids are the truth: while Redis is away
+//! each instance goes on serving its own clients and `/readyz` says 503 ([`Bus::ready`]). When
+//! the subscriber comes back it tells every local subscriber to read back from storage (a
+//! `Lagged(0)`, see [`RESYNC`]); a publisher that failed to send tells every instance the same
+//! once it can send again.
+//!
+//! Tests: `cargo test --features ssr server::redis_bus` (encoding); `tests/scale.rs` runs two
+//! instances on one Redis (scripts/test.sh starts one).
+
+use std::{
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use futures::StreamExt;
+use redis::AsyncCommands;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use super::bus::{Bus, Envelope, LocalBus, Subscription, RESYNC};
+use super::Shutdown;
+
+/// The one Redis channel every instance publishes to and hears.
+pub const CHANNEL: &str = "tidings:bus";
+/// Envelopes waiting for the publishing task; past this (Redis far too slow or away) they are
+/// dropped for other instances, counted, and every instance is told to read back.
+const QUEUE: usize = 16 * 1024;
+/// How long connecting (at start, and each reconnect) or one command may take.
+const TIMEOUT: Duration = Duration::from_secs(3);
+/// The wait between reconnect attempts.
+const RETRY: Duration = Duration::from_millis(500);
+
+/// What goes over Redis: the envelope and who sent it.
+#[derive(Debug, Serialize, Deserialize)]
+struct Wire {
+    /// The publishing instance (it ignores its own envelopes: it delivered them already).
+    from: String,
+    envelope: Envelope,
+}
+
+/// The bus over Redis; see the module docs.
+#[derive(Debug)]
+pub struct RedisBus {
+    local: LocalBus,
+    instance: String,
+    outbox: mpsc::Sender<Envelope>,
+    /// Whether the subscriber is connected and the last send went through.
+    hearing: Arc<AtomicBool>,
+    sending: Arc<AtomicBool>,
+}
+
+impl RedisBus {
+    /// Connects to `url` (failing fast, with a sentence, when it does not answer) and starts
+    /// the publishing and subscribing tasks, which end at `shutdown`.
+    pub async fn connect(url: &str, shutdown: Shutdown) -> anyhow::Result<Arc<Self>> {
+        let shown = super::storage::redact(url);
+        let client = redis::Client::open(url)
+            .map_err(|e| anyhow::anyhow!("REDIS_URL {shown:?} is not a Redis URL: {e}"))?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(TIMEOUT))
+            .set_response_timeout(Some(TIMEOUT))
+            .set_number_of_retries(1);
+        let mut publisher =
+            tokio::time::timeout(TIMEOUT, client.get_connection_manager_with_config(config))
+                .await
+                .map_err(|_| {
+                    anyhow::anyhow!("cannot reach Redis at {shown}: no answer in {TIMEOUT:?}")
+                })?
+                .map_err(|e| anyhow::anyhow!("cannot reach Redis at {shown}: {e}"))?;
+        let _: String = redis::cmd("PING")
+            .query_async(&mut publisher)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot reach Redis at {shown}: {e}"))?;
+
+        let local = LocalBus::new();
+        let instance = instance_id();
+        let (outbox, queued) = mpsc::channel(QUEUE);
+        let hearing = Arc::new(AtomicBool::new(false));
+        let sending = Arc::new(AtomicBool::new(true));
+        let bus = Arc::new(Self {
+            local,
+            instance: instance.clone(),
+            outbox,
+            hearing: hearing.clone(),
+            sending: sending.clone(),
+        });
+        tokio::spawn(publish_loop(
+            publisher,
+            instance.clone(),
+            queued,
+            sending,
+            shutdown.clone(),
+        ));
+        tokio::spawn(subscribe_loop(
+            client,
+            Arc::downgrade(&bus),
+            instance,
+            hearing.clone(),
+            shutdown,
+        ));
+        // Ready once the subscription stands, so nothing published from now on is missed.
+        let deadline = tokio::time::Instant::now() + TIMEOUT;
+        while !hearing.load(Ordering::Relaxed) {
+            if tokio::time::Instant::now() >= deadline {
+                anyhow::bail!("cannot subscribe to Redis at {shown}");
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tracing::info!(redis = %shown, instance = %bus.instance, "fan-out over Redis");
+        Ok(bus)
+    }
+
+    /// This instance's id on the bus.
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+}
+
+impl Bus for RedisBus {
+    fn publish(&self, message: Envelope) {
+        self.local.publish(message.clone());
+        if self.outbox.try_send(message).is_err() {
+            // Redis cannot keep up (or is away): other instances will be told to read back.
+            self.sending.store(false, Ordering::Relaxed);
+        }
+    }
+
+    fn subscribe(&self, topic: &str) -> Subscription {
+        self.local.subscribe(topic)
+    }
+
+    fn ready(&self) -> bool {
+        self.hearing.load(Ordering::Relaxed) && self.sending.load(Ordering::Relaxed)
+    }
+}
+
+/// A fresh id for this process on the bus.
+fn instance_id() -> String {
+    let mut bytes = [0u8; 8];
+    let _ = getrandom::getrandom(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The JSON that goes over Redis.
+fn encode(from: &str, envelope: &Envelope) -> String {
+    serde_json::to_string(&Wire {
+        from: from.to_string(),
+        envelope: envelope.clone(),
+    })
+    .expect("an envelope serializes")
+}
+
+/// Sends queued envelopes to Redis, one `PUBLISH` each (the connection pipelines them). After a
+/// failure it keeps trying; the first success after one also tells every instance to resync.
+async fn publish_loop(
+    mut conn: redis::aio::ConnectionManager,
+    instance: String,
+    mut queued: mpsc::Receiver<Envelope>,
+    sending: Arc<AtomicBool>,
+    shutdown: Shutdown,
+) {
+    let resync = Envelope::new(RESYNC, 0, RESYNC, String::new());
+    loop {
+        let envelope = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            e = queued.recv() => match e { Some(e) => e, None => return },
+        };
+        let failed_before = !sending.load(Ordering::Relaxed);
+        let mut payloads = Vec::with_capacity(2);
+        if failed_before {
+            payloads.push(encode(&instance, &resync));
+        }
+        payloads.push(encode(&instance, &envelope));
+        let mut sent = true;
+        for payload in payloads {
+            let result: redis::RedisResult<i64> = conn.publish(CHANNEL, payload).await;
+            if let Err(e) = result {
+                if !failed_before {
+                    tracing::warn!(error = %e, "publishing to Redis failed; other instances will resync");
+                }
+                sent = false;
+                break;
+            }
+        }
+        if sent {
+            sending.store(true, Ordering::Relaxed);
+            continue;
+        }
+        sending.store(false, Ordering::Relaxed);
+        // Keep trying, with or without new traffic, until Redis takes the resync: then every
+        // instance reads back what this one could not send, and `/readyz` is green again.
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(RETRY) => {}
+            }
+            let result: redis::RedisResult<i64> =
+                conn.publish(CHANNEL, encode(&instance, &resync)).await;
+            if result.is_ok() {
+                tracing::info!("publishing to Redis again");
+                sending.store(true, Ordering::Relaxed);
+                break;
+            }
+        }
+    }
+}
+
+/// Hears the channel and hands other instances' envelopes to the local bus; reconnects when
+/// the connection drops, and then tells local subscribers to read back what they missed.
+async fn subscribe_loop(
+    client: redis::Client,
+    bus: std::sync::Weak<RedisBus>,
+    instance: String,
+    hearing: Arc<AtomicBool>,
+    shutdown: Shutdown,
+) {
+    let mut lost = false;
+    loop {
+        let connected = async {
+            let mut pubsub = tokio::time::timeout(TIMEOUT, client.get_async_pubsub())
+                .await
+                .map_err(|_| anyhow::anyhow!("no answer"))??;
+            tokio::time::timeout(TIMEOUT, pubsub.subscribe(CHANNEL))
+                .await
+                .map_err(|_| anyhow::anyhow!("no answer"))??;
+            anyhow::Ok(pubsub)
+        };
+        let pubsub = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            c = connected => c,
+        };
+        match pubsub {
+            Ok(pubsub) => {
+                hearing.store(true, Ordering::Relaxed);
+                let Some(me) = bus.upgrade() else { return };
+                if lost {
+                    tracing::info!("hearing Redis again; subscribers read back what they missed");
+                    me.local.publish_everywhere(RESYNC);
+                }
+                drop(me);
+                let mut messages = pubsub.into_on_message();
+                loop {
+                    let msg = tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        m = messages.next() => m,
+                    };
+                    let Some(msg) = msg else { break };
+                    let Some(me) = bus.upgrade() else { return };
+                    match serde_json::from_slice::<Wire>(msg.get_payload_bytes()) {
+                        Ok(wire) if wire.from == instance => {}
+                        Ok(wire) if wire.envelope.kind == RESYNC => {
+                            me.local.publish_everywhere(RESYNC)
+                        }
+                        Ok(wire) => me.local.publish(wire.envelope),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "an unreadable message on the Redis bus")
+                        }
+                    }
+                }
+                tracing::warn!("the Redis subscription dropped; reconnecting");
+            }
+            Err(e) => {
+                if !lost {
+                    tracing::warn!(error = %e, "cannot subscribe to Redis; retrying");
+                }
+            }
+        }
+        hearing.store(false, Ordering::Relaxed);
+        lost = true;
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(RETRY) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelopes_cross_as_json_with_their_sender() {
+        let e = Envelope::new("room:general", 7, "chat-message", r#"{"text":"hé"}"#.into());
+        let text = encode("abc", &e);
+        let back: Wire = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.from, "abc");
+        assert_eq!(back.envelope, e);
+        assert_ne!(instance_id(), instance_id());
+    }
+}

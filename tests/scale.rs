@@ -1,0 +1,375 @@
+//! Two instances on one database and one Redis (issue 7): what is published on one reaches the
+//! clients of the other, and an instance cut off from Redis says so and catches up after.
+//!
+//! Each test starts its own `redis-server` (Debian's, which `scripts/setup.sh` installs) on a
+//! free loopback port and stops it at the end. The instances share a fresh PostgreSQL database
+//! when `TIDINGS_TEST_POSTGRES` is set (`scripts/test.sh`'s second run), else one SQLite file.
+
+mod common;
+
+use std::{
+    process::{Child, Command, Stdio},
+    sync::Arc,
+    time::Duration,
+};
+
+use common::{fresh_database, TestServer};
+use eventsource_stream::Eventsource;
+use futures::{SinkExt, StreamExt};
+use reqwest::cookie::CookieStore;
+use serde_json::{json, Value};
+use tokio::time::timeout;
+use tokio_tungstenite::tungstenite::{client::IntoClientRequest, http::HeaderValue, Message};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+/// A `redis-server` of this test's own, stopped when dropped.
+struct Redis {
+    child: Option<Child>,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Redis {
+    fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = tempfile::tempdir().unwrap();
+        let mut redis = Self {
+            child: None,
+            port,
+            _dir: dir,
+        };
+        redis.resume();
+        redis
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts (or starts again) the server on the same port, and waits until it answers.
+    fn resume(&mut self) {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .args(["--appendonly", "no", "--dir"])
+            .arg(self._dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server runs (scripts/setup.sh installs Debian's redis-server)");
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + WAIT;
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops the server (by its PID), as if it went away.
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Two instances on one fresh database and `redis`.
+async fn two_instances(redis: &Redis) -> (TestServer, TestServer, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let database = fresh_database(dir.path()).await;
+    let url = redis.url();
+    let a = TestServer::start_on(&database, |c| c.redis_url = Some(url.clone())).await;
+    let b = TestServer::start_on(&database, |c| c.redis_url = Some(url.clone())).await;
+    (a, b, dir)
+}
+
+struct User {
+    http: reqwest::Client,
+    cookie: String,
+}
+
+/// Signs `name` up on `server` (the account then works on every instance: one database).
+async fn user(server: &TestServer, name: &str) -> User {
+    let jar = Arc::new(reqwest::cookie::Jar::default());
+    let http = reqwest::Client::builder()
+        .cookie_provider(jar.clone())
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    server.signup(&http, name).await;
+    let url: reqwest::Url = server.base.parse().unwrap();
+    let cookie = jar.cookies(&url).unwrap().to_str().unwrap().to_string();
+    User { http, cookie }
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn open_ws(server: &TestServer, cookie: &str) -> Ws {
+    let url = format!("{}/ws", server.base.replacen("http://", "ws://", 1));
+    let mut request = url.into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("cookie", HeaderValue::from_str(cookie).unwrap());
+    timeout(WAIT, tokio_tungstenite::connect_async(request))
+        .await
+        .expect("the handshake ends in time")
+        .expect("the socket opens")
+        .0
+}
+
+/// The next text frame of type `kind`, parsed.
+async fn next_of(ws: &mut Ws, kind: &str) -> Value {
+    loop {
+        let frame = timeout(WAIT, ws.next())
+            .await
+            .unwrap_or_else(|_| panic!("a {kind} in time"))
+            .expect("the socket stays open")
+            .expect("a frame");
+        if let Message::Text(t) = frame {
+            let v: Value = serde_json::from_str(t.as_str()).unwrap();
+            if v["type"] == kind {
+                return v;
+            }
+        }
+    }
+}
+
+/// An event stream's events as (name, id, data).
+type Events = futures::stream::LocalBoxStream<'static, (String, String, Value)>;
+
+async fn events(request: reqwest::RequestBuilder) -> Events {
+    let res = request.send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    res.bytes_stream()
+        .eventsource()
+        .map(|e| {
+            let e = e.expect("a well-formed event");
+            let data = serde_json::from_str(&e.data).unwrap_or(Value::Null);
+            (e.event, e.id, data)
+        })
+        .boxed_local()
+}
+
+async fn next_named(events: &mut Events, name: &str) -> (String, Value) {
+    loop {
+        let (event, id, data) = timeout(WAIT, events.next())
+            .await
+            .unwrap_or_else(|_| panic!("a {name} event in time"))
+            .expect("the stream goes on");
+        if event == name {
+            return (id, data);
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_message_on_one_instance_reaches_every_transport_on_the_other() {
+    let redis = Redis::start();
+    let (a, b, _db) = two_instances(&redis).await;
+    let ann = user(&a, "scale_ann").await;
+    let bob = user(&b, "scale_bob").await;
+
+    // Ann on A over WebSocket; Bob on B over SSE.
+    let mut ws = open_ws(&a, &ann.cookie).await;
+    ws.send(Message::text(
+        json!({"type": "chat-join", "room": "scale", "lastMessageId": null}).to_string(),
+    ))
+    .await
+    .unwrap();
+    next_of(&mut ws, "chat-joined").await;
+    let mut sse = events(bob.http.get(b.url("/api/rooms/scale/events"))).await;
+    next_named(&mut sse, "chat-joined").await;
+
+    ws.send(Message::text(
+        json!({"type": "chat-message", "text": "from A"}).to_string(),
+    ))
+    .await
+    .unwrap();
+    let (id, data) = next_named(&mut sse, "chat-message").await;
+    assert_eq!(data["text"], "from A");
+    assert_eq!(id, data["id"].to_string());
+
+    let posted = bob
+        .http
+        .post(b.url("/api/rooms/scale/messages"))
+        .json(&json!({"text": "from B"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(posted.status(), 201);
+    loop {
+        let m = next_of(&mut ws, "chat-message").await;
+        if m["text"] == "from B" {
+            assert_eq!(m["displayName"], "scale_bob");
+            break;
+        }
+    }
+    // A notification sent on B reaches the socket on A.
+    let admin = user(&b, "admin").await;
+    let sent = admin
+        .http
+        .post(b.url("/api/notifications"))
+        .json(&json!({"kind": "info", "message": "to every instance"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sent.status(), 200, "{}", sent.text().await.unwrap());
+    let n = next_of(&mut ws, "notification").await;
+    assert_eq!(n["message"], "to every instance");
+}
+
+#[tokio::test]
+async fn a_job_created_on_one_instance_is_watched_on_the_other() {
+    let redis = Redis::start();
+    let (a, b, _db) = two_instances(&redis).await;
+    let ann = user(&a, "scale_jobs").await;
+    let created: Value = ann
+        .http
+        .post(a.url("/api/jobs"))
+        .json(&json!({"kind": "demo", "steps": 6, "stepMs": 100}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["id"].as_i64().unwrap();
+    // The same session on B (one database): every event, in order, to the end.
+    let mut watch = events(ann.http.get(b.url(&format!("/api/jobs/{id}/events")))).await;
+    let mut ids = Vec::new();
+    loop {
+        let (event, event_id, _) = timeout(WAIT, watch.next())
+            .await
+            .expect("job events in time")
+            .expect("the stream goes on until the job ends");
+        ids.push(event_id.parse::<i64>().unwrap());
+        if event == "complete" {
+            break;
+        }
+        assert_ne!(event, "failed");
+    }
+    let want: Vec<i64> = (1..=ids.len() as i64).collect();
+    assert_eq!(ids, want, "every event once, in order");
+}
+
+#[tokio::test]
+async fn an_instance_cut_off_from_redis_says_so_and_catches_up_after() {
+    let mut redis = Redis::start();
+    let (a, b, _db) = two_instances(&redis).await;
+    let ann = user(&a, "scale_cut").await;
+    let bob = user(&b, "scale_cut_b").await;
+    let ready = |s: &TestServer| {
+        let url = s.url("/readyz");
+        async move { reqwest::get(url).await.unwrap().status().as_u16() }
+    };
+    assert_eq!(ready(&a).await, 200);
+
+    let mut ws = open_ws(&a, &ann.cookie).await;
+    ws.send(Message::text(
+        json!({"type": "chat-join", "room": "cut", "lastMessageId": null}).to_string(),
+    ))
+    .await
+    .unwrap();
+    next_of(&mut ws, "chat-joined").await;
+
+    redis.stop();
+    // Both say they are not ready while Redis is away (the subscriber notices the drop).
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while ready(&a).await != 503 || ready(&b).await != 503 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "/readyz still 200 without Redis"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // B still serves its own clients: a message posted there is stored.
+    let posted = bob
+        .http
+        .post(b.url("/api/rooms/cut/messages"))
+        .json(&json!({"text": "while Redis was away"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(posted.status(), 201);
+
+    redis.resume();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while ready(&a).await != 200 || ready(&b).await != 200 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "/readyz not back after Redis"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The socket on A reads back what it missed from the database.
+    let m = next_of(&mut ws, "chat-message").await;
+    assert_eq!(m["text"], "while Redis was away");
+    // And the bus works again, from B to A.
+    let posted = bob
+        .http
+        .post(b.url("/api/rooms/cut/messages"))
+        .json(&json!({"text": "after"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(posted.status(), 201);
+    let m = next_of(&mut ws, "chat-message").await;
+    assert_eq!(m["text"], "after");
+}
+
+#[tokio::test]
+async fn a_wrong_redis_url_fails_fast_with_a_sentence() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = fresh_database(dir.path()).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut config = tidings::server::Config::for_tests(&database);
+    config.redis_url = Some(format!("redis://127.0.0.1:{port}"));
+    let options = leptos::config::get_configuration(Some("Cargo.toml"))
+        .unwrap()
+        .leptos_options;
+    let started = std::time::Instant::now();
+    let err = tidings::server::AppState::new(config, options, tidings::server::Shutdown::new())
+        .await
+        .expect_err("no Redis there");
+    assert!(started.elapsed() < Duration::from_secs(10), "fails fast");
+    assert!(
+        err.to_string()
+            .contains("cannot reach Redis at redis://127.0.0.1"),
+        "{err}"
+    );
+    let mut config = tidings::server::Config::for_tests(&database);
+    config.redis_url = Some("mysql://nope".into());
+    let options = leptos::config::get_configuration(Some("Cargo.toml"))
+        .unwrap()
+        .leptos_options;
+    let err = tidings::server::AppState::new(config, options, tidings::server::Shutdown::new())
+        .await
+        .expect_err("not a Redis URL");
+    assert!(err.to_string().contains("REDIS_URL"), "{err}");
+}
