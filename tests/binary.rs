@@ -1,40 +1,11 @@
 //! The real `tidings` binary: it serves, stops cleanly on SIGTERM, and refuses a bad
 //! configuration at start with a message that names the problem.
 
-use std::{
-    io::{BufRead, BufReader},
-    process::{Child, Command, Stdio},
-    sync::mpsc,
-    time::Duration,
-};
+mod common;
 
-fn tidings(envs: &[(&str, &str)]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tidings"));
-    cmd.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("LEPTOS_OUTPUT_NAME", "tidings")
-        .env("LEPTOS_SITE_ADDR", "127.0.0.1:0")
-        .env("RUST_LOG", "info")
-        .envs(envs.iter().copied())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    cmd
-}
+use std::{process::Command, time::Duration};
 
-/// Reads the child's stdout until the "listening on" line; returns the base URL.
-fn wait_for_listening(child: &mut Child) -> String {
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(i) = line.find("listening on http://") {
-                let _ = tx.send(line[i + "listening on ".len()..].trim().to_string());
-            }
-        }
-    });
-    rx.recv_timeout(Duration::from_secs(60))
-        .expect("the server says where it listens")
-}
+use common::{binary as tidings, wait_for_listening};
 
 #[tokio::test]
 async fn serves_then_stops_on_sigterm() {

@@ -22,6 +22,8 @@ use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::{client::IntoClientRequest, http::HeaderValue, Message};
 
 const WAIT: Duration = Duration::from_secs(15);
+/// Long enough for a dead instance's job lease (15 s) to run out and another to resume it.
+const TAKEOVER: Duration = Duration::from_secs(60);
 
 /// A `redis-server` of this test's own, stopped when dropped.
 struct Redis {
@@ -372,4 +374,184 @@ async fn a_wrong_redis_url_fails_fast_with_a_sentence() {
         .await
         .expect_err("not a Redis URL");
     assert!(err.to_string().contains("REDIS_URL"), "{err}");
+}
+
+/// A real `tidings` process on `database` and `redis`, and its base URL.
+fn instance(database: &str, redis: &Redis) -> (std::process::Child, String) {
+    let url = redis.url();
+    let mut child = common::binary(&[
+        ("DATABASE_URL", database),
+        ("REDIS_URL", &url),
+        ("TIDINGS_ADMINS", "admin"),
+    ])
+    .spawn()
+    .expect("the tidings binary starts");
+    let base = common::wait_for_listening(&mut child);
+    (child, base)
+}
+
+/// The process is gone for good when this is dropped (a test that fails must not leave it).
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn kill_9_of_an_instance_mid_job_loses_nothing() {
+    let redis = Redis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let database = fresh_database(dir.path()).await;
+    let (a, base_a) = instance(&database, &redis);
+    let mut a = Killed(a);
+
+    // One account (one database: its session works on both instances).
+    let jar = Arc::new(reqwest::cookie::Jar::default());
+    let http = reqwest::Client::builder()
+        .cookie_provider(jar.clone())
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let signup = http
+        .post(format!("{base_a}/api/auth/signup"))
+        .json(&json!({"username": "scale_kill", "password": common::PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signup.status(), 201);
+    let cookie = jar
+        .cookies(&base_a.parse().unwrap())
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+
+    // A job on A, running there before B exists (so A's worker holds it).
+    let created: Value = http
+        .post(format!("{base_a}/api/jobs"))
+        .json(&json!({"kind": "demo", "steps": 30, "stepMs": 300}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let job = created["id"].as_i64().unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let status: Value = http
+            .get(format!("{base_a}/api/jobs/{job}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if status["status"] == "running" {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the job never ran on A"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (b, base_b) = instance(&database, &redis);
+    let _b = Killed(b);
+
+    // Watchers: the job's events on B; a chat socket on A.
+    let mut watch = events(http.get(format!("{base_b}/api/jobs/{job}/events"))).await;
+    let ws_url = |base: &str| format!("{}/ws", base.replacen("http://", "ws://", 1));
+    let connect = |base: String| {
+        let cookie = cookie.clone();
+        async move {
+            let mut request = ws_url(&base).into_client_request().unwrap();
+            request
+                .headers_mut()
+                .insert("cookie", HeaderValue::from_str(&cookie).unwrap());
+            timeout(WAIT, tokio_tungstenite::connect_async(request))
+                .await
+                .unwrap()
+                .unwrap()
+                .0
+        }
+    };
+    let mut ws = connect(base_a.clone()).await;
+    ws.send(Message::text(
+        json!({"type": "chat-join", "room": "kill", "lastMessageId": null}).to_string(),
+    ))
+    .await
+    .unwrap();
+    next_of(&mut ws, "chat-joined").await;
+    ws.send(Message::text(
+        json!({"type": "chat-message", "text": "before"}).to_string(),
+    ))
+    .await
+    .unwrap();
+    let last_seen = next_of(&mut ws, "chat-message").await["id"]
+        .as_i64()
+        .unwrap();
+    // B's watcher sees the job move, published by A through Redis.
+    let (first, _) = next_named(&mut watch, "progress").await;
+
+    // kill -9 A mid-job.
+    a.0.kill().expect("SIGKILL");
+    let _ = a.0.wait();
+    drop(ws);
+
+    // Meanwhile the room goes on, on B.
+    let posted = http
+        .post(format!("{base_b}/api/rooms/kill/messages"))
+        .json(&json!({"text": "while A was dead"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(posted.status(), 201);
+
+    // The chat client moves to B and resumes after the last message it saw: the missed one,
+    // once, and nothing before it.
+    let mut ws = connect(base_b.clone()).await;
+    ws.send(Message::text(
+        json!({"type": "chat-join", "room": "kill", "lastMessageId": last_seen}).to_string(),
+    ))
+    .await
+    .unwrap();
+    let joined = next_of(&mut ws, "chat-joined").await;
+    let texts: Vec<&str> = joined["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(texts, ["while A was dead"]);
+
+    // B takes the job over once A's lease runs out, and the watcher sees every event once, in
+    // order, to the end.
+    let mut ids = vec![first.parse::<i64>().unwrap()];
+    loop {
+        let (event, id, _) = timeout(TAKEOVER, watch.next())
+            .await
+            .expect("B finishes the job")
+            .expect("the stream goes on until the job ends");
+        ids.push(id.parse().unwrap());
+        assert_ne!(event, "failed");
+        if event == "complete" {
+            break;
+        }
+    }
+    let want: Vec<i64> = (ids[0]..ids[0] + ids.len() as i64).collect();
+    assert_eq!(ids, want, "no event lost or repeated across the takeover");
+    let status: Value = http
+        .get(format!("{base_b}/api/jobs/{job}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["status"], "completed");
+    assert_eq!(status["percent"], 100);
 }

@@ -44,7 +44,9 @@ const REPLAY_PAGE: i64 = 500;
 /// The routes, with the queue started on `state`'s database (its workers run until shutdown).
 pub fn router(state: &AppState) -> Router<AppState> {
     let workers = state.config.job_workers.unwrap_or(JOB_WORKERS_DEFAULT);
-    let sole = state.store.backend() == Backend::Sqlite;
+    // An SQLite file with no Redis is one process's: what it left running is requeued at
+    // start. With Redis, instances share the file (or PostgreSQL): only expired leases are.
+    let sole = state.store.backend() == Backend::Sqlite && state.config.redis_url.is_none();
     let jobs = Jobs::start(
         state.store.clone(),
         state.bus.clone(),

@@ -164,6 +164,38 @@ pub async fn fresh_database(dir: &std::path::Path) -> String {
     url.to_string()
 }
 
+/// The real `tidings` binary with a clean environment plus `envs`, listening on a free
+/// loopback port, its output piped (read it with [`wait_for_listening`]).
+pub fn binary(envs: &[(&str, &str)]) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tidings"));
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("LEPTOS_OUTPUT_NAME", "tidings")
+        .env("LEPTOS_SITE_ADDR", "127.0.0.1:0")
+        .env("RUST_LOG", "info")
+        .envs(envs.iter().copied())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    cmd
+}
+
+/// Reads the child's stdout until the "listening on" line (and keeps draining it after);
+/// returns the base URL.
+pub fn wait_for_listening(child: &mut std::process::Child) -> String {
+    use std::io::{BufRead, BufReader};
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(i) = line.find("listening on http://") {
+                let _ = tx.send(line[i + "listening on ".len()..].trim().to_string());
+            }
+        }
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(60))
+        .expect("the server says where it listens")
+}
+
 /// A client without cookies (a command-line client, or a stranger).
 pub fn plain_client() -> reqwest::Client {
     client_builder().build().unwrap()
