@@ -497,6 +497,41 @@ async fn kill_9_of_an_instance_mid_job_loses_nothing() {
     // B's watcher sees the job move, published by A through Redis.
     let (first, _) = next_named(&mut watch, "progress").await;
 
+    // A notification sent on B counts the connections of both processes: B's own (the job
+    // watcher) and A's socket, which A reports through Redis every 2 s.
+    let admin = reqwest::Client::builder()
+        .cookie_store(true)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let signup = admin
+        .post(format!("{base_b}/api/auth/signup"))
+        .json(&json!({"username": "admin", "password": common::PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signup.status(), 201);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let sent: Value = admin
+            .post(format!("{base_b}/api/notifications"))
+            .json(&json!({"kind": "info", "message": "counting"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if sent["connectionCount"].as_u64().unwrap() >= 2 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "A's socket never counted on B: {sent}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
     // kill -9 A mid-job.
     a.0.kill().expect("SIGKILL");
     let _ = a.0.wait();

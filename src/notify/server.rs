@@ -119,7 +119,9 @@ async fn send(
     ));
     Ok(Json(NotificationSent {
         sent: true,
-        connection_count: ws::live_connections() + sse::live_connections(),
+        connection_count: ws::live_connections()
+            + sse::live_connections()
+            + state.bus.connections_elsewhere().await,
         notification,
     }))
 }

@@ -158,6 +158,11 @@ pub trait Bus: Send + Sync + std::fmt::Debug + 'static {
     fn ready(&self) -> bool {
         true
     }
+    /// WebSocket and SSE connections open on the other instances, as they last reported them
+    /// (for counts that span the deployment); the in-process bus has no other instances.
+    fn connections_elsewhere(&self) -> futures::future::BoxFuture<'_, u64> {
+        Box::pin(async { 0 })
+    }
 }
 
 /// The in-process bus: one broadcast channel per topic with subscribers.

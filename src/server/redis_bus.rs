@@ -41,6 +41,10 @@ const QUEUE: usize = 16 * 1024;
 const TIMEOUT: Duration = Duration::from_secs(3);
 /// The wait between reconnect attempts.
 const RETRY: Duration = Duration::from_millis(500);
+/// How often an instance reports its open connections (they expire after three reports).
+const HEARTBEAT: Duration = Duration::from_secs(2);
+/// Keys of the instances' connection reports.
+const CONNECTIONS_PREFIX: &str = "tidings:connections:";
 
 /// What goes over Redis: the envelope and who sent it.
 #[derive(Debug, Serialize, Deserialize)]
@@ -56,6 +60,8 @@ pub struct RedisBus {
     local: LocalBus,
     instance: String,
     outbox: mpsc::Sender<Envelope>,
+    /// For commands (the counts of other instances).
+    conn: redis::aio::ConnectionManager,
     /// Whether the subscriber is connected and the last send went through.
     hearing: Arc<AtomicBool>,
     sending: Arc<AtomicBool>,
@@ -93,9 +99,15 @@ impl RedisBus {
             local,
             instance: instance.clone(),
             outbox,
+            conn: publisher.clone(),
             hearing: hearing.clone(),
             sending: sending.clone(),
         });
+        tokio::spawn(heartbeat_loop(
+            publisher.clone(),
+            instance.clone(),
+            shutdown.clone(),
+        ));
         tokio::spawn(publish_loop(
             publisher,
             instance.clone(),
@@ -128,6 +140,67 @@ impl RedisBus {
     }
 }
 
+/// The key under which an instance reports its open connections.
+fn connections_key(instance: &str) -> String {
+    format!("{CONNECTIONS_PREFIX}{instance}")
+}
+
+/// Reports this instance's open WebSockets and SSE streams every [`HEARTBEAT`], with an
+/// expiry of three beats: a dead instance stops counting within seconds.
+async fn heartbeat_loop(
+    mut conn: redis::aio::ConnectionManager,
+    instance: String,
+    shutdown: Shutdown,
+) {
+    let key = connections_key(&instance);
+    let mut tick = tokio::time::interval(HEARTBEAT);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => {
+                let _: redis::RedisResult<i64> = conn.del(&key).await;
+                return;
+            }
+            _ = tick.tick() => {}
+        }
+        let open = super::ws::live_connections() + super::sse::live_connections();
+        let result: redis::RedisResult<()> = conn.set_ex(&key, open, 3 * HEARTBEAT.as_secs()).await;
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "reporting connections to Redis failed");
+        }
+    }
+}
+
+impl RedisBus {
+    /// The sum of what the other instances last reported (0 when Redis does not answer).
+    async fn sum_elsewhere(&self) -> redis::RedisResult<u64> {
+        let mut conn = self.conn.clone();
+        let mut keys: Vec<String> = Vec::new();
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(format!("{CONNECTIONS_PREFIX}*"))
+                .arg("COUNT")
+                .arg(100)
+                .query_async(&mut conn)
+                .await?;
+            keys.extend(batch);
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        let mine = connections_key(&self.instance);
+        keys.retain(|k| *k != mine);
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let counts: Vec<Option<u64>> = conn.mget(&keys).await?;
+        Ok(counts.into_iter().flatten().sum())
+    }
+}
+
 impl Bus for RedisBus {
     fn publish(&self, message: Envelope) {
         self.local.publish(message.clone());
@@ -143,6 +216,19 @@ impl Bus for RedisBus {
 
     fn ready(&self) -> bool {
         self.hearing.load(Ordering::Relaxed) && self.sending.load(Ordering::Relaxed)
+    }
+
+    fn connections_elsewhere(&self) -> futures::future::BoxFuture<'_, u64> {
+        Box::pin(async move {
+            match tokio::time::timeout(TIMEOUT, self.sum_elsewhere()).await {
+                Ok(Ok(n)) => n,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "counting other instances' connections failed");
+                    0
+                }
+                Err(_) => 0,
+            }
+        })
     }
 }
 
