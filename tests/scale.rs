@@ -590,3 +590,37 @@ async fn kill_9_of_an_instance_mid_job_loses_nothing() {
     assert_eq!(status["status"], "completed");
     assert_eq!(status["percent"], 100);
 }
+
+#[tokio::test]
+async fn the_failed_login_limit_is_shared_by_the_instances() {
+    let redis = Redis::start();
+    let (a, b, _db) = two_instances(&redis).await;
+    user(&a, "scale_guess").await;
+    let guess = |server: &TestServer| {
+        let url = server.url("/api/auth/login");
+        async move {
+            reqwest::Client::new()
+                .post(url)
+                .json(&json!({"username": "scale_guess", "password": "not the password"}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    for _ in 0..10 {
+        assert_eq!(guess(&a).await, 401);
+    }
+    // The eleventh, on the other instance: refused there too.
+    assert_eq!(guess(&b).await, 429);
+    // The right password on B is refused as well while the limit holds (no guessing around it).
+    let res = reqwest::Client::new()
+        .post(b.url("/api/auth/login"))
+        .json(&json!({"username": "scale_guess", "password": common::PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 429);
+    assert!(res.headers().contains_key("retry-after"));
+}

@@ -5,7 +5,7 @@
 //! failures in 5 minutes; an unknown username costs the same hashing time as a wrong password,
 //! so response times do not tell which usernames exist. Every login issues a new session id.
 
-use std::{sync::OnceLock, time::Instant};
+use std::sync::OnceLock;
 
 use argon2::{Argon2, PasswordHash};
 use axum::{
@@ -329,10 +329,10 @@ async fn do_login(
         .collect();
     // The attempt counts as a failure from the start, in the same locked step as the limit
     // check, so parallel guesses cannot slip past the limit while their hashes run.
-    let attempt = Instant::now();
-    state
+    let attempt = state
         .login_limiter
-        .check_and_record(&keys, attempt)
+        .check_and_record(&keys)
+        .await
         .map_err(ApiError::RateLimited)?;
 
     // Over-long input cannot match an account; refuse it before hashing anything.
@@ -362,9 +362,9 @@ async fn do_login(
         return Err(ApiError::BadCredentials);
     };
     // The right password: forgive this attempt, and the username's earlier failures.
-    state.login_limiter.forgive(&addr_key, attempt);
+    state.login_limiter.forgive(&addr_key, &attempt).await;
     if let Some(user_key) = &user_key {
-        state.login_limiter.clear(user_key);
+        state.login_limiter.clear(user_key).await;
     }
     let jar = start_session(state, headers, jar, account.id).await?;
     audit(state, "LOGIN", &account.username, json!({})).await;

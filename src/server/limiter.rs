@@ -160,6 +160,137 @@ fn prune(times: &mut VecDeque<Instant>, now: Instant, window: Duration) {
     }
 }
 
+/// Checks and records one attempt against every key atomically in Redis (a sorted set of
+/// attempt times per key): `0` when allowed, else the seconds until a retry may succeed.
+const SHARED_CHECK: &str = r#"
+local now, window, max = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local wait = 0
+for _, key in ipairs(KEYS) do
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
+  if redis.call('ZCARD', key) >= max then
+    local oldest = tonumber(redis.call('ZRANGE', key, -max, -max, 'WITHSCORES')[2])
+    wait = math.max(wait, math.ceil((oldest + window - now) / 1000), 1)
+  end
+end
+if wait > 0 then return wait end
+for _, key in ipairs(KEYS) do
+  redis.call('ZADD', key, now, ARGV[4])
+  redis.call('PEXPIRE', key, window)
+end
+return 0
+"#;
+
+/// Prefix of the shared limiter's keys in Redis.
+const SHARED_PREFIX: &str = "tidings:login-failures:";
+
+/// One login attempt, counted as a failure until forgiven.
+#[derive(Clone, Debug)]
+pub struct Attempt {
+    at: Instant,
+    /// Its entry in the shared sets (unique per attempt).
+    member: String,
+}
+
+/// The failed-login limit, for one instance ([`FailureLimiter`]) or shared by every instance
+/// through Redis (`REDIS_URL`): ten failures on A and the eleventh on B is still refused. If
+/// Redis does not answer, each instance falls back to its own count rather than refuse or
+/// allow everyone.
+#[derive(Debug)]
+pub struct LoginLimiter {
+    local: FailureLimiter,
+    shared: Option<redis::aio::ConnectionManager>,
+}
+
+impl LoginLimiter {
+    /// The contract's limit, in this process only.
+    pub fn local() -> Self {
+        Self {
+            local: FailureLimiter::for_logins(),
+            shared: None,
+        }
+    }
+
+    /// The contract's limit, shared through Redis.
+    pub fn shared(conn: redis::aio::ConnectionManager) -> Self {
+        Self {
+            local: FailureLimiter::for_logins(),
+            shared: Some(conn),
+        }
+    }
+
+    /// `Err(seconds)` if any key is at its limit; else the attempt counts as a failure against
+    /// every key until [`forgive`](Self::forgive)n.
+    pub async fn check_and_record(&self, keys: &[&str]) -> Result<Attempt, u64> {
+        let now = Instant::now();
+        let attempt = Attempt {
+            at: now,
+            member: format!("{}-{}", super::clock::now_ms(), random_suffix()),
+        };
+        if let Some(conn) = &self.shared {
+            let mut conn = conn.clone();
+            let window = self.local.window.as_millis() as u64;
+            let mut call = redis::cmd("EVAL");
+            call.arg(SHARED_CHECK).arg(keys.len());
+            for key in keys {
+                call.arg(format!("{SHARED_PREFIX}{key}"));
+            }
+            call.arg(super::clock::now_ms())
+                .arg(window)
+                .arg(self.local.max)
+                .arg(&attempt.member);
+            let answer =
+                tokio::time::timeout(Duration::from_secs(2), call.query_async::<u64>(&mut conn))
+                    .await;
+            match answer {
+                Ok(Ok(0)) => return Ok(attempt),
+                Ok(Ok(wait)) => return Err(wait),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "the shared login limit did not answer; counting here")
+                }
+                Err(_) => tracing::warn!("the shared login limit timed out; counting here"),
+            }
+        }
+        self.local.check_and_record(keys, now).map(|()| attempt)
+    }
+
+    /// Takes back `attempt`'s failure for `key` (the attempt succeeded).
+    pub async fn forgive(&self, key: &str, attempt: &Attempt) {
+        self.local.forgive(key, attempt.at);
+        if let Some(conn) = &self.shared {
+            let mut conn = conn.clone();
+            let _ = tokio::time::timeout(
+                Duration::from_secs(2),
+                redis::cmd("ZREM")
+                    .arg(format!("{SHARED_PREFIX}{key}"))
+                    .arg(&attempt.member)
+                    .query_async::<i64>(&mut conn),
+            )
+            .await;
+        }
+    }
+
+    /// Forgets every failure of `key`.
+    pub async fn clear(&self, key: &str) {
+        self.local.clear(key);
+        if let Some(conn) = &self.shared {
+            let mut conn = conn.clone();
+            let _ = tokio::time::timeout(
+                Duration::from_secs(2),
+                redis::cmd("DEL")
+                    .arg(format!("{SHARED_PREFIX}{key}"))
+                    .query_async::<i64>(&mut conn),
+            )
+            .await;
+        }
+    }
+}
+
+fn random_suffix() -> String {
+    let mut bytes = [0u8; 6];
+    let _ = getrandom::getrandom(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -134,6 +134,11 @@ impl RedisBus {
         Ok(bus)
     }
 
+    /// A connection for other shared state (the login limit), reconnecting by itself.
+    pub fn connection(&self) -> redis::aio::ConnectionManager {
+        self.conn.clone()
+    }
+
     /// This instance's id on the bus.
     pub fn instance(&self) -> &str {
         &self.instance

@@ -10,7 +10,7 @@ use super::{
     bus::{Bus, LocalBus},
     clock,
     config::Config,
-    limiter::FailureLimiter,
+    limiter::LoginLimiter,
     metrics::Sampler,
     redis_bus::RedisBus,
     shutdown::Shutdown,
@@ -31,7 +31,7 @@ pub struct AppState {
     /// Signs and checks stream tokens with the server's secret.
     pub signer: Arc<Signer>,
     /// Counts failed logins per username and per client address.
-    pub login_limiter: Arc<FailureLimiter>,
+    pub login_limiter: Arc<LoginLimiter>,
     /// Fires once at shutdown; every long-lived loop selects on it.
     pub shutdown: Shutdown,
     /// The fan-out bus every broadcast goes through (in-process for now).
@@ -66,16 +66,20 @@ impl AppState {
             }
         };
         let metrics = Sampler::start(store.clone(), shutdown.clone());
-        let bus: Arc<dyn Bus> = match &config.redis_url {
-            Some(url) => RedisBus::connect(url, shutdown.clone()).await?,
-            None => Arc::new(LocalBus::new()),
+        let (bus, login_limiter): (Arc<dyn Bus>, LoginLimiter) = match &config.redis_url {
+            Some(url) => {
+                let bus = RedisBus::connect(url, shutdown.clone()).await?;
+                let limiter = LoginLimiter::shared(bus.connection());
+                (bus, limiter)
+            }
+            None => (Arc::new(LocalBus::new()), LoginLimiter::local()),
         };
         let state = Self {
             leptos_options,
             config: Arc::new(config),
             store,
             signer: Arc::new(Signer::new(secret.as_bytes())),
-            login_limiter: Arc::new(FailureLimiter::for_logins()),
+            login_limiter: Arc::new(login_limiter),
             metrics,
             shutdown,
             bus,
