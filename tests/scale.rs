@@ -624,3 +624,99 @@ async fn the_failed_login_limit_is_shared_by_the_instances() {
     assert_eq!(res.status(), 429);
     assert!(res.headers().contains_key("retry-after"));
 }
+
+/// The next `chat-presence` on an SSE room stream: (action, user).
+async fn next_presence(events: &mut Events) -> (String, String) {
+    let (_, data) = next_named(events, "chat-presence").await;
+    (
+        data["action"].as_str().unwrap().to_string(),
+        data["displayName"].as_str().unwrap().to_string(),
+    )
+}
+
+async fn join(ws: &mut Ws, room: &str) -> Value {
+    ws.send(Message::text(
+        json!({"type": "chat-join", "room": room, "lastMessageId": null}).to_string(),
+    ))
+    .await
+    .unwrap();
+    next_of(ws, "chat-joined").await
+}
+
+#[tokio::test]
+async fn presence_is_one_entry_per_user_across_instances() {
+    let redis = Redis::start();
+    let (a, b, _db) = two_instances(&redis).await;
+    let ann = user(&a, "scale_ann_p").await;
+    let bob = user(&b, "scale_bob_p").await;
+    let mut watch = events(bob.http.get(b.url("/api/rooms/meet/events"))).await;
+    next_named(&mut watch, "chat-joined").await;
+
+    // Ann comes in on A: Bob, on B, hears it; Ann's member list has Bob, who is on B.
+    let mut on_a = open_ws(&a, &ann.cookie).await;
+    let joined = join(&mut on_a, "meet").await;
+    assert_eq!(
+        next_presence(&mut watch).await,
+        ("joined".to_string(), "scale_ann_p".to_string())
+    );
+    let members: Vec<&str> = joined["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m.as_str().unwrap())
+        .collect();
+    assert!(members.contains(&"scale_bob_p"), "{members:?}");
+
+    // A second tab on B, then the first one closes: Ann is still there, so nobody hears
+    // anything. When the last one closes, Bob hears `left`, once.
+    let mut on_b = open_ws(&b, &ann.cookie).await;
+    join(&mut on_b, "meet").await;
+    on_a.close(None).await.unwrap();
+    drop(on_a);
+    // Nothing for well past the grace period (300 ms in tests): Ann is still on B.
+    assert!(
+        timeout(Duration::from_secs(2), next_presence(&mut watch))
+            .await
+            .is_err(),
+        "a presence change while Ann still had a tab open"
+    );
+    on_b.close(None).await.unwrap();
+    assert_eq!(
+        next_presence(&mut watch).await,
+        ("left".to_string(), "scale_ann_p".to_string()),
+        "no joined or left in between"
+    );
+}
+
+#[tokio::test]
+async fn the_users_of_an_instance_that_died_leave_after_its_presence_expires() {
+    let redis = Redis::start();
+    let (a, b, _db) = two_instances(&redis).await;
+    let ann = user(&a, "scale_gone").await;
+    let bob = user(&b, "scale_stays").await;
+    let mut watch = events(bob.http.get(b.url("/api/rooms/gone/events"))).await;
+    next_named(&mut watch, "chat-joined").await;
+    let mut on_a = open_ws(&a, &ann.cookie).await;
+    join(&mut on_a, "gone").await;
+    assert_eq!(
+        next_presence(&mut watch).await,
+        ("joined".to_string(), "scale_gone".to_string())
+    );
+    // A stops without a word (its sockets close, nothing more comes from it).
+    a.state.shutdown.trigger();
+    // Up to 15 s of silence, then B's next check (every 5 s) retires A's presence.
+    let (action, who) = timeout(Duration::from_secs(40), async {
+        loop {
+            let (event, _, data) = watch.next().await.expect("the stream goes on");
+            if event == "chat-presence" {
+                return (
+                    data["action"].as_str().unwrap().to_string(),
+                    data["displayName"].as_str().unwrap().to_string(),
+                );
+            }
+        }
+    })
+    .await
+    .expect("Ann leaves once A's presence expires");
+    assert_eq!((action.as_str(), who.as_str()), ("left", "scale_gone"));
+}

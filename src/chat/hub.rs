@@ -26,7 +26,7 @@ use crate::{
         ServerMsg, SLOW_DOWN,
     },
     server::{
-        bus::{Bus, Envelope, Subscription},
+        bus::{Bus, Envelope, Received, Subscription, PRESENCE},
         clock,
         config::ChatConfig,
         limiter::FailureLimiter,
@@ -127,6 +127,37 @@ struct Inner {
     members: Mutex<HashMap<String, HashMap<String, Member>>>,
     /// (room, lease key) → (expiry, presence) for pollers, who hold no connection.
     leases: Mutex<HashMap<(String, String), (Instant, Presence)>>,
+    /// room → user → instance → when that instance last said so: who is present anywhere.
+    /// This instance's own entries are kept by `enter`/`leave`; the others' by what they
+    /// publish on the bus's presence topic. Locked after `members`, never before.
+    everyone: Mutex<Everyone>,
+}
+
+type Everyone = HashMap<String, HashMap<String, HashMap<String, Instant>>>;
+
+/// How often an instance tells the others everyone present on it (a missed change is mended
+/// by the next one).
+const PRESENCE_SNAPSHOT: Duration = Duration::from_secs(5);
+/// Another instance's presence that was not repeated for this long is gone (the instance
+/// died): its users leave unless present elsewhere.
+const PRESENCE_EXPIRY: Duration = Duration::from_secs(15);
+
+/// What instances tell each other on the presence topic.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+enum InstancePresence {
+    /// `user` came (`present`) into `room` on `instance`, or left it there for good.
+    Change {
+        instance: String,
+        room: String,
+        user: String,
+        present: bool,
+    },
+    /// Everyone present on `instance`, room by room.
+    Snapshot {
+        instance: String,
+        rooms: HashMap<String, Vec<String>>,
+    },
 }
 
 /// The chat's shared state. Cheap to clone.
@@ -160,8 +191,15 @@ impl Hub {
                 rate,
                 members: Mutex::new(HashMap::new()),
                 leases: Mutex::new(HashMap::new()),
+                everyone: Mutex::new(HashMap::new()),
             }),
         };
+        let presence = hub.inner.bus.subscribe(PRESENCE);
+        tokio::spawn(presence_loop(
+            Arc::downgrade(&hub.inner),
+            presence,
+            hub.inner.shutdown.clone(),
+        ));
         let inner = &hub.inner;
         inner.shutdown.spawn(write_loop(
             inner.store.clone(),
@@ -301,10 +339,10 @@ impl Hub {
         })
     }
 
-    /// The room's members (usernames), sorted.
+    /// The room's members (usernames) on every instance, sorted.
     pub fn members(&self, room: &str) -> Vec<String> {
-        let members = self.inner.members.lock().expect("members lock");
-        let mut names: Vec<String> = members
+        let everyone = self.inner.everyone.lock().expect("presence lock");
+        let mut names: Vec<String> = everyone
             .get(room)
             .map(|m| m.keys().cloned().collect())
             .unwrap_or_default();
@@ -331,7 +369,7 @@ impl Hub {
                         generation: 0,
                     },
                 );
-                self.announce(room, user, PresenceAction::Joined);
+                self.here(room, user, true);
             }
         }
         Presence {
@@ -399,13 +437,35 @@ impl Hub {
                 if room_members.is_empty() {
                     members.remove(&room);
                 }
-                hub.announce(&room, &user, PresenceAction::Left);
+                hub.here(&room, &user, false);
             }
         });
     }
 
-    /// Publishes a presence change (called with the members lock held, so a user's joined
-    /// and left go out in the order they happened).
+    /// `user` came into (`present`) or left `room` on this instance: the other instances are
+    /// told, and this instance's clients hear `joined` or `left` if that changed whether the
+    /// user is present anywhere. Called with the members lock held, so a user's changes go out
+    /// in the order they happened.
+    fn here(&self, room: &str, user: &str, present: bool) {
+        let me = self.inner.bus.instance().to_string();
+        let change = InstancePresence::Change {
+            instance: me.clone(),
+            room: room.to_string(),
+            user: user.to_string(),
+            present,
+        };
+        let data = serde_json::to_string(&change).expect("serializable");
+        self.inner
+            .bus
+            .publish(Envelope::new(PRESENCE, 0, "presence", data));
+        let mut everyone = self.inner.everyone.lock().expect("presence lock");
+        if let Some(action) = set_present(&mut everyone, room, user, &me, present) {
+            self.announce(room, user, action);
+        }
+    }
+
+    /// Tells this instance's clients of a presence change (each instance works it out for
+    /// itself, so nobody hears it twice).
     fn announce(&self, room: &str, user: &str, action: PresenceAction) {
         let message = match action {
             PresenceAction::Joined => format!("{user} joined #{room}."),
@@ -420,7 +480,158 @@ impl Hub {
         });
         self.inner
             .bus
-            .publish(Envelope::new(topic(room), 0, "chat-presence", json(&msg)));
+            .publish_local(Envelope::new(topic(room), 0, "chat-presence", json(&msg)));
+    }
+}
+
+/// Records that `user` is (or is no longer) present in `room` on `instance`; returns the
+/// change to announce when that made them present anywhere, or nowhere.
+fn set_present(
+    everyone: &mut Everyone,
+    room: &str,
+    user: &str,
+    instance: &str,
+    present: bool,
+) -> Option<PresenceAction> {
+    if present {
+        let users = everyone.entry(room.to_string()).or_default();
+        let instances = users.entry(user.to_string()).or_default();
+        let was_absent = instances.is_empty();
+        instances.insert(instance.to_string(), Instant::now());
+        return was_absent.then_some(PresenceAction::Joined);
+    }
+    let users = everyone.get_mut(room)?;
+    let instances = users.get_mut(user)?;
+    instances.remove(instance)?;
+    if !instances.is_empty() {
+        return None;
+    }
+    users.remove(user);
+    if users.is_empty() {
+        everyone.remove(room);
+    }
+    Some(PresenceAction::Left)
+}
+
+/// Keeps [`Inner::everyone`] up to date with the other instances: applies their changes and
+/// snapshots, tells them ours every [`PRESENCE_SNAPSHOT`], and retires what an instance stopped
+/// repeating for [`PRESENCE_EXPIRY`] (it died).
+async fn presence_loop(inner: std::sync::Weak<Inner>, mut heard: Subscription, shutdown: Shutdown) {
+    let mut tick = tokio::time::interval(PRESENCE_SNAPSHOT);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = heard.recv() => {
+                let Some(inner) = inner.upgrade() else { return };
+                let hub = Hub { inner };
+                match r {
+                    Received::Message(m) => hub.heard(m.text()),
+                    // Missed changes are mended by the next snapshots.
+                    Received::Lagged(_) => {}
+                    Received::Closed => return,
+                }
+            }
+            _ = tick.tick() => {
+                let Some(inner) = inner.upgrade() else { return };
+                let hub = Hub { inner };
+                hub.tell_and_retire();
+            }
+        }
+    }
+}
+
+impl Hub {
+    /// Applies another instance's presence message.
+    fn heard(&self, text: &str) {
+        let Ok(news) = serde_json::from_str::<InstancePresence>(text) else {
+            tracing::warn!("an unreadable presence message on the bus");
+            return;
+        };
+        let me = self.inner.bus.instance();
+        let mut everyone = self.inner.everyone.lock().expect("presence lock");
+        match news {
+            InstancePresence::Change { instance, .. } if instance == me => {}
+            InstancePresence::Change {
+                instance,
+                room,
+                user,
+                present,
+            } => {
+                if let Some(action) = set_present(&mut everyone, &room, &user, &instance, present) {
+                    self.announce(&room, &user, action);
+                }
+            }
+            InstancePresence::Snapshot { instance, .. } if instance == me => {}
+            InstancePresence::Snapshot { instance, rooms } => {
+                // What the instance no longer lists, it left (a change we missed).
+                let gone: Vec<(String, String)> = everyone
+                    .iter()
+                    .flat_map(|(room, users)| {
+                        users
+                            .iter()
+                            .filter(|(user, instances)| {
+                                instances.contains_key(&instance)
+                                    && !rooms.get(room).is_some_and(|u| u.contains(user))
+                            })
+                            .map(|(user, _)| (room.clone(), user.clone()))
+                            .collect::<Vec<_>>()
+                    })
+                    .collect();
+                for (room, user) in gone {
+                    if let Some(action) = set_present(&mut everyone, &room, &user, &instance, false)
+                    {
+                        self.announce(&room, &user, action);
+                    }
+                }
+                for (room, users) in rooms {
+                    for user in users {
+                        if let Some(action) =
+                            set_present(&mut everyone, &room, &user, &instance, true)
+                        {
+                            self.announce(&room, &user, action);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Tells the other instances everyone present here, and retires the presence of
+    /// instances that went quiet.
+    fn tell_and_retire(&self) {
+        let me = self.inner.bus.instance().to_string();
+        let rooms: HashMap<String, Vec<String>> = {
+            let members = self.inner.members.lock().expect("members lock");
+            members
+                .iter()
+                .map(|(room, users)| (room.clone(), users.keys().cloned().collect()))
+                .collect()
+        };
+        let snapshot = InstancePresence::Snapshot {
+            instance: me.clone(),
+            rooms,
+        };
+        let data = serde_json::to_string(&snapshot).expect("serializable");
+        self.inner
+            .bus
+            .publish(Envelope::new(PRESENCE, 0, "presence", data));
+        let now = Instant::now();
+        let mut everyone = self.inner.everyone.lock().expect("presence lock");
+        let mut quiet: Vec<(String, String, String)> = Vec::new();
+        for (room, users) in everyone.iter() {
+            for (user, instances) in users {
+                for (instance, seen) in instances {
+                    if *instance != me && now.duration_since(*seen) > PRESENCE_EXPIRY {
+                        quiet.push((room.clone(), user.clone(), instance.clone()));
+                    }
+                }
+            }
+        }
+        for (room, user, instance) in quiet {
+            if let Some(action) = set_present(&mut everyone, &room, &user, &instance, false) {
+                self.announce(&room, &user, action);
+            }
+        }
     }
 }
 

@@ -28,6 +28,9 @@ pub const SUBSCRIBER_QUEUE: usize = 1024;
 /// The topic every notification goes to (contract, "Notifications").
 pub const NOTIFICATIONS: &str = "notifications";
 
+/// The topic on which instances tell each other who is present where (the chat hub's own).
+pub const PRESENCE: &str = "presence";
+
 /// The kind of an envelope that says "messages may have been missed here: read back from
 /// storage" (the Redis bus sends it after it was cut off). Subscribers never see it as a
 /// message: [`Subscription::recv`] turns it into `Lagged(0)`.
@@ -154,6 +157,15 @@ pub trait Bus: Send + Sync + std::fmt::Debug + 'static {
     fn publish(&self, message: Envelope);
     /// Starts receiving the topic's messages published from now on.
     fn subscribe(&self, topic: &str) -> Subscription;
+    /// Delivers `message` to this instance's subscribers only (what every instance works out
+    /// for itself, such as who joined a room, so nobody hears it twice).
+    fn publish_local(&self, message: Envelope) {
+        self.publish(message)
+    }
+    /// This instance's id among the instances on the bus.
+    fn instance(&self) -> &str {
+        "local"
+    }
     /// Whether messages reach every instance now (`/readyz`); the in-process bus always does.
     fn ready(&self) -> bool {
         true

@@ -138,11 +138,6 @@ impl RedisBus {
     pub fn connection(&self) -> redis::aio::ConnectionManager {
         self.conn.clone()
     }
-
-    /// This instance's id on the bus.
-    pub fn instance(&self) -> &str {
-        &self.instance
-    }
 }
 
 /// The key under which an instance reports its open connections.
@@ -217,6 +212,14 @@ impl Bus for RedisBus {
 
     fn subscribe(&self, topic: &str) -> Subscription {
         self.local.subscribe(topic)
+    }
+
+    fn publish_local(&self, message: Envelope) {
+        self.local.publish(message);
+    }
+
+    fn instance(&self) -> &str {
+        &self.instance
     }
 
     fn ready(&self) -> bool {
