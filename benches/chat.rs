@@ -30,7 +30,9 @@
 //!   every mode: [--url URL] [--pid PID] [--connect-at-once K] [--drain S] [--threads T]
 //! ```
 //!
-//! `--url` and `--pid` default to `BENCH_URL` and `BENCH_SERVER_PID`; `--connect-at-once`
+//! `--url` and `--pid` default to `BENCH_URL` and `BENCH_SERVER_PID`; both may list several
+//! instances, comma-separated (`--url A,B --pid 11,12`): client i then connects to instance
+//! i mod n, and CPU and memory are summed over the pids. `--connect-at-once`
 //! (default 50) bounds connections being opened at a time, `--drain` (default 10) is how long
 //! to wait for late messages with nothing new arriving, `--threads` (default 2) the runtime's
 //! worker threads. Progress goes to stderr; the figures to stdout, ending with one
@@ -382,7 +384,15 @@ async fn join(ws: &mut Ws, room: &str) -> Result<(), String> {
 }
 
 /// Reads the server's `/proc/PID/status` field `key` (kB).
-fn status_kb(pid: &str, key: &str) -> Option<u64> {
+/// `key` of `/proc/<pid>/status` in kB, summed over a comma-separated list of pids (several
+/// instances).
+fn status_kb(pids: &str, key: &str) -> Option<u64> {
+    pids.split(',')
+        .map(|pid| status_kb_of(pid.trim(), key))
+        .sum()
+}
+
+fn status_kb_of(pid: &str, key: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status.lines().find_map(|l| {
         l.strip_prefix(key)?
@@ -394,8 +404,13 @@ fn status_kb(pid: &str, key: &str) -> Option<u64> {
     })
 }
 
-/// CPU seconds (user + system) a process has used so far; `pid` may be `self`.
-fn cpu_secs(pid: &str) -> Option<f64> {
+/// CPU seconds (user + system) used so far, summed over a comma-separated list of pids;
+/// `self` is this process.
+fn cpu_secs(pids: &str) -> Option<f64> {
+    pids.split(',').map(|pid| cpu_secs_of(pid.trim())).sum()
+}
+
+fn cpu_secs_of(pid: &str) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command (which may hold spaces): state is field 3, utime 14, stime 15.
     let rest = &stat[stat.rfind(')')? + 1..];
@@ -827,13 +842,15 @@ async fn load(o: &Opts) {
     let http = reqwest::Client::new();
 
     let t = Instant::now();
-    let receiver = sign_in(&http, &o.url, RECEIVER)
+    // Accounts are made on the first instance (they share one database).
+    let first = o.url.split(',').next().unwrap_or_default().to_string();
+    let receiver = sign_in(&http, &first, RECEIVER)
         .await
         .unwrap_or_else(|e| die(&e));
     let names: Vec<String> = (0..o.publishers)
         .map(|i| format!("chat_pub{i:04}"))
         .collect();
-    let publisher_cookies = sign_in_all(&http, &o.url, names).await;
+    let publisher_cookies = sign_in_all(&http, &first, names).await;
     eprintln!(
         "  {} accounts ready in {:.1} s",
         o.publishers + 1,
@@ -856,8 +873,18 @@ async fn load(o: &Opts) {
     let slots: Arc<Vec<Slot>> = Arc::new((0..total).map(|_| Slot::default()).collect());
     let gate = Arc::new(Semaphore::new(o.connect_at_once));
     let (ready_tx, mut ready_rx) = mpsc::unbounded_channel::<Ready>();
-    let ws: Arc<str> = ws_url(&o.url).into();
-    let events: Arc<str> = format!("{}/api/rooms/{room_name}/events", o.url).into();
+    // With several instances (`--url A,B`), client i connects to instance i mod n, so the
+    // publishers and the receivers of each are spread over all of them.
+    let bases: Vec<&str> = o
+        .url
+        .split(',')
+        .map(|u| u.trim().trim_end_matches('/'))
+        .collect();
+    let ws: Vec<Arc<str>> = bases.iter().map(|b| Arc::from(ws_url(b))).collect();
+    let events: Vec<Arc<str>> = bases
+        .iter()
+        .map(|b| Arc::from(format!("{b}/api/rooms/{room_name}/events")))
+        .collect();
     let room: Arc<str> = room_name.clone().into();
     let receiver: Arc<str> = receiver.into();
     let publisher_cookies: Vec<Arc<str>> = publisher_cookies
@@ -884,7 +911,7 @@ async fn load(o: &Opts) {
             tokio::spawn(sse_client(
                 ctx,
                 sse_http.clone(),
-                events.clone(),
+                events[i % events.len()].clone(),
                 receiver.clone(),
             ))
         } else {
@@ -894,7 +921,13 @@ async fn load(o: &Opts) {
             } else {
                 receiver.clone()
             };
-            tokio::spawn(ws_client(ctx, ws.clone(), cookie, room.clone(), publisher))
+            tokio::spawn(ws_client(
+                ctx,
+                ws[i % ws.len()].clone(),
+                cookie,
+                room.clone(),
+                publisher,
+            ))
         };
         tasks.push(task);
     }
@@ -1108,7 +1141,8 @@ async fn load(o: &Opts) {
         println!("  {}", machine.join(", "));
     }
     println!(
-        "result mode={mode} clients={} publishers={} rate={:.0} secs={} expected={expected} delivered={delivered} min={least} per_s={per_s:.0} p50_ms={:.1} p99_ms={:.1} max_ms={:.1} all={}",
+        "result mode={mode} instances={} clients={} publishers={} rate={:.0} secs={} expected={expected} delivered={delivered} min={least} per_s={per_s:.0} p50_ms={:.1} p99_ms={:.1} max_ms={:.1} all={}",
+        o.url.split(',').count(),
         o.clients,
         o.publishers,
         o.rate,

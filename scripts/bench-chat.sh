@@ -9,6 +9,9 @@
 #            publishers (default SSE_RATE/5) sending SSE_RATE msgs/s (default 100) for SSE_SECS
 #            seconds (default 15): the same figures.
 #   3. idle: IDLE WebSockets (default 10000) opened and held: server memory per connection.
+#   4. ws2 (not in the default PHASES): the ws scenario across two instances on one throwaway
+#            PostgreSQL and one Redis (scripts/postgres.sh, Debian's redis-server), clients and
+#            publishers spread over both.
 #
 #   ./scripts/bench-chat.sh
 #   CLIENTS=200 RATE=200 SECS=5 IDLE=1000 ./scripts/bench-chat.sh     # a quick run
@@ -80,7 +83,7 @@ run_client() {
   printf '\n'
   if ! "$client" "$@" --url "$base" --pid "$server_pid" | tee -a "$work/results"; then
     echo "bench: the chat bench failed; the server's log ends:" >&2
-    tail -20 "$work/server.log" >&2
+    tail -n 20 "$work"/*.log >&2
     exit 1
   fi
 }
@@ -97,13 +100,40 @@ for phase in $phases; do
       run_client sse --clients "$sse_clients" --publishers "$sse_publishers" --rate "$sse_rate" --secs "$sse_secs"
       stop_server
       ;;
+    ws2)
+      # Two instances on one PostgreSQL and one Redis, clients and publishers spread over
+      # both: the cross-instance fan-out.
+      source scripts/postgres.sh
+      trap 'stop_test_postgres; [ -n "${redis_pid:-}" ] && kill "$redis_pid" 2>/dev/null; cleanup' EXIT
+      start_test_postgres
+      psql "$TIDINGS_TEST_POSTGRES" -qc "CREATE DATABASE bench_ws2"
+      db="${TIDINGS_TEST_POSTGRES%/postgres}/bench_ws2"
+      redis_port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+      redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no --dir "$work" >"$work/redis.log" 2>&1 &
+      redis_pid=$!
+      for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$redis_port") 2>/dev/null && break; sleep 0.05; done
+      limit="$(chat_rate "$rate" "$publishers")"
+      SERVER_LOG=a.log launch_server DATABASE_URL="$db" REDIS_URL="redis://127.0.0.1:$redis_port" \
+        RUST_LOG=warn,tidings=info TIDINGS_CHAT_RATE="$limit"
+      pid_a="$server_pid" base_a="$base"
+      SERVER_LOG=b.log launch_server DATABASE_URL="$db" REDIS_URL="redis://127.0.0.1:$redis_port" \
+        RUST_LOG=warn,tidings=info TIDINGS_CHAT_RATE="$limit"
+      pid_b="$server_pid" base_b="$base"
+      base="$base_a,$base_b" server_pid="$pid_a,$pid_b"
+      run_client ws --clients "$clients" --publishers "$publishers" --rate "$rate" --secs "$secs" --room bench2
+      kill "$pid_a" "$pid_b" 2>/dev/null && wait "$pid_a" "$pid_b" 2>/dev/null || true
+      server_pid=""
+      kill "$redis_pid" 2>/dev/null && wait "$redis_pid" 2>/dev/null || true
+      redis_pid=""
+      stop_test_postgres
+      ;;
     idle)
       fresh_server idle
       run_client idle --clients "$idle"
       stop_server
       ;;
     *)
-      echo "bench: unknown phase $phase (ws, sse, idle)" >&2
+      echo "bench: unknown phase $phase (ws, sse, idle, ws2)" >&2
       exit 1
       ;;
   esac
@@ -118,6 +148,7 @@ awk '
   }
   f["mode"] == "ws" || f["mode"] == "sse" {
     kind = f["mode"] == "ws" ? "WebSocket" : "SSE      "
+    if (f["instances"] + 0 > 1) kind = "WS, " f["instances"] " inst"
     p99_target = f["mode"] == "ws" ? 250 : 100
     rate_target = 0.8 * f["clients"] * f["rate"]
     ok = f["all"] == "yes" && f["p99_ms"] + 0 < p99_target

@@ -8,16 +8,17 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Starts target/release/tidings (or $SERVER_BIN) with the environment given as arguments
+# Starts target/release/tidings (or $SERVER_BIN, logging to $work/$SERVER_LOG) with the environment given as arguments
 # (NAME=value …) on 127.0.0.1:0; sets server_pid and base (http://127.0.0.1:PORT) once it listens.
 launch_server() {
-  env "$@" LEPTOS_SITE_ADDR=127.0.0.1:0 "${SERVER_BIN:-target/release/tidings}" serve >"$work/server.log" 2>&1 &
+  local log="$work/${SERVER_LOG:-server.log}"
+  env "$@" LEPTOS_SITE_ADDR=127.0.0.1:0 "${SERVER_BIN:-target/release/tidings}" serve >"$log" 2>&1 &
   server_pid=$!
   base=""
   for _ in $(seq 1 300); do
-    base="$(grep -o 'listening on http://[0-9.:]*' "$work/server.log" | head -1 | sed 's/listening on //')" || true
+    base="$(grep -o 'listening on http://[0-9.:]*' "$log" | head -1 | sed 's/listening on //')" || true
     [ -n "$base" ] && return 0
-    kill -0 "$server_pid" 2>/dev/null || { cat "$work/server.log" >&2; exit 1; }
+    kill -0 "$server_pid" 2>/dev/null || { cat "$log" >&2; exit 1; }
     sleep 0.1
   done
   echo "bench: the server did not start" >&2
