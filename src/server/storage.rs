@@ -237,7 +237,13 @@ impl Store {
 
     /// Whether the database answers a trivial query (for `/readyz`).
     pub async fn ping(&self) -> bool {
-        sqlx::query("SELECT 1").fetch_one(&self.pool).await.is_ok()
+        // A database that is down would hold the answer for the pool's whole acquire timeout
+        // (10 s); a health check wants it sooner.
+        let query = sqlx::query("SELECT 1").fetch_one(&self.pool);
+        matches!(
+            tokio::time::timeout(Duration::from_secs(2), query).await,
+            Ok(Ok(_))
+        )
     }
 
     /// Closes every connection (at shutdown).
