@@ -269,6 +269,42 @@ struct Room {
     last_id: i64,
     /// When this socket last fell behind the room's ring (the latest few).
     lags: Vec<tokio::time::Instant>,
+    /// Messages that came before the one just after `last_id` (with several instances, each
+    /// publishes its own at once and hears the others' a moment later), held for
+    /// [`REORDER_WAIT`] in the hope the missing one follows, instead of reading the room back.
+    early: std::collections::BTreeMap<i64, Arc<crate::server::bus::Envelope>>,
+    /// Since when `early` has been waiting for its gap to fill.
+    early_since: Option<tokio::time::Instant>,
+}
+
+/// How long messages that came early wait for the one before them before the room is read
+/// back from storage.
+const REORDER_WAIT: Duration = Duration::from_millis(250);
+/// Early messages held at most (past this the room is read back at once).
+const EARLY_MAX: usize = 256;
+
+impl Room {
+    /// Sends what `early` holds in order after `last_id`, and forgets what is no longer ahead.
+    fn release_early(&mut self, burst: &mut Vec<Message>) {
+        while let Some(m) = self.early.remove(&(self.last_id + 1)) {
+            burst.push(frame(&m.data));
+            self.last_id = m.id;
+        }
+        self.early = self.early.split_off(&(self.last_id + 1));
+        self.early_since = if self.early.is_empty() {
+            None
+        } else {
+            Some(tokio::time::Instant::now())
+        };
+    }
+}
+
+/// Resolves at `deadline` (never without one).
+async fn early_due(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// A socket that falls behind this many times within [`LAG_WINDOW`] is closed: reading its
@@ -320,6 +356,10 @@ async fn write_loop<S>(
     let mut notes_open = true;
     loop {
         let mut close: Option<(u16, &'static str)> = None;
+        let early_deadline = room
+            .as_ref()
+            .and_then(|r| r.early_since)
+            .map(|since| since + REORDER_WAIT);
         tokio::select! {
             biased;
             o = out.recv() => match o {
@@ -329,7 +369,14 @@ async fn write_loop<S>(
                     let Joined { room: name, subscription, joined, gap, last_id } = *j;
                     burst.push(joined);
                     burst.extend(gap);
-                    room = Some(Room { name, subscription, last_id, lags: Vec::new() });
+                    room = Some(Room {
+                        name,
+                        subscription,
+                        last_id,
+                        lags: Vec::new(),
+                        early: Default::default(),
+                        early_since: None,
+                    });
                 }
                 Some(Out::Leave) => room = None,
                 Some(Out::Close(code, reason)) => close = Some((code, reason)),
@@ -352,6 +399,14 @@ async fn write_loop<S>(
                         }
                         close = Some((code, reason));
                     }
+                }
+            }
+            // Early messages waited long enough: read the room back from storage.
+            _ = early_due(early_deadline) => {
+                match Box::pin(take(&hub, &mut room, Received::Lagged(0), &mut burst)).await {
+                    Next::Go => {}
+                    Next::RoomEnded => room = None,
+                    Next::Close(code, reason) => close = Some((code, reason)),
                 }
             }
             n = notes.next(), if notes_open => match n {
@@ -438,6 +493,16 @@ async fn take(hub: &Hub, room: &mut Option<Room>, r: Received, burst: &mut Vec<M
         Received::Message(m) if m.id == current.last_id + 1 => {
             burst.push(frame(&m.data));
             current.last_id = m.id;
+            if !current.early.is_empty() {
+                current.release_early(burst);
+            }
+        }
+        // Ahead of the next one: wait a little for the one before it.
+        Received::Message(m) if current.early.len() < EARLY_MAX => {
+            current.early.insert(m.id, m);
+            current
+                .early_since
+                .get_or_insert_with(tokio::time::Instant::now);
         }
         // A message beyond the next one (some were missed), or dropped ones: read them back.
         Received::Message(_) | Received::Lagged(_) => {
@@ -468,6 +533,8 @@ async fn take(hub: &Hub, room: &mut Option<Room>, r: Received, burst: &mut Vec<M
                         burst.push(text(&ServerMsg::ChatMessage(m)));
                     }
                     current.last_id = current.last_id.max(resume.last_id);
+                    // What came early is in what was read back, or still ahead.
+                    current.release_early(burst);
                 }
                 Err(e) => {
                     // Without them the socket would skip messages: better to say so and let
@@ -529,6 +596,46 @@ mod tests {
             dir,
             Hub::start(store, Arc::new(LocalBus::new()), Shutdown::new(), config),
         )
+    }
+
+    #[tokio::test]
+    async fn messages_that_come_early_wait_for_the_one_before_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+        let store = Store::connect(&url).await.unwrap();
+        let bus = Arc::new(LocalBus::new());
+        let hub = Hub::start(store, bus.clone(), Shutdown::new(), ChatConfig::default());
+        let mut c = connect(&hub, "alice");
+        c.send(serde_json::json!({"type":"chat-join","room":"order","lastMessageId":null}));
+        assert_eq!(c.next().await["type"], "chat-joined");
+        // Another instance's message 2 overtakes message 1 (neither is in this database, so
+        // reading the room back could not find them): the socket still gets 1, then 2.
+        let message = |id: i64| {
+            let m = ServerMsg::ChatMessage(crate::protocol::chat::ChatMessage {
+                id,
+                room: "order".into(),
+                display_name: "bob".into(),
+                text: format!("number {id}"),
+                timestamp: "2026-11-24T00:00:00.000Z".into(),
+            });
+            crate::server::bus::Envelope::new(
+                crate::chat::hub::topic("order"),
+                id,
+                "chat-message",
+                serde_json::to_string(&m).unwrap(),
+            )
+        };
+        use crate::server::bus::Bus;
+        bus.publish(message(2));
+        bus.publish(message(1));
+        let mut ids = Vec::new();
+        while ids.len() < 2 {
+            let m = c.next().await;
+            if m["type"] == "chat-message" {
+                ids.push(m["id"].as_i64().unwrap());
+            }
+        }
+        assert_eq!(ids, [1, 2]);
     }
 
     fn connect(hub: &Hub, user: &str) -> Client {
