@@ -18,15 +18,11 @@
 
 mod common;
 
-use std::{
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
-use common::{error_code, get_json, plain_client, post_json, TestServer};
+use common::{error_code, get_json, plain_client, post_json, TestServer, User};
 use eventsource_stream::{EventStreamError, Eventsource};
 use futures::{stream::LocalBoxStream, SinkExt, StreamExt};
-use reqwest::cookie::CookieStore;
 use serde_json::{json, Value};
 use tidings::protocol::chat::{
     ChatGap, ChatMessage, ChatPresence, MessagePage, Notification, NotificationSent,
@@ -55,39 +51,6 @@ const WAIT: Duration = Duration::from_secs(10);
 // ---------------------------------------------------------------------------------------------
 // Accounts and HTTP
 // ---------------------------------------------------------------------------------------------
-
-/// A signed-up user: an HTTP client holding the session, and the `Cookie` header value for
-/// the WebSocket handshake.
-struct User {
-    name: String,
-    http: reqwest::Client,
-    /// `tidings_session=…`.
-    cookie: String,
-}
-
-/// Signs `name` up on `server`; the session cookie is read back from the client's jar.
-async fn user(server: &TestServer, name: &str) -> User {
-    let jar = Arc::new(reqwest::cookie::Jar::default());
-    let http = reqwest::Client::builder()
-        .cookie_provider(jar.clone())
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap();
-    server.signup(&http, name).await;
-    let url: reqwest::Url = server.base.parse().expect("the server's URL");
-    let cookie = jar
-        .cookies(&url)
-        .expect("signup sets a session cookie")
-        .to_str()
-        .unwrap()
-        .to_string();
-    assert!(cookie.contains("tidings_session="), "{cookie}");
-    User {
-        name: name.to_string(),
-        http,
-        cookie,
-    }
-}
 
 /// `POST /api/rooms/{room}/messages {"text"}` as `user`.
 async fn post(server: &TestServer, user: &User, room: &str, text: &str) -> reqwest::Response {
@@ -504,10 +467,10 @@ async fn sse_presence(sse: &mut Sse) -> ChatPresence {
 #[tokio::test]
 async fn a_message_on_any_transport_reaches_every_transport_with_ids_rising_in_the_room() {
     let server = TestServer::start().await;
-    let alice = user(&server, "alice").await;
-    let bob = user(&server, "bob").await;
-    let carol = user(&server, "carol").await;
-    let dave = user(&server, "dave").await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    let carol = server.user("carol").await;
+    let dave = server.user("dave").await;
 
     // alice and bob on WebSockets, carol on SSE, dave polling.
     let mut a = connect(&server, &alice).await;
@@ -592,7 +555,7 @@ async fn a_message_on_any_transport_reaches_every_transport_with_ids_rising_in_t
 #[tokio::test]
 async fn every_bad_websocket_message_gets_its_sentence_and_the_socket_survives() {
     let server = TestServer::start().await;
-    let alice = user(&server, "alice").await;
+    let alice = server.user("alice").await;
     let mut ws = connect(&server, &alice).await;
 
     // Not JSON, in any form; binary frames are never read as JSON.
@@ -707,9 +670,9 @@ async fn every_bad_websocket_message_gets_its_sentence_and_the_socket_survives()
 #[tokio::test]
 async fn more_than_ten_messages_a_second_get_slow_down_on_the_socket_and_429_on_post() {
     let server = TestServer::start().await;
-    let alice = user(&server, "alice").await;
-    let bob = user(&server, "bob").await;
-    let carol = user(&server, "carol").await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    let carol = server.user("carol").await;
 
     // Over the WebSocket: 11 at once; each is either stored (and echoed) or refused.
     let mut ws = connect(&server, &alice).await;
@@ -783,7 +746,7 @@ fn frame_of(len: usize) -> String {
 #[tokio::test]
 async fn a_frame_over_64_kib_closes_with_1009_and_one_at_the_limit_is_answered() {
     let server = TestServer::start().await;
-    let alice = user(&server, "alice").await;
+    let alice = server.user("alice").await;
     let mut ws = connect(&server, &alice).await;
     join(&mut ws, "general", None).await;
 
@@ -812,7 +775,7 @@ async fn a_frame_over_64_kib_closes_with_1009_and_one_at_the_limit_is_answered()
 #[tokio::test]
 async fn the_upgrade_refuses_a_foreign_origin_and_a_missing_session() {
     let server = TestServer::start().await;
-    let alice = user(&server, "alice").await;
+    let alice = server.user("alice").await;
 
     let evil = try_connect(&server, Some(&alice.cookie), Some("http://evil.example")).await;
     assert_eq!(refused(evil), 403);
@@ -839,8 +802,8 @@ async fn presence_counts_a_user_once_and_left_comes_only_after_the_grace_never_o
     // A longer grace than the tests' default, so that a reconnect is surely within it.
     let grace = Duration::from_secs(1);
     let server = TestServer::start_with(move |c| c.chat.presence_grace = grace).await;
-    let alice = user(&server, "alice").await;
-    let bob = user(&server, "bob").await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
     // `GET /api/rooms` lists a room from its first message.
     post_ok(&server, &bob, "general", "anyone here?").await;
     let mut b = connect(&server, &bob).await;
@@ -916,8 +879,8 @@ async fn a_client_that_vanishes_without_closing_is_dropped_by_the_pings_and_anno
         c.chat.presence_grace = grace;
     })
     .await;
-    let alice = user(&server, "alice").await;
-    let bob = user(&server, "bob").await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
 
     // bob watches over SSE (no pings to answer there).
     let mut watch = Sse::open(room_events(&server, &bob, "general", "", None)).await;
@@ -962,7 +925,7 @@ async fn a_client_that_vanishes_without_closing_is_dropped_by_the_pings_and_anno
 #[tokio::test]
 async fn resuming_after_an_id_replays_exactly_what_came_after_on_every_transport() {
     let server = TestServer::start().await;
-    let alice = user(&server, "alice").await;
+    let alice = server.user("alice").await;
     let mut sent = Vec::new();
     for i in 1..=5 {
         sent.push(post_ok(&server, &alice, "general", &format!("message {i}")).await);
@@ -1025,7 +988,7 @@ async fn a_resume_older_than_the_kept_history_is_told_of_the_gap_on_every_transp
         c.chat.rate_per_second = 1_000;
     })
     .await;
-    let alice = user(&server, "alice").await;
+    let alice = server.user("alice").await;
     for i in 1..=30 {
         post_ok(&server, &alice, "general", &format!("message {i}")).await;
     }
@@ -1086,8 +1049,8 @@ async fn a_resume_older_than_the_kept_history_is_told_of_the_gap_on_every_transp
 #[tokio::test]
 async fn long_polling_over_sse_sends_what_is_newer_or_waits_for_the_next_then_ends() {
     let server = TestServer::start().await;
-    let alice = user(&server, "alice").await;
-    let bob = user(&server, "bob").await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
     let mut sent = Vec::new();
     for i in 1..=3 {
         sent.push(post_ok(&server, &alice, "general", &format!("message {i}")).await);
@@ -1124,7 +1087,7 @@ async fn long_polling_over_sse_sends_what_is_newer_or_waits_for_the_next_then_en
 #[tokio::test]
 async fn the_http_chat_routes_refuse_bad_input_with_the_contracts_codes() {
     let server = TestServer::start().await;
-    let alice = user(&server, "alice").await;
+    let alice = server.user("alice").await;
     let long_room = "x".repeat(33);
 
     // Bad room names, on every route.
@@ -1207,8 +1170,8 @@ async fn the_http_chat_routes_refuse_bad_input_with_the_contracts_codes() {
 #[tokio::test]
 async fn html_in_a_message_is_stored_and_returned_verbatim() {
     let server = TestServer::start().await;
-    let alice = user(&server, "alice").await;
-    let bob = user(&server, "bob").await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
     let mut ws = connect(&server, &bob).await;
     join(&mut ws, "general", None).await;
     let mut sse = Sse::open(room_events(&server, &bob, "general", "", None)).await;
@@ -1241,9 +1204,9 @@ async fn html_in_a_message_is_stored_and_returned_verbatim() {
 #[tokio::test]
 async fn notifications_reach_sockets_and_streams_and_are_replayed_after_a_reconnect() {
     let server = TestServer::start().await;
-    let admin = user(&server, "admin").await;
-    let alice = user(&server, "alice").await;
-    let bob = user(&server, "bob").await;
+    let admin = server.user("admin").await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
 
     // alice's socket is in no room; a reply to a bad frame shows its session is running.
     let mut lobby = connect(&server, &alice).await;
@@ -1305,8 +1268,8 @@ async fn notifications_reach_sockets_and_streams_and_are_replayed_after_a_reconn
 #[tokio::test]
 async fn only_admins_send_notifications_and_only_of_the_known_kinds() {
     let server = TestServer::start().await;
-    let admin = user(&server, "admin").await;
-    let alice = user(&server, "alice").await;
+    let admin = server.user("admin").await;
+    let alice = server.user("alice").await;
     let url = server.url("/api/notifications");
     let good = json!({"kind": "info", "message": "hello"});
 
@@ -1345,9 +1308,9 @@ async fn a_client_that_stops_reading_does_not_hold_up_the_room() {
         c.chat.slow_client = Duration::from_secs(60);
     })
     .await;
-    let alice = user(&server, "alice").await;
-    let bob = user(&server, "bob").await;
-    let carol = user(&server, "carol").await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    let carol = server.user("carol").await;
 
     // bob's socket has a tiny receive buffer and is not read after joining.
     let addr: std::net::SocketAddr = server

@@ -8,20 +8,18 @@
 
 mod common;
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use common::{error_code, plain_client, TestServer};
 use eventsource_stream::Eventsource;
 use futures::{stream::LocalBoxStream, StreamExt};
 
-use reqwest::cookie::CookieStore;
 use serde_json::{json, Value};
 use tidings::{
     protocol::metrics::{LogGap, LogLevel, LogRecord, Metrics},
     server::logs::{RingLayer, RING_RECORDS},
 };
 use tokio::time::timeout;
-use tokio_tungstenite::tungstenite::{client::IntoClientRequest, http::HeaderValue};
 
 /// How long any one event may take to come.
 const WAIT: Duration = Duration::from_secs(10);
@@ -33,24 +31,6 @@ fn logging() {
         .with(EnvFilter::new("info"))
         .with(RingLayer)
         .try_init();
-}
-
-struct User {
-    http: reqwest::Client,
-    cookie: String,
-}
-
-async fn user(server: &TestServer, name: &str) -> User {
-    let jar = Arc::new(reqwest::cookie::Jar::default());
-    let http = reqwest::Client::builder()
-        .cookie_provider(jar.clone())
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap();
-    server.signup(&http, name).await;
-    let url: reqwest::Url = server.base.parse().unwrap();
-    let cookie = jar.cookies(&url).unwrap().to_str().unwrap().to_string();
-    User { http, cookie }
 }
 
 struct Got {
@@ -134,22 +114,6 @@ impl Sse {
     }
 }
 
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-async fn open_ws(server: &TestServer, cookie: &str) -> Ws {
-    let url = format!("{}/ws", server.base.replacen("http://", "ws://", 1));
-    let mut request = url.into_client_request().unwrap();
-    request
-        .headers_mut()
-        .insert("cookie", HeaderValue::from_str(cookie).unwrap());
-    timeout(WAIT, tokio_tungstenite::connect_async(request))
-        .await
-        .expect("the handshake ends in time")
-        .expect("the socket opens")
-        .0
-}
-
 #[tokio::test]
 async fn metrics_come_every_second_with_the_contracts_fields_and_follow_traffic() {
     let server = TestServer::start().await;
@@ -162,7 +126,7 @@ async fn metrics_come_every_second_with_the_contracts_fields_and_follow_traffic(
     assert_eq!(res.status(), 401);
     assert_eq!(error_code(res).await, "unauthorized");
 
-    let ann = user(&server, "metrics_ann").await;
+    let ann = server.user("metrics_ann").await;
     let mut sse = Sse::open(ann.http.get(server.url("/api/metrics/events"))).await;
     let first = sse.next_named("metrics").await;
     assert!(first.id.is_empty(), "samples carry no id");
@@ -192,7 +156,7 @@ async fn metrics_come_every_second_with_the_contracts_fields_and_follow_traffic(
     assert!(second.uptime_seconds >= first.uptime_seconds);
 
     // A WebSocket opens and a message is sent: both show.
-    let mut ws = open_ws(&server, &ann.cookie).await;
+    let mut ws = server.ws(&ann.cookie).await;
     sse.metrics_until("the WebSocket", |m| m.connections.websocket >= 1)
         .await;
     let posted = ann
@@ -221,7 +185,7 @@ async fn metrics_come_every_second_with_the_contracts_fields_and_follow_traffic(
 
     // An export being written is an HTTP stream, and its rows are counted. (The audit log
     // holds the signups' rows; the export sends one a second.)
-    let admin = user(&server, "admin").await;
+    let admin = server.user("admin").await;
     let rows_before = sse.metrics_until("a sample", |_| true).await.rows_exported;
     let export = admin
         .http
@@ -250,13 +214,13 @@ async fn the_log_tail_is_for_admins_and_checks_its_level() {
         .unwrap();
     assert_eq!(res.status(), 401);
 
-    let bob = user(&server, "logs_bob").await;
+    let bob = server.user("logs_bob").await;
     for path in ["/api/logs/events", "/api/metrics/events?logs=info"] {
         let res = bob.http.get(server.url(path)).send().await.unwrap();
         assert_eq!(res.status(), 403, "{path} for a non-admin");
         assert_eq!(error_code(res).await, "forbidden");
     }
-    let admin = user(&server, "admin").await;
+    let admin = server.user("admin").await;
     for path in [
         "/api/logs/events?level=loud",
         "/api/metrics/events?logs=loud",
@@ -287,7 +251,7 @@ async fn the_log_tail_is_for_admins_and_checks_its_level() {
 async fn the_log_tail_streams_records_filters_replays_and_hides_secrets() {
     logging();
     let server = TestServer::start().await;
-    let admin = user(&server, "admin").await;
+    let admin = server.user("admin").await;
     let mut tail = Sse::open(admin.http.get(server.url("/api/logs/events?level=info"))).await;
     let ready = tail.next_named("ready").await;
     let ready_id: u64 = ready.id.parse().expect("ready carries the newest id");

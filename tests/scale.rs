@@ -13,13 +13,13 @@ use std::{
     time::Duration,
 };
 
-use common::{fresh_database, TestServer};
+use common::{fresh_database, TestServer, Ws};
 use eventsource_stream::Eventsource;
 use futures::{SinkExt, StreamExt};
 use reqwest::cookie::CookieStore;
 use serde_json::{json, Value};
 use tokio::time::timeout;
-use tokio_tungstenite::tungstenite::{client::IntoClientRequest, http::HeaderValue, Message};
+use tokio_tungstenite::tungstenite::Message;
 
 const WAIT: Duration = Duration::from_secs(15);
 /// Long enough for a dead instance's job lease (15 s) to run out and another to resume it.
@@ -106,39 +106,14 @@ async fn two_instances(redis: &Redis) -> (TestServer, TestServer, tempfile::Temp
     (a, b, dir)
 }
 
-struct User {
-    http: reqwest::Client,
-    cookie: String,
-}
-
-/// Signs `name` up on `server` (the account then works on every instance: one database).
-async fn user(server: &TestServer, name: &str) -> User {
-    let jar = Arc::new(reqwest::cookie::Jar::default());
-    let http = reqwest::Client::builder()
-        .cookie_provider(jar.clone())
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap();
-    server.signup(&http, name).await;
-    let url: reqwest::Url = server.base.parse().unwrap();
-    let cookie = jar.cookies(&url).unwrap().to_str().unwrap().to_string();
-    User { http, cookie }
-}
-
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-async fn open_ws(server: &TestServer, cookie: &str) -> Ws {
-    let url = format!("{}/ws", server.base.replacen("http://", "ws://", 1));
-    let mut request = url.into_client_request().unwrap();
-    request
-        .headers_mut()
-        .insert("cookie", HeaderValue::from_str(cookie).unwrap());
-    timeout(WAIT, tokio_tungstenite::connect_async(request))
-        .await
-        .expect("the handshake ends in time")
-        .expect("the socket opens")
-        .0
+/// Joins `room` after message `after` (`None`: the latest), returning `chat-joined`.
+async fn join(ws: &mut Ws, room: &str, after: Option<i64>) -> Value {
+    ws.send(Message::text(
+        json!({"type": "chat-join", "room": room, "lastMessageId": after}).to_string(),
+    ))
+    .await
+    .unwrap();
+    next_of(ws, "chat-joined").await
 }
 
 /// The next text frame of type `kind`, parsed.
@@ -190,17 +165,12 @@ async fn next_named(events: &mut Events, name: &str) -> (String, Value) {
 async fn a_message_on_one_instance_reaches_every_transport_on_the_other() {
     let redis = Redis::start();
     let (a, b, _db) = two_instances(&redis).await;
-    let ann = user(&a, "scale_ann").await;
-    let bob = user(&b, "scale_bob").await;
+    let ann = a.user("scale_ann").await;
+    let bob = b.user("scale_bob").await;
 
     // Ann on A over WebSocket; Bob on B over SSE.
-    let mut ws = open_ws(&a, &ann.cookie).await;
-    ws.send(Message::text(
-        json!({"type": "chat-join", "room": "scale", "lastMessageId": null}).to_string(),
-    ))
-    .await
-    .unwrap();
-    next_of(&mut ws, "chat-joined").await;
+    let mut ws = a.ws(&ann.cookie).await;
+    join(&mut ws, "scale", None).await;
     let mut sse = events(bob.http.get(b.url("/api/rooms/scale/events"))).await;
     next_named(&mut sse, "chat-joined").await;
 
@@ -229,7 +199,7 @@ async fn a_message_on_one_instance_reaches_every_transport_on_the_other() {
         }
     }
     // A notification sent on B reaches the socket on A.
-    let admin = user(&b, "admin").await;
+    let admin = b.user("admin").await;
     let sent = admin
         .http
         .post(b.url("/api/notifications"))
@@ -246,7 +216,7 @@ async fn a_message_on_one_instance_reaches_every_transport_on_the_other() {
 async fn a_job_created_on_one_instance_is_watched_on_the_other() {
     let redis = Redis::start();
     let (a, b, _db) = two_instances(&redis).await;
-    let ann = user(&a, "scale_jobs").await;
+    let ann = a.user("scale_jobs").await;
     let created: Value = ann
         .http
         .post(a.url("/api/jobs"))
@@ -280,21 +250,16 @@ async fn a_job_created_on_one_instance_is_watched_on_the_other() {
 async fn an_instance_cut_off_from_redis_says_so_and_catches_up_after() {
     let mut redis = Redis::start();
     let (a, b, _db) = two_instances(&redis).await;
-    let ann = user(&a, "scale_cut").await;
-    let bob = user(&b, "scale_cut_b").await;
+    let ann = a.user("scale_cut").await;
+    let bob = b.user("scale_cut_b").await;
     let ready = |s: &TestServer| {
         let url = s.url("/readyz");
         async move { reqwest::get(url).await.unwrap().status().as_u16() }
     };
     assert_eq!(ready(&a).await, 200);
 
-    let mut ws = open_ws(&a, &ann.cookie).await;
-    ws.send(Message::text(
-        json!({"type": "chat-join", "room": "cut", "lastMessageId": null}).to_string(),
-    ))
-    .await
-    .unwrap();
-    next_of(&mut ws, "chat-joined").await;
+    let mut ws = a.ws(&ann.cookie).await;
+    join(&mut ws, "cut", None).await;
 
     redis.stop();
     // Both say they are not ready while Redis is away (the subscriber notices the drop).
@@ -464,28 +429,8 @@ async fn kill_9_of_an_instance_mid_job_loses_nothing() {
 
     // Watchers: the job's events on B; a chat socket on A.
     let mut watch = events(http.get(format!("{base_b}/api/jobs/{job}/events"))).await;
-    let ws_url = |base: &str| format!("{}/ws", base.replacen("http://", "ws://", 1));
-    let connect = |base: String| {
-        let cookie = cookie.clone();
-        async move {
-            let mut request = ws_url(&base).into_client_request().unwrap();
-            request
-                .headers_mut()
-                .insert("cookie", HeaderValue::from_str(&cookie).unwrap());
-            timeout(WAIT, tokio_tungstenite::connect_async(request))
-                .await
-                .unwrap()
-                .unwrap()
-                .0
-        }
-    };
-    let mut ws = connect(base_a.clone()).await;
-    ws.send(Message::text(
-        json!({"type": "chat-join", "room": "kill", "lastMessageId": null}).to_string(),
-    ))
-    .await
-    .unwrap();
-    next_of(&mut ws, "chat-joined").await;
+    let mut ws = common::open_ws(&base_a, &cookie).await;
+    join(&mut ws, "kill", None).await;
     ws.send(Message::text(
         json!({"type": "chat-message", "text": "before"}).to_string(),
     ))
@@ -548,13 +493,8 @@ async fn kill_9_of_an_instance_mid_job_loses_nothing() {
 
     // The chat client moves to B and resumes after the last message it saw: the missed one,
     // once, and nothing before it.
-    let mut ws = connect(base_b.clone()).await;
-    ws.send(Message::text(
-        json!({"type": "chat-join", "room": "kill", "lastMessageId": last_seen}).to_string(),
-    ))
-    .await
-    .unwrap();
-    let joined = next_of(&mut ws, "chat-joined").await;
+    let mut ws = common::open_ws(&base_b, &cookie).await;
+    let joined = join(&mut ws, "kill", Some(last_seen)).await;
     let texts: Vec<&str> = joined["history"]
         .as_array()
         .unwrap()
@@ -595,7 +535,7 @@ async fn kill_9_of_an_instance_mid_job_loses_nothing() {
 async fn the_failed_login_limit_is_shared_by_the_instances() {
     let redis = Redis::start();
     let (a, b, _db) = two_instances(&redis).await;
-    user(&a, "scale_guess").await;
+    a.user("scale_guess").await;
     let guess = |server: &TestServer| {
         let url = server.url("/api/auth/login");
         async move {
@@ -634,27 +574,18 @@ async fn next_presence(events: &mut Events) -> (String, String) {
     )
 }
 
-async fn join(ws: &mut Ws, room: &str) -> Value {
-    ws.send(Message::text(
-        json!({"type": "chat-join", "room": room, "lastMessageId": null}).to_string(),
-    ))
-    .await
-    .unwrap();
-    next_of(ws, "chat-joined").await
-}
-
 #[tokio::test]
 async fn presence_is_one_entry_per_user_across_instances() {
     let redis = Redis::start();
     let (a, b, _db) = two_instances(&redis).await;
-    let ann = user(&a, "scale_ann_p").await;
-    let bob = user(&b, "scale_bob_p").await;
+    let ann = a.user("scale_ann_p").await;
+    let bob = b.user("scale_bob_p").await;
     let mut watch = events(bob.http.get(b.url("/api/rooms/meet/events"))).await;
     next_named(&mut watch, "chat-joined").await;
 
     // Ann comes in on A: Bob, on B, hears it; Ann's member list has Bob, who is on B.
-    let mut on_a = open_ws(&a, &ann.cookie).await;
-    let joined = join(&mut on_a, "meet").await;
+    let mut on_a = a.ws(&ann.cookie).await;
+    let joined = join(&mut on_a, "meet", None).await;
     assert_eq!(
         next_presence(&mut watch).await,
         ("joined".to_string(), "scale_ann_p".to_string())
@@ -669,8 +600,8 @@ async fn presence_is_one_entry_per_user_across_instances() {
 
     // A second tab on B, then the first one closes: Ann is still there, so nobody hears
     // anything. When the last one closes, Bob hears `left`, once.
-    let mut on_b = open_ws(&b, &ann.cookie).await;
-    join(&mut on_b, "meet").await;
+    let mut on_b = b.ws(&ann.cookie).await;
+    join(&mut on_b, "meet", None).await;
     on_a.close(None).await.unwrap();
     drop(on_a);
     // Nothing for well past the grace period (300 ms in tests): Ann is still on B.
@@ -692,12 +623,12 @@ async fn presence_is_one_entry_per_user_across_instances() {
 async fn the_users_of_an_instance_that_died_leave_after_its_presence_expires() {
     let redis = Redis::start();
     let (a, b, _db) = two_instances(&redis).await;
-    let ann = user(&a, "scale_gone").await;
-    let bob = user(&b, "scale_stays").await;
+    let ann = a.user("scale_gone").await;
+    let bob = b.user("scale_stays").await;
     let mut watch = events(bob.http.get(b.url("/api/rooms/gone/events"))).await;
     next_named(&mut watch, "chat-joined").await;
-    let mut on_a = open_ws(&a, &ann.cookie).await;
-    join(&mut on_a, "gone").await;
+    let mut on_a = a.ws(&ann.cookie).await;
+    join(&mut on_a, "gone", None).await;
     assert_eq!(
         next_presence(&mut watch).await,
         ("joined".to_string(), "scale_gone".to_string())

@@ -1,7 +1,6 @@
-import { test, expect, type Browser, type Page } from '@playwright/test';
-import { uniqueName, waitForHydration } from './helpers';
+import { test, expect, type Page } from '@playwright/test';
+import { PASSWORD, signedIn as user, uniqueName, waitForHydration } from './helpers';
 
-const PASSWORD = 'correct horse battery';
 // An admin of its own (TIDINGS_ADMINS in scripts/test.sh), so no other spec races for it.
 const ADMIN = 'e2e_notifier';
 // scripts/test.sh leaves the presence grace at its default.
@@ -12,20 +11,6 @@ function roomName(prefix: string): string {
   return `${prefix}-${Date.now().toString(36)}${Math.random().toString(36).slice(2, 6)}`.slice(0, 32);
 }
 
-/** A new browser context signed in as `username` (created if new), on `path`. */
-async function user(browser: Browser, username: string, path: string): Promise<Page> {
-  const context = await browser.newContext();
-  const page = await context.newPage();
-  const signup = await page.request.post('/api/auth/signup', { data: { username, password: PASSWORD } });
-  if (signup.status() === 409) {
-    expect((await page.request.post('/api/auth/login', { data: { username, password: PASSWORD } })).status()).toBe(200);
-  } else {
-    expect(signup.status()).toBe(201);
-  }
-  await page.goto(path);
-  await waitForHydration(page);
-  return page;
-}
 
 /** Waits until the page is connected over `transport` (ws, sse or poll). */
 async function connected(page: Page, transport = 'ws') {

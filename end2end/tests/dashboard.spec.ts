@@ -1,24 +1,8 @@
-import { test, expect, type Browser, type Page } from '@playwright/test';
-import { uniqueName, waitForHydration } from './helpers';
+import { test, expect, type Page } from '@playwright/test';
+import { signedIn as user, uniqueName } from './helpers';
 
-const PASSWORD = 'correct horse battery';
 // An admin of its own (TIDINGS_ADMINS in scripts/test.sh), so no other spec races for it.
 const ADMIN = 'e2e_watcher';
-
-/** A new browser context signed in as `username` (created if new), on `path`. */
-async function user(browser: Browser, username: string, path: string): Promise<Page> {
-  const context = await browser.newContext();
-  const page = await context.newPage();
-  const signup = await page.request.post('/api/auth/signup', { data: { username, password: PASSWORD } });
-  if (signup.status() === 409) {
-    expect((await page.request.post('/api/auth/login', { data: { username, password: PASSWORD } })).status()).toBe(200);
-  } else {
-    expect(signup.status()).toBe(201);
-  }
-  await page.goto(path);
-  await waitForHydration(page);
-  return page;
-}
 
 /** The newest value a plot's series shows (its legend's `data-last`). */
 async function lastValue(page: Page, plot: string, series: string): Promise<number> {

@@ -1,4 +1,4 @@
-import { expect, type Page } from '@playwright/test';
+import { expect, type Browser, type Page } from '@playwright/test';
 
 /** A username no other test (or earlier run on the same database) uses. */
 export function uniqueName(prefix = 'u'): string {
@@ -17,4 +17,22 @@ export async function submitCredentials(page: Page, username: string, password: 
   await form.getByLabel('Username').fill(username);
   await form.getByLabel('Password').fill(password);
   await form.getByRole('button').click();
+}
+
+/** The password the specs' accounts use. */
+export const PASSWORD = 'correct horse battery';
+
+/** A new browser context signed in as `username` (created if new), on `path`, hydrated. */
+export async function signedIn(browser: Browser, username: string, path: string): Promise<Page> {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  const signup = await page.request.post('/api/auth/signup', { data: { username, password: PASSWORD } });
+  if (signup.status() === 409) {
+    expect((await page.request.post('/api/auth/login', { data: { username, password: PASSWORD } })).status()).toBe(200);
+  } else {
+    expect(signup.status()).toBe(201);
+  }
+  await page.goto(path);
+  await waitForHydration(page);
+  return page;
 }

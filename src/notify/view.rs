@@ -19,9 +19,9 @@ const TOAST_MS: u64 = 10_000;
 #[component]
 pub fn Toasts() -> impl IntoView {
     let toasts = RwSignal::new(Vec::<Notification>::new());
-    let stream = StoredValue::new(None::<SendWrapper<client::Stream>>);
+    let stream = StoredValue::new(None::<SendWrapper<crate::events::EventStream>>);
     Effect::new(move |_| {
-        let opened = client::Stream::open(move |n| {
+        let opened = client::open(move |n| {
             if toasts.is_disposed() {
                 return;
             }

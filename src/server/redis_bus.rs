@@ -247,13 +247,16 @@ fn instance_id() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// [`Wire`] borrowed, for sending without copying the envelope.
+#[derive(Serialize)]
+struct WireRef<'a> {
+    from: &'a str,
+    envelope: &'a Envelope,
+}
+
 /// The JSON that goes over Redis.
 fn encode(from: &str, envelope: &Envelope) -> String {
-    serde_json::to_string(&Wire {
-        from: from.to_string(),
-        envelope: envelope.clone(),
-    })
-    .expect("an envelope serializes")
+    serde_json::to_string(&WireRef { from, envelope }).expect("an envelope serializes")
 }
 
 /// Sends queued envelopes to Redis, one `PUBLISH` each (the connection pipelines them). After a

@@ -1,14 +1,14 @@
-//! Starts the real Tidings server on `127.0.0.1:0` with a fresh SQLite file, for the tests in
-//! this folder. Dropping the `TestServer` shuts it down and removes the database.
+//! Starts the real Tidings server on `127.0.0.1:0` with a fresh database (an SQLite file, or a
+//! database of its own on `TIDINGS_TEST_POSTGRES`), for the tests in this folder; signs users
+//! up and opens their WebSockets; runs the real binary. Dropping the `TestServer` shuts it down.
 //!
-//! Every server runs on one shared multi-thread runtime, as in production, rather than on the
-//! runtime of the test that started it: the tests' own runtimes only drive the HTTP clients.
+//! Each server runs on the runtime of the test that started it, and ends with it.
 
 #![allow(dead_code)]
 
 use std::sync::{
     atomic::{AtomicBool, AtomicU64, Ordering},
-    Arc, OnceLock,
+    Arc,
 };
 
 use tokio::{
@@ -18,19 +18,6 @@ use tokio::{
 
 use leptos::config::get_configuration;
 use tidings::server::{AppState, Config, Shutdown};
-
-/// The runtime all test servers share.
-fn server_runtime() -> &'static tokio::runtime::Runtime {
-    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    RUNTIME.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("test-server")
-            .enable_all()
-            .build()
-            .expect("server runtime")
-    })
-}
 
 /// A running server.
 pub struct TestServer {
@@ -194,6 +181,66 @@ pub fn wait_for_listening(child: &mut std::process::Child) -> String {
     });
     rx.recv_timeout(std::time::Duration::from_secs(60))
         .expect("the server says where it listens")
+}
+
+/// A signed-up user: an HTTP client holding the session, and the `Cookie` header value for
+/// a WebSocket handshake.
+pub struct User {
+    pub name: String,
+    pub http: reqwest::Client,
+    /// `tidings_session=…`.
+    pub cookie: String,
+}
+
+impl TestServer {
+    /// Signs `name` up; the session cookie is read back from the client's jar (it works on
+    /// every server sharing this one's database).
+    pub async fn user(&self, name: &str) -> User {
+        let jar = Arc::new(reqwest::cookie::Jar::default());
+        let http = client_builder()
+            .cookie_provider(jar.clone())
+            .build()
+            .unwrap();
+        self.signup(&http, name).await;
+        let url: reqwest::Url = self.base.parse().expect("the server's URL");
+        let cookie = reqwest::cookie::CookieStore::cookies(&*jar, &url)
+            .expect("signup sets a session cookie")
+            .to_str()
+            .unwrap()
+            .to_string();
+        assert!(cookie.contains("tidings_session="), "{cookie}");
+        User {
+            name: name.to_string(),
+            http,
+            cookie,
+        }
+    }
+
+    /// Opens `/ws` with `cookie` (no `Origin`, like a command-line client).
+    pub async fn ws(&self, cookie: &str) -> Ws {
+        open_ws(&self.base, cookie).await
+    }
+}
+
+/// A client-side WebSocket.
+pub type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
+
+/// Opens `{base}/ws` with `cookie`; panics unless it opens within 15 s.
+pub async fn open_ws(base: &str, cookie: &str) -> Ws {
+    use tokio_tungstenite::tungstenite::{client::IntoClientRequest, http::HeaderValue};
+    let url = format!("{}/ws", base.replacen("http://", "ws://", 1));
+    let mut request = url.into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("cookie", HeaderValue::from_str(cookie).unwrap());
+    tokio::time::timeout(
+        std::time::Duration::from_secs(15),
+        tokio_tungstenite::connect_async(request),
+    )
+    .await
+    .expect("the handshake ends in time")
+    .expect("the socket opens")
+    .0
 }
 
 /// A client without cookies (a command-line client, or a stranger).
