@@ -12,7 +12,7 @@ use axum::{
     routing::any,
     Router,
 };
-use leptos_axum::{generate_route_list, LeptosRoutes};
+use leptos_axum::{generate_route_list, AxumRouteListing, LeptosRoutes};
 use tokio::net::TcpListener;
 use tower_http::{
     catch_panic::CatchPanicLayer,
@@ -47,7 +47,7 @@ pub fn app(state: AppState) -> Router {
     let mut router = Router::new()
         .merge(health::router())
         .merge(api)
-        .leptos_routes(&state, generate_route_list(App), {
+        .leptos_routes(&state, route_list(), {
             let options = state.leptos_options.clone();
             move || shell(options.clone())
         })
@@ -82,6 +82,19 @@ pub fn app(state: AppState) -> Router {
         .layer(middleware::from_fn(log_request))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// The pages' routes, worked out once per process.
+///
+/// `generate_route_list` renders the app to find its routes, and while it does, it sets a
+/// process-wide flag (leptos_server's `SuppressResourceLoad`) that parks every resource load
+/// started meanwhile, in any server of the process, forever. One server per process never
+/// notices (it lists its routes before it serves), but several servers in one process (the
+/// integration tests) would have a page render hang now and then when another server
+/// started. Listing once, before any server can serve, closes that window.
+fn route_list() -> Vec<AxumRouteListing> {
+    static ROUTES: std::sync::OnceLock<Vec<AxumRouteListing>> = std::sync::OnceLock::new();
+    ROUTES.get_or_init(|| generate_route_list(App)).clone()
 }
 
 /// Logs each request at `info` (target `tidings::http`) once its answer's head is ready:

@@ -609,3 +609,55 @@ async fn pages_and_health() {
         "database gone"
     );
 }
+
+/// Several servers in one process (as in these tests): a page being rendered on one while
+/// others start must still finish. Listing the pages' routes parks every resource load in the
+/// process while it runs, so each server lists them once per process, not at every start.
+#[test]
+fn pages_render_while_other_servers_start() {
+    let runtime = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    let (started_tx, started_rx) = std::sync::mpsc::channel();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let starters: Vec<_> = (0..3)
+        .map(|_| {
+            let done = done.clone();
+            let started_tx = started_tx.clone();
+            std::thread::spawn(move || {
+                runtime().block_on(async {
+                    while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                        drop(TestServer::start().await);
+                        let _ = started_tx.send(());
+                    }
+                })
+            })
+        })
+        .collect();
+    drop(started_tx);
+    runtime().block_on(async {
+        let srv = TestServer::start().await;
+        let c = common::plain_client();
+        let (mut pages, mut starts) = (0, 0);
+        // Go on until the other threads have started a few servers while pages were asked for.
+        while pages < 60 || starts < 6 {
+            assert!(pages < 6000, "the other threads stopped starting servers");
+            starts += started_rx.try_iter().count();
+            for path in ["/", "/login", "/nowhere"] {
+                let res = c.get(srv.url(path)).send().await;
+                let res = res.unwrap_or_else(|e| {
+                    panic!("GET {path} while other servers started (page {pages}): {e}")
+                });
+                assert!(res.status() == 200 || res.status() == 404, "{path}");
+                pages += 1;
+            }
+        }
+    });
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    for s in starters {
+        s.join().unwrap();
+    }
+}
