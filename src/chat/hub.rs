@@ -729,12 +729,7 @@ async fn write_loop(
 fn publish(bus: &dyn Bus, row: &ChatRow) {
     metrics::record_messages(1);
     let msg = ServerMsg::ChatMessage(message_of(row));
-    bus.publish(Envelope::new(
-        topic(&row.room),
-        row.id,
-        "chat-message",
-        json(&msg),
-    ));
+    bus.publish(Envelope::new(topic(&row.room), row.id, "chat-message", json(&msg)).in_order());
 }
 
 #[cfg(test)]

@@ -47,6 +47,11 @@ pub struct Envelope {
     /// UTF-8 JSON, held as `Bytes` so a thousand WebSocket frames can share one copy.
     #[serde(with = "text_bytes")]
     pub data: Bytes,
+    /// The topic's stored ids run 1, 2, 3… without holes (a chat room's messages): a bus that
+    /// relays between instances puts them back in id order before delivering (see
+    /// [`super::reorder`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ordered: bool,
 }
 
 impl Envelope {
@@ -57,7 +62,14 @@ impl Envelope {
             id,
             kind: kind.into(),
             data: Bytes::from(data),
+            ordered: false,
         }
+    }
+
+    /// The same, marked as one of its topic's gapless run of ids ([`Envelope::ordered`]).
+    pub fn in_order(mut self) -> Self {
+        self.ordered = true;
+        self
     }
 
     /// The data as text (it is always built from a `String`).

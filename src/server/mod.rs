@@ -17,6 +17,7 @@ pub mod logs;
 pub mod metrics;
 pub mod origin;
 pub mod redis_bus;
+pub mod reorder;
 pub mod retry;
 pub mod shutdown;
 pub mod sse;

@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use super::bus::{Bus, Envelope, LocalBus, Subscription, RESYNC};
+use super::reorder::Reorder;
 use super::Shutdown;
 
 /// The one Redis channel every instance publishes to and hears.
@@ -37,6 +38,11 @@ pub const CHANNEL: &str = "tidings:bus";
 /// Envelopes waiting for the publishing task; past this (Redis far too slow or away) they are
 /// dropped for other instances, counted, and every instance is told to read back.
 const QUEUE: usize = 16 * 1024;
+/// Envelopes sent to Redis in one round trip at most.
+const PIPELINE: usize = 256;
+/// How long an early envelope of an ordered topic waits for the one before it (see
+/// [`super::reorder`]): well over a Redis hop, well under what a reader would notice.
+const REORDER_WAIT: Duration = Duration::from_millis(250);
 /// How long connecting (at start, and each reconnect) or one command may take.
 const TIMEOUT: Duration = Duration::from_secs(3);
 /// The wait between reconnect attempts.
@@ -58,6 +64,9 @@ struct Wire {
 #[derive(Debug)]
 pub struct RedisBus {
     local: LocalBus,
+    /// Every delivery to `local` goes through it, so this instance's subscribers get each
+    /// ordered topic in id order whichever instance published.
+    order: Reorder,
     instance: String,
     outbox: mpsc::Sender<Envelope>,
     /// For commands (the counts of other instances).
@@ -97,11 +106,22 @@ impl RedisBus {
         let sending = Arc::new(AtomicBool::new(true));
         let bus = Arc::new(Self {
             local,
+            order: Reorder::new(REORDER_WAIT),
             instance: instance.clone(),
             outbox,
             conn: publisher.clone(),
             hearing: hearing.clone(),
             sending: sending.clone(),
+        });
+        tokio::spawn({
+            let bus = Arc::downgrade(&bus);
+            let shutdown = shutdown.clone();
+            async move {
+                let Some(me) = bus.upgrade() else { return };
+                me.order
+                    .run(shutdown.cancelled_owned(), |e| me.local.publish(e))
+                    .await;
+            }
         });
         tokio::spawn(heartbeat_loop(
             publisher.clone(),
@@ -132,6 +152,13 @@ impl RedisBus {
         }
         tracing::info!(redis = %shown, instance = %bus.instance, "fan-out over Redis");
         Ok(bus)
+    }
+
+    /// Tells every local subscriber to read back from storage, after handing out what the
+    /// reorderer held (its holes may never fill now).
+    fn resync(&self) {
+        self.order.reset(|e| self.local.publish(e));
+        self.local.publish_everywhere(RESYNC);
     }
 
     /// A connection for other shared state (the login limit), reconnecting by itself.
@@ -203,7 +230,10 @@ impl RedisBus {
 
 impl Bus for RedisBus {
     fn publish(&self, message: Envelope) {
-        self.local.publish(message.clone());
+        self.order
+            .offer(message.clone(), tokio::time::Instant::now(), |e| {
+                self.local.publish(e)
+            });
         if self.outbox.try_send(message).is_err() {
             // Redis cannot keep up (or is away): other instances will be told to read back.
             self.sending.store(false, Ordering::Relaxed);
@@ -259,7 +289,8 @@ fn encode(from: &str, envelope: &Envelope) -> String {
     serde_json::to_string(&WireRef { from, envelope }).expect("an envelope serializes")
 }
 
-/// Sends queued envelopes to Redis, one `PUBLISH` each (the connection pipelines them). After a
+/// Sends queued envelopes to Redis: whatever is waiting (up to [`PIPELINE`]) in one round
+/// trip, so a busy instance's envelopes do not queue behind one round trip each. After a
 /// failure it keeps trying; the first success after one also tells every instance to resync.
 async fn publish_loop(
     mut conn: redis::aio::ConnectionManager,
@@ -269,31 +300,33 @@ async fn publish_loop(
     shutdown: Shutdown,
 ) {
     let resync = Envelope::new(RESYNC, 0, RESYNC, String::new());
+    let mut batch: Vec<Envelope> = Vec::with_capacity(PIPELINE);
     loop {
-        let envelope = tokio::select! {
+        let received = tokio::select! {
             _ = shutdown.cancelled() => return,
-            e = queued.recv() => match e { Some(e) => e, None => return },
+            n = queued.recv_many(&mut batch, PIPELINE) => n,
         };
+        if received == 0 {
+            return;
+        }
         let failed_before = !sending.load(Ordering::Relaxed);
-        let mut payloads = Vec::with_capacity(2);
+        let mut pipe = redis::pipe();
         if failed_before {
-            payloads.push(encode(&instance, &resync));
+            pipe.publish(CHANNEL, encode(&instance, &resync)).ignore();
         }
-        payloads.push(encode(&instance, &envelope));
-        let mut sent = true;
-        for payload in payloads {
-            let result: redis::RedisResult<i64> = conn.publish(CHANNEL, payload).await;
-            if let Err(e) = result {
-                if !failed_before {
-                    tracing::warn!(error = %e, "publishing to Redis failed; other instances will resync");
-                }
-                sent = false;
-                break;
+        for envelope in batch.drain(..) {
+            pipe.publish(CHANNEL, encode(&instance, &envelope)).ignore();
+        }
+        let result: redis::RedisResult<()> = pipe.query_async(&mut conn).await;
+        match result {
+            Ok(()) => {
+                sending.store(true, Ordering::Relaxed);
+                continue;
             }
-        }
-        if sent {
-            sending.store(true, Ordering::Relaxed);
-            continue;
+            Err(e) if !failed_before => {
+                tracing::warn!(error = %e, "publishing to Redis failed; other instances will resync");
+            }
+            Err(_) => {}
         }
         sending.store(false, Ordering::Relaxed);
         // Keep trying, with or without new traffic, until Redis takes the resync: then every
@@ -344,7 +377,7 @@ async fn subscribe_loop(
                 let Some(me) = bus.upgrade() else { return };
                 if lost {
                     tracing::info!("hearing Redis again; subscribers read back what they missed");
-                    me.local.publish_everywhere(RESYNC);
+                    me.resync();
                 }
                 drop(me);
                 let mut messages = pubsub.into_on_message();
@@ -357,10 +390,13 @@ async fn subscribe_loop(
                     let Some(me) = bus.upgrade() else { return };
                     match serde_json::from_slice::<Wire>(msg.get_payload_bytes()) {
                         Ok(wire) if wire.from == instance => {}
-                        Ok(wire) if wire.envelope.kind == RESYNC => {
-                            me.local.publish_everywhere(RESYNC)
+                        Ok(wire) if wire.envelope.kind == RESYNC => me.resync(),
+                        Ok(wire) => {
+                            me.order
+                                .offer(wire.envelope, tokio::time::Instant::now(), |e| {
+                                    me.local.publish(e)
+                                })
                         }
-                        Ok(wire) => me.local.publish(wire.envelope),
                         Err(e) => {
                             tracing::warn!(error = %e, "an unreadable message on the Redis bus")
                         }

@@ -1,0 +1,264 @@
+//! Puts a topic's envelopes back in id order before an instance delivers them (issue 7).
+//!
+//! With several instances, two writers take ids for one chat room in turn. Each instance
+//! delivers its own messages at once and hears the others' a moment later through Redis, so
+//! its sockets would often see id n+1 before n. Left to each socket, a thousand sockets would
+//! each hold n+1, and each read the room back from storage if n were late. Here the instance
+//! does it once for all of them: an [`Envelope::ordered`] envelope that comes before the one
+//! after the last delivered is held until the missing one arrives, for at most the wait given
+//! to [`Reorder::new`]. After that the held ones go out anyway and each subscriber, seeing the
+//! hole, reads it back from storage (stored ids stay the truth).
+//!
+//! Nothing is dropped: an envelope at or below the last delivered id (one that came after its
+//! hole was given up on) is delivered too, and subscribers skip what they already have.
+//! Memory is bounded: at most [`HELD_MAX`] envelopes per topic, and topics quiet for
+//! [`FORGET_AFTER`] are forgotten.
+//!
+//! Tests: `cargo test --features ssr server::reorder`.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Mutex,
+    time::Duration,
+};
+
+use tokio::time::Instant;
+
+use super::bus::Envelope;
+
+/// Envelopes held per topic at most; one more and the topic's hole is given up on at once.
+pub const HELD_MAX: usize = 1024;
+/// A topic with nothing held and nothing new for this long is forgotten.
+pub const FORGET_AFTER: Duration = Duration::from_secs(60);
+
+/// One ordered topic's state.
+#[derive(Debug)]
+struct Line {
+    /// The newest id delivered in order.
+    last: i64,
+    /// Envelopes beyond `last + 1`, waiting for the hole before them.
+    held: BTreeMap<i64, Envelope>,
+    /// Since when the current hole has been waited for.
+    since: Option<Instant>,
+    /// When an envelope last came.
+    seen: Instant,
+}
+
+impl Line {
+    /// Delivers what `held` has in order after `last` (a hole left behind gets its own wait).
+    fn release(&mut self, now: Instant, deliver: &mut impl FnMut(Envelope)) {
+        while let Some(e) = self.held.remove(&(self.last + 1)) {
+            self.last = e.id;
+            deliver(e);
+        }
+        self.since = (!self.held.is_empty()).then_some(now);
+    }
+
+    /// Gives up on the hole: delivers everything held, in order.
+    fn flush(&mut self, deliver: &mut impl FnMut(Envelope)) {
+        for (id, e) in std::mem::take(&mut self.held) {
+            self.last = self.last.max(id);
+            deliver(e);
+        }
+        self.since = None;
+    }
+}
+
+/// Per-topic reordering; see the module docs.
+#[derive(Debug)]
+pub struct Reorder {
+    wait: Duration,
+    lines: Mutex<HashMap<String, Line>>,
+    /// Told when a topic starts waiting for a hole (see [`Reorder::run`]).
+    waiting: tokio::sync::Notify,
+}
+
+impl Reorder {
+    /// Holds an early envelope for at most `wait`.
+    pub fn new(wait: Duration) -> Self {
+        Self {
+            wait,
+            lines: Mutex::new(HashMap::new()),
+            waiting: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Hands `deliver` what may go out now that `e` came, in order (envelopes that are not
+    /// [`Envelope::ordered`] at once). `deliver` runs under this reorderer's lock, so two
+    /// callers cannot interleave their deliveries.
+    pub fn offer(&self, e: Envelope, now: Instant, mut deliver: impl FnMut(Envelope)) {
+        if !e.ordered {
+            return deliver(e);
+        }
+        let mut lines = self.lines.lock().expect("reorder lock");
+        let line = match lines.get_mut(&e.topic) {
+            Some(line) => line,
+            // The first this instance hears of the topic: nothing to wait for.
+            None => lines.entry(e.topic.clone()).or_insert(Line {
+                last: e.id - 1,
+                held: BTreeMap::new(),
+                since: None,
+                seen: now,
+            }),
+        };
+        line.seen = now;
+        if e.id > line.last + 1 {
+            line.held.insert(e.id, e);
+            if line.since.is_none() {
+                line.since = Some(now);
+                self.waiting.notify_one();
+            }
+            if line.held.len() > HELD_MAX {
+                line.flush(&mut deliver);
+            }
+            return;
+        }
+        if e.id == line.last + 1 {
+            line.last = e.id;
+            deliver(e);
+            line.release(now, &mut deliver);
+        } else {
+            // Late: its hole was given up on. Subscribers that read it back skip it.
+            deliver(e);
+        }
+    }
+
+    /// Delivers what has waited out the wait (each subscriber then reads its hole back), and
+    /// forgets quiet topics. Returns when the next hole falls due, if any is held.
+    pub fn expire(&self, now: Instant, mut deliver: impl FnMut(Envelope)) -> Option<Instant> {
+        let mut lines = self.lines.lock().expect("reorder lock");
+        let mut next: Option<Instant> = None;
+        lines.retain(|_, line| {
+            if let Some(since) = line.since {
+                if now >= since + self.wait {
+                    line.flush(&mut deliver);
+                } else {
+                    let due = since + self.wait;
+                    next = Some(next.map_or(due, |n| n.min(due)));
+                }
+            }
+            !line.held.is_empty() || now.duration_since(line.seen) < FORGET_AFTER
+        });
+        next
+    }
+
+    /// Calls [`Reorder::expire`] whenever a hole falls due, until `stop`; `deliver` as there.
+    pub async fn run(
+        &self,
+        stop: impl std::future::Future<Output = ()>,
+        mut deliver: impl FnMut(Envelope),
+    ) {
+        let mut stop = std::pin::pin!(stop);
+        loop {
+            let next = self.expire(Instant::now(), &mut deliver);
+            // Quiet topics are forgotten on the next pass after a minute at most.
+            let wake = next.unwrap_or_else(|| Instant::now() + FORGET_AFTER);
+            tokio::select! {
+                _ = &mut stop => return,
+                _ = tokio::time::sleep_until(wake) => {}
+                _ = self.waiting.notified() => {}
+            }
+        }
+    }
+
+    /// Delivers everything held and forgets every topic (after the bus was cut off: what
+    /// was missed is read back from storage, and ids start afresh).
+    pub fn reset(&self, mut deliver: impl FnMut(Envelope)) {
+        let mut lines = self.lines.lock().expect("reorder lock");
+        for line in lines.values_mut() {
+            line.flush(&mut deliver);
+        }
+        lines.clear();
+    }
+
+    /// Topics followed now.
+    pub fn topic_count(&self) -> usize {
+        self.lines.lock().expect("reorder lock").len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(topic: &str, id: i64) -> Envelope {
+        Envelope::new(topic, id, "chat-message", format!("{{\"id\":{id}}}")).in_order()
+    }
+
+    fn offer(r: &Reorder, e: Envelope, now: Instant) -> Vec<i64> {
+        let mut out = Vec::new();
+        r.offer(e, now, |e| out.push(e.id));
+        out
+    }
+
+    #[test]
+    fn early_envelopes_wait_for_the_one_before_them() {
+        let r = Reorder::new(Duration::from_millis(250));
+        let t = Instant::now();
+        assert_eq!(
+            offer(&r, msg("room:a", 5), t),
+            [5],
+            "the first one goes at once"
+        );
+        assert_eq!(offer(&r, msg("room:a", 7), t), Vec::<i64>::new());
+        assert_eq!(offer(&r, msg("room:a", 8), t), Vec::<i64>::new());
+        assert_eq!(offer(&r, msg("room:b", 1), t), [1], "topics are apart");
+        assert_eq!(offer(&r, msg("room:a", 6), t), [6, 7, 8]);
+        assert_eq!(offer(&r, msg("room:a", 9), t), [9]);
+        let unordered = Envelope::new("room:a", 0, "presence", "{}".into());
+        let mut out = Vec::new();
+        r.offer(unordered, t, |e| out.push(e.kind));
+        assert_eq!(
+            out,
+            ["presence"],
+            "envelopes without ordered ids pass at once"
+        );
+    }
+
+    #[test]
+    fn a_hole_that_stays_is_given_up_on_after_the_wait_and_late_ones_still_go_out() {
+        let wait = Duration::from_millis(250);
+        let r = Reorder::new(wait);
+        let t = Instant::now();
+        offer(&r, msg("room:a", 1), t);
+        assert!(offer(&r, msg("room:a", 3), t).is_empty());
+        assert!(offer(&r, msg("room:a", 4), t + wait / 2).is_empty());
+        let mut out = Vec::new();
+        assert_eq!(r.expire(t + wait / 2, |e| out.push(e.id)), Some(t + wait));
+        assert!(out.is_empty(), "not yet due");
+        assert_eq!(r.expire(t + wait, |e| out.push(e.id)), None);
+        assert_eq!(
+            out,
+            [3, 4],
+            "given up on: delivered in order, the hole read back by each"
+        );
+        assert_eq!(
+            offer(&r, msg("room:a", 2), t + wait),
+            [2],
+            "late, but not dropped"
+        );
+        assert_eq!(offer(&r, msg("room:a", 5), t + wait), [5]);
+    }
+
+    #[test]
+    fn held_envelopes_are_bounded_and_quiet_topics_forgotten() {
+        let r = Reorder::new(Duration::from_secs(3600));
+        let t = Instant::now();
+        offer(&r, msg("room:a", 1), t);
+        for id in 3..(3 + HELD_MAX as i64) {
+            assert!(offer(&r, msg("room:a", id), t).is_empty());
+        }
+        let out = offer(&r, msg("room:a", 3 + HELD_MAX as i64), t);
+        assert_eq!(out.len(), HELD_MAX + 1, "one too many: all of them go out");
+        assert_eq!(out.first(), Some(&3));
+        assert_eq!(offer(&r, msg("room:a", 4 + HELD_MAX as i64), t).len(), 1);
+        assert_eq!(r.topic_count(), 1);
+        r.expire(t + FORGET_AFTER, |_| {});
+        assert_eq!(r.topic_count(), 0, "quiet for a minute: forgotten");
+        offer(&r, msg("room:a", 9), t);
+        offer(&r, msg("room:a", 11), t);
+        let mut out = Vec::new();
+        r.reset(|e| out.push(e.id));
+        assert_eq!((out, r.topic_count()), (vec![11], 0));
+    }
+}
