@@ -269,42 +269,6 @@ struct Room {
     last_id: i64,
     /// When this socket last fell behind the room's ring (the latest few).
     lags: Vec<tokio::time::Instant>,
-    /// Messages that came before the one just after `last_id` (with several instances, each
-    /// publishes its own at once and hears the others' a moment later), held for
-    /// [`REORDER_WAIT`] in the hope the missing one follows, instead of reading the room back.
-    early: std::collections::BTreeMap<i64, Arc<crate::server::bus::Envelope>>,
-    /// Since when `early` has been waiting for its gap to fill.
-    early_since: Option<tokio::time::Instant>,
-}
-
-/// How long messages that came early wait for the one before them before the room is read
-/// back from storage.
-const REORDER_WAIT: Duration = Duration::from_millis(250);
-/// Early messages held at most (past this the room is read back at once).
-const EARLY_MAX: usize = 256;
-
-impl Room {
-    /// Sends what `early` holds in order after `last_id`, and forgets what is no longer ahead.
-    fn release_early(&mut self, burst: &mut Vec<Message>) {
-        while let Some(m) = self.early.remove(&(self.last_id + 1)) {
-            burst.push(frame(&m.data));
-            self.last_id = m.id;
-        }
-        self.early = self.early.split_off(&(self.last_id + 1));
-        self.early_since = if self.early.is_empty() {
-            None
-        } else {
-            Some(tokio::time::Instant::now())
-        };
-    }
-}
-
-/// Resolves at `deadline` (never without one).
-async fn early_due(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
 }
 
 /// A socket that falls behind this many times within [`LAG_WINDOW`] is closed: reading its
@@ -356,10 +320,6 @@ async fn write_loop<S>(
     let mut notes_open = true;
     loop {
         let mut close: Option<(u16, &'static str)> = None;
-        let early_deadline = room
-            .as_ref()
-            .and_then(|r| r.early_since)
-            .map(|since| since + REORDER_WAIT);
         tokio::select! {
             biased;
             o = out.recv() => match o {
@@ -374,8 +334,6 @@ async fn write_loop<S>(
                         subscription,
                         last_id,
                         lags: Vec::new(),
-                        early: Default::default(),
-                        early_since: None,
                     });
                 }
                 Some(Out::Leave) => room = None,
@@ -399,14 +357,6 @@ async fn write_loop<S>(
                         }
                         close = Some((code, reason));
                     }
-                }
-            }
-            // Early messages waited long enough: read the room back from storage.
-            _ = early_due(early_deadline) => {
-                match Box::pin(take(&hub, &mut room, Received::Lagged(0), &mut burst)).await {
-                    Next::Go => {}
-                    Next::RoomEnded => room = None,
-                    Next::Close(code, reason) => close = Some((code, reason)),
                 }
             }
             n = notes.next(), if notes_open => match n {
@@ -493,18 +443,9 @@ async fn take(hub: &Hub, room: &mut Option<Room>, r: Received, burst: &mut Vec<M
         Received::Message(m) if m.id == current.last_id + 1 => {
             burst.push(frame(&m.data));
             current.last_id = m.id;
-            if !current.early.is_empty() {
-                current.release_early(burst);
-            }
         }
-        // Ahead of the next one: wait a little for the one before it.
-        Received::Message(m) if current.early.len() < EARLY_MAX => {
-            current.early.insert(m.id, m);
-            current
-                .early_since
-                .get_or_insert_with(tokio::time::Instant::now);
-        }
-        // A message beyond the next one (some were missed), or dropped ones: read them back.
+        // A message beyond the next one (some were missed: the bus already waited for them,
+        // see server/reorder.rs), or dropped ones: read them back.
         Received::Message(_) | Received::Lagged(_) => {
             // `Lagged(0)`: the bus was cut off, not this socket slow; only real lags count.
             if let Received::Lagged(n @ 1..) = r {
@@ -533,8 +474,6 @@ async fn take(hub: &Hub, room: &mut Option<Room>, r: Received, burst: &mut Vec<M
                         burst.push(text(&ServerMsg::ChatMessage(m)));
                     }
                     current.last_id = current.last_id.max(resume.last_id);
-                    // What came early is in what was read back, or still ahead.
-                    current.release_early(burst);
                 }
                 Err(e) => {
                     // Without them the socket would skip messages: better to say so and let
@@ -599,43 +538,51 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn messages_that_come_early_wait_for_the_one_before_them() {
+    async fn a_message_past_a_hole_makes_the_socket_read_the_hole_back() {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
         let store = Store::connect(&url).await.unwrap();
         let bus = Arc::new(LocalBus::new());
-        let hub = Hub::start(store, bus.clone(), Shutdown::new(), ChatConfig::default());
+        let hub = Hub::start(
+            store.clone(),
+            bus.clone(),
+            Shutdown::new(),
+            ChatConfig::default(),
+        );
         let mut c = connect(&hub, "alice");
         c.send(serde_json::json!({"type":"chat-join","room":"order","lastMessageId":null}));
         assert_eq!(c.next().await["type"], "chat-joined");
-        // Another instance's message 2 overtakes message 1 (neither is in this database, so
-        // reading the room back could not find them): the socket still gets 1, then 2.
-        let message = |id: i64| {
-            let m = ServerMsg::ChatMessage(crate::protocol::chat::ChatMessage {
-                id,
-                room: "order".into(),
-                display_name: "bob".into(),
-                text: format!("number {id}"),
-                timestamp: "2026-11-24T00:00:00.000Z".into(),
-            });
+        // Three messages stored (by another instance, say) but only the third heard: the
+        // socket reads 1 and 2 back from storage and sends all three, in order, once.
+        let new = |text: &str| crate::server::storage::chat::NewChatMessage {
+            room: "order".into(),
+            author: "bob".into(),
+            text: text.into(),
+            at: 0,
+        };
+        let rows = store
+            .append_chat_messages(&[new("one"), new("two"), new("three")], 100)
+            .await
+            .unwrap();
+        use crate::server::bus::Bus;
+        let third = ServerMsg::ChatMessage(crate::chat::hub::message_of(&rows[2]));
+        bus.publish(
             crate::server::bus::Envelope::new(
                 crate::chat::hub::topic("order"),
-                id,
+                rows[2].id,
                 "chat-message",
-                serde_json::to_string(&m).unwrap(),
+                serde_json::to_string(&third).unwrap(),
             )
-        };
-        use crate::server::bus::Bus;
-        bus.publish(message(2));
-        bus.publish(message(1));
-        let mut ids = Vec::new();
-        while ids.len() < 2 {
+            .in_order(),
+        );
+        let mut texts = Vec::new();
+        while texts.len() < 3 {
             let m = c.next().await;
             if m["type"] == "chat-message" {
-                ids.push(m["id"].as_i64().unwrap());
+                texts.push(m["text"].as_str().unwrap().to_string());
             }
         }
-        assert_eq!(ids, [1, 2]);
+        assert_eq!(texts, ["one", "two", "three"]);
     }
 
     fn connect(hub: &Hub, user: &str) -> Client {
