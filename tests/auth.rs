@@ -623,6 +623,14 @@ fn pages_render_while_other_servers_start() {
     };
     let (started_tx, started_rx) = std::sync::mpsc::channel();
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Stops the starters however this test ends (a failed request must not leave them running).
+    struct Done(std::sync::Arc<std::sync::atomic::AtomicBool>);
+    impl Drop for Done {
+        fn drop(&mut self) {
+            self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    let stop_starters = Done(done.clone());
     let starters: Vec<_> = (0..3)
         .map(|_| {
             let done = done.clone();
@@ -656,7 +664,7 @@ fn pages_render_while_other_servers_start() {
             }
         }
     });
-    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    drop(stop_starters);
     for s in starters {
         s.join().unwrap();
     }

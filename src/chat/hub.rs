@@ -194,12 +194,15 @@ impl Hub {
                 everyone: Mutex::new(HashMap::new()),
             }),
         };
-        let presence = hub.inner.bus.subscribe(PRESENCE);
-        tokio::spawn(presence_loop(
-            Arc::downgrade(&hub.inner),
-            presence,
-            hub.inner.shutdown.clone(),
-        ));
+        // Alone (the in-process bus), nobody else is there to tell or to hear.
+        if hub.inner.bus.spans_instances() {
+            let presence = hub.inner.bus.subscribe(PRESENCE);
+            tokio::spawn(presence_loop(
+                Arc::downgrade(&hub.inner),
+                presence,
+                hub.inner.shutdown.clone(),
+            ));
+        }
         let inner = &hub.inner;
         inner.shutdown.spawn(write_loop(
             inner.store.clone(),
@@ -448,16 +451,18 @@ impl Hub {
     /// in the order they happened.
     fn here(&self, room: &str, user: &str, present: bool) {
         let me = self.inner.bus.instance().to_string();
-        let change = InstancePresence::Change {
-            instance: me.clone(),
-            room: room.to_string(),
-            user: user.to_string(),
-            present,
-        };
-        let data = serde_json::to_string(&change).expect("serializable");
-        self.inner
-            .bus
-            .publish(Envelope::new(PRESENCE, 0, "presence", data));
+        if self.inner.bus.spans_instances() {
+            let change = InstancePresence::Change {
+                instance: me.clone(),
+                room: room.to_string(),
+                user: user.to_string(),
+                present,
+            };
+            let data = serde_json::to_string(&change).expect("serializable");
+            self.inner
+                .bus
+                .publish(Envelope::new(PRESENCE, 0, "presence", data));
+        }
         let mut everyone = self.inner.everyone.lock().expect("presence lock");
         if let Some(action) = set_present(&mut everyone, room, user, &me, present) {
             self.announce(room, user, action);

@@ -174,6 +174,10 @@ pub trait Bus: Send + Sync + std::fmt::Debug + 'static {
     fn publish_local(&self, message: Envelope) {
         self.publish(message)
     }
+    /// Whether other instances may be on the bus (the in-process bus: never).
+    fn spans_instances(&self) -> bool {
+        false
+    }
     /// This instance's id among the instances on the bus.
     fn instance(&self) -> &str {
         "local"
@@ -189,8 +193,8 @@ pub trait Bus: Send + Sync + std::fmt::Debug + 'static {
     }
 }
 
-/// The in-process bus: one broadcast channel per topic with subscribers.
-#[derive(Debug, Default)]
+/// The in-process bus: one broadcast channel per topic with subscribers. Clones share it.
+#[derive(Clone, Debug, Default)]
 pub struct LocalBus {
     topics: Arc<Topics>,
 }

@@ -1,8 +1,10 @@
 //! The fan-out bus across instances (issue 7): `REDIS_URL` set, every envelope published on one
 //! instance reaches the subscribers of its topic on every instance.
 //!
-//! How: each instance keeps its local bus ([`LocalBus`]) and delivers to its own subscribers at
-//! once, whatever Redis does. Every envelope also goes, as JSON with the publishing instance's
+//! How: each instance keeps its local bus ([`LocalBus`]) and delivers to its own subscribers
+//! itself, whatever Redis does: at once, except that envelopes of an ordered topic (a chat
+//! room) pass through [`Reorder`], which puts them back in id order across the instances while
+//! Redis is heard. Every envelope also goes, as JSON with the publishing instance's
 //! id, to one Redis channel ([`CHANNEL`]) through a bounded queue and one publishing task; one
 //! subscribing task per instance hears that channel and hands other instances' envelopes to the
 //! local bus (topics nobody here watches are dropped there, as locally).
@@ -64,9 +66,10 @@ struct Wire {
 #[derive(Debug)]
 pub struct RedisBus {
     local: LocalBus,
-    /// Every delivery to `local` goes through it, so this instance's subscribers get each
+    /// Envelopes published here or heard from Redis pass through it on their way to `local`
+    /// (presence worked out here and resyncs do not), so this instance's subscribers get each
     /// ordered topic in id order whichever instance published.
-    order: Reorder,
+    order: Arc<Reorder>,
     instance: String,
     outbox: mpsc::Sender<Envelope>,
     /// For commands (the counts of other instances).
@@ -74,6 +77,11 @@ pub struct RedisBus {
     /// Whether the subscriber is connected and the last send went through.
     hearing: Arc<AtomicBool>,
     sending: Arc<AtomicBool>,
+    /// Set when an envelope could not be queued for Redis: the publishing task then sends a
+    /// resync first thing, so the other instances read back what they did not get.
+    dropped: Arc<AtomicBool>,
+    /// Stops the reorderer's task when the bus goes (as well as at shutdown).
+    _stop: tokio_util::sync::DropGuard,
 }
 
 impl RedisBus {
@@ -104,23 +112,31 @@ impl RedisBus {
         let (outbox, queued) = mpsc::channel(QUEUE);
         let hearing = Arc::new(AtomicBool::new(false));
         let sending = Arc::new(AtomicBool::new(true));
+        let dropped = Arc::new(AtomicBool::new(false));
+        let stop = tokio_util::sync::CancellationToken::new();
+        let order = Arc::new(Reorder::new(REORDER_WAIT));
         let bus = Arc::new(Self {
             local,
-            order: Reorder::new(REORDER_WAIT),
+            order: order.clone(),
             instance: instance.clone(),
             outbox,
             conn: publisher.clone(),
             hearing: hearing.clone(),
             sending: sending.clone(),
+            dropped: dropped.clone(),
+            _stop: stop.clone().drop_guard(),
         });
         tokio::spawn({
-            let bus = Arc::downgrade(&bus);
+            let local = bus.local.clone();
             let shutdown = shutdown.clone();
             async move {
-                let Some(me) = bus.upgrade() else { return };
-                me.order
-                    .run(shutdown.cancelled_owned(), |e| me.local.publish(e))
-                    .await;
+                let stop = async {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => {}
+                        _ = stop.cancelled() => {}
+                    }
+                };
+                order.run(stop, |e| local.publish(e)).await;
             }
         });
         tokio::spawn(heartbeat_loop(
@@ -133,6 +149,7 @@ impl RedisBus {
             instance.clone(),
             queued,
             sending,
+            dropped,
             shutdown.clone(),
         ));
         tokio::spawn(subscribe_loop(
@@ -230,12 +247,19 @@ impl RedisBus {
 
 impl Bus for RedisBus {
     fn publish(&self, message: Envelope) {
-        self.order
-            .offer(message.clone(), tokio::time::Instant::now(), |e| {
-                self.local.publish(e)
-            });
+        if self.hearing.load(Ordering::Relaxed) {
+            self.order
+                .offer(message.clone(), tokio::time::Instant::now(), |e| {
+                    self.local.publish(e)
+                });
+        } else {
+            // Nothing comes from the other instances now: no hole here can fill, so none is
+            // waited for (subscribers read back; hearing again resets the reorderer).
+            self.local.publish(message.clone());
+        }
         if self.outbox.try_send(message).is_err() {
             // Redis cannot keep up (or is away): other instances will be told to read back.
+            self.dropped.store(true, Ordering::SeqCst);
             self.sending.store(false, Ordering::Relaxed);
         }
     }
@@ -248,6 +272,9 @@ impl Bus for RedisBus {
         self.local.publish(message);
     }
 
+    fn spans_instances(&self) -> bool {
+        true
+    }
     fn instance(&self) -> &str {
         &self.instance
     }
@@ -291,12 +318,14 @@ fn encode(from: &str, envelope: &Envelope) -> String {
 
 /// Sends queued envelopes to Redis: whatever is waiting (up to [`PIPELINE`]) in one round
 /// trip, so a busy instance's envelopes do not queue behind one round trip each. After a
-/// failure it keeps trying; the first success after one also tells every instance to resync.
+/// failure, or after `publish` could not queue an envelope (`dropped`), it tells every
+/// instance to resync with the next round trip that goes through.
 async fn publish_loop(
     mut conn: redis::aio::ConnectionManager,
     instance: String,
     mut queued: mpsc::Receiver<Envelope>,
     sending: Arc<AtomicBool>,
+    dropped: Arc<AtomicBool>,
     shutdown: Shutdown,
 ) {
     let resync = Envelope::new(RESYNC, 0, RESYNC, String::new());
@@ -310,8 +339,11 @@ async fn publish_loop(
             return;
         }
         let failed_before = !sending.load(Ordering::Relaxed);
+        // Taken, not read: an envelope dropped while this round trip is under way sets it
+        // again, and the next round trip carries its resync.
+        let tell_resync = dropped.swap(false, Ordering::SeqCst) || failed_before;
         let mut pipe = redis::pipe();
-        if failed_before {
+        if tell_resync {
             pipe.publish(CHANNEL, encode(&instance, &resync)).ignore();
         }
         for envelope in batch.drain(..) {
@@ -425,11 +457,18 @@ mod tests {
 
     #[test]
     fn envelopes_cross_as_json_with_their_sender() {
-        let e = Envelope::new("room:general", 7, "chat-message", r#"{"text":"hé"}"#.into());
+        let e =
+            Envelope::new("room:general", 7, "chat-message", r#"{"text":"hé"}"#.into()).in_order();
         let text = encode("abc", &e);
         let back: Wire = serde_json::from_str(&text).unwrap();
         assert_eq!(back.from, "abc");
         assert_eq!(back.envelope, e);
+        assert!(back.envelope.ordered, "the order mark crosses");
+        let plain = Envelope::new("presence", 0, "presence", "{}".into());
+        assert!(
+            !encode("abc", &plain).contains("ordered"),
+            "and costs nothing when unset"
+        );
         assert_ne!(instance_id(), instance_id());
     }
 }

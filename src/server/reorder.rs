@@ -6,13 +6,14 @@
 //! each hold n+1, and each read the room back from storage if n were late. Here the instance
 //! does it once for all of them: an [`Envelope::ordered`] envelope that comes before the one
 //! after the last delivered is held until the missing one arrives, for at most the wait given
-//! to [`Reorder::new`]. After that the held ones go out anyway and each subscriber, seeing the
+//! to [`Reorder::new`] (counted from when the first of them came). After that the held ones go
+//! out anyway and each subscriber, seeing the
 //! hole, reads it back from storage (stored ids stay the truth).
 //!
 //! Nothing is dropped: an envelope at or below the last delivered id (one that came after its
 //! hole was given up on) is delivered too, and subscribers skip what they already have.
-//! Memory is bounded: at most [`HELD_MAX`] envelopes per topic, and topics quiet for
-//! [`FORGET_AFTER`] are forgotten.
+//! Memory is bounded: past [`HELD_MAX`] envelopes held for a topic they all go out, and topics
+//! quiet for [`FORGET_AFTER`] are forgotten.
 //!
 //! Tests: `cargo test --features ssr server::reorder`.
 
@@ -45,13 +46,16 @@ struct Line {
 }
 
 impl Line {
-    /// Delivers what `held` has in order after `last` (a hole left behind gets its own wait).
-    fn release(&mut self, now: Instant, deliver: &mut impl FnMut(Envelope)) {
+    /// Delivers what `held` has in order after `last`. What stays held keeps its `since`
+    /// (that of the oldest held), so nothing waits longer than the wait in all.
+    fn release(&mut self, deliver: &mut impl FnMut(Envelope)) {
         while let Some(e) = self.held.remove(&(self.last + 1)) {
             self.last = e.id;
             deliver(e);
         }
-        self.since = (!self.held.is_empty()).then_some(now);
+        if self.held.is_empty() {
+            self.since = None;
+        }
     }
 
     /// Gives up on the hole: delivers everything held, in order.
@@ -84,8 +88,8 @@ impl Reorder {
     }
 
     /// Hands `deliver` what may go out now that `e` came, in order (envelopes that are not
-    /// [`Envelope::ordered`] at once). `deliver` runs under this reorderer's lock, so two
-    /// callers cannot interleave their deliveries.
+    /// [`Envelope::ordered`] at once, without the lock). For ordered ones `deliver` runs under
+    /// this reorderer's lock, so two callers cannot interleave their deliveries.
     pub fn offer(&self, e: Envelope, now: Instant, mut deliver: impl FnMut(Envelope)) {
         if !e.ordered {
             return deliver(e);
@@ -116,7 +120,7 @@ impl Reorder {
         if e.id == line.last + 1 {
             line.last = e.id;
             deliver(e);
-            line.release(now, &mut deliver);
+            line.release(&mut deliver);
         } else {
             // Late: its hole was given up on. Subscribers that read it back skip it.
             deliver(e);
@@ -162,7 +166,7 @@ impl Reorder {
     }
 
     /// Delivers everything held and forgets every topic (after the bus was cut off: what
-    /// was missed is read back from storage, and ids start afresh).
+    /// was missed is read back from storage, and each topic's tracking starts afresh).
     pub fn reset(&self, mut deliver: impl FnMut(Envelope)) {
         let mut lines = self.lines.lock().expect("reorder lock");
         for line in lines.values_mut() {
@@ -238,6 +242,24 @@ mod tests {
             "late, but not dropped"
         );
         assert_eq!(offer(&r, msg("room:a", 5), t + wait), [5]);
+    }
+
+    #[test]
+    fn nothing_waits_longer_than_the_wait_even_behind_several_holes() {
+        let wait = Duration::from_millis(250);
+        let r = Reorder::new(wait);
+        let t = Instant::now();
+        offer(&r, msg("room:a", 1), t);
+        assert!(offer(&r, msg("room:a", 3), t).is_empty());
+        assert!(offer(&r, msg("room:a", 5), t).is_empty());
+        assert_eq!(offer(&r, msg("room:a", 2), t + wait / 2), [2, 3]);
+        let mut out = Vec::new();
+        r.expire(t + wait, |e| out.push(e.id));
+        assert_eq!(
+            out,
+            [5],
+            "5 came at t: due at t + wait, not a wait after 3 went"
+        );
     }
 
     #[test]
