@@ -51,6 +51,31 @@ fn a_bad_database_url_fails_fast_with_a_clear_message() {
 }
 
 #[test]
+fn an_unreachable_postgres_fails_at_start_with_a_clear_message() {
+    // Port 1 on loopback: nothing listens there, so the connection is refused at once.
+    let out = tidings(&[(
+        "DATABASE_URL",
+        "postgres://tidings:secret@127.0.0.1:1/tidings",
+    )])
+    .output()
+    .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cannot open the database at postgres://"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("refused"),
+        "the reason, not a pool timeout: {stderr}"
+    );
+    assert!(
+        !stderr.contains("secret"),
+        "the password is not shown: {stderr}"
+    );
+}
+
+#[test]
 fn a_bad_setting_names_its_variable() {
     let out = tidings(&[("TIDINGS_STREAM_TOKEN_TTL", "soon")])
         .output()

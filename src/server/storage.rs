@@ -180,6 +180,24 @@ impl Store {
         let options = AnyConnectOptions::from_str(url).map_err(|e| {
             anyhow::anyhow!("DATABASE_URL {:?} is not a valid URL: {e}", redact(url))
         })?;
+        if backend != Backend::Sqlite {
+            // One connection on its own first: a server that refuses or rejects us is named
+            // with its reason at once, instead of the pool retrying until its timeout.
+            use sqlx::Connection;
+            let probe = tokio::time::timeout(
+                std::time::Duration::from_secs(5),
+                sqlx::AnyConnection::connect_with(&options),
+            )
+            .await
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "cannot open the database at {}: no answer in 5 s",
+                    redact(url)
+                )
+            })?
+            .map_err(|e| anyhow::anyhow!("cannot open the database at {}: {e}", redact(url)))?;
+            let _ = probe.close().await;
+        }
         let pool = AnyPoolOptions::new()
             .max_connections(if backend == Backend::Sqlite { 8 } else { 16 })
             .acquire_timeout(std::time::Duration::from_secs(10))
