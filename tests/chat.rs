@@ -20,9 +20,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{error_code, get_json, plain_client, post_json, TestServer, User};
-use eventsource_stream::{EventStreamError, Eventsource};
-use futures::{stream::LocalBoxStream, SinkExt, StreamExt};
+use common::{error_code, get_json, plain_client, post_json, Got, Sse, TestServer, User};
+use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tidings::protocol::chat::{
     ChatGap, ChatMessage, ChatPresence, MessagePage, Notification, NotificationSent,
@@ -348,18 +347,6 @@ async fn ends(ws: &mut Ws) {
 // SSE
 // ---------------------------------------------------------------------------------------------
 
-type Events =
-    LocalBoxStream<'static, Result<eventsource_stream::Event, EventStreamError<reqwest::Error>>>;
-
-/// One received SSE event. `id` is the last event id seen (the WHATWG parser keeps it across
-/// events that carry none).
-#[derive(Debug, Clone)]
-struct Got {
-    id: String,
-    event: String,
-    data: Value,
-}
-
 impl Got {
     /// A `chat-message` event whose SSE id is the message id.
     fn message(&self) -> ChatMessage {
@@ -367,75 +354,6 @@ impl Got {
         let m = chat_message(&self.data);
         assert_eq!(self.id, m.id.to_string(), "SSE id = message id");
         m
-    }
-}
-
-/// An open event stream, read one event at a time.
-struct Sse {
-    events: Events,
-}
-
-impl Sse {
-    /// Sends `request` and expects 200 `text/event-stream`.
-    async fn open(request: reqwest::RequestBuilder) -> Self {
-        let res = request.send().await.expect("the server answers");
-        let status = res.status();
-        if status != 200 {
-            panic!(
-                "expected an event stream, got {status}: {}",
-                res.text().await.unwrap_or_default()
-            );
-        }
-        assert_eq!(res.headers()["content-type"], "text/event-stream");
-        Self {
-            events: res.bytes_stream().eventsource().boxed_local(),
-        }
-    }
-
-    fn got(event: eventsource_stream::Event) -> Got {
-        let data = serde_json::from_str(&event.data)
-            .unwrap_or_else(|e| panic!("JSON data ({e}): {}", event.data));
-        Got {
-            id: event.id,
-            event: event.event,
-            data,
-        }
-    }
-
-    /// The next event; `None` when the response ended.
-    async fn next(&mut self) -> Option<Got> {
-        let event = timeout(WAIT, self.events.next())
-            .await
-            .expect("an event in time")?;
-        Some(Self::got(event.expect("a well-formed event")))
-    }
-
-    /// The next event named `name`, skipping others.
-    async fn next_named(&mut self, name: &str) -> Got {
-        loop {
-            let got = self
-                .next()
-                .await
-                .unwrap_or_else(|| panic!("the stream ended before a {name} event"));
-            if got.event == name {
-                return got;
-            }
-        }
-    }
-
-    /// Every remaining event; the response must end within [`WAIT`].
-    async fn rest(mut self) -> Vec<Got> {
-        let until = tokio::time::Instant::now() + WAIT;
-        let mut all = Vec::new();
-        loop {
-            match tokio::time::timeout_at(until, self.events.next())
-                .await
-                .expect("the response ends in time")
-            {
-                None => return all,
-                Some(event) => all.push(Self::got(event.expect("a well-formed event"))),
-            }
-        }
     }
 }
 

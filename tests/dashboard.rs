@@ -8,21 +8,13 @@
 
 mod common;
 
-use std::time::Duration;
-
-use common::{error_code, plain_client, TestServer};
-use eventsource_stream::Eventsource;
-use futures::{stream::LocalBoxStream, StreamExt};
+use common::{error_code, plain_client, Got, Sse, TestServer};
 
 use serde_json::{json, Value};
 use tidings::{
     protocol::metrics::{LogGap, LogLevel, LogRecord, Metrics},
     server::logs::{RingLayer, RING_RECORDS},
 };
-use tokio::time::timeout;
-
-/// How long any one event may take to come.
-const WAIT: Duration = Duration::from_secs(10);
 
 /// Installs the log ring (and an `info` filter) for this test process, once.
 fn logging() {
@@ -33,61 +25,8 @@ fn logging() {
         .try_init();
 }
 
-struct Got {
-    id: String,
-    event: String,
-    data: Value,
-}
-
-/// An open event stream, read one event at a time.
-struct Sse {
-    events: LocalBoxStream<
-        'static,
-        Result<eventsource_stream::Event, eventsource_stream::EventStreamError<reqwest::Error>>,
-    >,
-}
-
+/// What the dashboard's streams carry, read on the shared reader.
 impl Sse {
-    async fn open(request: reqwest::RequestBuilder) -> Self {
-        let res = request.send().await.expect("the server answers");
-        let status = res.status();
-        assert_eq!(
-            status,
-            200,
-            "expected an event stream: {}",
-            res.text().await.unwrap_or_default()
-        );
-        assert_eq!(res.headers()["content-type"], "text/event-stream");
-        assert_eq!(res.headers()["cache-control"], "no-cache");
-        Self {
-            events: res.bytes_stream().eventsource().boxed_local(),
-        }
-    }
-
-    async fn next(&mut self) -> Got {
-        let event = timeout(WAIT, self.events.next())
-            .await
-            .expect("an event in time")
-            .expect("the stream goes on")
-            .expect("a well-formed event");
-        Got {
-            id: event.id,
-            event: event.event,
-            data: serde_json::from_str(&event.data)
-                .unwrap_or_else(|e| panic!("JSON data ({e}): {}", event.data)),
-        }
-    }
-
-    /// The next event named `name`, skipping others.
-    async fn next_named(&mut self, name: &str) -> Got {
-        loop {
-            let got = self.next().await;
-            if got.event == name {
-                return got;
-            }
-        }
-    }
-
     /// The next metrics sample for which `test` holds (samples come once a second).
     async fn metrics_until(&mut self, what: &str, test: impl Fn(&Metrics) -> bool) -> Metrics {
         for _ in 0..15 {
@@ -103,7 +42,7 @@ impl Sse {
     /// The next log record, skipping records of other tests.
     async fn next_log(&mut self, mine: impl Fn(&LogRecord) -> bool) -> (Got, LogRecord) {
         loop {
-            let got = self.next().await;
+            let got = self.next().await.expect("the stream goes on");
             if got.event == "log" {
                 let record: LogRecord = serde_json::from_value(got.data.clone()).unwrap();
                 if mine(&record) {

@@ -13,8 +13,7 @@ use std::{
     time::Duration,
 };
 
-use common::{fresh_database, TestServer, Ws};
-use eventsource_stream::Eventsource;
+use common::{fresh_database, Sse, TestServer, Ws};
 use futures::{SinkExt, StreamExt};
 use reqwest::cookie::CookieStore;
 use serde_json::{json, Value};
@@ -134,33 +133,6 @@ async fn next_of(ws: &mut Ws, kind: &str) -> Value {
 }
 
 /// An event stream's events as (name, id, data).
-type Events = futures::stream::LocalBoxStream<'static, (String, String, Value)>;
-
-async fn events(request: reqwest::RequestBuilder) -> Events {
-    let res = request.send().await.unwrap();
-    assert_eq!(res.status(), 200);
-    res.bytes_stream()
-        .eventsource()
-        .map(|e| {
-            let e = e.expect("a well-formed event");
-            let data = serde_json::from_str(&e.data).unwrap_or(Value::Null);
-            (e.event, e.id, data)
-        })
-        .boxed_local()
-}
-
-async fn next_named(events: &mut Events, name: &str) -> (String, Value) {
-    loop {
-        let (event, id, data) = timeout(WAIT, events.next())
-            .await
-            .unwrap_or_else(|_| panic!("a {name} event in time"))
-            .expect("the stream goes on");
-        if event == name {
-            return (id, data);
-        }
-    }
-}
-
 #[tokio::test]
 async fn a_message_on_one_instance_reaches_every_transport_on_the_other() {
     let redis = Redis::start();
@@ -171,15 +143,16 @@ async fn a_message_on_one_instance_reaches_every_transport_on_the_other() {
     // Ann on A over WebSocket; Bob on B over SSE.
     let mut ws = a.ws(&ann.cookie).await;
     join(&mut ws, "scale", None).await;
-    let mut sse = events(bob.http.get(b.url("/api/rooms/scale/events"))).await;
-    next_named(&mut sse, "chat-joined").await;
+    let mut sse = Sse::open(bob.http.get(b.url("/api/rooms/scale/events"))).await;
+    sse.next_named("chat-joined").await;
 
     ws.send(Message::text(
         json!({"type": "chat-message", "text": "from A"}).to_string(),
     ))
     .await
     .unwrap();
-    let (id, data) = next_named(&mut sse, "chat-message").await;
+    let got = sse.next_named("chat-message").await;
+    let (id, data) = (got.id, got.data);
     assert_eq!(data["text"], "from A");
     assert_eq!(id, data["id"].to_string());
 
@@ -229,14 +202,15 @@ async fn a_job_created_on_one_instance_is_watched_on_the_other() {
         .unwrap();
     let id = created["id"].as_i64().unwrap();
     // The same session on B (one database): every event, in order, to the end.
-    let mut watch = events(ann.http.get(b.url(&format!("/api/jobs/{id}/events")))).await;
+    let mut watch = Sse::open(ann.http.get(b.url(&format!("/api/jobs/{id}/events")))).await;
     let mut ids = Vec::new();
     loop {
-        let (event, event_id, _) = timeout(WAIT, watch.next())
+        let got = watch
+            .next_within(WAIT)
             .await
-            .expect("job events in time")
             .expect("the stream goes on until the job ends");
-        ids.push(event_id.parse::<i64>().unwrap());
+        let event = got.event;
+        ids.push(got.id.parse::<i64>().unwrap());
         if event == "complete" {
             break;
         }
@@ -428,7 +402,7 @@ async fn kill_9_of_an_instance_mid_job_loses_nothing() {
     let _b = Killed(b);
 
     // Watchers: the job's events on B; a chat socket on A.
-    let mut watch = events(http.get(format!("{base_b}/api/jobs/{job}/events"))).await;
+    let mut watch = Sse::open(http.get(format!("{base_b}/api/jobs/{job}/events"))).await;
     let mut ws = common::open_ws(&base_a, &cookie).await;
     join(&mut ws, "kill", None).await;
     ws.send(Message::text(
@@ -440,7 +414,7 @@ async fn kill_9_of_an_instance_mid_job_loses_nothing() {
         .as_i64()
         .unwrap();
     // B's watcher sees the job move, published by A through Redis.
-    let (first, _) = next_named(&mut watch, "progress").await;
+    let first = watch.next_named("progress").await.id;
 
     // A notification sent on B counts the connections of both processes: B's own (the job
     // watcher) and A's socket, which A reports through Redis every 2 s.
@@ -507,11 +481,12 @@ async fn kill_9_of_an_instance_mid_job_loses_nothing() {
     // order, to the end.
     let mut ids = vec![first.parse::<i64>().unwrap()];
     loop {
-        let (event, id, _) = timeout(TAKEOVER, watch.next())
+        let got = watch
+            .next_within(TAKEOVER)
             .await
-            .expect("B finishes the job")
             .expect("the stream goes on until the job ends");
-        ids.push(id.parse().unwrap());
+        let event = got.event;
+        ids.push(got.id.parse().unwrap());
         assert_ne!(event, "failed");
         if event == "complete" {
             break;
@@ -566,8 +541,12 @@ async fn the_failed_login_limit_is_shared_by_the_instances() {
 }
 
 /// The next `chat-presence` on an SSE room stream: (action, user).
-async fn next_presence(events: &mut Events) -> (String, String) {
-    let (_, data) = next_named(events, "chat-presence").await;
+async fn next_presence(events: &mut Sse) -> (String, String) {
+    presence_of(events.next_named("chat-presence").await.data)
+}
+
+/// (action, user) of a `chat-presence` event's data.
+fn presence_of(data: Value) -> (String, String) {
     (
         data["action"].as_str().unwrap().to_string(),
         data["displayName"].as_str().unwrap().to_string(),
@@ -580,8 +559,8 @@ async fn presence_is_one_entry_per_user_across_instances() {
     let (a, b, _db) = two_instances(&redis).await;
     let ann = a.user("scale_ann_p").await;
     let bob = b.user("scale_bob_p").await;
-    let mut watch = events(bob.http.get(b.url("/api/rooms/meet/events"))).await;
-    next_named(&mut watch, "chat-joined").await;
+    let mut watch = Sse::open(bob.http.get(b.url("/api/rooms/meet/events"))).await;
+    watch.next_named("chat-joined").await;
 
     // Ann comes in on A: Bob, on B, hears it; Ann's member list has Bob, who is on B.
     let mut on_a = a.ws(&ann.cookie).await;
@@ -625,8 +604,8 @@ async fn the_users_of_an_instance_that_died_leave_after_its_presence_expires() {
     let (a, b, _db) = two_instances(&redis).await;
     let ann = a.user("scale_gone").await;
     let bob = b.user("scale_stays").await;
-    let mut watch = events(bob.http.get(b.url("/api/rooms/gone/events"))).await;
-    next_named(&mut watch, "chat-joined").await;
+    let mut watch = Sse::open(bob.http.get(b.url("/api/rooms/gone/events"))).await;
+    watch.next_named("chat-joined").await;
     let mut on_a = a.ws(&ann.cookie).await;
     join(&mut on_a, "gone", None).await;
     assert_eq!(
@@ -636,18 +615,11 @@ async fn the_users_of_an_instance_that_died_leave_after_its_presence_expires() {
     // A stops without a word (its sockets close, nothing more comes from it).
     a.state.shutdown.trigger();
     // Up to 15 s of silence, then B's next check (every 5 s) retires A's presence.
-    let (action, who) = timeout(Duration::from_secs(40), async {
-        loop {
-            let (event, _, data) = watch.next().await.expect("the stream goes on");
-            if event == "chat-presence" {
-                return (
-                    data["action"].as_str().unwrap().to_string(),
-                    data["displayName"].as_str().unwrap().to_string(),
-                );
-            }
-        }
-    })
-    .await
-    .expect("Ann leaves once A's presence expires");
+    let (action, who) = presence_of(
+        watch
+            .next_named_within("chat-presence", Duration::from_secs(40))
+            .await
+            .data,
+    );
     assert_eq!((action.as_str(), who.as_str()), ("left", "scale_gone"));
 }

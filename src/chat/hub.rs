@@ -458,15 +458,20 @@ impl Hub {
                 user: user.to_string(),
                 present,
             };
-            let data = serde_json::to_string(&change).expect("serializable");
-            self.inner
-                .bus
-                .publish(Envelope::new(PRESENCE, 0, "presence", data));
+            self.tell(&change);
         }
         let mut everyone = self.inner.everyone.lock().expect("presence lock");
         if let Some(action) = set_present(&mut everyone, room, user, &me, present) {
             self.announce(room, user, action);
         }
+    }
+
+    /// Tells the other instances `news`.
+    fn tell(&self, news: &InstancePresence) {
+        let data = serde_json::to_string(news).expect("serializable");
+        self.inner
+            .bus
+            .publish(Envelope::new(PRESENCE, 0, "presence", data));
     }
 
     /// Tells this instance's clients of a presence change (each instance works it out for
@@ -616,10 +621,7 @@ impl Hub {
             instance: me.clone(),
             rooms,
         };
-        let data = serde_json::to_string(&snapshot).expect("serializable");
-        self.inner
-            .bus
-            .publish(Envelope::new(PRESENCE, 0, "presence", data));
+        self.tell(&snapshot);
         let now = Instant::now();
         let mut everyone = self.inner.everyone.lock().expect("presence lock");
         let mut quiet: Vec<(String, String, String)> = Vec::new();

@@ -90,7 +90,7 @@ where
     S: Sink<Message> + Unpin + Send,
     R: Stream<Item = Result<Message, axum::Error>> + Unpin + Send,
 {
-    let _live = ws::LiveSocket::new();
+    let _live = ws::live_socket();
     let (out_tx, out_rx) = mpsc::channel(REPLY_QUEUE);
     let last_seen = Arc::new(AtomicI64::new(clock::now_ms()));
     let dead = CancellationToken::new();

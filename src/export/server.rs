@@ -325,7 +325,7 @@ async fn export(
     // MAX_CONCURRENT_EXPORTS of them): pages are read there without a hop per page.
     // Tracked by the shutdown signal, so the server waits for its audit row before exiting.
     let runtime = tokio::runtime::Handle::current();
-    let live = metrics::LiveExport::new();
+    let live = metrics::live_export();
     state.shutdown.spawn_blocking(move || {
         runtime.block_on(async move {
             let _live = live;

@@ -60,25 +60,24 @@ pub fn live_exports() -> u64 {
 }
 
 /// Counts one export stream while it lives.
+pub fn live_export() -> Live {
+    Live::new(&EXPORTS_LIVE)
+}
+
+/// Counts one in a gauge while it lives (an open WebSocket, SSE stream or export).
 #[derive(Debug)]
-pub struct LiveExport(());
+pub struct Live(&'static AtomicU64);
 
-impl LiveExport {
-    pub fn new() -> Self {
-        EXPORTS_LIVE.fetch_add(1, Ordering::Relaxed);
-        Self(())
+impl Live {
+    pub fn new(gauge: &'static AtomicU64) -> Self {
+        gauge.fetch_add(1, Ordering::Relaxed);
+        Self(gauge)
     }
 }
 
-impl Default for LiveExport {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Drop for LiveExport {
+impl Drop for Live {
     fn drop(&mut self) {
-        EXPORTS_LIVE.fetch_sub(1, Ordering::Relaxed);
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -223,8 +222,8 @@ mod tests {
     #[test]
     fn export_streams_are_counted_while_they_live() {
         let before = live_exports();
-        let a = LiveExport::new();
-        let b = LiveExport::new();
+        let a = live_export();
+        let b = live_export();
         assert!(live_exports() >= before + 2);
         drop((a, b));
         record_rows_exported(7);

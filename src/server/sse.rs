@@ -244,22 +244,6 @@ pub fn live_connections() -> u64 {
     LIVE.load(Ordering::Relaxed)
 }
 
-/// Counts one open stream while it lives.
-struct LiveGuard;
-
-impl LiveGuard {
-    fn new() -> Self {
-        LIVE.fetch_add(1, Ordering::Relaxed);
-        Self
-    }
-}
-
-impl Drop for LiveGuard {
-    fn drop(&mut self) {
-        LIVE.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 /// The headers every event stream carries.
 pub fn headers(response: &mut Response, options: &SseOptions) {
     let h = response.headers_mut();
@@ -318,7 +302,8 @@ struct BodyState {
     idle: Pin<Box<tokio::time::Sleep>>,
     end: Option<Pin<Box<tokio::time::Sleep>>>,
     stop: Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
-    _live: LiveGuard,
+    /// Counts this stream while it lives.
+    _live: super::metrics::Live,
 }
 
 /// The response body: the first chunk, then the producer's chunks (what is queued goes out
@@ -341,7 +326,7 @@ fn body(
             .timeout
             .map(|t| Box::pin(tokio::time::sleep_until(now + t))),
         stop: Box::pin(shutdown.cancelled_owned()),
-        _live: LiveGuard::new(),
+        _live: super::metrics::Live::new(&LIVE),
     };
     futures::stream::unfold(state, |mut st| async move {
         if let Some(first) = st.first.take() {

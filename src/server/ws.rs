@@ -62,24 +62,6 @@ pub fn record_slow_disconnect() {
 }
 
 /// Counts one open socket while it lives.
-#[derive(Debug)]
-pub struct LiveSocket(());
-
-impl LiveSocket {
-    pub fn new() -> Self {
-        LIVE.fetch_add(1, Ordering::Relaxed);
-        Self(())
-    }
-}
-
-impl Default for LiveSocket {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Drop for LiveSocket {
-    fn drop(&mut self) {
-        LIVE.fetch_sub(1, Ordering::Relaxed);
-    }
+pub fn live_socket() -> super::metrics::Live {
+    super::metrics::Live::new(&LIVE)
 }

@@ -338,3 +338,102 @@ pub async fn cutting_proxy(upstream: String, cut_after: u64) -> (String, Arc<Ato
     });
     (addr, cut)
 }
+
+/// How long an [`Sse`] reader waits for the next event before the test fails.
+pub const SSE_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// One event read from a stream: its id (the last one seen: the WHATWG parser keeps it across
+/// events that carry none), name and JSON data.
+#[derive(Debug, Clone)]
+pub struct Got {
+    pub id: String,
+    pub event: String,
+    pub data: serde_json::Value,
+}
+
+/// An open event stream, read one event at a time (every SSE test reads through this).
+pub struct Sse {
+    events: futures::stream::LocalBoxStream<
+        'static,
+        Result<eventsource_stream::Event, eventsource_stream::EventStreamError<reqwest::Error>>,
+    >,
+}
+
+impl Sse {
+    /// Sends `request` and expects 200 with the event-stream headers.
+    pub async fn open(request: reqwest::RequestBuilder) -> Self {
+        use eventsource_stream::Eventsource;
+        use futures::StreamExt;
+        let res = request.send().await.expect("the server answers");
+        let status = res.status();
+        if status != 200 {
+            panic!(
+                "expected an event stream, got {status}: {}",
+                res.text().await.unwrap_or_default()
+            );
+        }
+        assert_eq!(res.headers()["content-type"], "text/event-stream");
+        assert_eq!(res.headers()["cache-control"], "no-cache");
+        Self {
+            events: res.bytes_stream().eventsource().boxed_local(),
+        }
+    }
+
+    fn got(event: eventsource_stream::Event) -> Got {
+        let data = serde_json::from_str(&event.data)
+            .unwrap_or_else(|e| panic!("JSON data ({e}): {}", event.data));
+        Got {
+            id: event.id,
+            event: event.event,
+            data,
+        }
+    }
+
+    /// The next event within `wait` (else the test fails); `None` when the response ended.
+    pub async fn next_within(&mut self, wait: std::time::Duration) -> Option<Got> {
+        use futures::StreamExt;
+        let event = tokio::time::timeout(wait, self.events.next())
+            .await
+            .expect("an event in time")?;
+        Some(Self::got(event.expect("a well-formed event")))
+    }
+
+    /// The next event within [`SSE_WAIT`]; `None` when the response ended.
+    pub async fn next(&mut self) -> Option<Got> {
+        self.next_within(SSE_WAIT).await
+    }
+
+    /// The next event named `name`, skipping others, each within `wait`.
+    pub async fn next_named_within(&mut self, name: &str, wait: std::time::Duration) -> Got {
+        loop {
+            let got = self
+                .next_within(wait)
+                .await
+                .unwrap_or_else(|| panic!("the stream ended before a {name} event"));
+            if got.event == name {
+                return got;
+            }
+        }
+    }
+
+    /// The next event named `name`, skipping others.
+    pub async fn next_named(&mut self, name: &str) -> Got {
+        self.next_named_within(name, SSE_WAIT).await
+    }
+
+    /// Every remaining event; the response must end within [`SSE_WAIT`].
+    pub async fn rest(mut self) -> Vec<Got> {
+        use futures::StreamExt;
+        let until = tokio::time::Instant::now() + SSE_WAIT;
+        let mut all = Vec::new();
+        loop {
+            match tokio::time::timeout_at(until, self.events.next())
+                .await
+                .expect("the response ends in time")
+            {
+                None => return all,
+                Some(event) => all.push(Self::got(event.expect("a well-formed event"))),
+            }
+        }
+    }
+}
