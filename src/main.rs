@@ -4,6 +4,7 @@
 //!   `server::config`).
 //! - `tidings seed --audit-rows N`: adds N synthetic audit rows to `DATABASE_URL`'s database.
 //! - `tidings export …`: streams a server's audit log to a file (see `cli::export`).
+//! - `tidings users add NAME [--admin]`: creates an account in `DATABASE_URL`'s database.
 
 #[cfg(feature = "ssr")]
 #[tokio::main]
@@ -37,6 +38,9 @@ async fn main() -> std::process::ExitCode {
         /// Chat in a room over the WebSocket: type to send, `/join <room>`, `/quit`;
         /// reconnects and resumes by itself.
         Chat(tidings::cli::chat::ChatArgs),
+        /// Manage accounts in DATABASE_URL's database (`users add NAME [--admin]`).
+        #[command(subcommand)]
+        Users(tidings::cli::users::UsersCommand),
     }
 
     let _ = dotenvy::dotenv();
@@ -47,6 +51,7 @@ async fn main() -> std::process::ExitCode {
         Command::Export(args) => tidings::cli::export::run(args).await.map(|_| ()),
         Command::Tail(args) => tidings::cli::tail::run(args).await.map(|_| ()),
         Command::Chat(args) => tidings::cli::chat::run(args).await,
+        Command::Users(command) => tidings::cli::users::run(command).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -1,8 +1,10 @@
 //! The one place that knows every route: merges each feature's `router()` with the Leptos
-//! pages and wraps them in the layers every request passes (origin check, body limit,
-//! CORS, panic guard, tracing). `app(state)` builds it (tests call it); `serve` runs it.
+//! pages and wraps them in the layers every request passes, outermost first: tracing, the
+//! request log, the panic guard, security headers (and the page's CSP nonce), the host check,
+//! the client's address (trusted proxies), CORS, the body limit and the origin check.
+//! `app(state)` builds it (tests call it); `serve` runs it on `server::http`.
 
-use std::{any::Any, net::SocketAddr};
+use std::any::Any;
 
 use axum::{
     extract::DefaultBodyLimit,
@@ -26,7 +28,11 @@ use crate::{
     server::{
         body_limit::{limit_request_body, MAX_BODY_BYTES},
         error::{api_method_not_allowed, api_not_found},
+        forwarded::client_info,
+        headers::{provide_request_nonce, security_headers},
         health,
+        host::check_host,
+        http::{self, HttpLimits},
         origin::refuse_foreign_origins,
         ApiError, AppState,
     },
@@ -47,11 +53,14 @@ pub fn app(state: AppState) -> Router {
     let mut router = Router::new()
         .merge(health::router())
         .merge(api)
-        .leptos_routes(&state, route_list(), {
+        .leptos_routes_with_context(&state, route_list(), provide_request_nonce, {
             let options = state.leptos_options.clone();
             move || shell(options.clone())
         })
-        .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
+        .fallback(leptos_axum::file_and_error_handler_with_context::<
+            AppState,
+            _,
+        >(provide_request_nonce, shell))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             refuse_foreign_origins,
@@ -78,6 +87,12 @@ pub fn app(state: AppState) -> Router {
     }
 
     router
+        .layer(middleware::from_fn_with_state(state.clone(), client_info))
+        .layer(middleware::from_fn_with_state(state.clone(), check_host))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            security_headers,
+        ))
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(middleware::from_fn(log_request))
         .layer(TraceLayer::new_for_http())
@@ -138,15 +153,11 @@ pub const DRAIN_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
 pub async fn serve(listener: TcpListener, state: AppState) -> std::io::Result<()> {
     let shutdown = state.shutdown.clone();
     let store = state.store.clone();
-    let result = axum::serve(
-        listener,
-        app(state).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown({
-        let shutdown = shutdown.clone();
-        async move { shutdown.cancelled().await }
-    })
-    .await;
+    if let Ok(addr) = listener.local_addr() {
+        let _ = state.listening.set(addr);
+    }
+    let limits = HttpLimits::new(state.config.max_connections);
+    let result = http::serve(listener, app(state), limits, shutdown.clone()).await;
     shutdown.trigger();
     shutdown.drain(DRAIN_LIMIT).await;
     store.close().await;

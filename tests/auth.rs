@@ -7,7 +7,7 @@ use axum::{routing::get, Router};
 use common::{error_code, get_json, post_json, TestServer, PASSWORD};
 use reqwest::{header, StatusCode};
 use serde_json::{json, Value};
-use tidings::server::StreamUser;
+use tidings::server::{config::TEST_SETUP_TOKEN, StreamUser};
 
 fn set_cookie(res: &reqwest::Response) -> String {
     res.headers()
@@ -128,7 +128,7 @@ async fn admins_come_from_the_environment() {
     let res = post_json(
         &srv.client(),
         &srv.url("/api/auth/signup"),
-        json!({"username": "admin", "password": PASSWORD}),
+        json!({"username": "admin", "password": PASSWORD, "setupToken": TEST_SETUP_TOKEN}),
     )
     .await;
     let body: Value = res.json().await.unwrap();
@@ -137,16 +137,22 @@ async fn admins_come_from_the_environment() {
 
 #[tokio::test]
 async fn secure_cookie_behind_https() {
-    let srv = TestServer::start().await;
-    let res = srv
-        .client()
-        .post(srv.url("/api/auth/signup"))
-        .header("x-forwarded-proto", "https")
-        .json(&json!({"username": "tls", "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap();
-    assert!(set_cookie(&res).contains("Secure"));
+    let signup = |srv: &TestServer, name: &str| {
+        srv.client()
+            .post(srv.url("/api/auth/signup"))
+            .header("x-forwarded-proto", "https")
+            .json(&json!({"username": name, "password": PASSWORD}))
+            .send()
+    };
+    // From a trusted proxy, X-Forwarded-Proto says the browser used https.
+    let trusted = TestServer::start_with(|c| {
+        c.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    })
+    .await;
+    assert!(set_cookie(&signup(&trusted, "tls").await.unwrap()).contains("Secure"));
+    // From anyone else, the header is ignored.
+    let direct = TestServer::start().await;
+    assert!(!set_cookie(&signup(&direct, "tls").await.unwrap()).contains("Secure"));
 }
 
 #[tokio::test]

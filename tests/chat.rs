@@ -1132,8 +1132,11 @@ async fn notifications_reach_sockets_and_streams_and_are_replayed_after_a_reconn
     let mut roomed = connect(&server, &bob).await;
     join(&mut roomed, "general", None).await;
     let events_url = server.url("/api/notifications/events");
-    // The notification stream needs no session.
-    let mut stream = Sse::open(plain_client().get(&events_url)).await;
+    // The notification stream needs a session, like every /api/* route.
+    let refused = plain_client().get(&events_url).send().await.unwrap();
+    assert_eq!(refused.status(), 401);
+    assert_eq!(error_code(refused).await, "unauthorized");
+    let mut stream = Sse::open(alice.http.get(&events_url)).await;
 
     let sent = notify(&server, &admin, "deploy", "v2 is out").await;
     assert!(sent.sent);
@@ -1166,7 +1169,8 @@ async fn notifications_reach_sockets_and_streams_and_are_replayed_after_a_reconn
         .notification;
     assert!(first.id < second.id && second.id < third.id);
     let mut again = Sse::open(
-        plain_client()
+        alice
+            .http
             .get(&events_url)
             .header("last-event-id", first.id.to_string()),
     )

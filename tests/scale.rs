@@ -425,7 +425,7 @@ async fn kill_9_of_an_instance_mid_job_loses_nothing() {
         .unwrap();
     let signup = admin
         .post(format!("{base_b}/api/auth/signup"))
-        .json(&json!({"username": "admin", "password": common::PASSWORD}))
+        .json(&json!({"username": "admin", "password": common::PASSWORD, "setupToken": tidings::server::config::TEST_SETUP_TOKEN}))
         .send()
         .await
         .unwrap();

@@ -14,7 +14,7 @@ mod server;
 mod view;
 
 #[cfg(feature = "ssr")]
-pub use server::router;
+pub use server::{create_account, router};
 pub use view::{LoginPage, SignupPage, UserMenu};
 
 use leptos::prelude::*;

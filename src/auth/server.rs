@@ -1,9 +1,15 @@
-//! `/api/auth/*`: signup, login, logout, me, stream-token.
+//! `/api/auth/*`: signup, login, logout, me, stream-token; and [`create_account`] for
+//! `tidings users add`.
 //!
 //! Passwords are hashed with Argon2id (the `argon2` crate's defaults: 19 MiB, 2 passes) on a
-//! blocking thread. Login is refused with 429 once the username or the client address has 10
-//! failures in 5 minutes; an unknown username costs the same hashing time as a wrong password,
-//! so response times do not tell which usernames exist. Every login issues a new session id.
+//! blocking thread, a few at once ([`Hashing`]): logins wait their turn, signups never wait
+//! (503 with `Retry-After` when the hashers are busy) and never take the last slots, so a
+//! burst of signups cannot hold logins up. Login is refused with 429 once the username or the
+//! client address has 10 failures in 5 minutes; an unknown username costs the same hashing
+//! time as a wrong password, so response times do not tell which usernames exist. Signups are
+//! limited per client address per hour (`TIDINGS_SIGNUP_PER_HOUR`), and a username listed in
+//! `TIDINGS_ADMINS` needs the setup token. Every login issues a new session id; logout ends
+//! the session's live connections on every instance.
 
 use std::sync::OnceLock;
 
@@ -26,7 +32,9 @@ use crate::{
     },
     server::{
         clock,
+        forwarded::Client,
         identity::{self, ClientAddr, CurrentUser, MaybeUser},
+        storage::Store,
         ApiError, ApiJson, AppState,
     },
 };
@@ -193,27 +201,82 @@ fn with_memory<T>(blocks: usize, f: impl FnOnce(&mut [argon2::Block]) -> T) -> T
 }
 
 /// At most this many password hashes run at once: each takes 19 MiB and a core for tens of
-/// milliseconds, so a burst of logins or signups waits in line instead of exhausting memory.
+/// milliseconds, so a burst waits in line (or is refused) instead of exhausting memory.
 const MAX_CONCURRENT_HASHES: usize = 4;
-static HASHING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_CONCURRENT_HASHES);
+/// Of those, signups take at most this many: the rest stay free for logins.
+const SIGNUP_HASHES: usize = 2;
+/// Logins waiting for a hasher at most; more get 503 (a flood of guesses queues no further).
+const LOGINS_WAITING_MAX: usize = 256;
 
-/// Runs CPU-heavy hashing off the async workers, a few at a time.
+/// The hashers (see the module docs).
+struct Hashing {
+    all: tokio::sync::Semaphore,
+    signups: tokio::sync::Semaphore,
+    logins_waiting: std::sync::atomic::AtomicUsize,
+}
+
+static HASHING: Hashing = Hashing {
+    all: tokio::sync::Semaphore::const_new(MAX_CONCURRENT_HASHES),
+    signups: tokio::sync::Semaphore::const_new(SIGNUP_HASHES),
+    logins_waiting: std::sync::atomic::AtomicUsize::new(0),
+};
+
+/// Which kind of request a hash is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum HashFor {
+    /// Waits its turn (bounded by [`LOGINS_WAITING_MAX`]).
+    Login,
+    /// Never waits: 503 when no signup slot is free or a login is waiting.
+    Signup,
+}
+
+fn busy() -> ApiError {
+    ApiError::refused(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "server_busy",
+        "The server is busy checking passwords; try again in a moment.",
+    )
+    .retry_after(1)
+}
+
+/// Runs CPU-heavy hashing off the async workers, a few at a time, logins first.
 async fn blocking<T: Send + 'static>(
+    kind: HashFor,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, ApiError> {
-    let _permit = HASHING
-        .acquire()
+    use std::sync::atomic::Ordering;
+    let permits = match kind {
+        HashFor::Signup => {
+            if HASHING.logins_waiting.load(Ordering::Relaxed) > 0 {
+                return Err(busy());
+            }
+            let slot = HASHING.signups.try_acquire().map_err(|_| busy())?;
+            let hasher = HASHING.all.try_acquire().map_err(|_| busy())?;
+            (Some(slot), hasher)
+        }
+        HashFor::Login => {
+            if HASHING.logins_waiting.fetch_add(1, Ordering::Relaxed) >= LOGINS_WAITING_MAX {
+                HASHING.logins_waiting.fetch_sub(1, Ordering::Relaxed);
+                return Err(busy());
+            }
+            let hasher = HASHING.all.acquire().await;
+            HASHING.logins_waiting.fetch_sub(1, Ordering::Relaxed);
+            let hasher = hasher
+                .map_err(|e| ApiError::Internal(anyhow::anyhow!("hashing queue closed: {e}")))?;
+            (None, hasher)
+        }
+    };
+    let done = tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| ApiError::Internal(anyhow::anyhow!("hashing queue closed: {e}")))?;
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ApiError::Internal(anyhow::anyhow!("hashing task failed: {e}")))
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("hashing task failed: {e}")));
+    drop(permits);
+    done
 }
 
 /// Starts a session for `user_id`: stores it, returns the cookie jar that carries it.
 async fn start_session(
     state: &AppState,
-    headers: &HeaderMap,
+    client: &Client,
     jar: CookieJar,
     user_id: i64,
 ) -> Result<CookieJar, ApiError> {
@@ -232,7 +295,7 @@ async fn start_session(
     Ok(jar.add(identity::session_cookie(
         token,
         ttl,
-        identity::is_https(headers),
+        state.secure_cookies(client),
     )))
 }
 
@@ -248,12 +311,13 @@ async fn audit(state: &AppState, action: &str, username: &str, detail: serde_jso
 
 async fn signup(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    client: Client,
+    ClientAddr(addr): ClientAddr,
     jar: CookieJar,
     input: AuthInput,
 ) -> Response {
     let username = input.body.username.clone();
-    let result = do_signup(&state, &headers, jar, input.body).await;
+    let result = do_signup(&state, &client, &addr, jar, input.body).await;
     answer(
         result,
         input.html_form,
@@ -265,30 +329,117 @@ async fn signup(
 
 async fn do_signup(
     state: &AppState,
-    headers: &HeaderMap,
+    client: &Client,
+    addr: &str,
     jar: CookieJar,
     body: AuthRequest,
 ) -> Result<(CookieJar, UserView), ApiError> {
     check_username(&body.username).map_err(|m| ApiError::bad_request("invalid_username", m))?;
     check_password(&body.password).map_err(|m| ApiError::bad_request("invalid_password", m))?;
+    if state.config.admins.contains(&body.username) {
+        check_setup_token(state, &body)?;
+    }
     if state.store.user_by_name(&body.username).await?.is_some() {
         return Err(taken());
     }
-    let password = body.password;
-    let hash = blocking(move || hash_password(&password)).await??;
+    let key = format!("ip:{addr}");
+    let attempt = state
+        .signup_limiter
+        .check_and_record(&[&key])
+        .await
+        .map_err(|wait| {
+            let per_hour = state.config.limits.signups_per_hour;
+            ApiError::too_many(
+                "too_many_signups",
+                format!(
+                    "{per_hour} accounts were created from this address in the last hour, the \
+                     most allowed (TIDINGS_SIGNUP_PER_HOUR); try again in {} minutes.",
+                    wait.div_ceil(60)
+                ),
+            )
+            .retry_after(wait)
+        })?;
+    let created = create_and_sign_in(state, client, jar, &body).await;
+    if created.is_err() {
+        // Refused after all (busy, or the name was taken meanwhile): it does not count.
+        state.signup_limiter.forgive(&key, &attempt).await;
+    }
+    let (jar, user) = created?;
+    audit(state, "SIGNUP", &body.username, json!({ "address": addr })).await;
+    tracing::info!(username = %body.username, "signed up");
+    Ok((jar, user))
+}
+
+async fn create_and_sign_in(
+    state: &AppState,
+    client: &Client,
+    jar: CookieJar,
+    body: &AuthRequest,
+) -> Result<(CookieJar, UserView), ApiError> {
+    let password = body.password.clone();
+    let hash = blocking(HashFor::Signup, move || hash_password(&password)).await??;
     let user_id = state
         .store
         .create_user(&body.username, &hash, clock::now_ms())
         .await?
         .ok_or_else(taken)?;
-    let jar = start_session(state, headers, jar, user_id).await?;
-    audit(state, "SIGNUP", &body.username, json!({})).await;
-    tracing::info!(username = %body.username, "signed up");
+    let jar = start_session(state, client, jar, user_id).await?;
     let user = UserView {
-        role: state.role_of(&body.username),
-        username: body.username,
+        role: state.role_of(&body.username, false),
+        username: body.username.clone(),
     };
     Ok((jar, user))
+}
+
+/// A listed admin's name needs the setup token: 403 `reserved_username` without it.
+fn check_setup_token(state: &AppState, body: &AuthRequest) -> Result<(), ApiError> {
+    use sha2::{Digest, Sha256};
+    let given = body.setup_token.as_deref().map(str::trim).unwrap_or("");
+    let right = state.setup_token.as_deref().is_some_and(|token| {
+        // Compared as digests: the time taken says nothing about how much of it was right.
+        !given.is_empty() && Sha256::digest(given.as_bytes()) == Sha256::digest(token.as_bytes())
+    });
+    if right {
+        return Ok(());
+    }
+    let why = if given.is_empty() {
+        "it needs the setup token"
+    } else {
+        "that setup token is not the right one"
+    };
+    Err(ApiError::refused(
+        StatusCode::FORBIDDEN,
+        "reserved_username",
+        format!(
+            "The username {} is reserved for an administrator, and {why}: the one printed in the \
+             server's log at start (or TIDINGS_SETUP_TOKEN). An operator can also run \
+             `tidings users add {} --admin`.",
+            body.username, body.username
+        ),
+    ))
+}
+
+/// Creates an account straight in the database (`tidings users add`): the same checks and
+/// hash as a signup, no limits. Fails with a sentence when the name or password is refused
+/// or the name is taken.
+pub async fn create_account(
+    store: &Store,
+    username: &str,
+    password: &str,
+    admin: bool,
+) -> anyhow::Result<()> {
+    check_username(username).map_err(|m| anyhow::anyhow!("{m}"))?;
+    check_password(password).map_err(|m| anyhow::anyhow!("{m}"))?;
+    let password = password.to_string();
+    let hash = tokio::task::spawn_blocking(move || hash_password(&password)).await??;
+    let now = clock::now_ms();
+    store
+        .create_account(username, &hash, now, admin)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("the username {username} is taken"))?;
+    let detail = json!({ "admin": admin, "by": "tidings users add" });
+    store.audit("USER_ADD", username, &detail, now).await?;
+    Ok(())
 }
 
 fn taken() -> ApiError {
@@ -300,19 +451,19 @@ fn taken() -> ApiError {
 
 async fn login(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    client: Client,
     ClientAddr(addr): ClientAddr,
     jar: CookieJar,
     input: AuthInput,
 ) -> Response {
     let username = input.body.username.clone();
-    let result = do_login(&state, &headers, &addr, jar, input.body).await;
+    let result = do_login(&state, &client, &addr, jar, input.body).await;
     answer(result, input.html_form, StatusCode::OK, "/login", &username)
 }
 
 async fn do_login(
     state: &AppState,
-    headers: &HeaderMap,
+    client: &Client,
     addr: &str,
     jar: CookieJar,
     body: AuthRequest,
@@ -345,17 +496,18 @@ async fn do_login(
     };
     let hash = account.as_ref().map(|a| a.password_hash.clone());
     let password = body.password;
-    let matches = blocking(move || match &hash {
+    let matches = blocking(HashFor::Login, move || match &hash {
         Some(hash) => verify_password(&password, hash),
         None => verify_password(&password, dummy_hash()),
     })
     .await?;
 
     let Some(account) = account.filter(|_| matches) else {
+        // The name as typed is an attacker's text: stored bounded, never raw.
         audit(
             state,
             "LOGIN_FAILED",
-            &body.username,
+            &bounded_name(&body.username),
             json!({ "address": addr }),
         )
         .await;
@@ -366,10 +518,16 @@ async fn do_login(
     if let Some(user_key) = &user_key {
         state.login_limiter.clear(user_key).await;
     }
-    let jar = start_session(state, headers, jar, account.id).await?;
-    audit(state, "LOGIN", &account.username, json!({})).await;
+    let jar = start_session(state, client, jar, account.id).await?;
+    audit(
+        state,
+        "LOGIN",
+        &account.username,
+        json!({ "address": addr }),
+    )
+    .await;
     let user = UserView {
-        role: state.role_of(&account.username),
+        role: state.role_of(&account.username, account.admin),
         username: account.username,
     };
     Ok((jar, user))
@@ -378,16 +536,16 @@ async fn do_login(
 async fn logout(
     State(state): State<AppState>,
     headers: HeaderMap,
+    client: Client,
     jar: CookieJar,
     MaybeUser(user): MaybeUser,
 ) -> Response {
     let html_form = is_form(&headers);
+    let secure = state.secure_cookies(&client);
     let Some(user) = user else {
         if html_form {
             return (
-                jar.add(identity::expired_session_cookie(identity::is_https(
-                    &headers,
-                ))),
+                jar.add(identity::expired_session_cookie(secure)),
                 Redirect::to("/"),
             )
                 .into_response();
@@ -403,10 +561,10 @@ async fn logout(
             return ApiError::from(e).into_response();
         }
     }
+    // Its WebSockets and event streams end too, on every instance.
+    state.streams.end_session(user.session_id);
     audit(&state, "LOGOUT", &user.user.username, json!({})).await;
-    let jar = jar.add(identity::expired_session_cookie(identity::is_https(
-        &headers,
-    )));
+    let jar = jar.add(identity::expired_session_cookie(secure));
     if html_form {
         (jar, Redirect::to("/")).into_response()
     } else {
@@ -427,9 +585,77 @@ async fn stream_token(State(state): State<AppState>, user: CurrentUser) -> ApiJs
     })
 }
 
+/// A username as typed, fit to store: at most 64 characters, anything but letters, digits and
+/// `_.-@+` shown as `?`, and `…` when it was longer.
+fn bounded_name(typed: &str) -> String {
+    const MAX: usize = 64;
+    let mut out: String = typed
+        .chars()
+        .take(MAX)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-' | '@' | '+') {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect();
+    if typed.chars().count() > MAX {
+        out.push('…');
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn typed_names_are_stored_bounded() {
+        assert_eq!(bounded_name("eric"), "eric");
+        assert_eq!(bounded_name("=cmd|' /C calc'!A0"), "?cmd????C?calc??A0");
+        assert_eq!(bounded_name("a\nb\u{0}c<script>"), "a?b?c?script?");
+        let long = bounded_name(&"x".repeat(10_000));
+        assert_eq!(long.chars().count(), 65);
+        assert!(long.ends_with('…'));
+    }
+
+    #[tokio::test]
+    async fn signups_never_wait_for_a_hasher_and_never_take_the_last_ones() {
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
+        // Two signups hold their slots (blocked until told).
+        let mut held = Vec::new();
+        for _ in 0..SIGNUP_HASHES {
+            let rx = rx.clone();
+            held.push(tokio::spawn(blocking(HashFor::Signup, move || {
+                let _ = rx.lock().unwrap().recv();
+            })));
+        }
+        // Let them take their permits.
+        while HASHING.signups.available_permits() > 0 {
+            tokio::task::yield_now().await;
+        }
+        let e = blocking(HashFor::Signup, || ()).await.unwrap_err();
+        assert_eq!(
+            (e.status(), e.code()),
+            (StatusCode::SERVICE_UNAVAILABLE, "server_busy")
+        );
+        // A login still finds a hasher at once.
+        tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            blocking(HashFor::Login, || 7),
+        )
+        .await
+        .expect("a login is not held up by signups")
+        .unwrap();
+        for _ in 0..SIGNUP_HASHES {
+            tx.send(()).unwrap();
+        }
+        for h in held {
+            h.await.unwrap().unwrap();
+        }
+    }
 
     #[test]
     fn hashes_verify_and_differ() {

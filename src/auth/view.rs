@@ -21,6 +21,9 @@ fn sentence_for(code: &str) -> Option<&'static str> {
         "invalid_password" => "Passwords need at least 8 characters (and at most 1024).",
         "username_taken" => "That username is taken; choose another.",
         "invalid_form" => "Fill in both the username and the password.",
+        "reserved_username" => "That username is reserved for an administrator: signing up as it needs the setup token.",
+        "too_many_signups" => "Too many accounts were created from this address in the last hour; try again later.",
+        "server_busy" => "The server is busy; try again in a moment.",
         _ => return None,
     })
 }
@@ -66,6 +69,7 @@ fn CredentialsForm(mode: Mode) -> impl IntoView {
     let query = use_query_map();
     let username = RwSignal::new(query.with_untracked(|q| q.get("username").unwrap_or_default()));
     let password = RwSignal::new(String::new());
+    let setup_token = RwSignal::new(String::new());
     let error = RwSignal::new(query.with_untracked(|q| {
         q.get("error")
             .and_then(|c| sentence_for(&c))
@@ -85,6 +89,8 @@ fn CredentialsForm(mode: Mode) -> impl IntoView {
         let body = AuthRequest {
             username: username.get_untracked().trim().to_string(),
             password: password.get_untracked(),
+            setup_token: Some(setup_token.get_untracked().trim().to_string())
+                .filter(|t| !t.is_empty()),
         };
         let navigate = navigate.clone();
         spawn_local(async move {
@@ -121,7 +127,18 @@ fn CredentialsForm(mode: Mode) -> impl IntoView {
                     <input type="password" name="password" autocomplete=password_autocomplete required
                         minlength=min_password bind:value=password/>
                 </label>
-                {(mode == Mode::Signup).then(|| view! { <p class="hint">"At least 8 characters."</p> })}
+                {(mode == Mode::Signup).then(|| view! {
+                    <p class="hint">"At least 8 characters."</p>
+                    <details class="setup-token">
+                        <summary>"Setting up an admin account?"</summary>
+                        <label>
+                            "Setup token"
+                            <input name="setupToken" autocomplete="off" spellcheck="false"
+                                bind:value=setup_token/>
+                        </label>
+                        <p class="hint">"Names listed in TIDINGS_ADMINS need the token the server printed in its log at start (or TIDINGS_SETUP_TOKEN)."</p>
+                    </details>
+                })}
                 <button type="submit" disabled=move || pending.get()>
                     {move || if pending.get() { busy } else { button }}
                 </button>

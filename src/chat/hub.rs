@@ -29,7 +29,7 @@ use crate::{
         bus::{Bus, Envelope, Received, Subscription, PRESENCE},
         clock,
         config::ChatConfig,
-        limiter::FailureLimiter,
+        limiter::SharedLimiter,
         metrics, retry,
         shutdown::Shutdown,
         storage::{
@@ -122,7 +122,8 @@ struct Inner {
     shutdown: Shutdown,
     config: ChatConfig,
     writer: mpsc::Sender<Pending>,
-    rate: FailureLimiter,
+    /// Messages per user per second (`Slow down.`), shared by every instance with Redis.
+    rate: SharedLimiter,
     /// room → user → member.
     members: Mutex<HashMap<String, HashMap<String, Member>>>,
     /// (room, lease key) → (expiry, presence) for pollers, who hold no connection.
@@ -173,14 +174,22 @@ impl std::fmt::Debug for Hub {
 }
 
 impl Hub {
-    /// Starts the writer and the lease sweeper; both end at shutdown.
+    /// Starts the writer and the lease sweeper; both end at shutdown. The rate limit counts
+    /// in this process only (see [`start_with_rate`](Self::start_with_rate)).
     pub fn start(store: Store, bus: Arc<dyn Bus>, shutdown: Shutdown, config: ChatConfig) -> Self {
+        let rate = SharedLimiter::local(config.rate_per_second, Duration::from_secs(1));
+        Self::start_with_rate(store, bus, shutdown, config, rate)
+    }
+
+    /// The same, with the rate limit `rate` (one shared through Redis, across instances).
+    pub fn start_with_rate(
+        store: Store,
+        bus: Arc<dyn Bus>,
+        shutdown: Shutdown,
+        config: ChatConfig,
+        rate: SharedLimiter,
+    ) -> Self {
         let (writer, rx) = mpsc::channel(WRITE_QUEUE);
-        let rate = FailureLimiter::new(
-            config.rate_per_second as usize,
-            Duration::from_secs(1),
-            100_000,
-        );
         let hub = Self {
             inner: Arc::new(Inner {
                 store,
@@ -273,12 +282,7 @@ impl Hub {
         if let Some(problem) = text_problem(text) {
             return Err(PostError::Invalid(problem));
         }
-        if self
-            .inner
-            .rate
-            .check_and_record(&[author], Instant::now())
-            .is_err()
-        {
+        if self.inner.rate.check_and_record(&[author]).await.is_err() {
             return Err(PostError::SlowDown);
         }
         let (reply, stored) = oneshot::channel();
@@ -666,7 +670,8 @@ impl Drop for Presence {
 
 /// Stores queued messages in batches, then publishes each (in id order) and answers its
 /// sender. A failed batch is retried with backoff a few times before its senders hear
-/// `Unavailable`.
+/// `Unavailable`. At shutdown it takes no more, but stores what was already queued: a
+/// message a sender handed over is either stored or refused, never dropped unanswered.
 async fn write_loop(
     store: Store,
     bus: Arc<dyn Bus>,
@@ -675,10 +680,18 @@ async fn write_loop(
     mut rx: mpsc::Receiver<Pending>,
 ) {
     let mut batch: Vec<Pending> = Vec::with_capacity(WRITE_BATCH);
+    let mut stop = std::pin::pin!(shutdown.cancelled_owned());
+    let mut closing = false;
     loop {
         let first = tokio::select! {
+            biased;
+            _ = &mut stop, if !closing => {
+                // No new messages from here on; the ones queued are still stored below.
+                rx.close();
+                closing = true;
+                continue;
+            }
             p = rx.recv() => p,
-            _ = shutdown.cancelled() => None,
         };
         let Some(first) = first else { break };
         batch.push(first);
@@ -831,6 +844,48 @@ mod tests {
             hub.post("r", "carol", "   ").await,
             Err(PostError::Invalid(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn messages_queued_when_the_server_stops_are_still_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+        let store = Store::connect(&url).await.unwrap();
+        let shutdown = Shutdown::new();
+        let config = ChatConfig {
+            rate_per_second: 100_000,
+            ..ChatConfig::default()
+        };
+        let hub = Hub::start(
+            store.clone(),
+            Arc::new(LocalBus::new()),
+            shutdown.clone(),
+            config,
+        );
+        let posts: Vec<_> = (0..300)
+            .map(|i| {
+                let hub = hub.clone();
+                tokio::spawn(async move { hub.post("r", "bob", &format!("m{i}")).await })
+            })
+            .collect();
+        // Stop while they are on their way: every post is answered, and every one answered
+        // as stored is in the database.
+        tokio::task::yield_now().await;
+        shutdown.trigger();
+        let mut stored = 0;
+        for p in posts {
+            match p.await.unwrap() {
+                Ok(_) => stored += 1,
+                Err(e) => assert_eq!(e, PostError::Unavailable),
+            }
+        }
+        assert!(
+            shutdown.drain(Duration::from_secs(10)).await,
+            "the writer ends"
+        );
+        let kept = store.chat_room_bounds("r").await.unwrap().last_id;
+        assert_eq!(kept, stored, "nothing acknowledged is lost");
+        assert!(stored > 0);
     }
 
     #[tokio::test]

@@ -37,7 +37,7 @@ use crate::protocol::chat::ChatSnapshot;
 pub async fn chat_page(room: String) -> Result<ChatSnapshot, ServerFnError> {
     use crate::{
         protocol::chat::{room_name_problem, RoomInfo, JOIN_HISTORY},
-        server::{identity::MaybeUser, AppState},
+        server::{error::server_fn_failed, identity::MaybeUser, AppState},
     };
     /// Rooms the page lists at most.
     const ROOMS_SHOWN: i64 = 30;
@@ -61,7 +61,7 @@ pub async fn chat_page(room: String) -> Result<ChatSnapshot, ServerFnError> {
         return Err(ServerFnError::new(problem));
     }
     let store = &state.store;
-    let failed = |e: sqlx::Error| ServerFnError::new(format!("The chat could not be read: {e}"));
+    let failed = server_fn_failed::<sqlx::Error>;
     snapshot.user = Some(user.user.username.clone());
     snapshot.admin = user.user.is_admin();
     snapshot.rooms = store

@@ -49,11 +49,17 @@ const ROOMS_LISTED: i64 = 100;
 
 /// The routes, with the hub (writer, presence) started on `state`.
 pub fn router(state: &AppState) -> Router<AppState> {
-    let hub = Hub::start(
+    let chat = &state.config.chat;
+    // One window for every instance with Redis; a message waits at most 250 ms for it.
+    let rate = state
+        .limiter(chat.rate_per_second, Duration::from_secs(1), "chat-rate")
+        .answer_within(Duration::from_millis(250));
+    let hub = Hub::start_with_rate(
         state.store.clone(),
         state.bus.clone(),
         state.shutdown.clone(),
-        state.config.chat.clone(),
+        chat.clone(),
+        rate,
     );
     Router::new()
         .route("/ws", get(socket))
@@ -74,19 +80,24 @@ fn unavailable(e: sqlx::Error) -> ApiError {
     ApiError::Internal(anyhow::anyhow!("reading chat history failed: {e}"))
 }
 
-/// `GET /ws`.
+/// `GET /ws`. Over the user's quota the upgrade is refused with 429, before it happens.
 async fn socket(
     State(state): State<AppState>,
     Extension(hub): Extension<Hub>,
     user: CurrentUser,
     upgrade: WebSocketUpgrade,
-) -> Response {
-    let shutdown = state.shutdown.clone();
+) -> Result<Response, ApiError> {
+    let held = state.streams.hold(&user)?;
+    let ends = session::Ends {
+        shutdown: state.shutdown.clone(),
+        signed_out: held.ended().clone(),
+    };
     let name = user.user.username;
-    ws::configure(upgrade).on_upgrade(move |socket| async move {
+    Ok(ws::configure(upgrade).on_upgrade(move |socket| async move {
+        let _held = held;
         let (sink, stream) = socket.split();
-        session::run(hub, name, sink, stream, shutdown).await;
-    })
+        session::run(hub, name, sink, stream, ends).await;
+    }))
 }
 
 /// `GET /api/rooms`.
@@ -187,6 +198,8 @@ async fn events(
     let once = query
         .iter()
         .any(|(k, v)| k == "once" && matches!(v.as_str(), "true" | "1"));
+    // Counted (429 past the quota) before the user is shown as present.
+    let base = SseOptions::for_user(&state, &user.0)?;
     let username = user.0.user.username.clone();
     // Enter, then subscribe before reading history: nothing published in between is missed.
     let presence = hub.enter(&room, &username);
@@ -210,7 +223,7 @@ async fn events(
             SseOptions::default().retry.unwrap_or_default()
         }),
         send_limit: Some(hub.config().slow_client),
-        ..SseOptions::default()
+        ..base
     };
     let history = hub.config().history;
     Ok(sse::stream(

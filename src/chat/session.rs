@@ -12,9 +12,20 @@
 //!
 //! Backpressure: a room's messages wait in the bus's bounded ring. A socket that falls more
 //! than the ring behind is told nothing is lost: the missed messages are read back from
-//! history (a `chat-gap` first if they are no longer kept), and the drop is counted. A socket
-//! that takes longer than the slow-client limit to accept one burst is closed with 1008 and
-//! counted; it never holds up the others, which write from their own rings.
+//! history (a `chat-gap` first if they are no longer kept), a page of [`READBACK_PAGE`] at a
+//! time, and the drop is counted. A socket that takes longer than the slow-client limit to
+//! accept one burst is closed with 1008 and counted; it never holds up the others, which write
+//! from their own rings.
+//!
+//! Memory is bounded in bytes, not only in messages: what the reader queues for the writer
+//! (replies, `chat-joined` frames) holds a share of a budget of [`QUEUE_BYTES`], so a client
+//! that keeps joining while it never reads stops being read itself; a `chat-joined` carries at
+//! most [`JOINED_MAX_BYTES`] of history, and the rest follows page by page as the socket
+//! takes it.
+//!
+//! Ending: the server stopping closes with 1001; the session ending (logout, expiry, an
+//! admin's disconnect) with 1008 `Signed out.`; a frame that breaks the protocol (an unmasked
+//! client frame, RFC 6455 §5.1) with 1002.
 //!
 //! Tests: the unit tests below; `tests/chat.rs` over real sockets.
 
@@ -49,18 +60,35 @@ struct Joined {
     joined: Message,
     gap: Option<Message>,
     last_id: i64,
+    /// The history did not all fit in `joined`: read the rest back before going live.
+    behind: bool,
 }
 
 /// Replies queued from the reader to the writer.
 const REPLY_QUEUE: usize = 32;
 /// Frames written per burst at most.
 const BURST: usize = 64;
+/// Bytes the reader may have queued for the writer at once.
+pub const QUEUE_BYTES: usize = 1024 * 1024;
+/// History a `chat-joined` carries at most, in bytes of JSON (the rest follows as messages).
+pub const JOINED_MAX_BYTES: usize = 256 * 1024;
+/// Messages a join reads from history at once.
+const JOIN_PAGE: i64 = 200;
+/// Messages read back at once when a socket catches up.
+pub const READBACK_PAGE: i64 = 100;
 
 /// Close codes (RFC 6455).
 pub const CLOSE_GOING_AWAY: u16 = 1001;
+pub const CLOSE_PROTOCOL: u16 = 1002;
 pub const CLOSE_INVALID_DATA: u16 = 1007;
 pub const CLOSE_POLICY: u16 = 1008;
 pub const CLOSE_TOO_BIG: u16 = 1009;
+
+/// What the reader hands the writer, with its share of the byte budget.
+struct Queued {
+    out: Out,
+    _bytes: ws::QueuedBytes,
+}
 
 /// What the reader hands the writer.
 enum Out {
@@ -84,14 +112,25 @@ fn error(message: impl Into<String>) -> Message {
     })
 }
 
-/// Runs one connection of `user` until either side ends it or the server stops.
-pub async fn run<S, R>(hub: Hub, user: String, sink: S, stream: R, shutdown: Shutdown)
+/// How a connection ends besides its peer closing it.
+#[derive(Clone, Debug, Default)]
+pub struct Ends {
+    /// The server is stopping (1001).
+    pub shutdown: Shutdown,
+    /// The session ended (1008 `Signed out.`): `server::streams`.
+    pub signed_out: CancellationToken,
+}
+
+/// Runs one connection of `user` until either side ends it, the session ends or the server
+/// stops.
+pub async fn run<S, R>(hub: Hub, user: String, sink: S, stream: R, ends: Ends)
 where
     S: Sink<Message> + Unpin + Send,
     R: Stream<Item = Result<Message, axum::Error>> + Unpin + Send,
 {
     let _live = ws::live_socket();
     let (out_tx, out_rx) = mpsc::channel(REPLY_QUEUE);
+    let budget = Arc::new(tokio::sync::Semaphore::new(QUEUE_BYTES));
     let last_seen = Arc::new(AtomicI64::new(clock::now_ms()));
     let dead = CancellationToken::new();
     let notifications = hub.subscribe_notifications();
@@ -102,10 +141,52 @@ where
         notifications,
         last_seen.clone(),
         dead.clone(),
-        shutdown.clone(),
+        ends.clone(),
     );
-    let reader = read_loop(hub, user, stream, out_tx, last_seen, dead, shutdown);
+    let reader = read_loop(
+        hub,
+        user,
+        stream,
+        Outbox { tx: out_tx, budget },
+        last_seen,
+        dead,
+        ends.shutdown,
+    );
     futures::future::join(writer, reader).await;
+}
+
+/// A frame's payload size in bytes.
+fn size(m: &Message) -> usize {
+    match m {
+        Message::Text(t) => t.len(),
+        Message::Binary(b) | Message::Ping(b) | Message::Pong(b) => b.len(),
+        Message::Close(c) => c.as_ref().map_or(0, |c| c.reason.len() + 2),
+    }
+}
+
+/// The reader's side of the queue to the writer: bounded in items and in bytes.
+struct Outbox {
+    tx: mpsc::Sender<Queued>,
+    budget: Arc<tokio::sync::Semaphore>,
+}
+
+impl Outbox {
+    /// Queues `out` once its bytes fit in the budget (waiting while the writer catches up).
+    /// `Err` when the writer is gone.
+    async fn send(&self, out: Out) -> Result<(), ()> {
+        let size = match &out {
+            Out::Frame(m) => size(m),
+            Out::Join(j) => size(&j.joined) + j.gap.as_ref().map_or(0, size),
+            Out::Leave | Out::Close(..) => 0,
+        };
+        let bytes = ws::QueuedBytes::take(&self.budget, size.min(QUEUE_BYTES))
+            .await
+            .ok_or(())?;
+        self.tx
+            .send(Queued { out, _bytes: bytes })
+            .await
+            .map_err(|_| ())
+    }
 }
 
 /// The reader: see the module docs. Ends when the peer closes, the writer died, or at
@@ -114,7 +195,7 @@ async fn read_loop<R>(
     hub: Hub,
     user: String,
     mut stream: R,
-    out: mpsc::Sender<Out>,
+    out: Outbox,
     last_seen: Arc<AtomicI64>,
     dead: CancellationToken,
     shutdown: Shutdown,
@@ -151,7 +232,13 @@ async fn read_loop<R>(
             }
         };
         if let Some(reply) = reply {
-            if out.send(reply).await.is_err() {
+            // Waits while the budget is spent (the client is not reading what it asked for);
+            // meanwhile nothing more is read from it.
+            let sent = tokio::select! {
+                sent = out.send(reply) => sent,
+                _ = &mut writer_gone => return,
+            };
+            if sent.is_err() {
                 return;
             }
         }
@@ -159,9 +246,13 @@ async fn read_loop<R>(
 }
 
 /// The close a read error calls for: 1009 for an oversized message, 1007 for a text frame
-/// that is not UTF-8; `None` when the connection simply broke.
+/// that is not UTF-8, 1002 for a frame that breaks the protocol (an unmasked client frame);
+/// `None` when the connection simply broke.
 fn close_for(e: axum::Error) -> Option<Out> {
-    use tokio_tungstenite::tungstenite::{error::CapacityError, Error};
+    use tokio_tungstenite::tungstenite::{
+        error::{CapacityError, ProtocolError},
+        Error,
+    };
     let inner = e.into_inner();
     match inner.downcast_ref::<Error>() {
         Some(Error::Capacity(CapacityError::MessageTooLong { .. })) => Some(Out::Close(
@@ -169,6 +260,17 @@ fn close_for(e: axum::Error) -> Option<Out> {
             "Messages are at most 65536 bytes.",
         )),
         Some(Error::Utf8(_)) => Some(Out::Close(CLOSE_INVALID_DATA, "Text frames must be UTF-8.")),
+        Some(Error::Protocol(ProtocolError::UnmaskedFrameFromClient)) => Some(Out::Close(
+            CLOSE_PROTOCOL,
+            "Frames from a client must be masked (RFC 6455, section 5.1).",
+        )),
+        Some(Error::Protocol(
+            ProtocolError::ResetWithoutClosingHandshake | ProtocolError::SendAfterClosing,
+        )) => None,
+        Some(Error::Protocol(_)) => Some(Out::Close(
+            CLOSE_PROTOCOL,
+            "That frame breaks the WebSocket protocol.",
+        )),
         _ => None,
     }
 }
@@ -215,7 +317,7 @@ async fn handle(
                     &room,
                     last_message_id,
                     JOIN_HISTORY as i64,
-                    hub.config().history,
+                    JOIN_PAGE.min(hub.config().history),
                 )
                 .await
             {
@@ -228,10 +330,20 @@ async fn handle(
                     ))));
                 }
             };
+            // A full page, or more bytes than a joined frame carries: the rest follows.
+            let mut behind = last_message_id.is_some() && resume.messages.len() as i64 == JOIN_PAGE;
+            let mut history = resume.messages;
+            let mut last_id = resume.last_id;
+            let kept = fitting(&history, JOINED_MAX_BYTES);
+            if kept < history.len() {
+                history.truncate(kept);
+                last_id = history.last().map_or(resume.after_id, |m| m.id);
+                behind = true;
+            }
             let joined = text(&ServerMsg::ChatJoined {
                 room: room.clone(),
                 members: hub.members(&room),
-                history: resume.messages,
+                history,
             });
             *presence = Some(entered);
             Some(Out::Join(Box::new(Joined {
@@ -239,7 +351,8 @@ async fn handle(
                 subscription,
                 joined,
                 gap: resume.gap.map(|g| text(&ServerMsg::ChatGap(g))),
-                last_id: resume.last_id,
+                last_id,
+                behind,
             })))
         }
         ClientMsg::ChatMessage { text: body } => {
@@ -261,12 +374,27 @@ async fn handle(
     }
 }
 
+/// How many of `messages` (from the first) fit in `max` bytes of JSON; at least one.
+fn fitting(messages: &[crate::protocol::chat::ChatMessage], max: usize) -> usize {
+    let mut bytes = 0;
+    for (i, m) in messages.iter().enumerate() {
+        // The JSON of a message: its text escaped, plus the fixed fields (about 120 bytes).
+        bytes += serde_json::to_string(&m.text).map_or(m.text.len(), |t| t.len()) + 160;
+        if bytes > max && i > 0 {
+            return i;
+        }
+    }
+    messages.len()
+}
+
 /// The joined room, as the writer follows it.
 struct Room {
     name: String,
     subscription: Subscription,
     /// The newest message id sent; live messages at or below it are skipped.
     last_id: i64,
+    /// More history than was sent is waiting: read the next page before going live.
+    behind: bool,
     /// When this socket last fell behind the room's ring (the latest few).
     lags: Vec<tokio::time::Instant>,
 }
@@ -296,11 +424,11 @@ async fn next_in(room: &mut Option<Room>) -> Received {
 async fn write_loop<S>(
     hub: Hub,
     mut sink: S,
-    mut out: mpsc::Receiver<Out>,
+    mut out: mpsc::Receiver<Queued>,
     notifications: Subscription,
     last_seen: Arc<AtomicI64>,
     dead: CancellationToken,
-    shutdown: Shutdown,
+    ends: Ends,
 ) where
     S: Sink<Message> + Unpin + Send,
 {
@@ -313,67 +441,85 @@ async fn write_loop<S>(
     // Both kept across iterations (see `Shutdown::cancelled_owned`): the notification
     // subscription is shared by every socket, and a `recv()` future dropped each time
     // another branch won would take its lock twice per wakeup.
-    let mut stop = std::pin::pin!(shutdown.cancelled_owned());
+    let mut stop = std::pin::pin!(ends.shutdown.cancelled_owned());
+    let mut signed_out = std::pin::pin!(ends.signed_out.cancelled_owned());
     let mut notes = std::pin::pin!(futures::stream::unfold(notifications, |mut s| async move {
         Some((s.recv().await, s))
     }));
     let mut notes_open = true;
+    // The budget shares of what is in the burst: given back once it is written.
+    let mut written_shares: Vec<ws::QueuedBytes> = Vec::new();
     loop {
         let mut close: Option<(u16, &'static str)> = None;
-        tokio::select! {
-            biased;
-            o = out.recv() => match o {
-                None => close = Some((1000, "")),
-                Some(Out::Frame(m)) => burst.push(*m),
-                Some(Out::Join(j)) => {
-                    let Joined { room: name, subscription, joined, gap, last_id } = *j;
-                    burst.push(joined);
-                    burst.extend(gap);
-                    room = Some(Room {
-                        name,
-                        subscription,
-                        last_id,
-                        lags: Vec::new(),
-                    });
-                }
-                Some(Out::Leave) => room = None,
-                Some(Out::Close(code, reason)) => close = Some((code, reason)),
-            },
-            r = next_in(&mut room) => {
-                let mut next = Box::pin(take(&hub, &mut room, r, &mut burst)).await;
-                // Whatever else is already waiting goes out in the same write.
-                while matches!(next, Next::Go) && burst.len() < BURST {
-                    let Some(r) = room.as_mut().and_then(|r| r.subscription.try_recv()) else {
-                        break;
-                    };
-                    next = Box::pin(take(&hub, &mut room, r, &mut burst)).await;
-                }
-                match next {
-                    Next::Go => {}
-                    Next::RoomEnded => room = None,
-                    Next::Close(code, reason) => {
-                        if code == CLOSE_POLICY {
-                            ws::record_slow_disconnect();
+        if room.as_ref().is_some_and(|r| r.behind) {
+            // Catching up, a page at a time: each page is written before the next is read.
+            let next = Box::pin(take(&hub, &mut room, Received::Lagged(0), &mut burst)).await;
+            if let Next::Close(code, reason) = next {
+                close = Some((code, reason));
+            }
+        } else {
+            tokio::select! {
+                biased;
+                o = out.recv() => match o {
+                    None => close = Some((1000, "")),
+                    Some(Queued { out, _bytes }) => {
+                        written_shares.push(_bytes);
+                        match out {
+                            Out::Frame(m) => burst.push(*m),
+                            Out::Join(j) => {
+                                let Joined { room: name, subscription, joined, gap, last_id, behind } = *j;
+                                burst.push(joined);
+                                burst.extend(gap);
+                                room = Some(Room {
+                                    name,
+                                    subscription,
+                                    last_id,
+                                    behind,
+                                    lags: Vec::new(),
+                                });
+                            }
+                            Out::Leave => room = None,
+                            Out::Close(code, reason) => close = Some((code, reason)),
                         }
-                        close = Some((code, reason));
+                    }
+                },
+                r = next_in(&mut room) => {
+                    let mut next = Box::pin(take(&hub, &mut room, r, &mut burst)).await;
+                    // Whatever else is already waiting goes out in the same write.
+                    while matches!(next, Next::Go) && burst.len() < BURST {
+                        let Some(r) = room.as_mut().and_then(|r| r.subscription.try_recv()) else {
+                            break;
+                        };
+                        next = Box::pin(take(&hub, &mut room, r, &mut burst)).await;
+                    }
+                    match next {
+                        Next::Go => {}
+                        Next::RoomEnded => room = None,
+                        Next::Close(code, reason) => {
+                            if code == CLOSE_POLICY {
+                                ws::record_slow_disconnect();
+                            }
+                            close = Some((code, reason));
+                        }
                     }
                 }
-            }
-            n = notes.next(), if notes_open => match n {
-                Some(Received::Message(m)) => burst.push(frame(&m.data)),
-                Some(Received::Lagged(n)) => ws::record_drops(n),
-                Some(Received::Closed) | None => notes_open = false,
-            },
-            _ = ping.tick() => {
-                let quiet = clock::now_ms() - last_seen.load(Ordering::Relaxed);
-                if quiet > 2 * interval.as_millis() as i64 {
-                    // No pong, no frame: the peer is gone without a word.
-                    tracing::info!(quiet_ms = quiet, "closing a WebSocket that stopped answering");
-                    return;
+                n = notes.next(), if notes_open => match n {
+                    Some(Received::Message(m)) => burst.push(frame(&m.data)),
+                    Some(Received::Lagged(n)) => ws::record_drops(n),
+                    Some(Received::Closed) | None => notes_open = false,
+                },
+                _ = ping.tick() => {
+                    let quiet = clock::now_ms() - last_seen.load(Ordering::Relaxed);
+                    if quiet > 2 * interval.as_millis() as i64 {
+                        // No pong, no frame: the peer is gone without a word.
+                        tracing::info!(quiet_ms = quiet, "closing a WebSocket that stopped answering");
+                        return;
+                    }
+                    burst.push(Message::Ping(Default::default()));
                 }
-                burst.push(Message::Ping(Default::default()));
+                _ = &mut stop => close = Some((CLOSE_GOING_AWAY, "The server is restarting; reconnect to resume.")),
+                _ = &mut signed_out => close = Some((CLOSE_POLICY, "Signed out.")),
             }
-            _ = &mut stop => close = Some((CLOSE_GOING_AWAY, "The server is restarting; reconnect to resume.")),
         }
         if let Some((code, reason)) = close {
             burst.push(Message::Close(Some(CloseFrame {
@@ -397,7 +543,7 @@ async fn write_loop<S>(
                 }
             };
             match written {
-                Ok(Ok(())) => {}
+                Ok(Ok(())) => written_shares.clear(),
                 Ok(Err(())) => return,
                 Err(_) => {
                     ws::record_slow_disconnect();
@@ -457,19 +603,16 @@ async fn take(hub: &Hub, room: &mut Option<Room>, r: Received, burst: &mut Vec<M
                     return Next::Close(CLOSE_POLICY, "Too slow to keep up; reconnect to resume.");
                 }
             }
+            let page = READBACK_PAGE.min(hub.config().history);
             match hub
-                .since(
-                    &current.name,
-                    Some(current.last_id),
-                    0,
-                    hub.config().history,
-                )
+                .since(&current.name, Some(current.last_id), 0, page)
                 .await
             {
                 Ok(resume) => {
                     if let Some(gap) = resume.gap {
                         burst.push(text(&ServerMsg::ChatGap(gap)));
                     }
+                    current.behind = resume.messages.len() as i64 == page;
                     for m in resume.messages {
                         burst.push(text(&ServerMsg::ChatMessage(m)));
                     }
@@ -593,7 +736,7 @@ mod tests {
             user.to_string(),
             server_out,
             server_in,
-            Shutdown::new(),
+            Ends::default(),
         ));
         Client {
             to_server,
@@ -679,7 +822,7 @@ mod tests {
             "slow".into(),
             Stuck,
             server_in,
-            Shutdown::new(),
+            Ends::default(),
         ));
         to_server
             .unbounded_send(Ok(Message::Text(

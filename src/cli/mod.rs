@@ -7,6 +7,8 @@
 //!   drops and restarts ([`tail`]).
 //! - `tidings chat`: a terminal chat over the WebSocket (tokio-tungstenite) that reconnects
 //!   and resumes after the last message shown ([`chat`]).
+//! - `tidings users add NAME [--admin]`: the one subcommand that talks to the database instead
+//!   of a server, to create the first admin without the setup token ([`users`]).
 //!
 //! Shared here: the HTTP client, signing in, and the refusal sentence. The retry policy
 //! every consumer follows (jittered exponential backoff; 4xx other than 408 and 429 are final)
@@ -18,6 +20,7 @@
 pub mod chat;
 pub mod export;
 pub mod tail;
+pub mod users;
 
 pub use crate::server::retry::{backoff, retryable};
 
@@ -77,6 +80,7 @@ pub async fn sign_in(
         .json(&AuthRequest {
             username: username.to_string(),
             password: password.to_string(),
+            setup_token: None,
         })
         .send()
         .await

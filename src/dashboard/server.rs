@@ -28,7 +28,7 @@ use crate::{
         LogLevel, LogReady, LOG_EVENT, LOG_GAP_EVENT, LOG_READY_EVENT, METRICS_EVENT,
     },
     server::{
-        logs,
+        logs, metrics,
         sse::{self, Event, Gone, SseOptions},
         ApiError, AppState, StreamUser,
     },
@@ -86,14 +86,13 @@ fn log_id(headers: &HeaderMap, query: &[(String, String)]) -> Result<Option<u64>
     Ok(sse::last_event_id(headers, query)?.map(|id| id as u64))
 }
 
-fn options(state: &AppState) -> SseOptions {
-    SseOptions {
+fn options(state: &AppState, user: &StreamUser) -> Result<SseOptions, ApiError> {
+    Ok(SseOptions {
         // Ends like every stream (`TIDINGS_SSE_MAX_SECS`); the browser reconnects and resumes.
-        timeout: Some(state.config.sse_max),
         retry: Some(RETRY),
         send_limit: Some(SEND_LIMIT),
-        ..SseOptions::default()
-    }
+        ..SseOptions::for_user(state, &user.0)?
+    })
 }
 
 /// `GET /api/metrics/events`: see the module docs.
@@ -110,7 +109,7 @@ async fn metrics_events(
     let after = log_id(&headers, &query)?;
     let mut samples = state.metrics.subscribe();
     Ok(sse::stream(
-        options(&state),
+        options(&state, &user)?,
         state.shutdown.clone(),
         move |tx| async move {
             let mut tail = match level {
@@ -120,6 +119,7 @@ async fn metrics_events(
                 },
                 None => None,
             };
+            let mut first = true;
             loop {
                 tokio::select! {
                     _ = tx.gone() => return,
@@ -127,7 +127,14 @@ async fn metrics_events(
                         if changed.is_err() {
                             return;
                         }
-                        let sample = samples.borrow_and_update().clone();
+                        let mut sample = samples.borrow_and_update().clone();
+                        if std::mem::take(&mut first) {
+                            // The newest sample may be up to a second old: count the
+                            // connections again, so this stream counts itself.
+                            let mut now = (*sample).clone();
+                            now.connections = metrics::connections_now();
+                            sample = std::sync::Arc::new(now);
+                        }
                         if tx.send(&Event::json(&*sample).name(METRICS_EVENT)).await.is_err() {
                             return;
                         }
@@ -155,7 +162,7 @@ async fn log_events(
     let level = level_param(&query, "level", Some(LogLevel::Info))?.unwrap_or_default();
     let after = log_id(&headers, &query)?;
     Ok(sse::stream(
-        options(&state),
+        options(&state, &user)?,
         state.shutdown.clone(),
         move |tx| async move {
             let Ok(mut tail) = LogTail::start(&tx, after, level).await else {

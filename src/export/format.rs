@@ -215,10 +215,16 @@ pub fn csv_record(out: &mut Vec<u8>, id: i64, at: &str, action: &str, user: &str
 }
 
 /// Appends `s` as a CSV field (RFC 4180): quoted, with quotes doubled, when it holds a comma,
-/// quote, CR or LF.
+/// quote, CR or LF. A field that begins with `=`, `+`, `-`, `@`, tab or CR gets a leading `'`,
+/// so a spreadsheet opening the file shows it as text instead of running it as a formula
+/// (OWASP's CSV injection advice).
 fn csv_field(out: &mut Vec<u8>, s: &str) {
+    let formula = s.starts_with(['=', '+', '-', '@', '\t', '\r']);
     if s.bytes().any(|b| matches!(b, b',' | b'"' | b'\r' | b'\n')) {
         out.push(b'"');
+        if formula {
+            out.push(b'\'');
+        }
         for part in s.split('"').enumerate() {
             if part.0 > 0 {
                 out.extend_from_slice(b"\"\"");
@@ -227,6 +233,9 @@ fn csv_field(out: &mut Vec<u8>, s: &str) {
         }
         out.push(b'"');
     } else {
+        if formula {
+            out.push(b'\'');
+        }
         out.extend_from_slice(s.as_bytes());
     }
 }
@@ -363,6 +372,21 @@ mod tests {
             "id,at,action,user,detail\r\n\
              7,2023-11-14T22:13:20.000Z,LOGIN,\"a,b\",\"{\"\"k\"\":\"\"v\"\"}\"\r\n\
              8,2023-11-14T22:13:20.000Z,LOGIN,plain,\"line\nbreak\"\r\n"
+        );
+    }
+
+    #[test]
+    fn csv_fields_that_a_spreadsheet_would_run_are_made_text() {
+        let mut w = RowWriter::new(ExportFormat::Csv, 100);
+        w.row(1, 0, b"=HYPERLINK(\"http://x\")", b"+1", b"-2");
+        w.row(2, 0, b"@SUM(A1)", b"\tx", b"\rcmd,y");
+        w.row(3, 0, b"LOGIN", b"a=b", br#"{"k":"=v"}"#);
+        let text = String::from_utf8(all_bytes(&mut w)).unwrap();
+        assert_eq!(
+            text,
+            "1,1970-01-01T00:00:00.000Z,\"'=HYPERLINK(\"\"http://x\"\")\",'+1,'-2\r\n\
+             2,1970-01-01T00:00:00.000Z,'@SUM(A1),'\tx,\"'\rcmd,y\"\r\n\
+             3,1970-01-01T00:00:00.000Z,LOGIN,a=b,\"{\"\"k\"\":\"\"=v\"\"}\"\r\n"
         );
     }
 

@@ -26,7 +26,7 @@
 
 use std::time::Duration;
 
-use axum::{http::HeaderMap, response::Response};
+use axum::response::Response;
 use serde::{Deserialize, Serialize};
 
 use super::runner::{Jobs, Run, Stop};
@@ -43,6 +43,9 @@ use crate::{
 const IMPORT_BATCH: usize = 2000;
 /// Attempts in a row before an import that cannot read its source fails.
 const ATTEMPTS: u32 = 5;
+/// The largest id imported: 2^53, the largest integer every JSON reader (JavaScript's
+/// numbers) holds exactly. Ids outside 1 to this are a warning and skipped.
+pub const MAX_IMPORT_ID: i64 = 1 << 53;
 /// Warnings sent at most; later bad lines are only counted.
 const WARNINGS_MAX: u64 = 100;
 
@@ -54,7 +57,8 @@ pub struct ImportParams {
     pub source: String,
     /// The session that started it (to mint stream tokens for this server's own export).
     pub session_id: i64,
-    /// This server's origin as the request named it: tokens go to this origin only.
+    /// This server's own origin that `source` is on (empty: another server's): tokens go to
+    /// this origin only.
     pub own_origin: String,
 }
 
@@ -65,23 +69,11 @@ fn bad(message: impl Into<String>) -> ApiError {
     }
 }
 
-/// This server's origin as the request names it (`http://host:port`, or https behind TLS).
-fn own_origin(headers: &HeaderMap) -> Option<String> {
-    let host = headers.get("host")?.to_str().ok()?;
-    let scheme = if crate::server::identity::is_https(headers) {
-        "https"
-    } else {
-        "http"
-    };
-    Some(format!("{scheme}://{host}"))
-}
-
 /// `POST /api/audit/import` and `POST /api/jobs` with `kind:"import"`.
 pub async fn create(
     state: &AppState,
     jobs: &Jobs,
     user: &CurrentUser,
-    headers: &HeaderMap,
     body: &CreateJob,
 ) -> Result<Response, ApiError> {
     if !user.user.is_admin() {
@@ -109,12 +101,20 @@ pub async fn create(
     if !matches!(url.scheme(), "http" | "https") {
         return Err(bad("must be an http or https URL."));
     }
-    let origin = own_origin(headers).unwrap_or_default();
+    // This server's own origins come from its configuration (or the port it listens on),
+    // never from the request's Host, which the client chooses.
+    let own: Vec<String> = state.own_origins();
     let allowed: Vec<String> = if state.config.import_sources.is_empty() {
-        vec![format!("{origin}/")]
+        own.iter().map(|o| format!("{o}/")).collect()
     } else {
         state.config.import_sources.clone()
     };
+    // Stream tokens go only to this server's own routes.
+    let origin = own
+        .iter()
+        .find(|o| within(&url, &format!("{o}/")))
+        .cloned()
+        .unwrap_or_default();
     if !allowed.iter().any(|prefix| within(&url, prefix)) {
         return Err(bad(format!(
             "{source:?} is not an allowed import source (allowed: {}).",
@@ -486,6 +486,13 @@ async fn attempt(
                 continue;
             }
             match ExportLineRef::parse(&line.text) {
+                Ok(ExportLineRef::Row(row)) if !(1..=MAX_IMPORT_ID).contains(&row.id) => {
+                    let why = format!(
+                        "Line {}: id {} is outside 1 to 2^53 ({MAX_IMPORT_ID}); skipped.",
+                        line.number, row.id
+                    );
+                    warn(run, tally, &why).await;
+                }
                 Ok(ExportLineRef::Row(row)) => {
                     let at = match chrono::DateTime::parse_from_rfc3339(&row.at) {
                         Ok(t) => t.timestamp_millis(),

@@ -38,7 +38,7 @@ pub const LOG_WINDOW: i64 = 200;
 pub async fn jobs_page(id: Option<i64>) -> Result<JobsSnapshot, ServerFnError> {
     use crate::{
         protocol::jobs::{JobEvent, JobEventKind},
-        server::{identity::MaybeUser, AppState},
+        server::{error::server_fn_failed, identity::MaybeUser, AppState},
     };
     let empty = JobsSnapshot {
         user: None,
@@ -58,12 +58,12 @@ pub async fn jobs_page(id: Option<i64>) -> Result<JobsSnapshot, ServerFnError> {
     let recent = store
         .jobs_of(user.user_id, 20)
         .await
-        .map_err(|e| ServerFnError::new(e.to_string()))?;
+        .map_err(server_fn_failed)?;
     let job = match id {
         Some(id) => store
             .job(id)
             .await
-            .map_err(|e| ServerFnError::new(e.to_string()))?
+            .map_err(server_fn_failed)?
             .filter(|j| j.owner_id == user.user_id || user.user.is_admin()),
         None => None,
     };
@@ -76,7 +76,7 @@ pub async fn jobs_page(id: Option<i64>) -> Result<JobsSnapshot, ServerFnError> {
         for e in store
             .job_events_after(job.id, from, job.last_event_id - from)
             .await
-            .map_err(|e| ServerFnError::new(e.to_string()))?
+            .map_err(server_fn_failed)?
         {
             if let (Some(event), Ok(data)) =
                 (JobEventKind::parse(&e.event), serde_json::from_str(&e.data))

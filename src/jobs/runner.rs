@@ -59,6 +59,22 @@ pub fn topic(job_id: i64) -> String {
     format!("job:{job_id}")
 }
 
+/// How often jobs that ended longer ago than the retention are deleted.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+/// Jobs deleted per statement batch when pruning.
+const PRUNE_BATCH: i64 = 500;
+
+/// How the queue shares its workers and how long it keeps ended jobs.
+#[derive(Clone, Copy, Debug)]
+pub struct QueueLimits {
+    /// Workers running jobs at once.
+    pub workers: usize,
+    /// Jobs of one owner running at once at most (on every instance together).
+    pub running_per_owner: usize,
+    /// Ended jobs older than this are deleted with their events.
+    pub retention: Duration,
+}
+
 /// The queue: cheap to clone, shared by the routes and the workers.
 #[derive(Clone)]
 pub struct Jobs {
@@ -72,6 +88,7 @@ struct Inner {
     shutdown: Shutdown,
     /// This process's name in `claimed_by`.
     instance: String,
+    limits: QueueLimits,
     /// Wakes one idle worker when a job is queued.
     wake: Notify,
     writer: mpsc::Sender<Write>,
@@ -103,9 +120,10 @@ impl Jobs {
         bus: Arc<dyn Bus>,
         signer: Arc<Signer>,
         shutdown: Shutdown,
-        workers: usize,
+        limits: QueueLimits,
         sole_instance: bool,
     ) -> Self {
+        let workers = limits.workers;
         let (writer, rx) = mpsc::channel(WRITE_QUEUE);
         let mut nonce = [0u8; 6];
         let _ = getrandom::getrandom(&mut nonce);
@@ -121,6 +139,7 @@ impl Jobs {
                 signer,
                 shutdown: shutdown.clone(),
                 instance,
+                limits,
                 wake: Notify::new(),
                 writer,
                 running: Mutex::new(HashMap::new()),
@@ -145,7 +164,9 @@ impl Jobs {
                 let jobs = starter.clone();
                 tracker.spawn(async move { jobs.work(n).await });
             }
+            let pruner = starter.clone();
             tracker.spawn(async move { starter.sweep().await });
+            tracker.spawn(async move { pruner.prune().await });
         });
         jobs
     }
@@ -198,7 +219,12 @@ impl Jobs {
             let claimed = self
                 .inner
                 .store
-                .claim_next_job(&self.inner.instance, now, now + LEASE.as_millis() as i64)
+                .claim_next_job(
+                    &self.inner.instance,
+                    now,
+                    now + LEASE.as_millis() as i64,
+                    self.inner.limits.running_per_owner as i64,
+                )
                 .await;
             match claimed {
                 Ok(Some(job)) => {
@@ -245,6 +271,37 @@ impl Jobs {
                 }
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "sweeping stale jobs failed"),
+            }
+        }
+    }
+
+    /// Deletes jobs that ended longer ago than the retention, with their events: at start, then
+    /// every [`PRUNE_EVERY`], until shutdown.
+    async fn prune(self) {
+        let shutdown = self.inner.shutdown.clone();
+        loop {
+            let before = clock::now_ms() - self.inner.limits.retention.as_millis() as i64;
+            let mut removed = 0;
+            loop {
+                match self.inner.store.prune_ended_jobs(before, PRUNE_BATCH).await {
+                    Ok(n) => {
+                        removed += n;
+                        if n < PRUNE_BATCH as u64 || shutdown.is_triggered() {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "pruning ended jobs failed; trying again later");
+                        break;
+                    }
+                }
+            }
+            if removed > 0 {
+                tracing::info!(jobs = removed, "ended jobs past the retention deleted");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(PRUNE_EVERY) => {}
+                _ = shutdown.cancelled() => return,
             }
         }
     }

@@ -18,7 +18,7 @@ use axum::{
 };
 use serde_json::json;
 
-use super::runner::{topic, Jobs, JOB_WORKERS_DEFAULT};
+use super::runner::{topic, Jobs, QueueLimits, JOB_WORKERS_DEFAULT};
 use crate::{
     protocol::jobs::{
         CreateJob, ImportRequest, JobCreated, JobEventKind, JobList, JobState, JobStatus,
@@ -36,14 +36,20 @@ use crate::{
 
 /// Jobs listed by `GET /api/jobs`.
 const LIST_LIMIT: i64 = 50;
-/// Queued or running jobs one user may have at once.
-pub const OPEN_JOBS_MAX: i64 = 1000;
 /// Events read from the database per replay page.
 const REPLAY_PAGE: i64 = 500;
 
 /// The routes, with the queue started on `state`'s database (its workers run until shutdown).
 pub fn router(state: &AppState) -> Router<AppState> {
     let workers = state.config.job_workers.unwrap_or(JOB_WORKERS_DEFAULT);
+    let limits = &state.config.limits;
+    let queue = QueueLimits {
+        workers,
+        running_per_owner: limits
+            .running_jobs_per_user
+            .map_or((workers / 2).max(1), |n| n as usize),
+        retention: limits.job_retention,
+    };
     // An SQLite file with no Redis is one process's: what it left running is requeued at
     // start. With Redis, instances share the file (or PostgreSQL): only expired leases are.
     let sole = state.store.backend() == Backend::Sqlite && state.config.redis_url.is_none();
@@ -52,7 +58,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
         state.bus.clone(),
         state.signer.clone(),
         state.shutdown.clone(),
-        workers,
+        queue,
         sole,
     );
     Router::new()
@@ -126,17 +132,29 @@ pub async fn queue(
     total: i64,
 ) -> Result<Response, ApiError> {
     let store = &state.store;
-    let open = store.count_open_jobs_of(user.user_id).await?;
-    if open >= OPEN_JOBS_MAX {
-        return Err(ApiError::Conflict {
-            code: "too_many_jobs",
-            message: format!("You have {open} jobs waiting or running; let some finish first."),
-        });
-    }
+    let max = state.config.limits.active_jobs_per_user;
     let now = clock::now_ms();
     let job = store
-        .create_job(user.user_id, &user.user.username, kind, params, total, now)
-        .await?;
+        .create_job_within(
+            user.user_id,
+            &user.user.username,
+            kind,
+            params,
+            total,
+            now,
+            (max > 0).then_some(i64::from(max)),
+        )
+        .await?
+        .map_err(|open| {
+            ApiError::too_many(
+                "too_many_jobs",
+                format!(
+                    "You have {open} jobs waiting or running, the most one user may have \
+                     (TIDINGS_MAX_ACTIVE_JOBS_PER_USER is {max}); let some finish or cancel \
+                     them first."
+                ),
+            )
+        })?;
     store
         .audit(
             "JOB_CREATE",
@@ -166,7 +184,6 @@ async fn create(
     State(state): State<AppState>,
     Extension(jobs): Extension<Jobs>,
     user: CurrentUser,
-    headers: HeaderMap,
     ApiJson(body): ApiJson<CreateJob>,
 ) -> Result<Response, ApiError> {
     match body.kind.as_str() {
@@ -175,7 +192,7 @@ async fn create(
             let params = serde_json::to_string(&body).expect("serializable");
             queue(&state, &jobs, &user, "demo", &params, steps).await
         }
-        "import" => super::import::create(&state, &jobs, &user, &headers, &body).await,
+        "import" => super::import::create(&state, &jobs, &user, &body).await,
         other => Err(bad(
             "kind",
             format!("is {other:?}; it must be \"demo\" or \"import\"."),
@@ -188,7 +205,6 @@ async fn import(
     State(state): State<AppState>,
     Extension(jobs): Extension<Jobs>,
     user: CurrentUser,
-    headers: HeaderMap,
     ApiJson(body): ApiJson<ImportRequest>,
 ) -> Result<Response, ApiError> {
     let body = CreateJob {
@@ -196,7 +212,7 @@ async fn import(
         source: Some(body.source),
         ..CreateJob::default()
     };
-    super::import::create(&state, &jobs, &user, &headers, &body).await
+    super::import::create(&state, &jobs, &user, &body).await
 }
 
 /// `GET /api/jobs`: the caller's jobs, newest first.
@@ -318,10 +334,7 @@ async fn events(
     let subscription = state.bus.subscribe(&topic(job.id));
     let store = state.store.clone();
     let job_id = job.id;
-    let options = SseOptions {
-        timeout: Some(state.config.sse_max),
-        ..SseOptions::default()
-    };
+    let options = SseOptions::for_user(&state, &user.0)?;
     Ok(sse::stream(
         options,
         state.shutdown.clone(),

@@ -23,7 +23,7 @@ use crate::{
     server::{
         bus::{Envelope, Received, NOTIFICATIONS},
         clock,
-        identity::AdminUser,
+        identity::{AdminUser, StreamUser},
         metrics,
         sse::{self, Event, SseOptions},
         storage::chat::NotificationRow,
@@ -126,10 +126,11 @@ async fn send(
     }))
 }
 
-/// `GET /api/notifications/events`: open to everyone (notifications are public), so every
-/// page, signed in or not, can show them.
+/// `GET /api/notifications/events`: for signed-in users (a session or a stream token, like
+/// every `/api/*` route); every page they open shows what arrives as toasts.
 async fn events(
     State(state): State<AppState>,
+    user: StreamUser,
     headers: HeaderMap,
     Query(query): Query<Vec<(String, String)>>,
 ) -> Result<Response, ApiError> {
@@ -143,9 +144,8 @@ async fn events(
     let mut subscription = state.bus.subscribe(NOTIFICATIONS);
     let store = state.store.clone();
     let options = SseOptions {
-        timeout: Some(state.config.sse_max),
         send_limit: Some(state.config.chat.slow_client),
-        ..SseOptions::default()
+        ..SseOptions::for_user(&state, &user.0)?
     };
     Ok(sse::stream(
         options,

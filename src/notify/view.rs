@@ -1,14 +1,18 @@
 //! Toasts on every page, and `/notifications`, where an admin sends one.
 //!
-//! `<Toasts/>` sits in the app shell: in the browser it opens the one notification stream
-//! the page holds and shows each notification for ten seconds (or until closed). Text is
+//! `<Toasts/>` sits in the app shell: in the browser, while someone is signed in, it opens the
+//! one notification stream the page holds (the stream needs a session) and shows each
+//! notification for ten seconds (or until closed); it closes the stream at logout. Text is
 //! rendered as text. Tests: `end2end/tests/chat.spec.ts`.
 
 use leptos::{ev::SubmitEvent, prelude::*, task::spawn_local};
 use send_wrapper::SendWrapper;
 
 use super::{client, notify_role};
-use crate::protocol::chat::{Notification, SendNotification, NOTIFICATION_KINDS};
+use crate::{
+    auth::Session,
+    protocol::chat::{Notification, SendNotification, NOTIFICATION_KINDS},
+};
 
 /// Toasts shown at once at most (the newest).
 const TOASTS_MAX: usize = 5;
@@ -20,7 +24,16 @@ const TOAST_MS: u64 = 10_000;
 pub fn Toasts() -> impl IntoView {
     let toasts = RwSignal::new(Vec::<Notification>::new());
     let stream = StoredValue::new(None::<SendWrapper<crate::events::EventStream>>);
+    let session = Session::expect();
+    let who = Memo::new(move |_| session.user().map(|u| u.username));
     Effect::new(move |_| {
+        // Follows the session: signed out, no stream (it would only be refused); another user,
+        // a fresh stream.
+        let signed_in = who.get().is_some();
+        stream.set_value(None);
+        if !signed_in {
+            return;
+        }
         let opened = client::open(move |n| {
             if toasts.is_disposed() {
                 return;

@@ -10,9 +10,18 @@ pub struct AuthRequest {
     pub username: String,
     /// At least 8 characters (at most 1024, to bound the hashing cost).
     pub password: String,
+    /// Signup only: the setup token that a username listed in `TIDINGS_ADMINS` needs
+    /// (`TIDINGS_SETUP_TOKEN`, or the one the server printed at start). Ignored elsewhere.
+    #[serde(
+        default,
+        rename = "setupToken",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub setup_token: Option<String>,
 }
 
-/// What a signed-in user may do. Admins come from `TIDINGS_ADMINS`.
+/// What a signed-in user may do. Admins come from `TIDINGS_ADMINS`, or were created as admins
+/// (`tidings users add NAME --admin`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {

@@ -28,6 +28,9 @@ pub const SUBSCRIBER_QUEUE: usize = 1024;
 /// The topic every notification goes to (contract, "Notifications").
 pub const NOTIFICATIONS: &str = "notifications";
 
+/// The topic on which every instance hears of ended sessions (`server::streams`).
+pub const SESSIONS: &str = "sessions";
+
 /// The topic on which instances tell each other who is present where (the chat hub's own).
 pub const PRESENCE: &str = "presence";
 

@@ -57,6 +57,18 @@ pub enum ApiError {
     /// 503: a dependency (the database) does not answer.
     #[error("{0}")]
     Unavailable(String),
+    /// Any other refusal with its own status and machine code: a quota (429
+    /// `too_many_streams`), a reserved username (403), a host this server does not answer for
+    /// (421), a saturated hasher (503 with `Retry-After`). The sentence names the limit or the
+    /// reason.
+    #[error("{message}")]
+    Refused {
+        status: StatusCode,
+        code: &'static str,
+        message: String,
+        /// Seconds for a `Retry-After` header, when waiting helps.
+        retry_after: Option<u64>,
+    },
     /// 500: a bug or an unexpected failure. Logged in full; the user sees one sentence.
     #[error("internal error")]
     Internal(#[from] anyhow::Error),
@@ -69,6 +81,29 @@ impl ApiError {
             code,
             message: message.into(),
         }
+    }
+
+    /// A refusal with `status` and `code` (see [`ApiError::Refused`]).
+    pub fn refused(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self::Refused {
+            status,
+            code,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// 429 `code`: a per-user or per-address limit was reached.
+    pub fn too_many(code: &'static str, message: impl Into<String>) -> Self {
+        Self::refused(StatusCode::TOO_MANY_REQUESTS, code, message)
+    }
+
+    /// The same error, telling the client to retry after `secs` seconds.
+    pub fn retry_after(mut self, secs: u64) -> Self {
+        if let Self::Refused { retry_after, .. } = &mut self {
+            *retry_after = Some(secs);
+        }
+        self
     }
 
     /// The HTTP status this error answers with.
@@ -86,6 +121,7 @@ impl ApiError {
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::RateLimited(_) | Self::SlowDown(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Refused { status, .. } => *status,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -107,6 +143,7 @@ impl ApiError {
             Self::RateLimited(_) => "rate_limited",
             Self::SlowDown(_) => "slow_down",
             Self::Unavailable(_) => "unavailable",
+            Self::Refused { code, .. } => code,
             Self::Internal(_) => "internal",
         }
     }
@@ -134,7 +171,12 @@ impl IntoResponse for ApiError {
             tracing::error!(error = ?cause, "internal error");
         }
         let mut res = (self.status(), axum::Json(self.body())).into_response();
-        if let Self::RateLimited(secs) = self {
+        let retry = match self {
+            Self::RateLimited(secs) => Some(secs),
+            Self::Refused { retry_after, .. } => retry_after,
+            _ => None,
+        };
+        if let Some(secs) = retry {
             if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
                 res.headers_mut().insert(header::RETRY_AFTER, v);
             }
@@ -183,6 +225,13 @@ fn inner_cause(e: &dyn std::error::Error) -> String {
     cur.to_string()
 }
 
+/// What a server function says when the database (or anything internal) failed: the cause
+/// is logged, the browser gets one plain sentence, never the database's own text.
+pub fn server_fn_failed<E: std::fmt::Display>(cause: E) -> leptos::prelude::ServerFnError {
+    tracing::error!(error = %cause, "a server function failed");
+    leptos::prelude::ServerFnError::new(ApiError::Internal(anyhow::anyhow!("hidden")).message())
+}
+
 /// `axum::Json`, but a rejected body is an [`ApiError`] in the contract's shape.
 #[derive(Debug, Clone, Copy, Default, FromRequest)]
 #[from_request(via(axum::Json), rejection(ApiError))]
@@ -213,6 +262,26 @@ mod tests {
         let e = ApiError::Internal(anyhow::anyhow!("SELECT secret FROM users failed"));
         assert_eq!(e.status(), StatusCode::INTERNAL_SERVER_ERROR);
         assert!(!e.message().contains("SELECT"));
+    }
+
+    #[test]
+    fn refusals_carry_their_status_code_and_retry_after() {
+        let e = ApiError::too_many("too_many_streams", "Close one first.");
+        assert_eq!(
+            (e.status(), e.code()),
+            (StatusCode::TOO_MANY_REQUESTS, "too_many_streams")
+        );
+        let res = ApiError::refused(StatusCode::SERVICE_UNAVAILABLE, "busy", "Try again.")
+            .retry_after(2)
+            .into_response();
+        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(res.headers()[header::RETRY_AFTER], "2");
+    }
+
+    #[test]
+    fn server_functions_never_show_the_cause() {
+        let e = server_fn_failed("no such table: users_secret");
+        assert!(!e.to_string().contains("users_secret"), "{e}");
     }
 
     #[test]

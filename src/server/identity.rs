@@ -14,13 +14,13 @@ use std::net::SocketAddr;
 
 use axum::{
     extract::{ConnectInfo, FromRequestParts, Query},
-    http::{header, request::Parts, HeaderMap, Method},
+    http::{request::Parts, Method},
 };
 use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
 use sha2::{Digest, Sha256};
 
-use super::{clock, error::ApiError, state::AppState, storage::SessionRow};
+use super::{clock, error::ApiError, forwarded::Client, state::AppState, storage::SessionRow};
 use crate::protocol::UserView;
 
 /// Name of the session cookie.
@@ -33,6 +33,9 @@ pub struct CurrentUser {
     pub session_id: i64,
     /// The account's row id.
     pub user_id: i64,
+    /// When the session expires (milliseconds since the epoch): its live connections close
+    /// then.
+    pub expires_at: i64,
     /// Username and role.
     pub user: UserView,
 }
@@ -42,8 +45,9 @@ impl CurrentUser {
         Self {
             session_id: row.session_id,
             user_id: row.user_id,
+            expires_at: row.expires_at,
             user: UserView {
-                role: state.role_of(&row.username),
+                role: state.role_of(&row.username, row.admin),
                 username: row.username,
             },
         }
@@ -167,23 +171,37 @@ impl FromRequestParts<AppState> for StreamUser {
     }
 }
 
-/// The client's address as the socket saw it (`unknown` when the server was not started with
-/// connect info, as in `oneshot` tests); IPv6 clients by their /64, since one host commonly
-/// holds a whole /64. Never refuses.
+/// The client's address as rate limits and audit rows count it (see [`address_key`]): the
+/// peer, or what trusted proxies say (`server::forwarded`); `unknown` when the server was
+/// not started with connect info, as in `oneshot` tests. Never refuses.
 #[derive(Clone, Debug)]
 pub struct ClientAddr(pub String);
 
 impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let client = Client::from_request_parts(parts, state).await?;
         Ok(Self(
-            parts
-                .extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|ci| address_key(ci.0.ip()))
+            client
+                .ip
+                .map(address_key)
                 .unwrap_or_else(|| "unknown".into()),
         ))
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Client {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(parts.extensions.get::<Client>().copied().unwrap_or(Client {
+            ip: parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|ci| ci.0.ip()),
+            https: false,
+        }))
     }
 }
 
@@ -216,19 +234,6 @@ pub fn hash_token(token: &str) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
-}
-
-/// Whether the browser reached us over https (directly or through a proxy that says so).
-pub fn is_https(headers: &HeaderMap) -> bool {
-    let forwarded_proto = headers
-        .get("x-forwarded-proto")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("https"));
-    let forwarded = headers
-        .get(header::FORWARDED)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.to_ascii_lowercase().contains("proto=https"));
-    forwarded_proto || forwarded
 }
 
 /// The session cookie: HttpOnly, SameSite=Lax, Secure over https, living `max_age`.
@@ -293,13 +298,5 @@ mod tests {
             address_key("::ffff:192.0.2.1".parse().unwrap()),
             "192.0.2.1"
         );
-    }
-
-    #[test]
-    fn https_detection() {
-        let mut h = HeaderMap::new();
-        assert!(!is_https(&h));
-        h.insert("x-forwarded-proto", "https".parse().unwrap());
-        assert!(is_https(&h));
     }
 }

@@ -1,10 +1,16 @@
-//! Failed-login limiter: 429 once a username or a client address has `max` failures within
-//! `window` (the contract: 10 within 5 minutes).
+//! Sliding-window limits: at most `max` attempts per key within `window`.
 //!
-//! A sliding window of failure times per key ("user:eric", "ip:127.0.0.1"). Only failures
-//! count, which is why this is not a token bucket from `governor`: successful logins must not
-//! use up anyone's allowance. Memory is bounded: at most `max` instants per key and at most
-//! `capacity` keys (expired keys are swept first; past that the oldest-touched key goes).
+//! - Failed logins: 429 once a username or a client address has 10 failures within 5 minutes
+//!   (the contract). Every attempt counts until it succeeds and is forgiven, which is why this
+//!   is not a token bucket from `governor`: successful logins must not use up anyone's
+//!   allowance.
+//! - Signups per client address per hour (`TIDINGS_SIGNUP_PER_HOUR`), chat messages per user
+//!   per second (`Slow down.`): the same window, attempts forgiven when they did not happen.
+//!
+//! Keys are like "user:eric", "ip:127.0.0.1". Memory is bounded: at most `max` instants per key
+//! and at most `capacity` keys (expired keys are swept first; past that the oldest-touched key
+//! goes). With Redis, [`SharedLimiter`] keeps the window there, so every instance counts
+//! together.
 //!
 //! Tests: `cargo test --features ssr server::limiter`.
 
@@ -32,11 +38,6 @@ impl FailureLimiter {
             capacity: capacity.max(1),
             failures: Mutex::new(HashMap::new()),
         }
-    }
-
-    /// The contract's limit: 10 failures in 5 minutes, up to 100,000 keys.
-    pub fn for_logins() -> Self {
-        Self::new(10, Duration::from_secs(300), 100_000)
     }
 
     /// `Err(seconds until a retry may succeed)` when any key is at its limit at `now`.
@@ -180,10 +181,7 @@ end
 return 0
 "#;
 
-/// Prefix of the shared limiter's keys in Redis.
-const SHARED_PREFIX: &str = "tidings:login-failures:";
-
-/// One login attempt, counted as a failure until forgiven.
+/// One attempt, counted until forgiven.
 #[derive(Clone, Debug)]
 pub struct Attempt {
     at: Instant,
@@ -191,77 +189,102 @@ pub struct Attempt {
     member: String,
 }
 
-/// The failed-login limit, for one instance ([`FailureLimiter`]) or shared by every instance
-/// through Redis (`REDIS_URL`): ten failures on A and the eleventh on B is still refused. If
-/// Redis does not answer, each instance falls back to its own count rather than refuse or
-/// allow everyone.
+/// A limit of `max` attempts per key per `window`, for one instance ([`FailureLimiter`]) or
+/// shared by every instance through Redis (`REDIS_URL`): ten failed logins on A and the
+/// eleventh on B is still refused. If Redis does not answer in time, each instance falls back
+/// to its own count rather than refuse or allow everyone. `max` 0: no limit.
 #[derive(Debug)]
-pub struct LoginLimiter {
+pub struct SharedLimiter {
     local: FailureLimiter,
+    /// 0: everything is allowed.
+    max: u32,
+    /// `tidings:<name>:`, before each key in Redis.
+    prefix: String,
     shared: Option<redis::aio::ConnectionManager>,
+    /// How long Redis may take before this instance counts on its own.
+    answer_within: Duration,
 }
 
-impl LoginLimiter {
-    /// The contract's limit, in this process only.
-    pub fn local() -> Self {
+impl SharedLimiter {
+    /// `max` attempts per key per `window` (0: no limit), named `name` in Redis; shared when
+    /// `redis` is given.
+    pub fn new(
+        max: u32,
+        window: Duration,
+        name: &str,
+        redis: Option<redis::aio::ConnectionManager>,
+    ) -> Self {
         Self {
-            local: FailureLimiter::for_logins(),
-            shared: None,
+            local: FailureLimiter::new(max as usize, window, 100_000),
+            max,
+            prefix: format!("tidings:{name}:"),
+            shared: redis,
+            answer_within: Duration::from_secs(2),
         }
     }
 
-    /// The contract's limit, shared through Redis.
-    pub fn shared(conn: redis::aio::ConnectionManager) -> Self {
-        Self {
-            local: FailureLimiter::for_logins(),
-            shared: Some(conn),
-        }
+    /// In this process only.
+    pub fn local(max: u32, window: Duration) -> Self {
+        Self::new(max, window, "local", None)
     }
 
-    /// `Err(seconds)` if any key is at its limit; else the attempt counts as a failure against
-    /// every key until [`forgive`](Self::forgive)n.
+    /// Gives Redis at most `wait` to answer (a chat message should not wait seconds).
+    pub fn answer_within(mut self, wait: Duration) -> Self {
+        self.answer_within = wait;
+        self
+    }
+
+    /// `Err(seconds)` if any key is at its limit; else the attempt counts against every key
+    /// until [`forgive`](Self::forgive)n.
     pub async fn check_and_record(&self, keys: &[&str]) -> Result<Attempt, u64> {
         let now = Instant::now();
         let attempt = Attempt {
             at: now,
             member: format!("{}-{}", super::clock::now_ms(), random_suffix()),
         };
+        if self.max == 0 {
+            return Ok(attempt);
+        }
         if let Some(conn) = &self.shared {
             let mut conn = conn.clone();
             let window = self.local.window.as_millis() as u64;
             let mut call = redis::cmd("EVAL");
             call.arg(SHARED_CHECK).arg(keys.len());
             for key in keys {
-                call.arg(format!("{SHARED_PREFIX}{key}"));
+                call.arg(format!("{}{key}", self.prefix));
             }
             call.arg(super::clock::now_ms())
                 .arg(window)
-                .arg(self.local.max)
+                .arg(self.max)
                 .arg(&attempt.member);
             let answer =
-                tokio::time::timeout(Duration::from_secs(2), call.query_async::<u64>(&mut conn))
-                    .await;
+                tokio::time::timeout(self.answer_within, call.query_async::<u64>(&mut conn)).await;
             match answer {
                 Ok(Ok(0)) => return Ok(attempt),
                 Ok(Ok(wait)) => return Err(wait),
                 Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "the shared login limit did not answer; counting here")
+                    tracing::warn!(error = %e, limit = %self.prefix, "the shared limit did not answer; counting here")
                 }
-                Err(_) => tracing::warn!("the shared login limit timed out; counting here"),
+                Err(_) => {
+                    tracing::warn!(limit = %self.prefix, "the shared limit timed out; counting here")
+                }
             }
         }
         self.local.check_and_record(keys, now).map(|()| attempt)
     }
 
-    /// Takes back `attempt`'s failure for `key` (the attempt succeeded).
+    /// Takes back `attempt` for `key` (it succeeded, or did not happen after all).
     pub async fn forgive(&self, key: &str, attempt: &Attempt) {
+        if self.max == 0 {
+            return;
+        }
         self.local.forgive(key, attempt.at);
         if let Some(conn) = &self.shared {
             let mut conn = conn.clone();
             let _ = tokio::time::timeout(
-                Duration::from_secs(2),
+                self.answer_within,
                 redis::cmd("ZREM")
-                    .arg(format!("{SHARED_PREFIX}{key}"))
+                    .arg(format!("{}{key}", self.prefix))
                     .arg(&attempt.member)
                     .query_async::<i64>(&mut conn),
             )
@@ -269,15 +292,15 @@ impl LoginLimiter {
         }
     }
 
-    /// Forgets every failure of `key`.
+    /// Forgets every attempt of `key`.
     pub async fn clear(&self, key: &str) {
         self.local.clear(key);
         if let Some(conn) = &self.shared {
             let mut conn = conn.clone();
             let _ = tokio::time::timeout(
-                Duration::from_secs(2),
+                self.answer_within,
                 redis::cmd("DEL")
-                    .arg(format!("{SHARED_PREFIX}{key}"))
+                    .arg(format!("{}{key}", self.prefix))
                     .query_async::<i64>(&mut conn),
             )
             .await;
@@ -344,6 +367,20 @@ mod tests {
             l.check_and_record(&["ip:1"], now).is_ok(),
             "a success gives its attempt back"
         );
+    }
+
+    #[tokio::test]
+    async fn a_shared_limiter_without_redis_counts_here_and_zero_means_no_limit() {
+        let l = SharedLimiter::local(2, Duration::from_secs(60));
+        let first = l.check_and_record(&["ip:1"]).await.unwrap();
+        l.check_and_record(&["ip:1"]).await.unwrap();
+        assert!(l.check_and_record(&["ip:1"]).await.unwrap_err() > 50);
+        l.forgive("ip:1", &first).await;
+        assert!(l.check_and_record(&["ip:1"]).await.is_ok());
+        let open = SharedLimiter::local(0, Duration::from_secs(60));
+        for _ in 0..100 {
+            assert!(open.check_and_record(&["ip:1"]).await.is_ok());
+        }
     }
 
     #[test]

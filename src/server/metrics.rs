@@ -112,6 +112,15 @@ fn rate(before: u64, now: u64, elapsed: Duration) -> f64 {
     ((now.saturating_sub(before)) as f64 / secs * 10.0).round() / 10.0
 }
 
+/// The open connections per transport, counted now.
+pub fn connections_now() -> Connections {
+    Connections {
+        websocket: ws::live_connections(),
+        sse: sse::live_connections(),
+        streams: live_exports(),
+    }
+}
+
 /// The latest sample, shared by every metrics stream.
 #[derive(Clone, Debug)]
 pub struct Sampler {
@@ -171,11 +180,7 @@ async fn sample_loop(store: Store, shutdown: Shutdown, tx: watch::Sender<Arc<Met
         let now = (Instant::now(), messages(), rows_exported());
         let elapsed = now.0 - last.0;
         let sample = Metrics {
-            connections: Connections {
-                websocket: ws::live_connections(),
-                sse: sse::live_connections(),
-                streams: live_exports(),
-            },
+            connections: connections_now(),
             messages_per_second: rate(last.1, now.1, elapsed),
             jobs: jobs.clone(),
             rows_exported: now.2,

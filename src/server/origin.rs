@@ -1,8 +1,9 @@
 //! Cross-site request refusal: a state-changing request (anything but GET, HEAD, OPTIONS) or
 //! a WebSocket upgrade whose `Origin` header is present and foreign gets 403.
 //!
-//! Own origins are the request's `Host` as `http://` or `https://`, plus
-//! `TIDINGS_ALLOWED_ORIGINS`. Requests without `Origin` (command-line clients) pass: the
+//! Own origins are `TIDINGS_PUBLIC_ORIGIN`'s when it is set, else the request's `Host` as
+//! `http://` or `https://` (a `Host` the host check let through: an address or `localhost`);
+//! plus `TIDINGS_ALLOWED_ORIGINS` either way. Requests without `Origin` (command-line clients) pass: the
 //! SameSite=Lax cookie already keeps browsers from sending the session cross-site on those.
 //! This is the defence against CSRF and cross-site WebSocket hijacking.
 //!
@@ -15,7 +16,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 
-use super::{error::ApiError, state::AppState};
+use super::{config::PublicOrigin, error::ApiError, state::AppState};
 
 /// Middleware: refuses foreign-origin writes and WebSocket upgrades.
 pub async fn refuse_foreign_origins(
@@ -23,17 +24,13 @@ pub async fn refuse_foreign_origins(
     req: Request,
     next: Next,
 ) -> Response {
-    let host = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_string)
-        .or_else(|| req.uri().authority().map(|a| a.to_string()));
+    let host = super::host::request_host(&req);
     match foreign_origin(
         req.method(),
         req.headers(),
         host.as_deref(),
         &state.config.allowed_origins,
+        &state.config.public_origins,
     ) {
         Some(origin) => {
             tracing::warn!(%origin, method = %req.method(), path = %req.uri().path(), "foreign origin refused");
@@ -49,6 +46,7 @@ pub fn foreign_origin(
     headers: &HeaderMap,
     host: Option<&str>,
     allowed: &[String],
+    public: &[PublicOrigin],
 ) -> Option<String> {
     let is_upgrade = headers
         .get(header::UPGRADE)
@@ -62,10 +60,14 @@ pub fn foreign_origin(
     let origin = String::from_utf8_lossy(origin.as_bytes())
         .trim_end_matches('/')
         .to_ascii_lowercase();
-    let own = host.is_some_and(|host| {
-        let host = host.to_ascii_lowercase();
-        origin == format!("http://{host}") || origin == format!("https://{host}")
-    });
+    let own = if public.is_empty() {
+        host.is_some_and(|host| {
+            let host = host.to_ascii_lowercase();
+            origin == format!("http://{host}") || origin == format!("https://{host}")
+        })
+    } else {
+        public.iter().any(|o| o.origin == origin)
+    };
     if own || allowed.iter().any(|a| a.eq_ignore_ascii_case(&origin)) {
         None
     } else {
@@ -90,9 +92,9 @@ mod tests {
     #[test]
     fn reads_and_originless_requests_pass() {
         let evil = headers(&[("origin", "https://evil.example")]);
-        assert_eq!(foreign_origin(&Method::GET, &evil, HOST, &[]), None);
+        assert_eq!(foreign_origin(&Method::GET, &evil, HOST, &[], &[]), None);
         assert_eq!(
-            foreign_origin(&Method::POST, &HeaderMap::new(), HOST, &[]),
+            foreign_origin(&Method::POST, &HeaderMap::new(), HOST, &[], &[]),
             None
         );
     }
@@ -105,7 +107,7 @@ mod tests {
             "HTTP://Tidings.test:3000",
         ] {
             assert_eq!(
-                foreign_origin(&Method::POST, &headers(&[("origin", o)]), HOST, &[]),
+                foreign_origin(&Method::POST, &headers(&[("origin", o)]), HOST, &[], &[]),
                 None,
                 "{o}"
             );
@@ -116,7 +118,8 @@ mod tests {
                 &Method::POST,
                 &headers(&[("origin", "https://app.example")]),
                 HOST,
-                &allowed
+                &allowed,
+                &[]
             ),
             None
         );
@@ -125,14 +128,32 @@ mod tests {
     #[test]
     fn foreign_writes_and_upgrades_are_refused() {
         let evil = headers(&[("origin", "https://evil.example")]);
-        assert!(foreign_origin(&Method::POST, &evil, HOST, &[]).is_some());
-        assert!(foreign_origin(&Method::DELETE, &evil, HOST, &[]).is_some());
+        assert!(foreign_origin(&Method::POST, &evil, HOST, &[], &[]).is_some());
+        assert!(foreign_origin(&Method::DELETE, &evil, HOST, &[], &[]).is_some());
         // Another port is another origin.
         let port = headers(&[("origin", "http://tidings.test:4000")]);
-        assert!(foreign_origin(&Method::POST, &port, HOST, &[]).is_some());
+        assert!(foreign_origin(&Method::POST, &port, HOST, &[], &[]).is_some());
         let ws = headers(&[("origin", "https://evil.example"), ("upgrade", "websocket")]);
-        assert!(foreign_origin(&Method::GET, &ws, HOST, &[]).is_some());
+        assert!(foreign_origin(&Method::GET, &ws, HOST, &[], &[]).is_some());
         let null = headers(&[("origin", "null")]);
-        assert!(foreign_origin(&Method::POST, &null, HOST, &[]).is_some());
+        assert!(foreign_origin(&Method::POST, &null, HOST, &[], &[]).is_some());
+    }
+
+    #[test]
+    fn with_public_origins_they_are_our_own() {
+        let c = crate::server::Config::from_vars(|n| {
+            (n == "TIDINGS_PUBLIC_ORIGIN").then(|| "https://chat.example.com".to_string())
+        })
+        .unwrap();
+        let public = &c.public_origins;
+        let host = Some("chat.example.com");
+        let ours = headers(&[("origin", "https://chat.example.com")]);
+        assert_eq!(
+            foreign_origin(&Method::POST, &ours, host, &[], public),
+            None
+        );
+        // Plain http is another origin.
+        let plain = headers(&[("origin", "http://chat.example.com")]);
+        assert!(foreign_origin(&Method::POST, &plain, host, &[], public).is_some());
     }
 }

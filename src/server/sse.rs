@@ -38,7 +38,9 @@ use axum::{
 use bytes::Bytes;
 use tokio::{sync::mpsc, time::Instant};
 
-use super::{ApiError, Shutdown};
+use std::sync::Arc;
+
+use super::{streams::Held, ApiError, AppState, CurrentUser, Shutdown};
 
 /// The comment that keeps an idle stream (and the proxies on its way) alive.
 pub const KEEP_ALIVE: &[u8] = b": keep-alive\n\n";
@@ -163,6 +165,22 @@ pub struct SseOptions {
     /// counts a slow client, instead of holding the producer, and what it holds, forever.
     /// `None`: wait as long as the client is connected.
     pub send_limit: Option<Duration>,
+    /// The stream's place among its user's connections (`server::streams`): kept while the
+    /// stream lives, and the stream ends when its session does.
+    pub held: Option<Arc<Held>>,
+}
+
+impl SseOptions {
+    /// The options every stream of `user` starts from: ends after `TIDINGS_SSE_MAX_SECS`,
+    /// counts against the user's quota (429 `too_many_streams` when it is full), ends with
+    /// the session.
+    pub fn for_user(state: &AppState, user: &CurrentUser) -> Result<Self, ApiError> {
+        Ok(Self {
+            timeout: Some(state.config.sse_max),
+            held: Some(Arc::new(state.streams.hold(user)?)),
+            ..Self::default()
+        })
+    }
 }
 
 impl Default for SseOptions {
@@ -174,6 +192,7 @@ impl Default for SseOptions {
             cors_origin: None,
             buffer: 16,
             send_limit: None,
+            held: None,
         }
     }
 }
@@ -276,6 +295,9 @@ where
     Fut: Future<Output = ()> + Send + 'static,
 {
     let (tx, rx) = mpsc::channel(options.buffer.max(1));
+    // Counted before the producer starts: the first thing it sends (a metrics sample, say)
+    // already counts this stream.
+    let live = super::metrics::Live::new(&LIVE);
     tokio::spawn(produce(Sender {
         tx,
         send_limit: options.send_limit,
@@ -283,7 +305,7 @@ where
     let first = options.retry.map(retry);
     let mut response = (
         StatusCode::OK,
-        Body::from_stream(body(rx, first, &options, shutdown)),
+        Body::from_stream(body(rx, first, &options, shutdown, live)),
     )
         .into_response();
     headers(&mut response, &options);
@@ -302,8 +324,12 @@ struct BodyState {
     idle: Pin<Box<tokio::time::Sleep>>,
     end: Option<Pin<Box<tokio::time::Sleep>>>,
     stop: Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
+    /// Fires when the stream's session ends.
+    ended: Option<Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>>,
     /// Counts this stream while it lives.
     _live: super::metrics::Live,
+    /// Holds its place among the user's connections while it lives.
+    _held: Option<Arc<Held>>,
 }
 
 /// The response body: the first chunk, then the producer's chunks (what is queued goes out
@@ -314,6 +340,7 @@ fn body(
     first: Option<Bytes>,
     options: &SseOptions,
     shutdown: Shutdown,
+    live: super::metrics::Live,
 ) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
     let now = Instant::now();
     let state = BodyState {
@@ -326,7 +353,12 @@ fn body(
             .timeout
             .map(|t| Box::pin(tokio::time::sleep_until(now + t))),
         stop: Box::pin(shutdown.cancelled_owned()),
-        _live: super::metrics::Live::new(&LIVE),
+        ended: options
+            .held
+            .as_ref()
+            .map(|h| Box::pin(h.ended().clone().cancelled_owned())),
+        _live: live,
+        _held: options.held.clone(),
     };
     futures::stream::unfold(state, |mut st| async move {
         if let Some(first) = st.first.take() {
@@ -337,6 +369,7 @@ fn body(
             tokio::select! {
                 biased;
                 _ = st.stop.as_mut() => return None,
+                _ = async { st.ended.as_mut()?.as_mut().await; Some(()) }, if st.ended.is_some() => return None,
                 _ = async { st.end.as_mut()?.as_mut().await; Some(()) }, if st.end.is_some() => return None,
                 chunk = st.rx.recv() => {
                     let mut chunk = chunk?;

@@ -101,6 +101,8 @@ pub struct UserRow {
     pub id: i64,
     pub username: String,
     pub password_hash: String,
+    /// Created as an admin (`tidings users add NAME --admin`); `TIDINGS_ADMINS` adds more.
+    pub admin: bool,
 }
 
 /// A live session joined with its user.
@@ -111,6 +113,8 @@ pub struct SessionRow {
     pub user_id: i64,
     pub username: String,
     pub expires_at: i64,
+    /// The account was created as an admin.
+    pub admin: bool,
 }
 
 /// The database. Cheap to clone (a pool handle).
@@ -248,6 +252,11 @@ impl Store {
         })
     }
 
+    /// The SQLite file, when there is one (not PostgreSQL, not an in-memory database).
+    pub fn sqlite_file(&self) -> Option<&Path> {
+        self.sqlite_file.as_deref()
+    }
+
     /// Which engine this is.
     pub fn backend(&self) -> Backend {
         self.backend
@@ -276,28 +285,54 @@ impl Store {
         password_hash: &str,
         now_ms: i64,
     ) -> sqlx::Result<Option<i64>> {
+        self.create_account(username, password_hash, now_ms, false)
+            .await
+    }
+
+    /// Creates an account, an admin one when `admin`. `None` when the username is taken.
+    pub async fn create_account(
+        &self,
+        username: &str,
+        password_hash: &str,
+        now_ms: i64,
+        admin: bool,
+    ) -> sqlx::Result<Option<i64>> {
         sqlx::query_scalar(
-            "INSERT INTO users (username, password_hash, created_at) VALUES ($1, $2, $3)
+            "INSERT INTO users (username, password_hash, created_at, admin) VALUES ($1, $2, $3, $4)
              ON CONFLICT (username) DO NOTHING RETURNING id",
         )
         .bind(username)
         .bind(password_hash)
         .bind(now_ms)
+        .bind(i64::from(admin))
         .fetch_optional(&self.pool)
         .await
     }
 
+    /// Which of `names` have no account yet (in the order given).
+    pub async fn names_without_accounts(&self, names: &[&str]) -> sqlx::Result<Vec<String>> {
+        let mut missing = Vec::new();
+        for name in names {
+            if self.user_by_name(name).await?.is_none() {
+                missing.push(name.to_string());
+            }
+        }
+        Ok(missing)
+    }
+
     /// Looks an account up by username.
     pub async fn user_by_name(&self, username: &str) -> sqlx::Result<Option<UserRow>> {
-        let row: Option<(i64, String, String)> =
-            sqlx::query_as("SELECT id, username, password_hash FROM users WHERE username = $1")
-                .bind(username)
-                .fetch_optional(&self.pool)
-                .await?;
-        Ok(row.map(|(id, username, password_hash)| UserRow {
+        let row: Option<(i64, String, String, i64)> = sqlx::query_as(
+            "SELECT id, username, password_hash, admin FROM users WHERE username = $1",
+        )
+        .bind(username)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|(id, username, password_hash, admin)| UserRow {
             id,
             username,
             password_hash,
+            admin: admin != 0,
         }))
     }
 
@@ -350,22 +385,23 @@ impl Store {
         T: for<'q> sqlx::Encode<'q, sqlx::Any> + sqlx::Type<sqlx::Any> + Send + 'static,
     {
         let sql = format!(
-            "SELECT s.id, s.user_id, u.username, s.expires_at FROM sessions s JOIN users u ON u.id = s.user_id
+            "SELECT s.id, s.user_id, u.username, s.expires_at, u.admin FROM sessions s JOIN users u ON u.id = s.user_id
              WHERE s.{column} = $1 AND s.expires_at > $2"
         );
-        let row: Option<(i64, i64, String, i64)> = sqlx::query_as(&sql)
+        let row: Option<(i64, i64, String, i64, i64)> = sqlx::query_as(&sql)
             .bind(key)
             .bind(now_ms)
             .fetch_optional(&self.pool)
             .await?;
-        Ok(
-            row.map(|(session_id, user_id, username, expires_at)| SessionRow {
+        Ok(row.map(
+            |(session_id, user_id, username, expires_at, admin)| SessionRow {
                 session_id,
                 user_id,
                 username,
                 expires_at,
-            }),
-        )
+                admin: admin != 0,
+            },
+        ))
     }
 
     /// Ends a session (logout). Returns whether one was found.
@@ -377,6 +413,24 @@ impl Store {
         Ok(done.rows_affected() > 0)
     }
 
+    /// Which of the sessions `ids` are still live at `now_ms` (neither ended nor expired).
+    pub async fn live_session_ids(&self, ids: &[i64], now_ms: i64) -> sqlx::Result<Vec<i64>> {
+        let mut live = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(500) {
+            let list = placeholders(1, chunk.len());
+            let sql = format!(
+                "SELECT id FROM sessions WHERE id IN {list} AND expires_at > ${}",
+                chunk.len() + 1
+            );
+            let mut query = sqlx::query_scalar::<_, i64>(&sql);
+            for id in chunk {
+                query = query.bind(*id);
+            }
+            live.extend(query.bind(now_ms).fetch_all(&self.pool).await?);
+        }
+        Ok(live)
+    }
+
     /// Removes sessions that expired before `now_ms`; returns how many.
     pub async fn delete_expired_sessions(&self, now_ms: i64) -> sqlx::Result<u64> {
         let done = sqlx::query("DELETE FROM sessions WHERE expires_at <= $1")
@@ -384,6 +438,23 @@ impl Store {
             .execute(&self.pool)
             .await?;
         Ok(done.rows_affected())
+    }
+
+    /// The setting `key`, if stored.
+    pub async fn setting(&self, key: &str) -> sqlx::Result<Option<String>> {
+        sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+    }
+
+    /// Forgets the setting `key`.
+    pub async fn delete_setting(&self, key: &str) -> sqlx::Result<()> {
+        sqlx::query("DELETE FROM settings WHERE key = $1")
+            .bind(key)
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
     }
 
     /// The setting `key`, stored as `proposed` if it was absent. Every instance on the same

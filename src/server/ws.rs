@@ -32,6 +32,8 @@ pub fn configure(upgrade: WebSocketUpgrade) -> WebSocketUpgrade {
 }
 
 static LIVE: AtomicU64 = AtomicU64::new(0);
+static QUEUED: AtomicU64 = AtomicU64::new(0);
+static QUEUED_PEAK: AtomicU64 = AtomicU64::new(0);
 static QUEUE_DROPS: AtomicU64 = AtomicU64::new(0);
 static SLOW_DISCONNECTS: AtomicU64 = AtomicU64::new(0);
 
@@ -59,6 +61,44 @@ pub fn record_drops(n: u64) {
 /// Counts one socket closed for being too slow.
 pub fn record_slow_disconnect() {
     SLOW_DISCONNECTS.fetch_add(1, Ordering::Relaxed);
+}
+
+/// A share of a socket's byte budget, held by a frame from when the reader queues it until
+/// the writer has written it; counted in [`queued_bytes`] meanwhile.
+#[derive(Debug)]
+pub struct QueuedBytes {
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    n: u64,
+}
+
+impl QueuedBytes {
+    /// Waits until `n` bytes of `budget` are free and takes them; `None` if it was closed.
+    pub async fn take(budget: &std::sync::Arc<tokio::sync::Semaphore>, n: usize) -> Option<Self> {
+        let permit = match n {
+            0 => None,
+            n => Some(budget.clone().acquire_many_owned(n as u32).await.ok()?),
+        };
+        let n = n as u64;
+        let now = QUEUED.fetch_add(n, Ordering::Relaxed) + n;
+        QUEUED_PEAK.fetch_max(now, Ordering::Relaxed);
+        Some(Self { _permit: permit, n })
+    }
+}
+
+impl Drop for QueuedBytes {
+    fn drop(&mut self) {
+        QUEUED.fetch_sub(self.n, Ordering::Relaxed);
+    }
+}
+
+/// Bytes queued in every socket's reader-to-writer queue now.
+pub fn queued_bytes() -> u64 {
+    QUEUED.load(Ordering::Relaxed)
+}
+
+/// The most [`queued_bytes`] has been since start.
+pub fn queued_bytes_peak() -> u64 {
+    QUEUED_PEAK.load(Ordering::Relaxed)
 }
 
 /// Counts one open socket while it lives.

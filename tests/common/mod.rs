@@ -96,7 +96,12 @@ impl TestServer {
     pub async fn signup(&self, client: &reqwest::Client, username: &str) {
         let res = client
             .post(self.url("/api/auth/signup"))
-            .json(&serde_json::json!({"username": username, "password": PASSWORD}))
+            .json(&serde_json::json!({
+                "username": username,
+                "password": PASSWORD,
+                // Needed for the admin's name; ignored for everyone else.
+                "setupToken": tidings::server::config::TEST_SETUP_TOKEN,
+            }))
             .send()
             .await
             .unwrap();
@@ -151,8 +156,14 @@ pub async fn fresh_database(dir: &std::path::Path) -> String {
     url.to_string()
 }
 
+/// The secret every test instance shares (PostgreSQL needs one; instances of one deployment
+/// must agree on it).
+pub const SECRET: &str = "tests-only secret, at least thirty-two bytes long";
+
 /// The real `tidings` binary with a clean environment plus `envs`, listening on a free
-/// loopback port, its output piped (read it with [`wait_for_listening`]).
+/// loopback port, its output piped (read it with [`wait_for_listening`]). Like a test
+/// deployment's operator, it sets the secret and the admin setup token, and opens the signup
+/// limit; `envs` may set any of them again (empty: unset).
 pub fn binary(envs: &[(&str, &str)]) -> std::process::Command {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tidings"));
     cmd.env_clear()
@@ -160,6 +171,12 @@ pub fn binary(envs: &[(&str, &str)]) -> std::process::Command {
         .env("LEPTOS_OUTPUT_NAME", "tidings")
         .env("LEPTOS_SITE_ADDR", "127.0.0.1:0")
         .env("RUST_LOG", "info")
+        .env("TIDINGS_SECRET", SECRET)
+        .env(
+            "TIDINGS_SETUP_TOKEN",
+            tidings::server::config::TEST_SETUP_TOKEN,
+        )
+        .env("TIDINGS_SIGNUP_PER_HOUR", "0")
         .envs(envs.iter().copied())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());

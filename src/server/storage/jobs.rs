@@ -8,7 +8,10 @@
 //!
 //! Claiming is a single conditional `UPDATE … WHERE status = 'queued'`, so two workers never
 //! run one job; a claim is a lease that the runner renews, and a job whose lease ran out
-//! (its process died) is queued again by [`Store::requeue_stale_jobs`].
+//! (its process died) is queued again by [`Store::requeue_stale_jobs`]. Claims are fair
+//! across owners: the next job is the oldest of the owner with the fewest running, and an
+//! owner at the cap of running jobs waits, so one user's backlog never holds every worker.
+//! Ended jobs older than the retention go with their events ([`Store::prune_ended_jobs`]).
 //!
 //! Tests: `cargo test --features ssr server::storage::jobs`.
 
@@ -170,7 +173,61 @@ impl Store {
         .await
     }
 
-    /// Claims the oldest queued job for `instance` until `lease_until`, marking it running.
+    /// Stores a new queued job for `owner_id` unless the owner already has `max_open` queued
+    /// or running (`None`: no limit); `Err(open)` then. The count and the insert are one
+    /// step: on SQLite writes run one at a time, on PostgreSQL a lock on the owner keeps two
+    /// requests from both passing the count.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn create_job_within(
+        &self,
+        owner_id: i64,
+        owner: &str,
+        kind: &str,
+        params: &str,
+        total: i64,
+        now: i64,
+        max_open: Option<i64>,
+    ) -> sqlx::Result<Result<JobRow, i64>> {
+        let mut tx = self.pool.begin().await?;
+        if let Some(max) = max_open {
+            if self.backend == Backend::Postgres {
+                // Held until the transaction ends; keyed by the owner's id.
+                sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                    .bind(owner_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            let open: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM jobs WHERE owner_id = $1 AND status IN ('queued', 'running')",
+            )
+            .bind(owner_id)
+            .fetch_one(&mut *tx)
+            .await?;
+            if open >= max {
+                return Ok(Err(open));
+            }
+        }
+        let sql = format!(
+            "INSERT INTO jobs (owner_id, owner, kind, params, status, total, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, 'queued', $5, $6, $6) RETURNING {JOB_COLUMNS}"
+        );
+        let row = sqlx::query(&sql)
+            .bind(owner_id)
+            .bind(owner)
+            .bind(kind)
+            .bind(params)
+            .bind(total)
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await?;
+        let job = job_from(&row)?;
+        tx.commit().await?;
+        Ok(Ok(job))
+    }
+
+    /// Claims a queued job for `instance` until `lease_until`, marking it running: the oldest
+    /// of the owner with the fewest jobs running, among owners with fewer than
+    /// `running_per_owner` running.
     ///
     /// One statement picks and claims, so many workers asking at once cost one statement
     /// each (a select-then-update loop made 200 workers retry each other quadratically).
@@ -180,14 +237,58 @@ impl Store {
         instance: &str,
         now: i64,
         lease_until: i64,
+        running_per_owner: i64,
     ) -> sqlx::Result<Option<JobRow>> {
         let lock = match self.backend {
-            Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+            Backend::Postgres => " FOR UPDATE OF j SKIP LOCKED",
             Backend::Sqlite => "",
         };
-        let oldest =
-            format!("(SELECT id FROM jobs WHERE status = 'queued' ORDER BY id LIMIT 1{lock})");
-        self.claim(&oldest, None, instance, now, lease_until).await
+        let running =
+            "(SELECT COUNT(*) FROM jobs r WHERE r.owner_id = j.owner_id AND r.status = 'running')";
+        let sql = format!(
+            "UPDATE jobs SET status = 'running', claimed_by = $1, lease_until = $2, updated_at = $3
+             WHERE id = (SELECT j.id FROM jobs j WHERE j.status = 'queued' AND {running} < $4
+                         ORDER BY {running}, j.id LIMIT 1{lock})
+               AND status = 'queued' RETURNING {JOB_COLUMNS}"
+        );
+        let row = sqlx::query(&sql)
+            .bind(instance)
+            .bind(lease_until)
+            .bind(now)
+            .bind(running_per_owner)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(job_from).transpose()
+    }
+
+    /// Deletes up to `limit` jobs that ended before `before` (ms), with their events; returns
+    /// how many.
+    pub async fn prune_ended_jobs(&self, before: i64, limit: i64) -> sqlx::Result<u64> {
+        let ids: Vec<i64> = sqlx::query_scalar(
+            "SELECT id FROM jobs WHERE status IN ('completed', 'failed', 'cancelled')
+             AND updated_at < $1 ORDER BY id LIMIT $2",
+        )
+        .bind(before)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let mut tx = self.pool.begin().await?;
+        for chunk in ids.chunks(ROWS_PER_STATEMENT * 8) {
+            let list = placeholders(1, chunk.len());
+            for table_column in ["job_events WHERE job_id", "jobs WHERE id"] {
+                let sql = format!("DELETE FROM {table_column} IN {list}");
+                let mut query = sqlx::query(&sql);
+                for id in chunk {
+                    query = query.bind(*id);
+                }
+                query.execute(&mut *tx).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(ids.len() as u64)
     }
 
     /// Claims job `id` if it is still queued (one conditional update: two claimers never
@@ -199,27 +300,17 @@ impl Store {
         now: i64,
         lease_until: i64,
     ) -> sqlx::Result<Option<JobRow>> {
-        self.claim("$4", Some(id), instance, now, lease_until).await
-    }
-
-    /// Marks the queued job whose id is `which` (SQL; `$4` binds `id`) running for `instance`.
-    async fn claim(
-        &self,
-        which: &str,
-        id: Option<i64>,
-        instance: &str,
-        now: i64,
-        lease_until: i64,
-    ) -> sqlx::Result<Option<JobRow>> {
         let sql = format!(
             "UPDATE jobs SET status = 'running', claimed_by = $1, lease_until = $2, updated_at = $3
-             WHERE id = {which} AND status = 'queued' RETURNING {JOB_COLUMNS}"
+             WHERE id = $4 AND status = 'queued' RETURNING {JOB_COLUMNS}"
         );
-        let mut query = sqlx::query(&sql).bind(instance).bind(lease_until).bind(now);
-        if let Some(id) = id {
-            query = query.bind(id);
-        }
-        let row = query.fetch_optional(&self.pool).await?;
+        let row = sqlx::query(&sql)
+            .bind(instance)
+            .bind(lease_until)
+            .bind(now)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
         row.as_ref().map(job_from).transpose()
     }
 
@@ -400,12 +491,24 @@ mod tests {
         assert_eq!(a.status, "queued");
         assert_eq!(store.job_counts().await.unwrap(), (2, 0));
 
-        let first = store.claim_next_job("w1", 5, 100).await.unwrap().unwrap();
+        let first = store
+            .claim_next_job("w1", 5, 100, 10)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(store.job_counts().await.unwrap(), (1, 1));
-        let second = store.claim_next_job("w2", 5, 100).await.unwrap().unwrap();
+        let second = store
+            .claim_next_job("w2", 5, 100, 10)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!((first.id, second.id), (a.id, b.id));
         assert_eq!(first.status, "running");
-        assert!(store.claim_next_job("w3", 5, 100).await.unwrap().is_none());
+        assert!(store
+            .claim_next_job("w3", 5, 100, 10)
+            .await
+            .unwrap()
+            .is_none());
 
         let batch = [
             event(&a, 1, "started", "running", 0),
@@ -445,6 +548,87 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn claims_are_fair_across_owners_and_capped_per_owner() {
+        let (_dir, store) = super::super::temp_store().await;
+        let ann = store.create_user("ann", "h", 0).await.unwrap().unwrap();
+        let bob = store.create_user("bob", "h", 0).await.unwrap().unwrap();
+        // Ann's backlog first, then one job of Bob's.
+        let mut anns = Vec::new();
+        for i in 0..5 {
+            anns.push(
+                store
+                    .create_job(ann, "ann", "demo", "{}", 1, i)
+                    .await
+                    .unwrap()
+                    .id,
+            );
+        }
+        let bobs = store
+            .create_job(bob, "bob", "demo", "{}", 1, 9)
+            .await
+            .unwrap()
+            .id;
+        let claim = || async { store.claim_next_job("w", 10, 1000, 2).await.unwrap() };
+        assert_eq!(claim().await.unwrap().id, anns[0], "the oldest first");
+        assert_eq!(
+            claim().await.unwrap().id,
+            bobs,
+            "then the owner with none running"
+        );
+        assert_eq!(claim().await.unwrap().id, anns[1]);
+        assert!(claim().await.is_none(), "Ann is at her cap of 2 running");
+    }
+
+    #[tokio::test]
+    async fn the_open_job_quota_and_pruning() {
+        let (_dir, store) = super::super::temp_store().await;
+        let ann = store.create_user("ann", "h", 0).await.unwrap().unwrap();
+        for i in 0..2 {
+            let made = store
+                .create_job_within(ann, "ann", "demo", "{}", 3, i, Some(2))
+                .await
+                .unwrap();
+            assert!(made.is_ok());
+        }
+        let refused = store
+            .create_job_within(ann, "ann", "demo", "{}", 3, 5, Some(2))
+            .await
+            .unwrap();
+        assert_eq!(refused.unwrap_err(), 2);
+        // An ended job frees its place, and goes (with its events) once old enough.
+        let job = store
+            .claim_next_job("w", 10, 1000, 5)
+            .await
+            .unwrap()
+            .unwrap();
+        let mut done = event(&job, 1, "complete", "completed", 3);
+        done.at = 100;
+        store.append_job_events(&[done], 0).await.unwrap();
+        assert!(store
+            .create_job_within(ann, "ann", "demo", "{}", 3, 6, Some(2))
+            .await
+            .unwrap()
+            .is_ok());
+        assert_eq!(
+            store.prune_ended_jobs(50, 10).await.unwrap(),
+            0,
+            "not old enough"
+        );
+        assert_eq!(store.prune_ended_jobs(101, 10).await.unwrap(), 1);
+        assert!(store.job(job.id).await.unwrap().is_none());
+        assert!(store
+            .job_events_after(job.id, 0, 10)
+            .await
+            .unwrap()
+            .is_empty());
+        assert_eq!(
+            store.count_open_jobs_of(ann).await.unwrap(),
+            2,
+            "the others stay"
+        );
+    }
+
+    #[tokio::test]
     async fn stale_claims_are_queued_again_and_cancel_is_recorded() {
         let (_dir, store) = super::super::temp_store().await;
         let owner = store.create_user("bob", "h", 0).await.unwrap().unwrap();
@@ -452,7 +636,11 @@ mod tests {
             .create_job(owner, "bob", "demo", "{}", 3, 1)
             .await
             .unwrap();
-        store.claim_next_job("dead", 10, 50).await.unwrap().unwrap();
+        store
+            .claim_next_job("dead", 10, 50, 10)
+            .await
+            .unwrap()
+            .unwrap();
         assert!(store
             .requeue_stale_jobs(40, false)
             .await
@@ -464,7 +652,7 @@ mod tests {
         assert_eq!(store.job(job.id).await.unwrap().unwrap().status, "queued");
 
         store
-            .claim_next_job("alive", 80, 10_000)
+            .claim_next_job("alive", 80, 10_000, 10)
             .await
             .unwrap()
             .unwrap();

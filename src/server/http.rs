@@ -1,0 +1,537 @@
+//! The HTTP server: accepts connections and serves the app on each, with the limits that
+//! keep slow or idle clients from piling up (axum's own `serve` has none of them).
+//!
+//! - At most `max_connections` open connections (`TIDINGS_MAX_CONNECTIONS`): one more is
+//!   answered at once with a short 503 and closed, instead of waiting in the backlog.
+//! - A request's headers must arrive within [`HttpLimits::header_timeout`] (10 s) of its first
+//!   byte (of the connection, for the first request): a client that trickles them (slowloris)
+//!   is cut off.
+//! - A keep-alive connection with no request in flight is closed after
+//!   [`HttpLimits::idle_timeout`] (60 s).
+//!
+//! hyper's own header timeout cannot tell an idle keep-alive connection from a slow request
+//! (its clock starts when it waits for a request, so idle connections would close after
+//! 10 s too), so both clocks live in [`Watched`], the connection's reader: it knows when bytes
+//! arrive, and the service wrapper tells it when a request is in flight (from its headers
+//! until its response body ends: an event stream is "in flight" for its whole life). A
+//! connection upgraded to a WebSocket leaves both clocks to the socket's own pings.
+//!
+//! Every request gets the peer's address as `ConnectInfo<SocketAddr>`, as with axum's
+//! `into_make_service_with_connect_info`. Shutdown stops accepting, asks every connection to
+//! finish (streams and sockets end on the same signal) and waits for them.
+//!
+//! Tests: the unit tests below (timeouts on a real socket); `tests/deploy.rs`.
+
+use std::{
+    convert::Infallible,
+    future::Future,
+    io,
+    pin::Pin,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+        Arc,
+    },
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use axum::{
+    body::{Body, HttpBody},
+    extract::ConnectInfo,
+    http::{Request, StatusCode},
+    Router,
+};
+use hyper::body::{Frame, Incoming, SizeHint};
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo},
+    server::conn::auto::Builder,
+    service::TowerToHyperService,
+};
+use tokio::{
+    io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf},
+    net::{TcpListener, TcpStream},
+    time::{Instant, Sleep},
+};
+use tower::ServiceExt;
+
+use super::Shutdown;
+
+/// The limits of [`serve`].
+#[derive(Clone, Copy, Debug)]
+pub struct HttpLimits {
+    /// Open connections at most.
+    pub max_connections: usize,
+    /// How long a request's headers may take to arrive.
+    pub header_timeout: Duration,
+    /// How long a connection may wait, idle, for its next request.
+    pub idle_timeout: Duration,
+}
+
+impl HttpLimits {
+    /// The contract's limits with `max_connections`.
+    pub fn new(max_connections: usize) -> Self {
+        Self {
+            max_connections,
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Open connections, and those refused for the limit, since start (for tests and metrics).
+static OPEN: AtomicUsize = AtomicUsize::new(0);
+static REFUSED: AtomicU64 = AtomicU64::new(0);
+
+/// Connections refused since start because `TIDINGS_MAX_CONNECTIONS` were open.
+pub fn refused_connections() -> u64 {
+    REFUSED.load(Ordering::Relaxed)
+}
+
+/// What a connection refused for the limit is told.
+const REFUSAL_BODY: &str =
+    "{\"error\":\"too_many_connections\",\"message\":\"The server has as many \
+connections open as it takes (TIDINGS_MAX_CONNECTIONS); try again in a moment.\"}";
+
+/// Serves `app` on `listener` until `shutdown`, then waits for open connections to finish.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: HttpLimits,
+    shutdown: Shutdown,
+) -> io::Result<()> {
+    let open = Arc::new(AtomicUsize::new(0));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder.http1().header_read_timeout(None);
+    // CONNECT with :protocol, for WebSockets over HTTP/2 (RFC 8441).
+    builder.http2().enable_connect_protocol();
+    let mut stop = std::pin::pin!(shutdown.cancelled_owned());
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors, or a connection reset before it was taken:
+                    // keep serving the ones we have.
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut stop => break,
+        };
+        if open.load(Ordering::Relaxed) >= limits.max_connections {
+            REFUSED.fetch_add(1, Ordering::Relaxed);
+            tokio::spawn(refuse(stream));
+            continue;
+        }
+        let _ = stream.set_nodelay(true);
+        let counted = Counted::new(open.clone());
+        let state = Arc::new(ConnState::new());
+        let io = TokioIo::new(Watched::new(stream, state.clone(), limits));
+        let service = {
+            let app = app.clone();
+            tower::service_fn(move |mut req: Request<Incoming>| {
+                req.extensions_mut().insert(ConnectInfo(peer));
+                let in_flight = InFlight::begin(state.clone());
+                let app = app.clone();
+                async move {
+                    let response = app.oneshot(req.map(Body::new)).await?;
+                    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+                        in_flight.state.upgraded.store(true, Ordering::Relaxed);
+                    }
+                    Ok::<_, Infallible>(response.map(|body| {
+                        Body::new(Tracked {
+                            body,
+                            _in_flight: in_flight,
+                        })
+                    }))
+                }
+            })
+        };
+        let conn = builder
+            .serve_connection_with_upgrades(io, TowerToHyperService::new(service))
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::trace!(error = %e, "a connection ended with an error");
+            }
+            drop(counted);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
+}
+
+/// Answers a connection over the limit with a 503 and closes it (within a second).
+async fn refuse(mut stream: TcpStream) {
+    let response = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\n\
+         connection: close\r\ncontent-length: {}\r\n\r\n{REFUSAL_BODY}",
+        REFUSAL_BODY.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        stream.write_all(response.as_bytes()).await?;
+        stream.shutdown().await
+    })
+    .await;
+}
+
+/// Counts one open connection while it lives (here and in [`OPEN`]).
+struct Counted(Arc<AtomicUsize>);
+
+impl Counted {
+    fn new(open: Arc<AtomicUsize>) -> Self {
+        open.fetch_add(1, Ordering::Relaxed);
+        OPEN.fetch_add(1, Ordering::Relaxed);
+        Self(open)
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+        OPEN.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Open HTTP connections in this process.
+pub fn open_connections() -> usize {
+    OPEN.load(Ordering::Relaxed)
+}
+
+/// Milliseconds since the connection opened, for the clocks below (`NONE` when unset).
+const NONE: u64 = u64::MAX;
+
+/// What the reader and the service share about one connection.
+struct ConnState {
+    opened: Instant,
+    /// Requests whose response has not ended.
+    in_flight: AtomicUsize,
+    /// When the last response ended (the idle clock starts there).
+    idle_since: AtomicU64,
+    /// When the first byte of the next request arrived (the header clock starts there).
+    request_started: AtomicU64,
+    /// Now a WebSocket (or another upgraded protocol): no clocks.
+    upgraded: AtomicBool,
+}
+
+impl ConnState {
+    fn new() -> Self {
+        Self {
+            opened: Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            idle_since: AtomicU64::new(0),
+            // The first request's headers are due from the moment the connection opened.
+            request_started: AtomicU64::new(0),
+            upgraded: AtomicBool::new(false),
+        }
+    }
+
+    fn now(&self) -> u64 {
+        self.opened.elapsed().as_millis() as u64
+    }
+
+    /// When the connection must be closed if nothing changes, or `None` while a request is in
+    /// flight or after an upgrade.
+    fn deadline(&self, limits: &HttpLimits) -> Option<u64> {
+        if self.upgraded.load(Ordering::Relaxed) || self.in_flight.load(Ordering::Relaxed) > 0 {
+            return None;
+        }
+        let started = self.request_started.load(Ordering::Relaxed);
+        Some(if started != NONE {
+            started + limits.header_timeout.as_millis() as u64
+        } else {
+            self.idle_since.load(Ordering::Relaxed) + limits.idle_timeout.as_millis() as u64
+        })
+    }
+}
+
+/// A request in flight, from its headers until its response's body ends.
+struct InFlight {
+    state: Arc<ConnState>,
+}
+
+impl InFlight {
+    fn begin(state: Arc<ConnState>) -> Self {
+        state.in_flight.fetch_add(1, Ordering::Relaxed);
+        state.request_started.store(NONE, Ordering::Relaxed);
+        Self { state }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let s = &self.state;
+        s.idle_since.store(s.now(), Ordering::Relaxed);
+        s.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A response body that ends its request's [`InFlight`] when it is done (or dropped).
+struct Tracked {
+    body: Body,
+    _in_flight: InFlight,
+}
+
+impl HttpBody for Tracked {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// The connection's socket, reading with the header and idle clocks (see the module docs).
+struct Watched {
+    io: TcpStream,
+    state: Arc<ConnState>,
+    limits: HttpLimits,
+    /// Armed for the current deadline (milliseconds since open).
+    timer: Pin<Box<Sleep>>,
+    armed: u64,
+}
+
+impl Watched {
+    fn new(io: TcpStream, state: Arc<ConnState>, limits: HttpLimits) -> Self {
+        let timer = Box::pin(tokio::time::sleep_until(state.opened));
+        Self {
+            io,
+            state,
+            limits,
+            timer,
+            armed: NONE,
+        }
+    }
+
+    /// `Err` once the current deadline has passed; else arms the timer for it.
+    fn check(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        let Some(deadline) = self.state.deadline(&self.limits) else {
+            return Ok(());
+        };
+        if self.state.now() >= deadline {
+            return Err(self.expired());
+        }
+        if self.armed != deadline {
+            self.armed = deadline;
+            let at = self.state.opened + Duration::from_millis(deadline);
+            self.timer.as_mut().reset(at);
+        }
+        match self.timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Err(self.expired()),
+            Poll::Pending => Ok(()),
+        }
+    }
+
+    fn expired(&self) -> io::Error {
+        let waiting_for_headers = self.state.request_started.load(Ordering::Relaxed) != NONE;
+        if waiting_for_headers {
+            tracing::debug!("closing a connection whose request headers did not arrive in time");
+        }
+        io::Error::new(io::ErrorKind::TimedOut, "the connection's time ran out")
+    }
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let read = Pin::new(&mut self.io).poll_read(cx, buf);
+        let state = &self.state;
+        if matches!(read, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            // The first byte of a request that is not in flight yet starts its header clock.
+            if state.in_flight.load(Ordering::Relaxed) == 0
+                && state.request_started.load(Ordering::Relaxed) == NONE
+            {
+                state.request_started.store(state.now(), Ordering::Relaxed);
+            }
+            return read;
+        }
+        if read.is_pending() {
+            if let Err(e) = self.check(cx) {
+                return Poll::Ready(Err(e));
+            }
+        }
+        read
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::routing::get;
+    use std::net::SocketAddr;
+    use tokio::io::AsyncReadExt;
+
+    /// A server with short clocks; returns its address and its shutdown.
+    async fn server(limits: HttpLimits) -> (SocketAddr, Shutdown) {
+        let app = Router::new().route("/", get(|| async { "hello" })).route(
+            "/slow",
+            get(|| async {
+                // A response that stays in flight longer than the idle clock.
+                let stream = futures::stream::unfold(0, |n| async move {
+                    if n == 3 {
+                        return None;
+                    }
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    Some((Ok::<_, Infallible>(format!("{n}\n")), n + 1))
+                });
+                Body::from_stream(stream)
+            }),
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = Shutdown::new();
+        tokio::spawn(serve(listener, app, limits, shutdown.clone()));
+        (addr, shutdown)
+    }
+
+    fn short() -> HttpLimits {
+        HttpLimits {
+            max_connections: 100,
+            header_timeout: Duration::from_millis(300),
+            idle_timeout: Duration::from_millis(600),
+        }
+    }
+
+    /// Reads until the peer closes; returns what came and how long it took.
+    async fn read_to_close(s: &mut TcpStream) -> (String, Duration) {
+        let started = std::time::Instant::now();
+        let mut all = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut all))
+            .await
+            .expect("the server closes the connection");
+        (
+            String::from_utf8_lossy(&all).into_owned(),
+            started.elapsed(),
+        )
+    }
+
+    #[tokio::test]
+    async fn trickled_headers_are_cut_off() {
+        let (addr, _stop) = server(short()).await;
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+        let (got, took) = read_to_close(&mut s).await;
+        assert!(!got.contains("hello"), "{got}");
+        assert!(took < Duration::from_secs(3), "{took:?}");
+        // A connection that sends nothing at all is cut off on the same clock.
+        let mut silent = TcpStream::connect(addr).await.unwrap();
+        let (_, took) = read_to_close(&mut silent).await;
+        assert!(took < Duration::from_secs(3), "{took:?}");
+    }
+
+    #[tokio::test]
+    async fn an_idle_keep_alive_connection_closes_after_the_idle_clock_not_the_header_one() {
+        let (addr, _stop) = server(short()).await;
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut first = [0u8; 512];
+        let n = s.read(&mut first).await.unwrap();
+        assert!(String::from_utf8_lossy(&first[..n]).contains("hello"));
+        // Idle past the header clock (300 ms) but within the idle one (600 ms): still open.
+        tokio::time::sleep(Duration::from_millis(450)).await;
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let n = s.read(&mut first).await.unwrap();
+        assert!(
+            String::from_utf8_lossy(&first[..n]).contains("hello"),
+            "served again"
+        );
+        let (_, took) = read_to_close(&mut s).await;
+        assert!(
+            took >= Duration::from_millis(500),
+            "closed only when idle: {took:?}"
+        );
+        assert!(took < Duration::from_secs(3), "{took:?}");
+    }
+
+    #[tokio::test]
+    async fn a_long_response_is_not_cut_off() {
+        let (addr, _stop) = server(short()).await;
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let (got, _) = read_to_close(&mut s).await;
+        assert!(got.contains("0\n") && got.contains("2\n"), "{got}");
+    }
+
+    #[tokio::test]
+    async fn connections_over_the_limit_are_refused_at_once() {
+        let limits = HttpLimits {
+            max_connections: 2,
+            ..HttpLimits::new(2)
+        };
+        let (addr, _stop) = server(limits).await;
+        let mut held = Vec::new();
+        for _ in 0..2 {
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                .await
+                .unwrap();
+            let mut buf = [0u8; 256];
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(String::from_utf8_lossy(&buf[..n]).contains("hello"));
+            held.push(s);
+        }
+        let before = refused_connections();
+        let mut third = TcpStream::connect(addr).await.unwrap();
+        let (got, took) = read_to_close(&mut third).await;
+        assert!(got.starts_with("HTTP/1.1 503"), "{got}");
+        assert!(got.contains("too_many_connections"), "{got}");
+        assert!(took < Duration::from_secs(2));
+        assert!(refused_connections() > before);
+        drop(held);
+    }
+}

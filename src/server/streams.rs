@@ -1,0 +1,363 @@
+//! Every open WebSocket and event stream, by session and by user: the per-user quota, and
+//! ending them when their session ends.
+//!
+//! A route that opens a long-lived connection first takes a [`Held`] from [`Streams::hold`]:
+//! that counts it against `TIDINGS_MAX_STREAMS_PER_USER` on this instance (429
+//! `too_many_streams` past it, before any upgrade) and gives it a token that fires when its
+//! session ends. The WebSocket then closes with 1008 `Signed out.`; the event stream ends (its
+//! browser's reconnect gets 401). Dropping the `Held` (the connection closed) gives the place
+//! back.
+//!
+//! A session ends by logout, by expiry, or (issue 17) by an admin's disconnect:
+//! - logout calls [`Streams::end_session`], which publishes on the bus's [`SESSIONS`] topic,
+//!   so every instance (Redis carries it) ends that session's connections at once;
+//! - expiry is watched here, once a second, against each connection's session expiry;
+//! - every [`RECONCILE`] (and whenever the bus says it was cut off and may have lost
+//!   messages), the sessions still held are checked against the database, so a logout heard
+//!   by nobody is caught within that time.
+//!
+//! Tests: the unit tests below; `tests/auth.rs` (logout closes a socket and a stream, on two
+//! instances in `tests/scale.rs`).
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    bus::{Bus, Envelope, Received, SESSIONS},
+    clock,
+    storage::Store,
+    ApiError, CurrentUser, Shutdown,
+};
+
+/// How often held sessions are checked against the database.
+pub const RECONCILE: Duration = Duration::from_secs(30);
+/// How often expiries are looked at.
+const EXPIRY_TICK: Duration = Duration::from_secs(1);
+
+/// The bus kinds on [`SESSIONS`]: the envelope's id names the session, or the user.
+const SESSION_ENDED: &str = "session-ended";
+const USER_ENDED: &str = "user-ended";
+
+/// The registry of live connections. Cheap to clone.
+#[derive(Clone)]
+pub struct Streams {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Streams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Streams").finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    bus: Arc<dyn Bus>,
+    /// Open connections per user at most (0: no limit).
+    per_user_max: u32,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    next: u64,
+    held: HashMap<u64, Entry>,
+    per_user: HashMap<i64, u32>,
+}
+
+struct Entry {
+    session_id: i64,
+    user_id: i64,
+    /// Milliseconds since the epoch at which the session expires.
+    expires_at: i64,
+    ended: CancellationToken,
+}
+
+/// One open connection's place; dropping it gives the place back.
+#[derive(Debug)]
+pub struct Held {
+    inner: Arc<Inner>,
+    key: u64,
+    ended: CancellationToken,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inner").finish_non_exhaustive()
+    }
+}
+
+impl Held {
+    /// Fires when the connection's session has ended: close the connection.
+    pub fn ended(&self) -> &CancellationToken {
+        &self.ended
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let mut state = self.inner.state.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(entry) = state.held.remove(&self.key) {
+            if let Some(n) = state.per_user.get_mut(&entry.user_id) {
+                *n -= 1;
+                if *n == 0 {
+                    state.per_user.remove(&entry.user_id);
+                }
+            }
+        }
+    }
+}
+
+impl Streams {
+    /// The registry, listening on `bus` for ended sessions and watching expiries until
+    /// `shutdown`.
+    pub fn start(store: Store, bus: Arc<dyn Bus>, shutdown: Shutdown, per_user_max: u32) -> Self {
+        let streams = Self {
+            inner: Arc::new(Inner {
+                bus: bus.clone(),
+                per_user_max,
+                state: Mutex::new(State::default()),
+            }),
+        };
+        let heard = bus.subscribe(SESSIONS);
+        tokio::spawn(watch(
+            Arc::downgrade(&streams.inner),
+            store,
+            heard,
+            shutdown,
+        ));
+        streams
+    }
+
+    /// A place for one more connection of `user`, or 429 `too_many_streams`.
+    pub fn hold(&self, user: &CurrentUser) -> Result<Held, ApiError> {
+        let mut state = self.inner.state.lock().unwrap_or_else(|e| e.into_inner());
+        let open = state.per_user.get(&user.user_id).copied().unwrap_or(0);
+        let max = self.inner.per_user_max;
+        if max > 0 && open >= max {
+            return Err(ApiError::too_many(
+                "too_many_streams",
+                format!(
+                    "You have {open} live connections open, the most one user may hold \
+                     (TIDINGS_MAX_STREAMS_PER_USER is {max}); close a tab or a stream first."
+                ),
+            ));
+        }
+        state.next += 1;
+        let key = state.next;
+        let ended = CancellationToken::new();
+        state.held.insert(
+            key,
+            Entry {
+                session_id: user.session_id,
+                user_id: user.user_id,
+                expires_at: user.expires_at,
+                ended: ended.clone(),
+            },
+        );
+        *state.per_user.entry(user.user_id).or_default() += 1;
+        Ok(Held {
+            inner: self.inner.clone(),
+            key,
+            ended,
+        })
+    }
+
+    /// Ends every connection of session `session_id`, on every instance.
+    pub fn end_session(&self, session_id: i64) {
+        self.inner.bus.publish(Envelope::new(
+            SESSIONS,
+            session_id,
+            SESSION_ENDED,
+            "{}".into(),
+        ));
+    }
+
+    /// Ends every connection of user `user_id`, on every instance.
+    pub fn end_user(&self, user_id: i64) {
+        self.inner
+            .bus
+            .publish(Envelope::new(SESSIONS, user_id, USER_ENDED, "{}".into()));
+    }
+
+    /// Connections `user_id` holds on this instance.
+    pub fn held_by(&self, user_id: i64) -> u32 {
+        let state = self.inner.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.per_user.get(&user_id).copied().unwrap_or(0)
+    }
+}
+
+impl Inner {
+    /// Fires the token of every connection `which` picks; returns how many.
+    fn end_where(&self, which: impl Fn(&Entry) -> bool) -> usize {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut n = 0;
+        for entry in state.held.values().filter(|e| which(e)) {
+            if !entry.ended.is_cancelled() {
+                entry.ended.cancel();
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// The sessions held here (each once).
+    fn sessions(&self) -> Vec<i64> {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut ids: Vec<i64> = state.held.values().map(|e| e.session_id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+}
+
+/// Ends connections whose session ended (heard on the bus, expired, or gone from the
+/// database), until shutdown or the registry is dropped.
+async fn watch(
+    inner: std::sync::Weak<Inner>,
+    store: Store,
+    mut heard: super::bus::Subscription,
+    shutdown: Shutdown,
+) {
+    let mut expiry = tokio::time::interval(EXPIRY_TICK);
+    expiry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut reconcile = tokio::time::interval(RECONCILE);
+    reconcile.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    reconcile.tick().await;
+    loop {
+        let check_database = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = heard.recv() => {
+                let Some(inner) = inner.upgrade() else { return };
+                match r {
+                    Received::Message(m) => {
+                        let ended = match m.kind.as_str() {
+                            SESSION_ENDED => inner.end_where(|e| e.session_id == m.id),
+                            USER_ENDED => inner.end_where(|e| e.user_id == m.id),
+                            _ => 0,
+                        };
+                        if ended > 0 {
+                            tracing::info!(kind = %m.kind, id = m.id, connections = ended, "connections of an ended session closed");
+                        }
+                        false
+                    }
+                    // Something may have been missed: ask the database.
+                    Received::Lagged(_) => true,
+                    Received::Closed => return,
+                }
+            }
+            _ = expiry.tick() => {
+                let Some(inner) = inner.upgrade() else { return };
+                let now = clock::now_ms();
+                let ended = inner.end_where(|e| e.expires_at <= now);
+                if ended > 0 {
+                    tracing::info!(connections = ended, "connections of expired sessions closed");
+                }
+                false
+            }
+            _ = reconcile.tick() => true,
+        };
+        if check_database {
+            let Some(inner) = inner.upgrade() else { return };
+            let held = inner.sessions();
+            if held.is_empty() {
+                continue;
+            }
+            match store.live_session_ids(&held, clock::now_ms()).await {
+                Ok(live) => {
+                    let live: std::collections::HashSet<i64> = live.into_iter().collect();
+                    let ended = inner.end_where(|e| !live.contains(&e.session_id));
+                    if ended > 0 {
+                        tracing::info!(
+                            connections = ended,
+                            "connections of sessions ended elsewhere closed"
+                        );
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "checking held sessions failed; next time"),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        protocol::{Role, UserView},
+        server::bus::LocalBus,
+    };
+
+    fn user(user_id: i64, session_id: i64, expires_at: i64) -> CurrentUser {
+        CurrentUser {
+            session_id,
+            user_id,
+            expires_at,
+            user: UserView {
+                username: format!("u{user_id}"),
+                role: Role::User,
+            },
+        }
+    }
+
+    async fn streams(max: u32) -> (tempfile::TempDir, Streams) {
+        let (dir, store) = crate::server::storage::temp_store().await;
+        let s = Streams::start(store, Arc::new(LocalBus::new()), Shutdown::new(), max);
+        (dir, s)
+    }
+
+    async fn fires(token: &CancellationToken) {
+        tokio::time::timeout(Duration::from_secs(3), token.cancelled())
+            .await
+            .expect("the connection is told to close");
+    }
+
+    #[tokio::test]
+    async fn the_quota_counts_open_connections_per_user() {
+        let (_dir, s) = streams(2).await;
+        let far = clock::now_ms() + 3_600_000;
+        let a = s.hold(&user(1, 10, far)).unwrap();
+        let _b = s.hold(&user(1, 11, far)).unwrap();
+        let e = s.hold(&user(1, 12, far)).unwrap_err();
+        assert_eq!(e.code(), "too_many_streams");
+        assert!(
+            e.to_string().contains("TIDINGS_MAX_STREAMS_PER_USER is 2"),
+            "{e}"
+        );
+        assert!(s.hold(&user(2, 20, far)).is_ok(), "per user");
+        drop(a);
+        assert_eq!(s.held_by(1), 1);
+        assert!(
+            s.hold(&user(1, 12, far)).is_ok(),
+            "a closed one gives its place back"
+        );
+    }
+
+    #[tokio::test]
+    async fn ending_a_session_or_a_user_fires_only_theirs() {
+        let (_dir, s) = streams(0).await;
+        let far = clock::now_ms() + 3_600_000;
+        let mine = s.hold(&user(1, 10, far)).unwrap();
+        let mine_too = s.hold(&user(1, 10, far)).unwrap();
+        let other_tab = s.hold(&user(1, 11, far)).unwrap();
+        let other = s.hold(&user(2, 20, far)).unwrap();
+        s.end_session(10);
+        fires(mine.ended()).await;
+        fires(mine_too.ended()).await;
+        assert!(!other_tab.ended().is_cancelled());
+        s.end_user(1);
+        fires(other_tab.ended()).await;
+        assert!(!other.ended().is_cancelled());
+    }
+
+    #[tokio::test]
+    async fn an_expired_session_ends_within_the_tick() {
+        let (_dir, s) = streams(0).await;
+        let soon = s.hold(&user(1, 10, clock::now_ms() + 300)).unwrap();
+        fires(soon.ended()).await;
+    }
+}
