@@ -202,6 +202,19 @@ async fn flaky_source() -> (String, Arc<AtomicU32>) {
             }),
         )
         .route(
+            "/ids",
+            // Rows whose ids JavaScript could not hold exactly, or that no export writes.
+            get(|| async {
+                let row = |id: &str| format!(
+                    "{{\"id\":{id},\"at\":\"2026-11-23T10:00:00.000Z\",\"action\":\"LOGIN\",\"user\":\"x\",\"detail\":{{}}}}\n"
+                );
+                let body = [row("0"), row("-5"), row("7"), row("9007199254740993"), row("9007199254740992")]
+                    .concat()
+                    + "{\"done\":true,\"rows\":5,\"lastId\":9007199254740993}\n";
+                ([(header::CONTENT_TYPE, "application/x-ndjson")], body)
+            }),
+        )
+        .route(
             "/page",
             get(|| async { ([(header::CONTENT_TYPE, "text/html")], "<html>hello</html>").into_response() }),
         );
@@ -255,6 +268,48 @@ async fn a_bad_line_is_a_warning_and_a_dropped_stream_resumes_from_the_last_id()
     for id in &wanted {
         assert!(stored.contains(id), "id {id} imported");
     }
+}
+
+#[tokio::test]
+async fn ids_outside_1_to_2_pow_53_are_warnings_and_skipped() {
+    let (source, _) = flaky_source().await;
+    let prefix = format!("{source}/");
+    let srv = TestServer::start_with(move |c| c.import_sources = vec![prefix]).await;
+    let admin = srv.client();
+    srv.signup(&admin, "admin").await;
+    let res = start_import(&srv, &admin, &format!("{source}/ids")).await;
+    assert_eq!(res.status(), 201);
+    let id = res.json::<Value>().await.unwrap()["id"].as_i64().unwrap();
+    let events = job_events(&srv, &admin, id).await;
+    let warnings: Vec<String> = events
+        .iter()
+        .filter(|(e, _)| e == "warning")
+        .map(|(_, d)| d["message"].as_str().unwrap().to_string())
+        .collect();
+    for (line, id) in [(1, "0"), (2, "-5"), (4, "9007199254740993")] {
+        let want = format!("Line {line}: id {id} is outside 1 to 2^53");
+        assert!(
+            warnings.iter().any(|w| w.starts_with(&want)),
+            "{want}: {warnings:?}"
+        );
+    }
+    assert_eq!(events.last().unwrap().0, "complete", "{events:?}");
+    // The imported rows (their user is "x"; the app's own rows come after them).
+    let text = admin
+        .get(srv.url("/api/audit/export"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let imported: Vec<i64> = text
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|row| row["user"] == "x")
+        .map(|row| row["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(imported, [7, 9007199254740992]);
 }
 
 #[tokio::test]

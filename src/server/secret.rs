@@ -30,17 +30,26 @@ use super::{
 /// Where round 1 kept the key.
 const OLD_SETTING: &str = "stream_token_secret";
 
+/// Fails, before anything connects, when the configuration cannot have a key: PostgreSQL
+/// without `TIDINGS_SECRET`.
+pub fn check(config: &Config) -> anyhow::Result<()> {
+    if config.secret.is_none() && Backend::of_url(&config.database_url)? == Backend::Postgres {
+        anyhow::bail!(
+            "TIDINGS_SECRET must be set on PostgreSQL: every instance needs the same key to sign \
+             stream tokens, and it is not kept in the database. Generate one with \
+             `openssl rand -hex 32` and give it to every instance"
+        );
+    }
+    Ok(())
+}
+
 /// The signing key for this server (see the module docs).
 pub async fn signing_key(config: &Config, store: &Store) -> anyhow::Result<String> {
     if let Some(secret) = &config.secret {
         return Ok(secret.clone());
     }
     if store.backend() == Backend::Postgres {
-        anyhow::bail!(
-            "TIDINGS_SECRET must be set on PostgreSQL: every instance needs the same key to sign \
-             stream tokens, and it is not kept in the database. Generate one with \
-             `openssl rand -hex 32` and give it to every instance"
-        );
+        check(config)?;
     }
     let Some(db) = store.sqlite_file() else {
         return Ok(random_key());
@@ -214,6 +223,21 @@ mod tests {
         );
         let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(left.len(), 1, "no temporary files left behind");
+    }
+
+    #[test]
+    fn postgres_needs_the_variable() {
+        let pg = Config {
+            secret: None,
+            ..Config::for_tests("postgres://u@127.0.0.1:1/db")
+        };
+        let e = check(&pg).unwrap_err().to_string();
+        assert!(
+            e.starts_with("TIDINGS_SECRET must be set on PostgreSQL"),
+            "{e}"
+        );
+        assert!(check(&Config::for_tests("postgres://u@127.0.0.1:1/db")).is_ok());
+        assert!(check(&no_secret()).is_ok(), "SQLite keeps a key file");
     }
 
     #[tokio::test]

@@ -74,6 +74,7 @@ impl AppState {
         leptos_options: LeptosOptions,
         shutdown: Shutdown,
     ) -> anyhow::Result<Self> {
+        secret::check(&config)?;
         let store = Store::connect(&config.database_url).await?;
         let secret = secret::signing_key(&config, &store).await?;
         let setup_token = setup_token(&config, &store).await?;

@@ -186,13 +186,22 @@ pub fn binary(envs: &[(&str, &str)]) -> std::process::Command {
 /// Reads the child's stdout until the "listening on" line (and keeps draining it after);
 /// returns the base URL.
 pub fn wait_for_listening(child: &mut std::process::Child) -> String {
+    wait_for_listening_logged(child).0
+}
+
+/// The same, and the log lines it printed before it listened.
+pub fn wait_for_listening_logged(child: &mut std::process::Child) -> (String, Vec<String>) {
     use std::io::{BufRead, BufReader};
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
+        let mut before = Vec::new();
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             if let Some(i) = line.find("listening on http://") {
-                let _ = tx.send(line[i + "listening on ".len()..].trim().to_string());
+                let base = line[i + "listening on ".len()..].trim().to_string();
+                let _ = tx.send((base, std::mem::take(&mut before)));
+            } else {
+                before.push(line);
             }
         }
     });
