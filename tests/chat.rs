@@ -1273,3 +1273,86 @@ async fn a_client_that_stops_reading_does_not_hold_up_the_room() {
     assert_eq!(got, (1..=COUNT).collect::<Vec<_>>());
     drop(stuck);
 }
+
+#[tokio::test]
+async fn joins_to_a_socket_that_does_not_read_pin_a_bounded_amount_of_memory() {
+    let server = TestServer::start_with(|c| {
+        c.chat.slow_client = Duration::from_secs(2);
+        c.limits.streams_per_user = 0;
+    })
+    .await;
+    // A room with 1,000 long messages (about 8 MB of JSON).
+    let long = "\u{1F980}".repeat(TEXT_MAX_CHARS);
+    let rows: Vec<_> = (0..1000)
+        .map(|i| tidings::server::storage::chat::NewChatMessage {
+            room: "heavy".into(),
+            author: format!("u{i}"),
+            text: long.clone(),
+            at: 0,
+        })
+        .collect();
+    for chunk in rows.chunks(100) {
+        server
+            .state
+            .store
+            .append_chat_messages(chunk, 1000)
+            .await
+            .unwrap();
+    }
+    let ann = server.user("ann").await;
+    let addr: std::net::SocketAddr = server
+        .base
+        .trim_start_matches("http://")
+        .parse()
+        .expect("the server's address");
+    // Ten sockets that never read, each asking for the whole history again and again: without
+    // a byte bound each would queue 32 joins of 8 MB.
+    const SOCKETS: usize = 10;
+    let before = tidings::server::metrics::rss_bytes();
+    let slow_before = tidings::server::ws::slow_disconnects();
+    let mut stuck = Vec::new();
+    for _ in 0..SOCKETS {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let tcp = socket.connect(addr).await.unwrap();
+        let (mut ws, _) =
+            tokio_tungstenite::client_async(ws_request(&server, Some(&ann.cookie), None), tcp)
+                .await
+                .unwrap();
+        let join = json!({"type": "chat-join", "room": "heavy", "lastMessageId": 0}).to_string();
+        for _ in 0..40 {
+            // The server stops reading once its budget is spent: a send may wait; don't.
+            let send = ws.send(Message::text(join.clone()));
+            if tokio::time::timeout(Duration::from_millis(200), send)
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+        stuck.push(ws);
+    }
+    // Until every one of them has been closed as too slow, the server's memory is watched.
+    let mut peak = before;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while tidings::server::ws::slow_disconnects() < slow_before + SOCKETS as u64 {
+        peak = peak.max(tidings::server::metrics::rss_bytes());
+        assert!(
+            Instant::now() < deadline,
+            "the stuck sockets were not closed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let grown = peak.saturating_sub(before);
+    assert!(
+        grown < 150 * 1024 * 1024,
+        "{SOCKETS} stuck sockets grew the server by {} MB",
+        grown / 1024 / 1024
+    );
+    assert!(
+        tidings::server::ws::queued_bytes_peak()
+            <= (SOCKETS as u64 + 8) * tidings::chat::session::QUEUE_BYTES as u64,
+        "the queues stayed within their budgets"
+    );
+    drop(stuck);
+}

@@ -342,3 +342,20 @@ async fn the_log_tail_streams_records_filters_replays_and_hides_secrets() {
     assert_eq!(gap.after_id.to_string(), first.id);
     assert!(gap.first_available_id > third.id);
 }
+
+#[tokio::test]
+async fn the_first_sample_on_a_new_stream_counts_that_stream() {
+    let server = TestServer::start().await;
+    let client = server.client();
+    server.signup(&client, "first_sampler").await;
+    // A sample is taken every second; wait for one from before this stream opens.
+    while server.state.metrics.latest().at.is_empty() {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let mut stream = Sse::open(client.get(server.url("/api/metrics/events"))).await;
+    let first: Metrics = serde_json::from_value(stream.next_named("metrics").await.data).unwrap();
+    assert!(
+        first.connections.sse >= 1,
+        "the stream that got it counts: {first:?}"
+    );
+}

@@ -623,3 +623,74 @@ async fn the_users_of_an_instance_that_died_leave_after_its_presence_expires() {
     );
     assert_eq!((action.as_str(), who.as_str()), ("left", "scale_gone"));
 }
+
+#[tokio::test]
+async fn logout_on_one_instance_closes_the_sessions_socket_on_the_other() {
+    let redis = Redis::start();
+    let (a, b, _dir) = two_instances(&redis).await;
+    let ann = a.user("scale_bye").await;
+    let mut on_b = b.ws(&ann.cookie).await;
+    join(&mut on_b, "bye", None).await;
+    let mut stream_b = Sse::open(ann.http.get(b.url("/api/rooms/bye/events"))).await;
+    assert_eq!(stream_b.next().await.unwrap().event, "chat-joined");
+    let started = tokio::time::Instant::now();
+    let res = ann
+        .http
+        .post(a.url("/api/auth/logout"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+    let close = loop {
+        match timeout(WAIT, on_b.next()).await.expect("closed in time") {
+            Some(Ok(Message::Close(Some(frame)))) => break frame,
+            Some(Ok(_)) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    };
+    assert_eq!(
+        (u16::from(close.code), close.reason.as_str()),
+        (1008, "Signed out.")
+    );
+    let rest = timeout(WAIT, stream_b.rest())
+        .await
+        .expect("the stream ends");
+    assert!(rest.iter().all(|e| e.event != "chat-message"), "{rest:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "within 2 s on the other instance: {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn the_chat_rate_limit_holds_across_instances() {
+    let redis = Redis::start();
+    let (a, b, _dir) = two_instances(&redis).await;
+    // Ten messages in one second, alternating instances; the eleventh, on either, is refused.
+    // The limit is about one second: a run that took longer (a loaded machine) proves nothing
+    // either way and is tried again with a fresh user.
+    for attempt in 0..5 {
+        let ann = a.user(&format!("scale_fast{attempt}")).await;
+        let post = |server: &TestServer, i: usize| {
+            ann.http
+                .post(server.url("/api/rooms/fast/messages"))
+                .json(&json!({"text": format!("m{i}")}))
+                .send()
+        };
+        let started = tokio::time::Instant::now();
+        for i in 0..10 {
+            let server = if i % 2 == 0 { &a } else { &b };
+            assert_eq!(post(server, i).await.unwrap().status(), 201, "message {i}");
+        }
+        let refused = post(&b, 10).await.unwrap();
+        if started.elapsed() >= Duration::from_millis(900) {
+            continue;
+        }
+        assert_eq!(refused.status(), 429);
+        let body: Value = refused.json().await.unwrap();
+        assert_eq!(body["message"], "Slow down.");
+        return;
+    }
+    panic!("eleven messages never fit in one second");
+}
