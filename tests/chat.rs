@@ -1356,3 +1356,41 @@ async fn joins_to_a_socket_that_does_not_read_pin_a_bounded_amount_of_memory() {
     );
     drop(stuck);
 }
+
+#[tokio::test]
+async fn a_long_resume_arrives_whole_and_in_order_page_by_page() {
+    let server = TestServer::start_with(|c| c.chat.rate_per_second = 100_000).await;
+    let ann = server.user("ann").await;
+    const COUNT: i64 = 450;
+    for i in 1..=COUNT {
+        post_ok(&server, &ann, "pages", &format!("m{i}")).await;
+    }
+    // WebSocket: the joined frame's history, then the rest as messages.
+    let mut ws = connect(&server, &ann).await;
+    let (_, history) = join(&mut ws, "pages", Some(0)).await;
+    let mut ids: Vec<i64> = history.iter().map(|m| m.id).collect();
+    while (ids.len() as i64) < COUNT {
+        ids.push(next_message(&mut ws).await.id);
+    }
+    assert_eq!(ids, (1..=COUNT).collect::<Vec<_>>());
+    // SSE: every message after Last-Event-ID, then live.
+    let mut sse = Sse::open(
+        ann.http
+            .get(server.url("/api/rooms/pages/events"))
+            .header("last-event-id", "0"),
+    )
+    .await;
+    let mut got = Vec::new();
+    while (got.len() as i64) < COUNT {
+        got.push(
+            sse.next_named("chat-message")
+                .await
+                .id
+                .parse::<i64>()
+                .unwrap(),
+        );
+    }
+    assert_eq!(got, (1..=COUNT).collect::<Vec<_>>());
+    post_ok(&server, &ann, "pages", "live").await;
+    assert_eq!(sse.next_named("chat-message").await.data["text"], "live");
+}

@@ -25,7 +25,7 @@ use futures::StreamExt;
 
 use super::{
     hub::{json, Hub, Resume},
-    session,
+    session::{self, READBACK_PAGE},
 };
 use crate::{
     protocol::chat::{
@@ -225,7 +225,7 @@ async fn events(
         send_limit: Some(hub.config().slow_client),
         ..base
     };
-    let history = hub.config().history;
+    let page = READBACK_PAGE.min(hub.config().history);
     Ok(sse::stream(
         options,
         state.shutdown.clone(),
@@ -233,7 +233,7 @@ async fn events(
             let _presence = presence;
             // Declared after the presence, so dropped before it: the lease holds the user.
             let _lease = lease;
-            let resume = match hub.since(&room, after, JOIN_HISTORY as i64, history).await {
+            let resume = match hub.since(&room, after, JOIN_HISTORY as i64, page).await {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::warn!(error = %e, room, "reading chat history failed");
@@ -253,7 +253,7 @@ async fn events(
             if tx.send(&joined).await.is_err() {
                 return;
             }
-            let mut last = match send_resume(&tx, resume).await {
+            let mut last = match send_pages(&hub, &tx, &room, resume, after.is_some(), page).await {
                 Ok((_, sent)) if once && sent > 0 => return,
                 Ok((last, _)) => last,
                 Err(()) => return,
@@ -285,7 +285,7 @@ async fn events(
                         if let Received::Lagged(n) = received {
                             ws::record_drops(n);
                         }
-                        match replay(&hub, &tx, &room, Some(last), history).await {
+                        match replay(&hub, &tx, &room, last, page).await {
                             Ok((l, sent)) => {
                                 last = l;
                                 if once && sent > 0 {
@@ -316,20 +316,46 @@ impl Drop for LeaseOnExit {
     }
 }
 
-/// Sends the messages after `after` (`None`: the latest few), a `gap` first if some are no
-/// longer kept. Returns the last id sent (or known) and how many went out.
+/// Sends the messages after `after`, a `gap` first if some are no longer kept, a page of
+/// `page` at a time. Returns the last id sent (or known) and how many went out.
 async fn replay(
     hub: &Hub,
     tx: &sse::Sender,
     room: &str,
-    after: Option<i64>,
-    limit: i64,
+    after: i64,
+    page: i64,
 ) -> Result<(i64, usize), ()> {
     let resume = hub
-        .since(room, after, JOIN_HISTORY as i64, limit)
+        .since(room, Some(after), 0, page)
         .await
         .map_err(|e| tracing::warn!(error = %e, room, "replaying chat messages failed"))?;
-    send_resume(tx, resume).await
+    send_pages(hub, tx, room, resume, true, page).await
+}
+
+/// Sends `first`, then (when `resuming` and a page came full) the pages after it, one at a
+/// time: a replay of the whole history never sits in memory at once.
+async fn send_pages(
+    hub: &Hub,
+    tx: &sse::Sender,
+    room: &str,
+    first: Resume,
+    resuming: bool,
+    page: i64,
+) -> Result<(i64, usize), ()> {
+    let mut resume = first;
+    let mut total = 0;
+    loop {
+        let full = resuming && resume.messages.len() as i64 == page;
+        let (last, sent) = send_resume(tx, resume).await?;
+        total += sent;
+        if !full {
+            return Ok((last, total));
+        }
+        resume = hub
+            .since(room, Some(last), 0, page)
+            .await
+            .map_err(|e| tracing::warn!(error = %e, room, "replaying chat messages failed"))?;
+    }
 }
 
 /// Sends a resume: the `gap` event if any, then the messages.
