@@ -4,7 +4,8 @@
 #
 #   Debian:    chromium (Playwright drives it; Playwright's own browser download can't work here),
 #              postgresql (a throwaway server for the integration tests' second run),
-#              redis-server (the two-instance tests start their own)
+#              redis-server (the two-instance tests start their own),
+#              nginx-light (tests/proxy.rs runs the README's nginx configuration in front of two instances)
 #   rustup:    the wasm32-unknown-unknown target
 #   cargo:     cargo-leptos 0.3.10 (0.3.11 needs a newer Rust than 1.95),
 #              wasm-bindgen-cli at exactly the version Cargo.toml pins
@@ -45,6 +46,14 @@ if ! command -v redis-server >/dev/null 2>&1; then
   [ "$(id -u)" -eq 0 ] || SUDO=sudo
   $SUDO apt-get update -qq
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server
+fi
+
+if [ ! -x /usr/sbin/nginx ] && ! command -v nginx >/dev/null 2>&1; then
+  step "Installing Debian's nginx-light (tests/proxy.rs runs the README's nginx configuration)"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light
 fi
 
 if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then

@@ -7,13 +7,9 @@
 
 mod common;
 
-use std::{
-    process::{Child, Command, Stdio},
-    sync::Arc,
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
-use common::{fresh_database, Sse, TestServer, Ws};
+use common::{fresh_database, Redis, Sse, TestServer, Ws};
 use futures::{SinkExt, StreamExt};
 use reqwest::cookie::CookieStore;
 use serde_json::{json, Value};
@@ -23,77 +19,6 @@ use tokio_tungstenite::tungstenite::Message;
 const WAIT: Duration = Duration::from_secs(15);
 /// Long enough for a dead instance's job lease (15 s) to run out and another to resume it.
 const TAKEOVER: Duration = Duration::from_secs(60);
-
-/// A `redis-server` of this test's own, stopped when dropped.
-struct Redis {
-    child: Option<Child>,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Redis {
-    fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let dir = tempfile::tempdir().unwrap();
-        let mut redis = Self {
-            child: None,
-            port,
-            _dir: dir,
-        };
-        redis.resume();
-        redis
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// Starts (or starts again) the server on the same port, and waits until it answers.
-    fn resume(&mut self) {
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-            ])
-            .args(["--appendonly", "no", "--dir"])
-            .arg(self._dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server runs (scripts/setup.sh installs Debian's redis-server)");
-        self.child = Some(child);
-        let deadline = std::time::Instant::now() + WAIT;
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "redis-server did not start"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Stops the server (by its PID), as if it went away.
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
 
 /// Two instances on one fresh database and `redis`.
 async fn two_instances(redis: &Redis) -> (TestServer, TestServer, tempfile::TempDir) {
