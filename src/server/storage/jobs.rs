@@ -188,7 +188,15 @@ impl Store {
         now: i64,
         max_open: Option<i64>,
     ) -> sqlx::Result<Result<JobRow, i64>> {
-        let mut tx = self.pool.begin().await?;
+        // The count and the insert must see the same jobs. On SQLite a deferred transaction
+        // that reads first fails with "database is locked" when a worker writes between its
+        // read and its write, so it takes the write lock at once.
+        let mut tx = match self.backend {
+            Backend::Sqlite if max_open.is_some() => {
+                self.pool.begin_with("BEGIN IMMEDIATE").await?
+            }
+            _ => self.pool.begin().await?,
+        };
         if let Some(max) = max_open {
             if self.backend == Backend::Postgres {
                 // Held until the transaction ends; keyed by the owner's id.
@@ -626,6 +634,40 @@ mod tests {
             2,
             "the others stay"
         );
+    }
+
+    #[tokio::test]
+    async fn quota_creates_succeed_while_other_connections_write() {
+        // A deferred transaction that counts first failed here with "database is locked"
+        // whenever a worker's write landed between its count and its insert.
+        let (_dir, store) = super::super::temp_store().await;
+        let ann = store.create_user("ann", "h", 0).await.unwrap().unwrap();
+        let bob = store.create_user("bob", "h", 0).await.unwrap().unwrap();
+        let writer = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for i in 0..200 {
+                    store
+                        .create_job(bob, "bob", "demo", "{}", 1, i)
+                        .await
+                        .unwrap();
+                    store.claim_next_job("w", i, i + 1000, 1000).await.unwrap();
+                }
+            })
+        };
+        let creates = (0..100).map(|i| {
+            let store = store.clone();
+            async move {
+                store
+                    .create_job_within(ann, "ann", "demo", "{}", 1, i, Some(1000))
+                    .await
+            }
+        });
+        for made in futures::future::join_all(creates).await {
+            assert!(made.unwrap().is_ok());
+        }
+        writer.await.unwrap();
+        assert_eq!(store.count_open_jobs_of(ann).await.unwrap(), 100);
     }
 
     #[tokio::test]
