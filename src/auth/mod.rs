@@ -31,7 +31,7 @@ pub async fn whoami() -> Result<Option<UserView>, ServerFnError> {
     let Some(state) = use_context::<AppState>() else {
         return Ok(None);
     };
-    let MaybeUser(user) = leptos_axum::extract_with_state(&state).await?;
+    let user = MaybeUser::in_server_fn(&state).await?;
     Ok(user.map(|u| u.user))
 }
 

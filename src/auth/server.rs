@@ -215,11 +215,7 @@ struct Hashing {
     logins_waiting: std::sync::atomic::AtomicUsize,
 }
 
-static HASHING: Hashing = Hashing {
-    all: tokio::sync::Semaphore::const_new(MAX_CONCURRENT_HASHES),
-    signups: tokio::sync::Semaphore::const_new(SIGNUP_HASHES),
-    logins_waiting: std::sync::atomic::AtomicUsize::new(0),
-};
+static HASHING: Hashing = Hashing::new();
 
 /// Which kind of request a hash is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -239,38 +235,74 @@ fn busy() -> ApiError {
     .retry_after(1)
 }
 
-/// Runs CPU-heavy hashing off the async workers, a few at a time, logins first.
-async fn blocking<T: Send + 'static>(
-    kind: HashFor,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, ApiError> {
-    use std::sync::atomic::Ordering;
-    let permits = match kind {
-        HashFor::Signup => {
-            if HASHING.logins_waiting.load(Ordering::Relaxed) > 0 {
-                return Err(busy());
-            }
-            let slot = HASHING.signups.try_acquire().map_err(|_| busy())?;
-            let hasher = HASHING.all.try_acquire().map_err(|_| busy())?;
-            (Some(slot), hasher)
+/// Counts a login waiting for a hasher while it lives: a waiter whose client went away (its
+/// future dropped mid-wait) stops counting too.
+struct Waiting(&'static Hashing);
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0
+            .logins_waiting
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Hashing {
+    const fn new() -> Self {
+        Self {
+            all: tokio::sync::Semaphore::const_new(MAX_CONCURRENT_HASHES),
+            signups: tokio::sync::Semaphore::const_new(SIGNUP_HASHES),
+            logins_waiting: std::sync::atomic::AtomicUsize::new(0),
         }
-        HashFor::Login => {
-            if HASHING.logins_waiting.fetch_add(1, Ordering::Relaxed) >= LOGINS_WAITING_MAX {
-                HASHING.logins_waiting.fetch_sub(1, Ordering::Relaxed);
-                return Err(busy());
-            }
-            let hasher = HASHING.all.acquire().await;
-            HASHING.logins_waiting.fetch_sub(1, Ordering::Relaxed);
-            let hasher = hasher
-                .map_err(|e| ApiError::Internal(anyhow::anyhow!("hashing queue closed: {e}")))?;
-            (None, hasher)
+    }
+
+    fn wait(&'static self) -> Option<Waiting> {
+        use std::sync::atomic::Ordering;
+        if self.logins_waiting.fetch_add(1, Ordering::Relaxed) >= LOGINS_WAITING_MAX {
+            self.logins_waiting.fetch_sub(1, Ordering::Relaxed);
+            return None;
         }
-    };
-    let done = tokio::task::spawn_blocking(f)
+        Some(Waiting(self))
+    }
+
+    /// Runs CPU-heavy hashing off the async workers, a few at a time, logins first.
+    ///
+    /// The permits go with the hash onto the blocking thread and are released when it ends,
+    /// not when this future does: a client that hangs up mid-hash still holds its slot until
+    /// the hash is done, so hanging up cannot start more than [`MAX_CONCURRENT_HASHES`] at once.
+    async fn run<T: Send + 'static>(
+        &'static self,
+        kind: HashFor,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, ApiError> {
+        use std::sync::atomic::Ordering;
+        let permits = match kind {
+            HashFor::Signup => {
+                if self.logins_waiting.load(Ordering::Relaxed) > 0 {
+                    return Err(busy());
+                }
+                let slot = self.signups.try_acquire().map_err(|_| busy())?;
+                let hasher = self.all.try_acquire().map_err(|_| busy())?;
+                (Some(slot), hasher)
+            }
+            HashFor::Login => {
+                let waiting = self.wait().ok_or_else(busy)?;
+                let hasher = self.all.acquire().await;
+                drop(waiting);
+                let hasher = hasher.map_err(|e| {
+                    ApiError::Internal(anyhow::anyhow!("hashing queue closed: {e}"))
+                })?;
+                (None, hasher)
+            }
+        };
+        tokio::task::spawn_blocking(move || {
+            let done = f();
+            drop(permits);
+            done
+        })
         .await
-        .map_err(|e| ApiError::Internal(anyhow::anyhow!("hashing task failed: {e}")));
-    drop(permits);
-    done
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("hashing task failed: {e}")))
+    }
 }
 
 /// Starts a session for `user_id`: stores it, returns the cookie jar that carries it.
@@ -377,7 +409,9 @@ async fn create_and_sign_in(
     body: &AuthRequest,
 ) -> Result<(CookieJar, UserView), ApiError> {
     let password = body.password.clone();
-    let hash = blocking(HashFor::Signup, move || hash_password(&password)).await??;
+    let hash = HASHING
+        .run(HashFor::Signup, move || hash_password(&password))
+        .await??;
     let user_id = state
         .store
         .create_user(&body.username, &hash, clock::now_ms())
@@ -496,11 +530,12 @@ async fn do_login(
     };
     let hash = account.as_ref().map(|a| a.password_hash.clone());
     let password = body.password;
-    let matches = blocking(HashFor::Login, move || match &hash {
-        Some(hash) => verify_password(&password, hash),
-        None => verify_password(&password, dummy_hash()),
-    })
-    .await?;
+    let matches = HASHING
+        .run(HashFor::Login, move || match &hash {
+            Some(hash) => verify_password(&password, hash),
+            None => verify_password(&password, dummy_hash()),
+        })
+        .await?;
 
     let Some(account) = account.filter(|_| matches) else {
         // The name as typed is an attacker's text: stored bounded, never raw.
@@ -622,21 +657,22 @@ mod tests {
 
     #[tokio::test]
     async fn signups_never_wait_for_a_hasher_and_never_take_the_last_ones() {
+        static H: Hashing = Hashing::new();
         let (tx, rx) = std::sync::mpsc::channel::<()>();
         let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
         // Two signups hold their slots (blocked until told).
         let mut held = Vec::new();
         for _ in 0..SIGNUP_HASHES {
             let rx = rx.clone();
-            held.push(tokio::spawn(blocking(HashFor::Signup, move || {
+            held.push(tokio::spawn(H.run(HashFor::Signup, move || {
                 let _ = rx.lock().unwrap().recv();
             })));
         }
         // Let them take their permits.
-        while HASHING.signups.available_permits() > 0 {
+        while H.signups.available_permits() > 0 {
             tokio::task::yield_now().await;
         }
-        let e = blocking(HashFor::Signup, || ()).await.unwrap_err();
+        let e = H.run(HashFor::Signup, || ()).await.unwrap_err();
         assert_eq!(
             (e.status(), e.code()),
             (StatusCode::SERVICE_UNAVAILABLE, "server_busy")
@@ -644,7 +680,7 @@ mod tests {
         // A login still finds a hasher at once.
         tokio::time::timeout(
             std::time::Duration::from_secs(5),
-            blocking(HashFor::Login, || 7),
+            H.run(HashFor::Login, || 7),
         )
         .await
         .expect("a login is not held up by signups")
@@ -655,6 +691,60 @@ mod tests {
         for h in held {
             h.await.unwrap().unwrap();
         }
+    }
+
+    #[tokio::test]
+    async fn a_client_hanging_up_does_not_free_its_hasher_early() {
+        static H: Hashing = Hashing::new();
+        let (started_tx, started_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        let go_rx = std::sync::Arc::new(std::sync::Mutex::new(go_rx));
+        let mut started_rx = started_rx;
+        // Every hasher busy, then every client hangs up.
+        let mut requests = Vec::new();
+        for _ in 0..MAX_CONCURRENT_HASHES {
+            let (started, go) = (started_tx.clone(), go_rx.clone());
+            requests.push(tokio::spawn(H.run(HashFor::Login, move || {
+                started.send(()).unwrap();
+                let _ = go.lock().unwrap().recv();
+            })));
+        }
+        for _ in 0..MAX_CONCURRENT_HASHES {
+            started_rx.recv().await.unwrap();
+        }
+        for r in &requests {
+            r.abort();
+        }
+        for r in requests {
+            assert!(r.await.unwrap_err().is_cancelled());
+        }
+        // The hashes still run, so the hashers are still taken: a new login waits.
+        assert_eq!(H.all.available_permits(), 0);
+        let waiting = tokio::spawn(H.run(HashFor::Login, || 7));
+        while H.logins_waiting.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!waiting.is_finished());
+        // A waiter that hangs up stops counting as waiting (signups are not refused forever).
+        waiting.abort();
+        let _ = waiting.await;
+        assert_eq!(
+            H.logins_waiting.load(std::sync::atomic::Ordering::Relaxed),
+            0
+        );
+        for _ in 0..MAX_CONCURRENT_HASHES {
+            go_tx.send(()).unwrap();
+        }
+        // Once the hashes end, the hashers are free again.
+        let free = async {
+            while H.all.available_permits() < MAX_CONCURRENT_HASHES {
+                tokio::task::yield_now().await;
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(5), free)
+            .await
+            .expect("the hashers come back when the hashes end");
+        assert_eq!(H.run(HashFor::Login, || 7).await.unwrap(), 7);
     }
 
     #[test]

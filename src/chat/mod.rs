@@ -53,7 +53,7 @@ pub async fn chat_page(room: String) -> Result<ChatSnapshot, ServerFnError> {
     let Some(state) = use_context::<AppState>() else {
         return Ok(snapshot);
     };
-    let MaybeUser(user) = leptos_axum::extract_with_state(&state).await?;
+    let user = MaybeUser::in_server_fn(&state).await?;
     let Some(user) = user else {
         return Ok(snapshot);
     };

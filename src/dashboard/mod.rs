@@ -45,7 +45,7 @@ pub async fn dashboard_page() -> Result<DashboardSnapshot, ServerFnError> {
     let Some(state) = use_context::<AppState>() else {
         return Ok(DashboardSnapshot::default());
     };
-    let MaybeUser(user) = leptos_axum::extract_with_state(&state).await?;
+    let user = MaybeUser::in_server_fn(&state).await?;
     let Some(user) = user else {
         return Ok(DashboardSnapshot::default());
     };

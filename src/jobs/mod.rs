@@ -50,7 +50,7 @@ pub async fn jobs_page(id: Option<i64>) -> Result<JobsSnapshot, ServerFnError> {
     let Some(state) = use_context::<AppState>() else {
         return Ok(empty);
     };
-    let MaybeUser(user) = leptos_axum::extract_with_state(&state).await?;
+    let user = MaybeUser::in_server_fn(&state).await?;
     let Some(user) = user else {
         return Ok(empty);
     };

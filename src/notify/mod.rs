@@ -26,6 +26,6 @@ pub async fn notify_role() -> Result<Option<bool>, ServerFnError> {
     let Some(state) = use_context::<AppState>() else {
         return Ok(None);
     };
-    let MaybeUser(user) = leptos_axum::extract_with_state(&state).await?;
+    let user = MaybeUser::in_server_fn(&state).await?;
     Ok(user.map(|u| u.user.is_admin()))
 }

@@ -148,9 +148,10 @@ pub struct Limits {
     /// `TIDINGS_MAX_ACTIVE_JOBS_PER_USER` (default 20; 0: no limit): queued or running jobs
     /// per user.
     pub active_jobs_per_user: u32,
-    /// `TIDINGS_MAX_RUNNING_JOBS_PER_USER`: jobs of one user running at once on the workers
-    /// of one instance. `None`: half the workers (at least one), so one user's backlog never
-    /// takes every worker from the others.
+    /// `TIDINGS_MAX_RUNNING_JOBS_PER_USER`: jobs of one user running at once, counted over
+    /// every instance (the claim counts the database's running jobs). `None`: half of this
+    /// instance's workers (at least one), so one user's backlog never takes every worker from
+    /// the others.
     pub running_jobs_per_user: Option<u32>,
     /// `TIDINGS_JOB_RETENTION_DAYS` (default 7): jobs that ended longer ago are deleted with
     /// their events.
@@ -337,7 +338,17 @@ impl Config {
                 .get("DATABASE_URL")
                 .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_string()),
             redis_url: vars.get("REDIS_URL"),
-            admins: vars.list("TIDINGS_ADMINS").into_iter().collect(),
+            admins: vars
+                .list("TIDINGS_ADMINS")
+                .into_iter()
+                .map(|name| match crate::protocol::auth::check_username(&name) {
+                    Ok(()) => Ok(name),
+                    // A name nobody can sign up as would never be reserved, nor ever be admin.
+                    Err(rule) => Err(anyhow::anyhow!(
+                        "TIDINGS_ADMINS: {name:?} can never be a username. {rule}"
+                    )),
+                })
+                .collect::<anyhow::Result<_>>()?,
             setup_token: match vars.get("TIDINGS_SETUP_TOKEN") {
                 Some(t) if t.chars().count() < SETUP_TOKEN_MIN_CHARS => anyhow::bail!(
                     "TIDINGS_SETUP_TOKEN must be at least {SETUP_TOKEN_MIN_CHARS} characters (it has {}); \
@@ -514,6 +525,16 @@ mod tests {
 
     fn refusal(pairs: &[(&str, &str)]) -> String {
         config(pairs).expect_err("refused").to_string()
+    }
+
+    #[test]
+    fn admin_names_must_be_usernames() {
+        let e = refusal(&[("TIDINGS_ADMINS", "eric, Eric")]);
+        assert!(e.starts_with("TIDINGS_ADMINS: \"Eric\""), "{e}");
+        assert!(config(&[("TIDINGS_ADMINS", "eric,ann")])
+            .unwrap()
+            .admins
+            .contains("ann"));
     }
 
     #[test]

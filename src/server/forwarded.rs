@@ -83,14 +83,15 @@ pub fn resolve(peer: Option<IpAddr>, headers: &HeaderMap, config: &Config) -> Cl
 /// The addresses of `X-Forwarded-For` (every header line, in order), or else the `for=`
 /// values of `Forwarded`; `None` for an entry that is not an address.
 fn forwarded_for(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
+    // Split the raw bytes, not the whole line as text: a client's own entry with a byte that
+    // is not ASCII must spoil only that entry, not the proxy's hop appended after it.
     let xff: Vec<Option<IpAddr>> = headers
         .get_all("x-forwarded-for")
         .iter()
         .flat_map(|v| {
-            v.to_str()
-                .unwrap_or("?")
-                .split(',')
-                .map(|s| parse_ip(s.trim()))
+            v.as_bytes()
+                .split(|b| *b == b',')
+                .map(|s| std::str::from_utf8(s).ok().and_then(|s| parse_ip(s.trim())))
                 .collect::<Vec<_>>()
         })
         .collect();
@@ -101,9 +102,9 @@ fn forwarded_for(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
         .get_all(header::FORWARDED)
         .iter()
         .flat_map(|v| {
-            v.to_str()
-                .unwrap_or("?")
-                .split(',')
+            v.as_bytes()
+                .split(|b| *b == b',')
+                .map(|element| std::str::from_utf8(element).unwrap_or("for=?"))
                 .filter_map(|element| {
                     element.split(';').find_map(|pair| {
                         let (k, v) = pair.trim().split_once('=')?;
@@ -165,6 +166,7 @@ fn forwarded_https(headers: &HeaderMap) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::HeaderValue;
 
     fn config(proxies: &str) -> Config {
         let proxies = proxies.to_string();
@@ -202,6 +204,28 @@ mod tests {
             resolve(ip("127.0.0.1"), &h, &config("")).ip,
             ip("127.0.0.1")
         );
+    }
+
+    #[test]
+    fn a_client_entry_that_is_not_text_spoils_only_itself() {
+        // nginx appends its hop to whatever the client sent, on one line.
+        let mut h = HeaderMap::new();
+        h.append(
+            "x-forwarded-for",
+            HeaderValue::from_bytes(b"6.6.\xff6.6, 203.0.113.7").unwrap(),
+        );
+        let c = config("127.0.0.1");
+        assert_eq!(
+            resolve(ip("127.0.0.1"), &h, &c).ip,
+            ip("203.0.113.7"),
+            "not the proxy's own address"
+        );
+        let mut h = HeaderMap::new();
+        h.append(
+            header::FORWARDED,
+            HeaderValue::from_bytes(b"for=\xff, for=203.0.113.8").unwrap(),
+        );
+        assert_eq!(resolve(ip("127.0.0.1"), &h, &c).ip, ip("203.0.113.8"));
     }
 
     #[test]

@@ -81,6 +81,11 @@ impl HttpLimits {
 /// Open connections, and those refused for the limit, since start (for tests and metrics).
 static OPEN: AtomicUsize = AtomicUsize::new(0);
 static REFUSED: AtomicU64 = AtomicU64::new(0);
+/// Connections being answered 503 at once (each for a second at most).
+static REFUSING: AtomicUsize = AtomicUsize::new(0);
+/// Past this many, a connection over the limit is closed without an answer: a flood of them
+/// must not hold more sockets than the limit it is refused for.
+const REFUSING_MAX: usize = 256;
 
 /// Connections refused since start because `TIDINGS_MAX_CONNECTIONS` were open.
 pub fn refused_connections() -> u64 {
@@ -122,7 +127,15 @@ pub async fn serve(
         };
         if open.load(Ordering::Relaxed) >= limits.max_connections {
             REFUSED.fetch_add(1, Ordering::Relaxed);
-            tokio::spawn(refuse(stream));
+            if REFUSING.fetch_add(1, Ordering::Relaxed) < REFUSING_MAX {
+                tokio::spawn(async move {
+                    refuse(stream).await;
+                    REFUSING.fetch_sub(1, Ordering::Relaxed);
+                });
+            } else {
+                REFUSING.fetch_sub(1, Ordering::Relaxed);
+                drop(stream);
+            }
             continue;
         }
         let _ = stream.set_nodelay(true);

@@ -103,6 +103,20 @@ impl FromRequestParts<AppState> for MaybeUser {
     }
 }
 
+impl MaybeUser {
+    /// The signed-in user of the request a server function is answering. A failure (the
+    /// database, say) is logged and reaches the browser as one plain sentence, never the
+    /// database's own text.
+    pub async fn in_server_fn(
+        state: &AppState,
+    ) -> Result<Option<CurrentUser>, leptos::prelude::ServerFnError> {
+        leptos_axum::extract_with_state::<Self, _>(state)
+            .await
+            .map(|Self(user)| user)
+            .map_err(super::error::server_fn_failed)
+    }
+}
+
 /// A signed-in user with the admin role; 401 without a session, 403 for other roles.
 #[derive(Clone, Debug)]
 pub struct AdminUser(pub CurrentUser);
