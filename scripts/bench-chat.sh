@@ -113,11 +113,13 @@ for phase in $phases; do
       redis_pid=$!
       for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$redis_port") 2>/dev/null && break; sleep 0.05; done
       limit="$(chat_rate "$rate" "$publishers")"
+      # One secret for both (PostgreSQL keeps none).
+      secret="$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
       SERVER_LOG=a.log launch_server DATABASE_URL="$db" REDIS_URL="redis://127.0.0.1:$redis_port" \
-        RUST_LOG=warn,tidings=info TIDINGS_CHAT_RATE="$limit"
+        RUST_LOG=warn,tidings=info TIDINGS_CHAT_RATE="$limit" TIDINGS_SECRET="$secret"
       pid_a="$server_pid" base_a="$base"
       SERVER_LOG=b.log launch_server DATABASE_URL="$db" REDIS_URL="redis://127.0.0.1:$redis_port" \
-        RUST_LOG=warn,tidings=info TIDINGS_CHAT_RATE="$limit"
+        RUST_LOG=warn,tidings=info TIDINGS_CHAT_RATE="$limit" TIDINGS_SECRET="$secret"
       pid_b="$server_pid" base_b="$base"
       base="$base_a,$base_b" server_pid="$pid_a,$pid_b"
       run_client ws --clients "$clients" --publishers "$publishers" --rate "$rate" --secs "$secs" --room bench2

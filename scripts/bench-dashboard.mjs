@@ -39,7 +39,7 @@ function rssMb() {
 }
 
 async function signIn() {
-  const body = JSON.stringify({ username: admin, password });
+  const body = JSON.stringify({ username: admin, password, setupToken: process.env.BENCH_SETUP_TOKEN });
   const headers = { 'content-type': 'application/json' };
   let res = await fetch(`${base}/api/auth/signup`, { method: 'POST', headers, body });
   if (res.status === 409) res = await fetch(`${base}/api/auth/login`, { method: 'POST', headers, body });

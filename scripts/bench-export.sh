@@ -31,7 +31,7 @@ start_server() {
   launch_server DATABASE_URL="$db" TIDINGS_ADMINS=bench TIDINGS_EXPORT_READER="$reader" \
     RUST_LOG=info,tower_http=warn
   curl -s -o /dev/null -c "$work/jar" -H 'content-type: application/json' \
-    -d '{"username":"bench","password":"bench-password"}' "$base/api/auth/signup"
+    -d '{"username":"bench","password":"bench-password","setupToken":"'"$BENCH_SETUP_TOKEN"'"}' "$base/api/auth/signup"
   curl -s -o /dev/null -c "$work/jar" -H 'content-type: application/json' \
     -d '{"username":"bench","password":"bench-password"}' "$base/api/auth/login"
 }

@@ -8,11 +8,19 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# The token the benches' admins sign up with (TIDINGS_ADMINS names need it).
+export BENCH_SETUP_TOKEN="bench-setup-token-0123456789"
+
 # Starts target/release/tidings (or $SERVER_BIN, logging to $work/$SERVER_LOG) with the environment given as arguments
 # (NAME=value …) on 127.0.0.1:0; sets server_pid and base (http://127.0.0.1:PORT) once it listens.
+# A load test is one address and a few users doing a lot: the per-address and per-user limits are
+# opened, as an operator would for one (the arguments may set them again).
 launch_server() {
   local log="$work/${SERVER_LOG:-server.log}"
-  env "$@" LEPTOS_SITE_ADDR=127.0.0.1:0 "${SERVER_BIN:-target/release/tidings}" serve >"$log" 2>&1 &
+  env TIDINGS_SIGNUP_PER_HOUR=0 TIDINGS_MAX_STREAMS_PER_USER=0 TIDINGS_MAX_ACTIVE_JOBS_PER_USER=0 \
+    TIDINGS_MAX_RUNNING_JOBS_PER_USER=256 TIDINGS_MAX_CONNECTIONS=100000 \
+    TIDINGS_SETUP_TOKEN="$BENCH_SETUP_TOKEN" \
+    "$@" LEPTOS_SITE_ADDR=127.0.0.1:0 "${SERVER_BIN:-target/release/tidings}" serve >"$log" 2>&1 &
   server_pid=$!
   base=""
   for _ in $(seq 1 300); do
