@@ -33,10 +33,15 @@ printf '\n==> End-to-end tests (Chromium) on 127.0.0.1:%s\n' "$port"
 # The export spec reads these rows (ids 1 to 3,000) before anything else is written.
 DATABASE_URL="sqlite://$scratch/e2e.db?mode=rwc" \
   cargo run --quiet --features ssr --bin tidings -- seed --audit-rows 3000
+# Server and specs share the setup token (the listed admins sign up with it). Every spec's
+# signup comes from 127.0.0.1, so the per-address signup limit is opened, as an operator
+# would for a load test.
 LEPTOS_SITE_ADDR="127.0.0.1:$port" \
 TIDINGS_E2E_URL="http://127.0.0.1:$port" \
 DATABASE_URL="sqlite://$scratch/e2e.db?mode=rwc" \
 TIDINGS_ADMINS=e2e_admin,e2e_exporter,e2e_notifier,e2e_watcher \
+TIDINGS_SETUP_TOKEN=e2e-setup-token-0123456789 \
+TIDINGS_SIGNUP_PER_HOUR=0 \
 TIDINGS_SSE_MAX_SECS=3 \
 RUST_LOG="${RUST_LOG:-warn}" \
   cargo leptos end-to-end

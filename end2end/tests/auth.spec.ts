@@ -1,5 +1,5 @@
 import { expect, test } from '@playwright/test';
-import { submitCredentials, uniqueName, waitForHydration } from './helpers';
+import { SETUP_TOKEN, submitCredentials, uniqueName, waitForHydration } from './helpers';
 
 const PASSWORD = 'correct horse battery';
 
@@ -48,9 +48,22 @@ test.describe('with JavaScript (hydrated)', () => {
     await expect(page.getByRole('alert')).toHaveText('Passwords need at least 8 characters.');
   });
 
-  test('an admin sees the admin badge, a plain user does not', async ({ page }) => {
+  test('a listed admin name needs the setup token; the admin sees the badge, a plain user does not', async ({ page }) => {
     await page.goto('/signup');
     await waitForHydration(page);
+    // Without the token the name is refused, and the page says where the token comes from.
+    await submitCredentials(page, 'e2e_admin', PASSWORD);
+    await expect(page.getByRole('alert')).toContainText('reserved for an administrator');
+    await expect(page.getByRole('alert')).toContainText('tidings users add e2e_admin --admin');
+    await expect(page).toHaveURL('/signup');
+    await expect(page.getByTestId('current-user')).toHaveCount(0);
+    // A wrong token is refused too.
+    await page.getByText('Setting up an admin account?').click();
+    await page.getByLabel('Setup token').fill('not-the-token-at-all');
+    await submitCredentials(page, 'e2e_admin', PASSWORD);
+    await expect(page.getByRole('alert')).toContainText('not the right one');
+    // With it, the account is created as an admin.
+    await page.getByLabel('Setup token').fill(SETUP_TOKEN);
     await submitCredentials(page, 'e2e_admin', PASSWORD);
     await expect(page.getByTestId('current-user')).toHaveText('e2e_admin');
     await expect(page.locator('.badge')).toHaveText('admin');
@@ -89,6 +102,13 @@ test.describe('without JavaScript (plain forms)', () => {
     await submitCredentials(page, name, PASSWORD);
     await expect(page).toHaveURL('/');
     await expect(page.getByTestId('current-user')).toHaveText(name);
+  });
+
+  test('a listed admin name without the setup token comes back refused', async ({ page }) => {
+    await page.goto('/signup');
+    await submitCredentials(page, 'e2e_watcher', PASSWORD);
+    await expect(page).toHaveURL(/\/signup\?error=reserved_username/);
+    await expect(page.getByRole('alert')).toContainText('reserved for an administrator');
   });
 
   test('a bad username comes back with the rule', async ({ page }) => {

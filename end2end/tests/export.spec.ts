@@ -1,5 +1,5 @@
 import { test, expect, type Page } from '@playwright/test';
-import { uniqueName, waitForHydration } from './helpers';
+import { signupBody, uniqueName, waitForHydration } from './helpers';
 
 const PASSWORD = 'correct horse battery';
 // An admin of its own (TIDINGS_ADMINS in scripts/test.sh), so this spec and the auth spec
@@ -8,7 +8,7 @@ const ADMIN = 'e2e_exporter';
 
 /** Signs in through the API; the page shares the request context's cookies. */
 async function signIn(page: Page, username: string) {
-  const signup = await page.request.post('/api/auth/signup', { data: { username, password: PASSWORD } });
+  const signup = await page.request.post('/api/auth/signup', { data: signupBody(username) });
   if (signup.status() === 409) {
     const login = await page.request.post('/api/auth/login', { data: { username, password: PASSWORD } });
     expect(login.status()).toBe(200);

@@ -22,11 +22,20 @@ export async function submitCredentials(page: Page, username: string, password: 
 /** The password the specs' accounts use. */
 export const PASSWORD = 'correct horse battery';
 
+/** The server's setup token (TIDINGS_SETUP_TOKEN in scripts/test.sh): names listed in
+ * TIDINGS_ADMINS can only be signed up with it. */
+export const SETUP_TOKEN = process.env.TIDINGS_SETUP_TOKEN ?? 'e2e-setup-token-0123456789';
+
+/** A signup body: the setup token goes along, needed for the listed admins' names. */
+export function signupBody(username: string, password = PASSWORD) {
+  return { username, password, setupToken: SETUP_TOKEN };
+}
+
 /** A new browser context signed in as `username` (created if new), on `path`, hydrated. */
 export async function signedIn(browser: Browser, username: string, path: string): Promise<Page> {
   const context = await browser.newContext();
   const page = await context.newPage();
-  const signup = await page.request.post('/api/auth/signup', { data: { username, password: PASSWORD } });
+  const signup = await page.request.post('/api/auth/signup', { data: signupBody(username) });
   if (signup.status() === 409) {
     expect((await page.request.post('/api/auth/login', { data: { username, password: PASSWORD } })).status()).toBe(200);
   } else {
