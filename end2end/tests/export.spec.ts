@@ -1,21 +1,9 @@
 import { test, expect, type Page } from '@playwright/test';
-import { signupBody, uniqueName, waitForHydration } from './helpers';
+import { signIn, uniqueName, waitForHydration } from './helpers';
 
-const PASSWORD = 'correct horse battery';
 // An admin of its own (TIDINGS_ADMINS in scripts/test.sh), so this spec and the auth spec
 // never race for one account. scripts/test.sh seeds 3,000 rows (ids 1 to 3,000) before start.
 const ADMIN = 'e2e_exporter';
-
-/** Signs in through the API; the page shares the request context's cookies. */
-async function signIn(page: Page, username: string) {
-  const signup = await page.request.post('/api/auth/signup', { data: signupBody(username) });
-  if (signup.status() === 409) {
-    const login = await page.request.post('/api/auth/login', { data: { username, password: PASSWORD } });
-    expect(login.status()).toBe(200);
-  } else {
-    expect(signup.status()).toBe(201);
-  }
-}
 
 const number = async (page: Page, testId: string) =>
   Number(await page.getByTestId(testId).textContent());

@@ -31,16 +31,22 @@ export function signupBody(username: string, password = PASSWORD) {
   return { username, password, setupToken: SETUP_TOKEN };
 }
 
-/** A new browser context signed in as `username` (created if new), on `path`, hydrated. */
-export async function signedIn(browser: Browser, username: string, path: string): Promise<Page> {
-  const context = await browser.newContext();
-  const page = await context.newPage();
+/** Signs `page` in as `username` through the API (signed up if new); the page shares the
+ * request context's cookies. */
+export async function signIn(page: Page, username: string) {
   const signup = await page.request.post('/api/auth/signup', { data: signupBody(username) });
   if (signup.status() === 409) {
     expect((await page.request.post('/api/auth/login', { data: { username, password: PASSWORD } })).status()).toBe(200);
   } else {
     expect(signup.status()).toBe(201);
   }
+}
+
+/** A new browser context signed in as `username` (created if new), on `path`, hydrated. */
+export async function signedIn(browser: Browser, username: string, path: string): Promise<Page> {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  await signIn(page, username);
   await page.goto(path);
   await waitForHydration(page);
   return page;

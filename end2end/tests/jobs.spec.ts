@@ -1,5 +1,5 @@
 import { test, expect, type Page, type APIRequestContext } from '@playwright/test';
-import { signupBody, uniqueName, waitForHydration } from './helpers';
+import { signIn, uniqueName, waitForHydration } from './helpers';
 
 const PASSWORD = 'correct horse battery';
 
@@ -147,10 +147,7 @@ test('signed out, the page asks to sign in', async ({ page }) => {
 
 test('an admin imports the server\'s own export and watches it on the bar', async ({ page }) => {
   // An admin (TIDINGS_ADMINS in scripts/test.sh); the export spec uses the same account.
-  const signup = await page.request.post('/api/auth/signup', { data: signupBody('e2e_exporter') });
-  if (signup.status() === 409) {
-    expect((await page.request.post('/api/auth/login', { data: { username: 'e2e_exporter', password: PASSWORD } })).status()).toBe(200);
-  }
+  await signIn(page, 'e2e_exporter');
   await page.goto('/jobs');
   await waitForHydration(page);
   const form = page.getByTestId('import-form');

@@ -94,6 +94,32 @@ fn job_from(row: &sqlx::any::AnyRow) -> sqlx::Result<JobRow> {
     })
 }
 
+/// Inserts a queued job, on the pool or inside a transaction.
+async fn insert_job<'e>(
+    db: impl sqlx::Executor<'e, Database = sqlx::Any>,
+    owner_id: i64,
+    owner: &str,
+    kind: &str,
+    params: &str,
+    total: i64,
+    now: i64,
+) -> sqlx::Result<JobRow> {
+    let sql = format!(
+        "INSERT INTO jobs (owner_id, owner, kind, params, status, total, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, 'queued', $5, $6, $6) RETURNING {JOB_COLUMNS}"
+    );
+    let row = sqlx::query(&sql)
+        .bind(owner_id)
+        .bind(owner)
+        .bind(kind)
+        .bind(params)
+        .bind(total)
+        .bind(now)
+        .fetch_one(db)
+        .await?;
+    job_from(&row)
+}
+
 impl Store {
     /// Stores a new queued job and returns it.
     pub async fn create_job(
@@ -105,20 +131,7 @@ impl Store {
         total: i64,
         now: i64,
     ) -> sqlx::Result<JobRow> {
-        let sql = format!(
-            "INSERT INTO jobs (owner_id, owner, kind, params, status, total, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, 'queued', $5, $6, $6) RETURNING {JOB_COLUMNS}"
-        );
-        let row = sqlx::query(&sql)
-            .bind(owner_id)
-            .bind(owner)
-            .bind(kind)
-            .bind(params)
-            .bind(total)
-            .bind(now)
-            .fetch_one(&self.pool)
-            .await?;
-        job_from(&row)
+        insert_job(&self.pool, owner_id, owner, kind, params, total, now).await
     }
 
     /// The job with this id.
@@ -215,20 +228,7 @@ impl Store {
                 return Ok(Err(open));
             }
         }
-        let sql = format!(
-            "INSERT INTO jobs (owner_id, owner, kind, params, status, total, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, 'queued', $5, $6, $6) RETURNING {JOB_COLUMNS}"
-        );
-        let row = sqlx::query(&sql)
-            .bind(owner_id)
-            .bind(owner)
-            .bind(kind)
-            .bind(params)
-            .bind(total)
-            .bind(now)
-            .fetch_one(&mut *tx)
-            .await?;
-        let job = job_from(&row)?;
+        let job = insert_job(&mut *tx, owner_id, owner, kind, params, total, now).await?;
         tx.commit().await?;
         Ok(Ok(job))
     }
