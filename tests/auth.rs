@@ -138,21 +138,22 @@ async fn admins_come_from_the_environment() {
 #[tokio::test]
 async fn secure_cookie_behind_https() {
     let signup = |srv: &TestServer, name: &str| {
-        srv.client()
-            .post(srv.url("/api/auth/signup"))
-            .header("x-forwarded-proto", "https")
-            .json(&json!({"username": name, "password": PASSWORD}))
-            .send()
+        common::send(
+            srv.client()
+                .post(srv.url("/api/auth/signup"))
+                .header("x-forwarded-proto", "https")
+                .json(&json!({"username": name, "password": PASSWORD})),
+        )
     };
     // From a trusted proxy, X-Forwarded-Proto says the browser used https.
     let trusted = TestServer::start_with(|c| {
         c.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
     })
     .await;
-    assert!(set_cookie(&signup(&trusted, "tls").await.unwrap()).contains("Secure"));
+    assert!(set_cookie(&signup(&trusted, "tls").await).contains("Secure"));
     // From anyone else, the header is ignored.
     let direct = TestServer::start().await;
-    assert!(!set_cookie(&signup(&direct, "tls").await.unwrap()).contains("Secure"));
+    assert!(!set_cookie(&signup(&direct, "tls").await).contains("Secure"));
 }
 
 #[tokio::test]
@@ -383,13 +384,12 @@ async fn foreign_origins_are_refused_on_writes() {
     assert_eq!(res.status(), 403);
     assert_eq!(error_code(res).await, "foreign_origin");
     // Signup too is state-changing.
-    let res = c
-        .post(srv.url("/api/auth/signup"))
-        .header(header::ORIGIN, "https://evil.example")
-        .json(&json!({"username": "newbie", "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap();
+    let res = common::send(
+        c.post(srv.url("/api/auth/signup"))
+            .header(header::ORIGIN, "https://evil.example")
+            .json(&json!({"username": "newbie", "password": PASSWORD})),
+    )
+    .await;
     assert_eq!(res.status(), 403);
 
     assert_eq!(
@@ -511,12 +511,11 @@ async fn stream_tokens_grant_get_streams_until_altered_expired_or_logged_out() {
 async fn plain_forms_redirect() {
     let srv = TestServer::start().await;
     let c = srv.client_no_redirects();
-    let res = c
-        .post(srv.url("/api/auth/signup"))
-        .form(&[("username", "formy"), ("password", PASSWORD)])
-        .send()
-        .await
-        .unwrap();
+    let res = common::send(
+        c.post(srv.url("/api/auth/signup"))
+            .form(&[("username", "formy"), ("password", PASSWORD)]),
+    )
+    .await;
     assert_eq!(res.status(), StatusCode::SEE_OTHER);
     assert_eq!(res.headers()[header::LOCATION], "/");
     set_cookie(&res);
@@ -564,12 +563,11 @@ async fn plain_forms_redirect() {
         "/login?error=bad_credentials&username=formy"
     );
 
-    let res = c
-        .post(srv.url("/api/auth/signup"))
-        .form(&[("username", "Bad <Name>"), ("password", PASSWORD)])
-        .send()
-        .await
-        .unwrap();
+    let res = common::send(
+        c.post(srv.url("/api/auth/signup"))
+            .form(&[("username", "Bad <Name>"), ("password", PASSWORD)]),
+    )
+    .await;
     assert_eq!(
         res.headers()[header::LOCATION],
         "/signup?error=invalid_username&username="

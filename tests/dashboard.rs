@@ -197,12 +197,12 @@ async fn the_log_tail_streams_records_filters_replays_and_hides_secrets() {
 
     // A real record of the server's: a signup, logged at info with the username.
     let secret_password = "pw-9f3a-never-shown";
-    let carol = plain_client()
-        .post(server.url("/api/auth/signup"))
-        .json(&json!({"username": "logs_carol", "password": secret_password}))
-        .send()
-        .await
-        .unwrap();
+    let carol = common::send(
+        plain_client()
+            .post(server.url("/api/auth/signup"))
+            .json(&json!({"username": "logs_carol", "password": secret_password})),
+    )
+    .await;
     assert_eq!(carol.status(), 201);
     let (got, record) = tail
         .next_log(|r| r.fields.get("username").map(String::as_str) == Some("logs_carol"))

@@ -122,14 +122,13 @@ async fn with_a_public_origin_only_it_is_served_and_it_decides_secure_cookies_an
         421,
         "the address itself is not a public origin"
     );
-    let signup = c
-        .post(srv.url("/api/auth/signup"))
-        .header(header::HOST, "chat.example.com")
-        .header(header::ORIGIN, "https://chat.example.com")
-        .json(&json!({"username": "pub", "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap();
+    let signup = common::send(
+        c.post(srv.url("/api/auth/signup"))
+            .header(header::HOST, "chat.example.com")
+            .header(header::ORIGIN, "https://chat.example.com")
+            .json(&json!({"username": "pub", "password": PASSWORD})),
+    )
+    .await;
     assert_eq!(signup.status(), 201);
     let cookie = signup.headers()[header::SET_COOKIE]
         .to_str()
@@ -140,14 +139,13 @@ async fn with_a_public_origin_only_it_is_served_and_it_decides_secure_cookies_an
         "the public origin is https: {cookie}"
     );
     // The request's own host as http is not an own origin any more.
-    let foreign = c
-        .post(srv.url("/api/auth/signup"))
-        .header(header::HOST, "chat.example.com")
-        .header(header::ORIGIN, "http://chat.example.com")
-        .json(&json!({"username": "pub2", "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap();
+    let foreign = common::send(
+        c.post(srv.url("/api/auth/signup"))
+            .header(header::HOST, "chat.example.com")
+            .header(header::ORIGIN, "http://chat.example.com")
+            .json(&json!({"username": "pub2", "password": PASSWORD})),
+    )
+    .await;
     assert_eq!(foreign.status(), 403);
 }
 
@@ -350,27 +348,19 @@ async fn signups_are_limited_per_address_per_hour() {
     .await;
     let proxy = client_from(loopback(1));
     let signup = |name: String, xff: &'static str| {
-        proxy
-            .post(srv.url("/api/auth/signup"))
-            .header("x-forwarded-for", xff)
-            .json(&json!({"username": name, "password": PASSWORD}))
-            .send()
+        common::send(
+            proxy
+                .post(srv.url("/api/auth/signup"))
+                .header("x-forwarded-for", xff)
+                .json(&json!({"username": name, "password": PASSWORD})),
+        )
     };
     for i in 0..3 {
-        assert_eq!(
-            signup(format!("s{i}"), "203.0.113.1")
-                .await
-                .unwrap()
-                .status(),
-            201
-        );
+        assert_eq!(signup(format!("s{i}"), "203.0.113.1").await.status(), 201);
     }
     // A refused signup (a taken name) does not count; the fourth new account does not pass.
-    assert_eq!(
-        signup("s0".into(), "203.0.113.1").await.unwrap().status(),
-        409
-    );
-    let res = signup("s3".into(), "203.0.113.1").await.unwrap();
+    assert_eq!(signup("s0".into(), "203.0.113.1").await.status(), 409);
+    let res = signup("s3".into(), "203.0.113.1").await;
     assert_eq!(res.status(), 429);
     assert!(res.headers().contains_key(header::RETRY_AFTER));
     let body: Value = res.json().await.unwrap();
@@ -383,7 +373,7 @@ async fn signups_are_limited_per_address_per_hour() {
         "{body}"
     );
     assert_eq!(
-        signup("t0".into(), "203.0.113.2").await.unwrap().status(),
+        signup("t0".into(), "203.0.113.2").await.status(),
         201,
         "per address"
     );

@@ -145,12 +145,11 @@ async fn behind_nginx_one_guesser_is_refused_and_everyone_else_gets_in() {
     let url = |path: &str| format!("{public}{path}");
 
     let (bob, bobs_jar) = client_from(3);
-    let res = bob
-        .post(url("/api/auth/signup"))
-        .json(&json!({"username": "bob", "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap();
+    let res = common::send(
+        bob.post(url("/api/auth/signup"))
+            .json(&json!({"username": "bob", "password": PASSWORD})),
+    )
+    .await;
     assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
     assert!(bob
         .post(url("/api/auth/logout"))

@@ -94,17 +94,17 @@ impl TestServer {
 
     /// Signs `username` up with a good password on `client`; panics unless 201.
     pub async fn signup(&self, client: &reqwest::Client, username: &str) {
-        let res = client
-            .post(self.url("/api/auth/signup"))
-            .json(&serde_json::json!({
-                "username": username,
-                "password": PASSWORD,
-                // Needed for the admin's name; ignored for everyone else.
-                "setupToken": tidings::server::config::TEST_SETUP_TOKEN,
-            }))
-            .send()
-            .await
-            .unwrap();
+        let res = send(
+            client
+                .post(self.url("/api/auth/signup"))
+                .json(&serde_json::json!({
+                    "username": username,
+                    "password": PASSWORD,
+                    // Needed for the admin's name; ignored for everyone else.
+                    "setupToken": tidings::server::config::TEST_SETUP_TOKEN,
+                })),
+        )
+        .await;
         assert_eq!(
             res.status(),
             201,
@@ -283,12 +283,28 @@ pub async fn post_json(
     url: &str,
     body: serde_json::Value,
 ) -> reqwest::Response {
-    client
-        .post(url)
-        .json(&body)
-        .send()
-        .await
-        .expect("the server answers")
+    send(client.post(url).json(&body)).await
+}
+
+/// Sends `req` as a well-behaved client does: a 503 with `Retry-After` (the password hashers
+/// are all busy, which happens when many test servers share one process) is tried again after
+/// the time it names, up to a minute in all. Any other answer is returned as it is.
+pub async fn send(req: reqwest::RequestBuilder) -> reqwest::Response {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let retry = req.try_clone().expect("a request with a plain body");
+        let res = retry.send().await.expect("the server answers");
+        let wait = res
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        match wait {
+            Some(secs) if res.status() == 503 && tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_secs(secs)).await;
+            }
+            _ => return res,
+        }
+    }
 }
 
 /// `GET url` on `client`, parsed as JSON.
