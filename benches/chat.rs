@@ -54,7 +54,7 @@ use futures::{
     SinkExt, StreamExt,
 };
 use serde_json::json;
-use tidings::{protocol::chat::ClientMsg, server::identity::SESSION_COOKIE};
+use tidings::{protocol::chat::ClientMsg, server::access::identity::SESSION_COOKIE};
 use tokio::{
     net::TcpStream,
     sync::{mpsc, oneshot, Semaphore},

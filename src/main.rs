@@ -10,7 +10,7 @@
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     use clap::{Parser, Subcommand};
-    use tidings::server::telemetry;
+    use tidings::server::observe::telemetry;
 
     /// Tidings: HTTP streaming, Server-Sent Events and WebSockets, done right.
     #[derive(Parser)]

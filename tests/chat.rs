@@ -1284,7 +1284,7 @@ async fn joins_to_a_socket_that_does_not_read_pin_a_bounded_amount_of_memory() {
     // A room with 1,000 long messages (about 8 MB of JSON).
     let long = "\u{1F980}".repeat(TEXT_MAX_CHARS);
     let rows: Vec<_> = (0..1000)
-        .map(|i| tidings::server::storage::chat::NewChatMessage {
+        .map(|i| tidings::chat::store::NewChatMessage {
             room: "heavy".into(),
             author: format!("u{i}"),
             text: long.clone(),
@@ -1308,8 +1308,8 @@ async fn joins_to_a_socket_that_does_not_read_pin_a_bounded_amount_of_memory() {
     // Ten sockets that never read, each asking for the whole history again and again: without
     // a byte bound each would queue 32 joins of 8 MB.
     const SOCKETS: usize = 10;
-    let before = tidings::server::metrics::rss_bytes();
-    let slow_before = tidings::server::ws::slow_disconnects();
+    let before = tidings::server::observe::metrics::rss_bytes();
+    let slow_before = tidings::server::fanout::ws::slow_disconnects();
     let mut stuck = Vec::new();
     for _ in 0..SOCKETS {
         let socket = tokio::net::TcpSocket::new_v4().unwrap();
@@ -1335,8 +1335,8 @@ async fn joins_to_a_socket_that_does_not_read_pin_a_bounded_amount_of_memory() {
     // Until every one of them has been closed as too slow, the server's memory is watched.
     let mut peak = before;
     let deadline = Instant::now() + Duration::from_secs(30);
-    while tidings::server::ws::slow_disconnects() < slow_before + SOCKETS as u64 {
-        peak = peak.max(tidings::server::metrics::rss_bytes());
+    while tidings::server::fanout::ws::slow_disconnects() < slow_before + SOCKETS as u64 {
+        peak = peak.max(tidings::server::observe::metrics::rss_bytes());
         assert!(
             Instant::now() < deadline,
             "the stuck sockets were not closed"
@@ -1350,7 +1350,7 @@ async fn joins_to_a_socket_that_does_not_read_pin_a_bounded_amount_of_memory() {
         grown / 1024 / 1024
     );
     assert!(
-        tidings::server::ws::queued_bytes_peak()
+        tidings::server::fanout::ws::queued_bytes_peak()
             <= (SOCKETS as u64 + 8) * tidings::chat::session::QUEUE_BYTES as u64,
         "the queues stayed within their budgets"
     );

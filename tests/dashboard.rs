@@ -13,7 +13,7 @@ use common::{error_code, plain_client, Got, Sse, TestServer};
 use serde_json::{json, Value};
 use tidings::{
     protocol::metrics::{LogGap, LogLevel, LogRecord, Metrics},
-    server::logs::{RingLayer, RING_RECORDS},
+    server::observe::logs::{RingLayer, RING_RECORDS},
 };
 
 /// Installs the log ring (and an `info` filter) for this test process, once.
@@ -312,7 +312,7 @@ async fn the_log_tail_streams_records_filters_replays_and_hides_secrets() {
         .cookie
         .trim_start_matches("tidings_session=")
         .to_string();
-    let everything = tidings::server::logs::after(None, LogLevel::Trace, RING_RECORDS);
+    let everything = tidings::server::observe::logs::after(None, LogLevel::Trace, RING_RECORDS);
     assert!(!everything.records.is_empty());
     for r in &everything.records {
         let text = serde_json::to_string(&**r).unwrap();

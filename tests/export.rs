@@ -7,11 +7,9 @@ use std::time::{Duration, Instant};
 
 use common::{error_code, plain_client, TestServer};
 use tidings::{
+    export::store::{AuditFilter, AuditSink},
     protocol::{AuditRow, ExportLine, ExportTrailer},
-    server::storage::{
-        audit_pages::{AuditFilter, AuditSink},
-        Store,
-    },
+    server::storage::Store,
 };
 
 /// A server with an admin (signed in on the returned client) and `rows` seeded rows.

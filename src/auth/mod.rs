@@ -25,7 +25,7 @@ use crate::protocol::UserView;
 /// cookie) and is fetched from `/sf/whoami` when the browser asks again after login/logout.
 #[server(prefix = "/sf", endpoint = "whoami")]
 pub async fn whoami() -> Result<Option<UserView>, ServerFnError> {
-    use crate::server::{identity::MaybeUser, AppState};
+    use crate::server::{access::identity::MaybeUser, AppState};
     // Route listing at start-up renders the app without a request (and without state):
     // nobody is signed in there.
     let Some(state) = use_context::<AppState>() else {

@@ -31,9 +31,9 @@ use crate::{
         AuthRequest, StreamToken, UserEnvelope, UserView,
     },
     server::{
+        access::identity::{self, ClientAddr, CurrentUser, MaybeUser},
         clock,
-        forwarded::Client,
-        identity::{self, ClientAddr, CurrentUser, MaybeUser},
+        edge::forwarded::Client,
         storage::Store,
         ApiError, ApiJson, AppState,
     },

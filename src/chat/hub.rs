@@ -20,22 +20,21 @@ use std::{
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::store::{ChatRow, NewChatMessage};
 use crate::{
     protocol::chat::{
         room_name_problem, text_problem, ChatGap, ChatMessage, ChatPresence, PresenceAction,
         ServerMsg, SLOW_DOWN,
     },
     server::{
-        bus::{Bus, Envelope, Received, Subscription, PRESENCE},
+        access::limiter::SharedLimiter,
         clock,
         config::ChatConfig,
-        limiter::SharedLimiter,
-        metrics, retry,
+        fanout::bus::{Bus, Envelope, Received, Subscription, PRESENCE},
+        observe::metrics,
+        retry,
         shutdown::Shutdown,
-        storage::{
-            chat::{ChatRow, NewChatMessage},
-            Store,
-        },
+        storage::Store,
     },
 };
 
@@ -260,7 +259,9 @@ impl Hub {
 
     /// Subscribes to the notifications every connection gets.
     pub fn subscribe_notifications(&self) -> Subscription {
-        self.inner.bus.subscribe(crate::server::bus::NOTIFICATIONS)
+        self.inner
+            .bus
+            .subscribe(crate::server::fanout::bus::NOTIFICATIONS)
     }
 
     /// Subscribes to a room's live messages and presence.
@@ -755,7 +756,7 @@ fn publish(bus: &dyn Bus, row: &ChatRow) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::server::bus::{LocalBus, Received};
+    use crate::server::fanout::bus::{LocalBus, Received};
 
     async fn hub(grace_ms: u64) -> (tempfile::TempDir, Hub) {
         let dir = tempfile::tempdir().unwrap();

@@ -9,7 +9,7 @@
 //! - `view` and `client`: the `/chat` page and its three transports in the browser;
 //!   [`chat_page`] gives it its first render.
 //!
-//! Wire types: `protocol::chat`. Storage: `server::storage::chat`.
+//! Wire types: `protocol::chat`. Storage: `store` (this folder).
 //! Tests: unit tests in each file; `tests/chat.rs`; `end2end/tests/chat.spec.ts`.
 
 #[cfg(feature = "ssr")]
@@ -18,6 +18,8 @@ pub mod hub;
 mod server;
 #[cfg(feature = "ssr")]
 pub mod session;
+#[cfg(feature = "ssr")]
+pub mod store;
 
 #[cfg(feature = "ssr")]
 pub use server::router;
@@ -37,7 +39,7 @@ use crate::protocol::chat::ChatSnapshot;
 pub async fn chat_page(room: String) -> Result<ChatSnapshot, ServerFnError> {
     use crate::{
         protocol::chat::{room_name_problem, RoomInfo, JOIN_HISTORY},
-        server::{error::server_fn_failed, identity::MaybeUser, AppState},
+        server::{access::identity::MaybeUser, error::server_fn_failed, AppState},
     };
     /// Rooms the page lists at most.
     const ROOMS_SHOWN: i64 = 30;

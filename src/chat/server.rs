@@ -33,10 +33,11 @@ use crate::{
         JOIN_HISTORY, POLL_LIMIT_DEFAULT, POLL_LIMIT_MAX,
     },
     server::{
-        bus::Received,
-        identity::{CurrentUser, StreamUser},
-        sse::{self, Event, SseOptions},
-        ws, ApiError, ApiJson, AppState,
+        access::identity::{CurrentUser, StreamUser},
+        fanout::bus::Received,
+        fanout::sse::{self, Event, SseOptions},
+        fanout::ws,
+        ApiError, ApiJson, AppState,
     },
 };
 

@@ -46,10 +46,10 @@ use super::hub::{json, Hub, Presence};
 use crate::{
     protocol::chat::{ClientMsg, ServerMsg, JOIN_FIRST, JOIN_HISTORY, NOT_JSON, UNKNOWN_TYPE},
     server::{
-        bus::{Received, Subscription},
         clock,
+        fanout::bus::{Received, Subscription},
+        fanout::ws,
         shutdown::Shutdown,
-        ws,
     },
 };
 
@@ -637,7 +637,7 @@ async fn take(hub: &Hub, room: &mut Option<Room>, r: Received, burst: &mut Vec<M
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::server::{bus::LocalBus, config::ChatConfig, storage::Store};
+    use crate::server::{config::ChatConfig, fanout::bus::LocalBus, storage::Store};
     use futures::channel::mpsc as fmpsc;
 
     struct Client {
@@ -697,7 +697,7 @@ mod tests {
         assert_eq!(c.next().await["type"], "chat-joined");
         // Three messages stored (by another instance, say) but only the third heard: the
         // socket reads 1 and 2 back from storage and sends all three, in order, once.
-        let new = |text: &str| crate::server::storage::chat::NewChatMessage {
+        let new = |text: &str| crate::chat::store::NewChatMessage {
             room: "order".into(),
             author: "bob".into(),
             text: text.into(),
@@ -707,10 +707,10 @@ mod tests {
             .append_chat_messages(&[new("one"), new("two"), new("three")], 100)
             .await
             .unwrap();
-        use crate::server::bus::Bus;
+        use crate::server::fanout::bus::Bus;
         let third = ServerMsg::ChatMessage(crate::chat::hub::message_of(&rows[2]));
         bus.publish(
-            crate::server::bus::Envelope::new(
+            crate::server::fanout::bus::Envelope::new(
                 crate::chat::hub::topic("order"),
                 rows[2].id,
                 "chat-message",

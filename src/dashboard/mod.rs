@@ -41,7 +41,7 @@ pub struct DashboardSnapshot {
 /// The `/dashboard` page's first render.
 #[server(prefix = "/sf", endpoint = "dashboard_page")]
 pub async fn dashboard_page() -> Result<DashboardSnapshot, ServerFnError> {
-    use crate::server::{identity::MaybeUser, AppState};
+    use crate::server::{access::identity::MaybeUser, AppState};
     let Some(state) = use_context::<AppState>() else {
         return Ok(DashboardSnapshot::default());
     };

@@ -28,8 +28,9 @@ use crate::{
         LogLevel, LogReady, LOG_EVENT, LOG_GAP_EVENT, LOG_READY_EVENT, METRICS_EVENT,
     },
     server::{
-        logs, metrics,
-        sse::{self, Event, Gone, SseOptions},
+        fanout::sse::{self, Event, Gone, SseOptions},
+        observe::logs,
+        observe::metrics,
         ApiError, AppState, StreamUser,
     },
 };

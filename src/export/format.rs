@@ -16,7 +16,7 @@ use std::collections::VecDeque;
 
 use bytes::Bytes;
 
-use crate::{protocol::ExportFormat, server::storage::audit_pages::AuditSink};
+use crate::{export::store::AuditSink, protocol::ExportFormat};
 
 /// The CSV header row.
 pub const CSV_HEADER: &[u8] = b"id,at,action,user,detail\r\n";

@@ -17,6 +17,8 @@ pub mod format;
 pub mod seed;
 #[cfg(feature = "ssr")]
 mod server;
+#[cfg(feature = "ssr")]
+pub mod store;
 mod view;
 
 #[cfg(feature = "ssr")]

@@ -39,6 +39,7 @@ use tokio::sync::{mpsc, Semaphore};
 
 use super::format::RowWriter;
 use crate::{
+    export::store::{AuditFilter, AuditPages},
     protocol::{
         audit::{
             AUDIT_ACTIONS, BATCH_DEFAULT, BATCH_MAX, BATCH_MIN, DELAY_MS_MAX, FLUSH_EVERY_MAX,
@@ -46,11 +47,10 @@ use crate::{
         ExportCount, ExportFormat, ExportTrailer,
     },
     server::{
+        access::identity::{CurrentUser, StreamUser},
         clock,
         config::ExportReader,
-        identity::{CurrentUser, StreamUser},
-        metrics,
-        storage::audit_pages::{AuditFilter, AuditPages},
+        observe::metrics,
         ApiError, AppState, Shutdown,
     },
 };

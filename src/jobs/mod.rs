@@ -9,7 +9,7 @@
 //!   browser calls; [`jobs_page`] gives the page its first render.
 //!
 //! The SSE encoder is `server::sse`, the bus `server::bus`, the storage
-//! `server::storage::jobs`, the wire types `protocol::jobs`.
+//! `jobs::store`, the wire types `protocol::jobs`.
 //! Tests: unit tests in each file; `tests/jobs.rs`.
 mod client;
 #[cfg(feature = "ssr")]
@@ -18,6 +18,8 @@ mod import;
 pub mod runner;
 #[cfg(feature = "ssr")]
 mod server;
+#[cfg(feature = "ssr")]
+pub mod store;
 
 mod view;
 
@@ -38,7 +40,7 @@ pub const LOG_WINDOW: i64 = 200;
 pub async fn jobs_page(id: Option<i64>) -> Result<JobsSnapshot, ServerFnError> {
     use crate::{
         protocol::jobs::{JobEvent, JobEventKind},
-        server::{error::server_fn_failed, identity::MaybeUser, AppState},
+        server::{access::identity::MaybeUser, error::server_fn_failed, AppState},
     };
     let empty = JobsSnapshot {
         user: None,

@@ -26,16 +26,15 @@ use std::{
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio_util::sync::CancellationToken;
 
+use super::store::{JobRow, NewJobEvent};
 use crate::{
     protocol::jobs::{CreateJob, JobEventData, JobEventKind, JobState},
     server::{
-        bus::{Bus, Envelope},
-        clock, retry,
-        storage::{
-            jobs::{JobRow, NewJobEvent},
-            Store,
-        },
-        token::Signer,
+        access::token::Signer,
+        clock,
+        fanout::bus::{Bus, Envelope},
+        retry,
+        storage::Store,
         Shutdown,
     },
 };

@@ -19,17 +19,18 @@ use axum::{
 use serde_json::json;
 
 use super::runner::{topic, Jobs, QueueLimits, JOB_WORKERS_DEFAULT};
+use super::store::JobRow;
 use crate::{
     protocol::jobs::{
         CreateJob, ImportRequest, JobCreated, JobEventKind, JobList, JobState, JobStatus,
         STEPS_MAX, STEP_MS_MAX,
     },
     server::{
-        bus::Received,
+        access::identity::{CurrentUser, StreamUser},
         clock,
-        identity::{CurrentUser, StreamUser},
-        sse::{self, Event, SseOptions},
-        storage::{jobs::JobRow, Backend, Store},
+        fanout::bus::Received,
+        fanout::sse::{self, Event, SseOptions},
+        storage::{Backend, Store},
         ApiError, ApiJson, AppState,
     },
 };

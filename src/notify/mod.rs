@@ -8,6 +8,8 @@
 
 #[cfg(feature = "ssr")]
 mod server;
+#[cfg(feature = "ssr")]
+pub mod store;
 
 #[cfg(feature = "ssr")]
 pub use server::router;
@@ -22,7 +24,7 @@ use leptos::prelude::*;
 /// Who is asking, for the notifications page: `None` signed out, else whether an admin.
 #[server(prefix = "/sf", endpoint = "notify_role")]
 pub async fn notify_role() -> Result<Option<bool>, ServerFnError> {
-    use crate::server::{identity::MaybeUser, AppState};
+    use crate::server::{access::identity::MaybeUser, AppState};
     let Some(state) = use_context::<AppState>() else {
         return Ok(None);
     };

@@ -16,18 +16,19 @@ use axum::{
 };
 
 use crate::{
+    notify::store::NotificationRow,
     protocol::chat::{
         Notification, NotificationSent, SendNotification, ServerMsg, NOTIFICATION_KINDS,
         NOTIFICATION_MAX_CHARS,
     },
     server::{
-        bus::{Envelope, Received, NOTIFICATIONS},
+        access::identity::{AdminUser, StreamUser},
         clock,
-        identity::{AdminUser, StreamUser},
-        metrics,
-        sse::{self, Event, SseOptions},
-        storage::chat::NotificationRow,
-        ws, ApiError, ApiJson, AppState,
+        fanout::bus::{Envelope, Received, NOTIFICATIONS},
+        fanout::sse::{self, Event, SseOptions},
+        fanout::ws,
+        observe::metrics,
+        ApiError, ApiJson, AppState,
     },
 };
 

@@ -7,36 +7,20 @@
 //! through them and `protocol`. Unit tests live beside each piece (`cargo test --features ssr
 //! server::`); `tests/` starts the whole server on `127.0.0.1:0`.
 
-pub mod body_limit;
-pub mod bus;
+pub mod access;
 pub mod clock;
 pub mod config;
+pub mod edge;
 pub mod error;
-pub mod forwarded;
-pub mod headers;
-pub mod health;
-pub mod host;
-pub mod http;
-pub mod identity;
-pub mod limiter;
-pub mod logs;
-pub mod metrics;
-pub mod origin;
-pub mod redis_bus;
-pub mod reorder;
+pub mod fanout;
+pub mod observe;
 pub mod retry;
-pub mod secret;
 pub mod shutdown;
-pub mod sse;
 pub mod state;
 pub mod storage;
-pub mod streams;
-pub mod telemetry;
-pub mod token;
-pub mod ws;
 
+pub use access::identity::{CurrentUser, StreamUser};
 pub use config::Config;
 pub use error::{ApiError, ApiJson};
-pub use identity::{CurrentUser, StreamUser};
 pub use shutdown::Shutdown;
 pub use state::AppState;

@@ -11,21 +11,21 @@ use std::{
 use axum::extract::FromRef;
 use leptos::config::LeptosOptions;
 
-use super::{
-    bus::{Bus, LocalBus},
+use crate::protocol::Role;
+use crate::server::{
+    access::limiter::SharedLimiter,
+    access::secret,
+    access::streams::Streams,
+    access::token::Signer,
     clock,
     config::Config,
-    forwarded::Client,
-    limiter::SharedLimiter,
-    metrics::Sampler,
-    redis_bus::RedisBus,
-    secret,
+    edge::forwarded::Client,
+    fanout::bus::{Bus, LocalBus},
+    fanout::redis_bus::RedisBus,
+    observe::metrics::Sampler,
     shutdown::Shutdown,
     storage::Store,
-    streams::Streams,
-    token::Signer,
 };
-use crate::protocol::Role;
 
 /// Shared by every request; cheap to clone.
 #[derive(Clone, Debug)]

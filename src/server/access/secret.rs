@@ -21,7 +21,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use super::{
+use crate::server::{
     config::SECRET_MIN_BYTES,
     storage::{Backend, Store},
     Config,

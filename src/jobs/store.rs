@@ -13,11 +13,11 @@
 //! owner at the cap of running jobs waits, so one user's backlog never holds every worker.
 //! Ended jobs older than the retention go with their events ([`Store::prune_ended_jobs`]).
 //!
-//! Tests: `cargo test --features ssr server::storage::jobs`.
+//! Tests: `cargo test --features ssr jobs::store`.
 
 use sqlx::Row;
 
-use super::{placeholders, Backend, Store, ROWS_PER_STATEMENT};
+use crate::server::storage::{placeholders, Backend, Store, ROWS_PER_STATEMENT};
 
 /// A stored job.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -486,7 +486,7 @@ mod tests {
 
     #[tokio::test]
     async fn jobs_are_claimed_once_and_their_events_stored_in_order() {
-        let (_dir, store) = super::super::temp_store().await;
+        let (_dir, store) = crate::server::storage::temp_store().await;
         let owner = store.create_user("ann", "h", 0).await.unwrap().unwrap();
         let a = store
             .create_job(owner, "ann", "demo", "{}", 3, 1)
@@ -557,7 +557,7 @@ mod tests {
 
     #[tokio::test]
     async fn claims_are_fair_across_owners_and_capped_per_owner() {
-        let (_dir, store) = super::super::temp_store().await;
+        let (_dir, store) = crate::server::storage::temp_store().await;
         let ann = store.create_user("ann", "h", 0).await.unwrap().unwrap();
         let bob = store.create_user("bob", "h", 0).await.unwrap().unwrap();
         // Ann's backlog first, then one job of Bob's.
@@ -589,7 +589,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_open_job_quota_and_pruning() {
-        let (_dir, store) = super::super::temp_store().await;
+        let (_dir, store) = crate::server::storage::temp_store().await;
         let ann = store.create_user("ann", "h", 0).await.unwrap().unwrap();
         for i in 0..2 {
             let made = store
@@ -640,7 +640,7 @@ mod tests {
     async fn quota_creates_succeed_while_other_connections_write() {
         // A deferred transaction that counts first failed here with "database is locked"
         // whenever a worker's write landed between its count and its insert.
-        let (_dir, store) = super::super::temp_store().await;
+        let (_dir, store) = crate::server::storage::temp_store().await;
         let ann = store.create_user("ann", "h", 0).await.unwrap().unwrap();
         let bob = store.create_user("bob", "h", 0).await.unwrap().unwrap();
         let writer = {
@@ -672,7 +672,7 @@ mod tests {
 
     #[tokio::test]
     async fn stale_claims_are_queued_again_and_cancel_is_recorded() {
-        let (_dir, store) = super::super::temp_store().await;
+        let (_dir, store) = crate::server::storage::temp_store().await;
         let owner = store.create_user("bob", "h", 0).await.unwrap().unwrap();
         let job = store
             .create_job(owner, "bob", "demo", "{}", 3, 1)

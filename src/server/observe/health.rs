@@ -2,7 +2,7 @@
 
 use axum::{extract::State, http::StatusCode, routing::get, Router};
 
-use super::{error::ApiError, state::AppState};
+use crate::server::{error::ApiError, state::AppState};
 
 /// The health routes.
 pub fn router() -> Router<AppState> {

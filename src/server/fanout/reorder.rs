@@ -25,7 +25,7 @@ use std::{
 
 use tokio::time::Instant;
 
-use super::bus::Envelope;
+use crate::server::fanout::bus::Envelope;
 
 /// Envelopes held per topic at most; one more and the topic's hole is given up on at once.
 pub const HELD_MAX: usize = 1024;

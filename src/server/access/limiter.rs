@@ -240,7 +240,7 @@ impl SharedLimiter {
         let now = Instant::now();
         let attempt = Attempt {
             at: now,
-            member: format!("{}-{}", super::clock::now_ms(), random_suffix()),
+            member: format!("{}-{}", crate::server::clock::now_ms(), random_suffix()),
         };
         if self.max == 0 {
             return Ok(attempt);
@@ -253,7 +253,7 @@ impl SharedLimiter {
             for key in keys {
                 call.arg(format!("{}{key}", self.prefix));
             }
-            call.arg(super::clock::now_ms())
+            call.arg(crate::server::clock::now_ms())
                 .arg(window)
                 .arg(self.max)
                 .arg(&attempt.member);

@@ -18,7 +18,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 
-use super::{
+use crate::server::{
     config::{split_host_port, PublicOrigin},
     ApiError, AppState,
 };

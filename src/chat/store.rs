@@ -1,4 +1,4 @@
-//! Chat rooms, their messages, and notifications.
+//! Chat rooms and their messages, as the chat stores them.
 //!
 //! [`Store::append_chat_messages`] stores a batch of messages from any rooms in one
 //! transaction: per room, one upsert that advances `chat_rooms.last_id` by the batch's count
@@ -7,11 +7,11 @@
 //! The chat's writer task calls it with whatever arrived meanwhile, so a busy room costs one
 //! transaction per batch, not per message.
 //!
-//! Tests: `cargo test --features ssr server::storage::chat`.
+//! Tests: `cargo test --features ssr chat::store`.
 
 use sqlx::Row;
 
-use super::{placeholders, Store, ROWS_PER_STATEMENT};
+use crate::server::storage::{placeholders, Store, ROWS_PER_STATEMENT};
 
 /// A message about to be stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -45,17 +45,6 @@ pub struct RoomBounds {
 pub struct RoomRow {
     pub name: String,
     pub last_id: i64,
-}
-
-/// A stored notification.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NotificationRow {
-    pub id: i64,
-    pub kind: String,
-    pub title: String,
-    pub message: String,
-    pub sender: String,
-    pub created_at: i64,
 }
 
 fn chat_from(row: &sqlx::any::AnyRow) -> sqlx::Result<ChatRow> {
@@ -209,73 +198,6 @@ impl Store {
                 })
             })
             .collect()
-    }
-
-    /// The newest notification's id (0: none yet).
-    pub async fn last_notification_id(&self) -> sqlx::Result<i64> {
-        let row = sqlx::query("SELECT MAX(id) FROM notifications")
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(row.try_get::<Option<i64>, _>(0)?.unwrap_or(0))
-    }
-
-    /// Up to `limit` notifications after id `after`, oldest first.
-    pub async fn notifications_after(
-        &self,
-        after: i64,
-        limit: i64,
-    ) -> sqlx::Result<Vec<NotificationRow>> {
-        sqlx::query(
-            "SELECT id, kind, title, message, sender, created_at FROM notifications
-             WHERE id > $1 ORDER BY id LIMIT $2",
-        )
-        .bind(after)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(|r| {
-            Ok(NotificationRow {
-                id: r.try_get(0)?,
-                kind: r.try_get(1)?,
-                title: r.try_get(2)?,
-                message: r.try_get(3)?,
-                sender: r.try_get(4)?,
-                created_at: r.try_get(5)?,
-            })
-        })
-        .collect()
-    }
-
-    /// Stores a notification and returns it with its id.
-    pub async fn create_notification(
-        &self,
-        kind: &str,
-        title: &str,
-        message: &str,
-        sender: &str,
-        at: i64,
-    ) -> sqlx::Result<NotificationRow> {
-        let id: i64 = sqlx::query(
-            "INSERT INTO notifications (kind, title, message, sender, created_at)
-             VALUES ($1, $2, $3, $4, $5) RETURNING id",
-        )
-        .bind(kind)
-        .bind(title)
-        .bind(message)
-        .bind(sender)
-        .bind(at)
-        .fetch_one(&self.pool)
-        .await?
-        .try_get(0)?;
-        Ok(NotificationRow {
-            id,
-            kind: kind.into(),
-            title: title.into(),
-            message: message.into(),
-            sender: sender.into(),
-            created_at: at,
-        })
     }
 }
 

@@ -31,9 +31,9 @@ use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use super::bus::{Bus, Envelope, LocalBus, Subscription, RESYNC};
-use super::reorder::Reorder;
-use super::Shutdown;
+use crate::server::fanout::bus::{Bus, Envelope, LocalBus, Subscription, RESYNC};
+use crate::server::fanout::reorder::Reorder;
+use crate::server::Shutdown;
 
 /// The one Redis channel every instance publishes to and hears.
 pub const CHANNEL: &str = "tidings:bus";
@@ -43,7 +43,7 @@ const QUEUE: usize = 16 * 1024;
 /// Envelopes sent to Redis in one round trip at most.
 const PIPELINE: usize = 256;
 /// How long an early envelope of an ordered topic waits for the one before it (see
-/// [`super::reorder`]): well over a Redis hop, well under what a reader would notice.
+/// [`crate::server::reorder`]): well over a Redis hop, well under what a reader would notice.
 const REORDER_WAIT: Duration = Duration::from_millis(250);
 /// How long connecting (at start, and each reconnect) or one command may take.
 const TIMEOUT: Duration = Duration::from_secs(3);
@@ -88,7 +88,7 @@ impl RedisBus {
     /// Connects to `url` (failing fast, with a sentence, when it does not answer) and starts
     /// the publishing and subscribing tasks, which end at `shutdown`.
     pub async fn connect(url: &str, shutdown: Shutdown) -> anyhow::Result<Arc<Self>> {
-        let shown = super::storage::redact(url);
+        let shown = crate::server::storage::redact(url);
         let client = redis::Client::open(url)
             .map_err(|e| anyhow::anyhow!("REDIS_URL {shown:?} is not a Redis URL: {e}"))?;
         let config = redis::aio::ConnectionManagerConfig::new()
@@ -206,7 +206,8 @@ async fn heartbeat_loop(
             }
             _ = tick.tick() => {}
         }
-        let open = super::ws::live_connections() + super::sse::live_connections();
+        let open = crate::server::fanout::ws::live_connections()
+            + crate::server::fanout::sse::live_connections();
         let result: redis::RedisResult<()> = conn.set_ex(&key, open, 3 * HEARTBEAT.as_secs()).await;
         if let Err(e) = result {
             tracing::debug!(error = %e, "reporting connections to Redis failed");

@@ -20,8 +20,10 @@ use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
 use sha2::{Digest, Sha256};
 
-use super::{clock, error::ApiError, forwarded::Client, state::AppState, storage::SessionRow};
 use crate::protocol::UserView;
+use crate::server::{
+    clock, edge::forwarded::Client, error::ApiError, state::AppState, storage::SessionRow,
+};
 
 /// Name of the session cookie.
 pub const SESSION_COOKIE: &str = "tidings_session";
@@ -113,7 +115,7 @@ impl MaybeUser {
         leptos_axum::extract_with_state::<Self, _>(state)
             .await
             .map(|Self(user)| user)
-            .map_err(super::error::server_fn_failed)
+            .map_err(crate::server::error::server_fn_failed)
     }
 }
 

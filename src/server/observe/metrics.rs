@@ -21,8 +21,8 @@ use std::{
 
 use tokio::sync::watch;
 
-use super::{clock, sse, storage::Store, ws, Shutdown};
 use crate::protocol::metrics::{Connections, JobCounts, Metrics, SlowClients};
+use crate::server::{clock, fanout::sse, fanout::ws, storage::Store, Shutdown};
 
 /// How often a sample is taken (contract: every second).
 pub const INTERVAL: Duration = Duration::from_secs(1);

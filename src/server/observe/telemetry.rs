@@ -7,7 +7,7 @@
 
 use tracing_subscriber::{fmt, layer::SubscriberExt, util::SubscriberInitExt, EnvFilter, Layer};
 
-use super::logs::RingLayer;
+use crate::server::observe::logs::RingLayer;
 
 /// What the console shows unless `RUST_LOG` says otherwise.
 const CONSOLE_DEFAULT: &str = "info,sqlx=warn,tower_http=info";

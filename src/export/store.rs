@@ -16,14 +16,14 @@
 //! Rows go to an [`AuditSink`] rather than into a `Vec`, so the export formats each row
 //! straight into its output buffer.
 //!
-//! Tests: `cargo test --features ssr server::storage::audit_pages` runs both readers on the
+//! Tests: `cargo test --features ssr export::store` runs both readers on the
 //! same rows and filters and compares what they produce.
 
 use std::path::PathBuf;
 
 use sqlx::{AnyPool, Row};
 
-use super::Store;
+use crate::server::storage::Store;
 
 /// Which rows an export (or a count) covers, besides `after`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -328,7 +328,7 @@ mod tests {
 
     #[tokio::test]
     async fn both_readers_page_the_same_rows_under_every_filter() {
-        let (_dir, store) = super::super::temp_store().await;
+        let (_dir, store) = crate::server::storage::temp_store().await;
         let rows: Vec<_> = (0..1000)
             .map(|i: i64| {
                 let action = ["LOGIN", "LOGOUT", "EXPORT"][(i % 3) as usize].to_string();

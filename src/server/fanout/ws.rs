@@ -102,6 +102,6 @@ pub fn queued_bytes_peak() -> u64 {
 }
 
 /// Counts one open socket while it lives.
-pub fn live_socket() -> super::metrics::Live {
-    super::metrics::Live::new(&LIVE)
+pub fn live_socket() -> crate::server::observe::metrics::Live {
+    crate::server::observe::metrics::Live::new(&LIVE)
 }

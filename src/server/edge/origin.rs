@@ -16,7 +16,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 
-use super::{config::PublicOrigin, error::ApiError, state::AppState};
+use crate::server::{config::PublicOrigin, error::ApiError, state::AppState};
 
 /// Middleware: refuses foreign-origin writes and WebSocket upgrades.
 pub async fn refuse_foreign_origins(
@@ -24,7 +24,7 @@ pub async fn refuse_foreign_origins(
     req: Request,
     next: Next,
 ) -> Response {
-    let host = super::host::request_host(&req);
+    let host = crate::server::edge::host::request_host(&req);
     match foreign_origin(
         req.method(),
         req.headers(),

@@ -40,7 +40,7 @@ use tokio::{sync::mpsc, time::Instant};
 
 use std::sync::Arc;
 
-use super::{streams::Held, ApiError, AppState, CurrentUser, Shutdown};
+use crate::server::{access::streams::Held, ApiError, AppState, CurrentUser, Shutdown};
 
 /// The comment that keeps an idle stream (and the proxies on its way) alive.
 pub const KEEP_ALIVE: &[u8] = b": keep-alive\n\n";
@@ -297,7 +297,7 @@ where
     let (tx, rx) = mpsc::channel(options.buffer.max(1));
     // Counted before the producer starts: the first thing it sends (a metrics sample, say)
     // already counts this stream.
-    let live = super::metrics::Live::new(&LIVE);
+    let live = crate::server::observe::metrics::Live::new(&LIVE);
     tokio::spawn(produce(Sender {
         tx,
         send_limit: options.send_limit,
@@ -327,7 +327,7 @@ struct BodyState {
     /// Fires when the stream's session ends.
     ended: Option<Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>>,
     /// Counts this stream while it lives.
-    _live: super::metrics::Live,
+    _live: crate::server::observe::metrics::Live,
     /// Holds its place among the user's connections while it lives.
     _held: Option<Arc<Held>>,
 }
@@ -340,7 +340,7 @@ fn body(
     first: Option<Bytes>,
     options: &SseOptions,
     shutdown: Shutdown,
-    live: super::metrics::Live,
+    live: crate::server::observe::metrics::Live,
 ) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
     let now = Instant::now();
     let state = BodyState {

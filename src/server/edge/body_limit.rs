@@ -13,7 +13,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 
-use super::error::ApiError;
+use crate::server::error::ApiError;
 
 /// Largest request body any route accepts (JSON commands are small).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;

@@ -54,7 +54,7 @@ use tokio::{
 };
 use tower::ServiceExt;
 
-use super::Shutdown;
+use crate::server::Shutdown;
 
 /// The limits of [`serve`].
 #[derive(Clone, Copy, Debug)]

@@ -32,8 +32,8 @@ use tracing::{
 };
 use tracing_subscriber::{layer::Context, Layer};
 
-use super::clock;
 use crate::protocol::metrics::{LogGap, LogLevel, LogRecord};
+use crate::server::clock;
 
 /// Records kept for replay.
 pub const RING_RECORDS: usize = 2000;

@@ -9,16 +9,17 @@
 //!
 //! Tests: `cargo test --features ssr server::storage` runs against a temporary SQLite file.
 
-pub mod audit_pages;
-pub mod chat;
-pub mod jobs;
-
 use std::{
     path::{Path, PathBuf},
     str::FromStr,
     sync::Arc,
     time::Duration,
 };
+
+pub mod accounts;
+pub mod audit;
+
+pub use accounts::{SessionRow, UserRow};
 
 use sqlx::{
     any::{AnyConnectOptions, AnyPoolOptions},
@@ -95,36 +96,17 @@ pub(crate) fn placeholders(rows: usize, columns: usize) -> String {
     out
 }
 
-/// A stored account.
-#[derive(Clone, Debug)]
-pub struct UserRow {
-    pub id: i64,
-    pub username: String,
-    pub password_hash: String,
-    /// Created as an admin (`tidings users add NAME --admin`); `TIDINGS_ADMINS` adds more.
-    pub admin: bool,
-}
-
-/// A live session joined with its user.
-#[derive(Clone, Debug)]
-pub struct SessionRow {
-    /// The session's row id: stream tokens name it, so logout revokes them too.
-    pub session_id: i64,
-    pub user_id: i64,
-    pub username: String,
-    pub expires_at: i64,
-    /// The account was created as an admin.
-    pub admin: bool,
-}
-
 /// The database. Cheap to clone (a pool handle).
 #[derive(Clone, Debug)]
 pub struct Store {
-    pool: AnyPool,
-    backend: Backend,
+    /// Every query's connections. Features' own `impl Store` blocks (`chat/store.rs`,
+    /// `jobs/store.rs`, …) use it directly.
+    pub(crate) pool: AnyPool,
+    /// Which engine answers, for the few statements the two write differently.
+    pub(crate) backend: Backend,
     /// The SQLite file, when there is one (not PostgreSQL, not `:memory:`): the export's
     /// rusqlite reader opens it directly.
-    sqlite_file: Option<PathBuf>,
+    pub(crate) sqlite_file: Option<PathBuf>,
     /// The SQLite file's background checkpoints, stopped with the last clone of the store.
     _checkpoints: Option<Arc<Checkpoints>>,
 }
@@ -229,8 +211,8 @@ impl Store {
                 .await?;
         }
         let migrator = match backend {
-            Backend::Sqlite => sqlx::migrate!("src/server/migrations/sqlite"),
-            Backend::Postgres => sqlx::migrate!("src/server/migrations/postgres"),
+            Backend::Sqlite => sqlx::migrate!("src/server/storage/migrations/sqlite"),
+            Backend::Postgres => sqlx::migrate!("src/server/storage/migrations/postgres"),
         };
         migrator
             .run(&pool)
@@ -278,168 +260,6 @@ impl Store {
         self.pool.close().await
     }
 
-    /// Creates an account. `None` when the username is taken.
-    pub async fn create_user(
-        &self,
-        username: &str,
-        password_hash: &str,
-        now_ms: i64,
-    ) -> sqlx::Result<Option<i64>> {
-        self.create_account(username, password_hash, now_ms, false)
-            .await
-    }
-
-    /// Creates an account, an admin one when `admin`. `None` when the username is taken.
-    pub async fn create_account(
-        &self,
-        username: &str,
-        password_hash: &str,
-        now_ms: i64,
-        admin: bool,
-    ) -> sqlx::Result<Option<i64>> {
-        sqlx::query_scalar(
-            "INSERT INTO users (username, password_hash, created_at, admin) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (username) DO NOTHING RETURNING id",
-        )
-        .bind(username)
-        .bind(password_hash)
-        .bind(now_ms)
-        .bind(i64::from(admin))
-        .fetch_optional(&self.pool)
-        .await
-    }
-
-    /// Which of `names` have no account yet (in the order given).
-    pub async fn names_without_accounts(&self, names: &[&str]) -> sqlx::Result<Vec<String>> {
-        let mut missing = Vec::new();
-        for name in names {
-            if self.user_by_name(name).await?.is_none() {
-                missing.push(name.to_string());
-            }
-        }
-        Ok(missing)
-    }
-
-    /// Looks an account up by username.
-    pub async fn user_by_name(&self, username: &str) -> sqlx::Result<Option<UserRow>> {
-        let row: Option<(i64, String, String, i64)> = sqlx::query_as(
-            "SELECT id, username, password_hash, admin FROM users WHERE username = $1",
-        )
-        .bind(username)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.map(|(id, username, password_hash, admin)| UserRow {
-            id,
-            username,
-            password_hash,
-            admin: admin != 0,
-        }))
-    }
-
-    /// Stores a new session; returns its row id.
-    pub async fn create_session(
-        &self,
-        token_hash: &str,
-        user_id: i64,
-        now_ms: i64,
-        expires_ms: i64,
-    ) -> sqlx::Result<i64> {
-        sqlx::query_scalar(
-            "INSERT INTO sessions (token_hash, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4) RETURNING id",
-        )
-        .bind(token_hash)
-        .bind(user_id)
-        .bind(now_ms)
-        .bind(expires_ms)
-        .fetch_one(&self.pool)
-        .await
-    }
-
-    /// The live session whose cookie hashes to `token_hash`.
-    pub async fn session_by_token(
-        &self,
-        token_hash: &str,
-        now_ms: i64,
-    ) -> sqlx::Result<Option<SessionRow>> {
-        self.live_session("token_hash", token_hash.to_string(), now_ms)
-            .await
-    }
-
-    /// The live session with this row id (stream tokens name sessions this way).
-    pub async fn session_by_id(
-        &self,
-        session_id: i64,
-        now_ms: i64,
-    ) -> sqlx::Result<Option<SessionRow>> {
-        self.live_session("id", session_id, now_ms).await
-    }
-
-    /// The unexpired session whose `column` equals `key`, with its user.
-    async fn live_session<T>(
-        &self,
-        column: &'static str,
-        key: T,
-        now_ms: i64,
-    ) -> sqlx::Result<Option<SessionRow>>
-    where
-        T: for<'q> sqlx::Encode<'q, sqlx::Any> + sqlx::Type<sqlx::Any> + Send + 'static,
-    {
-        let sql = format!(
-            "SELECT s.id, s.user_id, u.username, s.expires_at, u.admin FROM sessions s JOIN users u ON u.id = s.user_id
-             WHERE s.{column} = $1 AND s.expires_at > $2"
-        );
-        let row: Option<(i64, i64, String, i64, i64)> = sqlx::query_as(&sql)
-            .bind(key)
-            .bind(now_ms)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.map(
-            |(session_id, user_id, username, expires_at, admin)| SessionRow {
-                session_id,
-                user_id,
-                username,
-                expires_at,
-                admin: admin != 0,
-            },
-        ))
-    }
-
-    /// Ends a session (logout). Returns whether one was found.
-    pub async fn delete_session(&self, token_hash: &str) -> sqlx::Result<bool> {
-        let done = sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
-            .bind(token_hash)
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected() > 0)
-    }
-
-    /// Which of the sessions `ids` are still live at `now_ms` (neither ended nor expired).
-    pub async fn live_session_ids(&self, ids: &[i64], now_ms: i64) -> sqlx::Result<Vec<i64>> {
-        let mut live = Vec::with_capacity(ids.len());
-        for chunk in ids.chunks(500) {
-            let list = placeholders(1, chunk.len());
-            let sql = format!(
-                "SELECT id FROM sessions WHERE id IN {list} AND expires_at > ${}",
-                chunk.len() + 1
-            );
-            let mut query = sqlx::query_scalar::<_, i64>(&sql);
-            for id in chunk {
-                query = query.bind(*id);
-            }
-            live.extend(query.bind(now_ms).fetch_all(&self.pool).await?);
-        }
-        Ok(live)
-    }
-
-    /// Removes sessions that expired before `now_ms`; returns how many.
-    pub async fn delete_expired_sessions(&self, now_ms: i64) -> sqlx::Result<u64> {
-        let done = sqlx::query("DELETE FROM sessions WHERE expires_at <= $1")
-            .bind(now_ms)
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected())
-    }
-
     /// The setting `key`, if stored.
     pub async fn setting(&self, key: &str) -> sqlx::Result<Option<String>> {
         sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
@@ -470,100 +290,6 @@ impl Store {
         sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
             .bind(key)
             .fetch_one(&self.pool)
-            .await
-    }
-
-    /// Appends an audit row for something the app did; returns its id.
-    pub async fn audit(
-        &self,
-        action: &str,
-        username: &str,
-        detail: &serde_json::Value,
-        now_ms: i64,
-    ) -> sqlx::Result<i64> {
-        sqlx::query_scalar("INSERT INTO audit_log (at, action, username, detail) VALUES ($1, $2, $3, $4) RETURNING id")
-            .bind(now_ms)
-            .bind(action)
-            .bind(username)
-            .bind(detail.to_string())
-            .fetch_one(&self.pool)
-            .await
-    }
-
-    /// Appends many audit rows in one transaction, several hundred per statement; returns how
-    /// many were written. Rows are `(at ms, action, username, detail JSON text)`.
-    pub async fn audit_many(&self, rows: &[(i64, String, String, String)]) -> sqlx::Result<u64> {
-        let mut tx = self.pool.begin().await?;
-        let mut written = 0;
-        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-            let sql = format!(
-                "INSERT INTO audit_log (at, action, username, detail) VALUES {}",
-                placeholders(chunk.len(), 4)
-            );
-            let mut query = sqlx::query(&sql);
-            for (at, action, username, detail) in chunk {
-                query = query
-                    .bind(*at)
-                    .bind(action.as_str())
-                    .bind(username.as_str())
-                    .bind(detail.as_str());
-            }
-            written += query.execute(&mut *tx).await?.rows_affected();
-        }
-        tx.commit().await?;
-        Ok(written)
-    }
-
-    /// Inserts rows with their own ids (an import), skipping ids already present; returns
-    /// how many were new. Idempotent: importing the same rows again adds nothing.
-    pub async fn audit_import(
-        &self,
-        rows: &[(i64, i64, String, String, String)],
-    ) -> sqlx::Result<u64> {
-        let mut tx = self.pool.begin().await?;
-        let mut inserted = 0;
-        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-            let sql = format!(
-                "INSERT INTO audit_log (id, at, action, username, detail) VALUES {}
-                 ON CONFLICT (id) DO NOTHING",
-                placeholders(chunk.len(), 5)
-            );
-            let mut query = sqlx::query(&sql);
-            for (id, at, action, username, detail) in chunk {
-                query = query
-                    .bind(*id)
-                    .bind(*at)
-                    .bind(action.as_str())
-                    .bind(username.as_str())
-                    .bind(detail.as_str());
-            }
-            inserted += query.execute(&mut *tx).await?.rows_affected();
-        }
-        if self.backend == Backend::Postgres {
-            // Explicit ids do not move an identity column's sequence: move it past them, so
-            // the app's own next row does not collide.
-            sqlx::query(
-                "SELECT setval(pg_get_serial_sequence('audit_log', 'id'), (SELECT MAX(id) FROM audit_log))",
-            )
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(inserted)
-    }
-
-    /// How many audit rows there are.
-    pub async fn audit_count(&self) -> sqlx::Result<i64> {
-        sqlx::query_scalar("SELECT COUNT(*) FROM audit_log")
-            .fetch_one(&self.pool)
-            .await
-    }
-
-    /// The most recent audit rows, newest first (for tests and the audit page).
-    pub async fn recent_audit(&self, limit: i64) -> sqlx::Result<Vec<(i64, String, String)>> {
-        sqlx::query_as("SELECT id, action, username FROM audit_log ORDER BY id DESC LIMIT $1")
-            .bind(limit)
-            .fetch_all(&self.pool)
             .await
     }
 }
@@ -651,39 +377,6 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn imports_keep_ids_count_new_rows_and_leave_ids_for_later_rows() {
-        let (_dir, store) = temp_store().await;
-        store
-            .audit("SIGNUP", "admin", &serde_json::json!({}), 1)
-            .await
-            .unwrap();
-        let rows: Vec<_> = (0..5000)
-            .map(|i| {
-                (
-                    10_000 + i,
-                    i,
-                    "LOGIN".to_string(),
-                    "u".to_string(),
-                    "{}".to_string(),
-                )
-            })
-            .collect();
-        assert_eq!(store.audit_import(&rows[..2000]).await.unwrap(), 2000);
-        assert_eq!(
-            store.audit_import(&rows).await.unwrap(),
-            3000,
-            "only the new ones"
-        );
-        assert_eq!(store.audit_import(&rows).await.unwrap(), 0);
-        let next = store
-            .audit("IMPORT", "admin", &serde_json::json!({}), 2)
-            .await
-            .unwrap();
-        assert_eq!(next, 15_000);
-        assert_eq!(store.audit_count().await.unwrap(), 5002);
-    }
-
     #[test]
     fn backends_and_redaction() {
         assert_eq!(
@@ -700,71 +393,9 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn users_and_sessions_round_trip() {
-        let (_dir, store) = temp_store().await;
-        let id = store
-            .create_user("eric", "h", 1)
-            .await
-            .unwrap()
-            .expect("created");
-        assert_eq!(
-            store.create_user("eric", "h2", 2).await.unwrap(),
-            None,
-            "taken"
-        );
-        assert_eq!(store.user_by_name("eric").await.unwrap().unwrap().id, id);
-
-        let sid = store.create_session("th", id, 10, 100).await.unwrap();
-        let s = store
-            .session_by_token("th", 50)
-            .await
-            .unwrap()
-            .expect("live");
-        assert_eq!((s.session_id, s.username.as_str()), (sid, "eric"));
-        assert!(store.session_by_id(sid, 50).await.unwrap().is_some());
-        assert!(
-            store.session_by_token("th", 100).await.unwrap().is_none(),
-            "expired"
-        );
-        assert!(store.delete_session("th").await.unwrap());
-        assert!(
-            store.session_by_id(sid, 50).await.unwrap().is_none(),
-            "deleted"
-        );
-    }
-
-    #[tokio::test]
     async fn settings_keep_the_first_value() {
         let (_dir, store) = temp_store().await;
         assert_eq!(store.setting_or_insert("k", "one").await.unwrap(), "one");
         assert_eq!(store.setting_or_insert("k", "two").await.unwrap(), "one");
-    }
-
-    #[tokio::test]
-    async fn audit_ids_rise() {
-        let (_dir, store) = temp_store().await;
-        let a = store
-            .audit("LOGIN", "eric", &serde_json::json!({}), 1)
-            .await
-            .unwrap();
-        let b = store
-            .audit("LOGOUT", "eric", &serde_json::json!({"x": 1}), 2)
-            .await
-            .unwrap();
-        assert!(b > a);
-        let rows = store.recent_audit(10).await.unwrap();
-        assert_eq!(rows[0].1, "LOGOUT");
-
-        let many: Vec<_> = (0..600)
-            .map(|i| (i, "SEED".to_string(), format!("u{i}"), "{}".to_string()))
-            .collect();
-        assert_eq!(store.audit_many(&many).await.unwrap(), 600);
-        assert_eq!(store.audit_count().await.unwrap(), 602);
-        let newest = store.recent_audit(1).await.unwrap();
-        assert_eq!(
-            (newest[0].1.as_str(), newest[0].2.as_str()),
-            ("SEED", "u599"),
-            "order kept"
-        );
     }
 }

@@ -21,7 +21,7 @@ use axum::{
     response::Response,
 };
 
-use super::{config::canonical, AppState, Config};
+use crate::server::{config::canonical, AppState, Config};
 
 /// The client of a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -21,7 +21,7 @@ use axum::{
 };
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
 
-use super::AppState;
+use crate::server::AppState;
 
 /// The nonce of one page response.
 #[derive(Clone, Debug)]

@@ -52,7 +52,7 @@ pub struct Envelope {
     pub data: Bytes,
     /// The topic's stored ids run 1, 2, 3… without holes (a chat room's messages): a bus that
     /// relays between instances puts them back in id order before delivering (see
-    /// [`super::reorder`]).
+    /// [`crate::server::reorder`]).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub ordered: bool,
 }

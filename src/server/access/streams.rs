@@ -27,9 +27,9 @@ use std::{
 
 use tokio_util::sync::CancellationToken;
 
-use super::{
-    bus::{Bus, Envelope, Received, SESSIONS},
+use crate::server::{
     clock,
+    fanout::bus::{Bus, Envelope, Received, SESSIONS},
     storage::Store,
     ApiError, CurrentUser, Shutdown,
 };
@@ -220,7 +220,7 @@ impl Inner {
 async fn watch(
     inner: std::sync::Weak<Inner>,
     store: Store,
-    mut heard: super::bus::Subscription,
+    mut heard: crate::server::fanout::bus::Subscription,
     shutdown: Shutdown,
 ) {
     let mut expiry = tokio::time::interval(EXPIRY_TICK);
@@ -289,7 +289,7 @@ mod tests {
     use super::*;
     use crate::{
         protocol::{Role, UserView},
-        server::bus::LocalBus,
+        server::fanout::bus::LocalBus,
     };
 
     fn user(user_id: i64, session_id: i64, expires_at: i64) -> CurrentUser {
