@@ -5,7 +5,7 @@
 #   Debian:    chromium (Playwright drives it; Playwright's own browser download can't work here),
 #              postgresql (a throwaway server for the integration tests' second run),
 #              redis-server (the two-instance tests start their own),
-#              nginx-light (tests/proxy.rs runs the README's nginx configuration in front of two instances)
+#              nginx-light (tests/it/proxy.rs runs the README's nginx configuration in front of two instances)
 #   rustup:    the wasm32-unknown-unknown target
 #   cargo:     cargo-leptos 0.3.10 (0.3.11 needs a newer Rust than 1.95),
 #              wasm-bindgen-cli at exactly the version Cargo.toml pins
@@ -49,7 +49,7 @@ if ! command -v redis-server >/dev/null 2>&1; then
 fi
 
 if [ ! -x /usr/sbin/nginx ] && ! command -v nginx >/dev/null 2>&1; then
-  step "Installing Debian's nginx-light (tests/proxy.rs runs the README's nginx configuration)"
+  step "Installing Debian's nginx-light (tests/it/proxy.rs runs the README's nginx configuration)"
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO=sudo
   $SUDO apt-get update -qq

@@ -2,7 +2,8 @@
 //! pages and wraps them in the layers every request passes, outermost first: tracing, the
 //! request log, the panic guard, security headers (and the page's CSP nonce), the host check,
 //! the client's address (trusted proxies), CORS, the body limit and the origin check.
-//! `app(state)` builds it (tests call it); `serve` runs it on `server::http`.
+//! `serve` starts the [`Services`] once, then runs `app(state, services)` (a pure builder
+//! that tests may call) on `server::edge::http`.
 
 use std::any::Any;
 
@@ -38,13 +39,34 @@ use crate::{
     },
 };
 
-/// The whole application for `state`.
-pub fn app(state: AppState) -> Router {
+/// The services that run beside the routes (the chat's hub, the job queue's workers): started
+/// once per process, in [`serve`], and handed to the routers that use them.
+#[derive(Clone)]
+pub struct Services {
+    /// The chat's writer and presence.
+    pub hub: chat::hub::Hub,
+    /// The job queue and its workers.
+    pub jobs: jobs::runner::Jobs,
+}
+
+impl Services {
+    /// Starts every service for `state` (they stop with its shutdown signal).
+    pub fn start(state: &AppState) -> Self {
+        Self {
+            hub: chat::start(state),
+            jobs: jobs::start(state),
+        }
+    }
+}
+
+/// The whole application for `state` on `services`. Builds routes only (nothing starts), so a
+/// test may call it twice.
+pub fn app(state: AppState, services: &Services) -> Router {
     let api = Router::new()
         .merge(auth::router())
         .merge(export::router())
-        .merge(jobs::router(&state))
-        .merge(chat::router(&state))
+        .merge(jobs::router(services.jobs.clone()))
+        .merge(chat::router(services.hub.clone()))
         .merge(notify::router())
         .merge(dashboard::router())
         .route("/api/{*rest}", any(api_not_found))
@@ -157,7 +179,8 @@ pub async fn serve(listener: TcpListener, state: AppState) -> std::io::Result<()
         let _ = state.listening.set(addr);
     }
     let limits = HttpLimits::new(state.config.max_connections);
-    let result = http::serve(listener, app(state), limits, shutdown.clone()).await;
+    let services = Services::start(&state);
+    let result = http::serve(listener, app(state, &services), limits, shutdown.clone()).await;
     shutdown.trigger();
     shutdown.drain(DRAIN_LIMIT).await;
     store.close().await;

@@ -5,7 +5,7 @@
 //! - `client`: the same calls from the hydrated page with `fetch` (runs only in the browser).
 //! - `view`: the login and signup pages, the signed-in user's menu.
 //!
-//! Tests: `tests/auth.rs` (the routes over a real server), `end2end/tests/auth.spec.ts`
+//! Tests: `tests/it/auth.rs` (the routes over a real server), `end2end/tests/auth.spec.ts`
 //! (the pages in Chromium, JavaScript on and off).
 
 mod client;

@@ -2,7 +2,7 @@
 //! presence, resume after a drop, backpressure and limits.
 //!
 //! - `hub` (ssr): storing (batched writer), presence with a grace period, rate limit,
-//!   history for resumes. Every broadcast goes through `server::bus`.
+//!   history for resumes. Every broadcast goes through `server::fanout::bus`.
 //! - `session` (ssr): one WebSocket connection, generic over `Sink`/`Stream`.
 //! - `server` (ssr): `GET /ws`, `GET /api/rooms`, `GET /api/rooms/{room}/events`,
 //!   `GET|POST /api/rooms/{room}/messages`.
@@ -10,7 +10,7 @@
 //!   [`chat_page`] gives it its first render.
 //!
 //! Wire types: `protocol::chat`. Storage: `store` (this folder).
-//! Tests: unit tests in each file; `tests/chat.rs`; `end2end/tests/chat.spec.ts`.
+//! Tests: unit tests in each file; `tests/it/chat.rs`; `end2end/tests/chat.spec.ts`.
 
 #[cfg(feature = "ssr")]
 pub mod hub;
@@ -22,7 +22,7 @@ pub mod session;
 pub mod store;
 
 #[cfg(feature = "ssr")]
-pub use server::router;
+pub use server::{router, start};
 
 mod client;
 mod view;

@@ -10,7 +10,7 @@
 //! - `GET /api/rooms`: the rooms and how many are in each.
 //!
 //! Every transport subscribes before it reads history and skips ids it already sent, so a
-//! message reaches each client exactly once, in order. Tests: `tests/chat.rs`.
+//! message reaches each client exactly once, in order. Tests: `tests/it/chat.rs`.
 
 use std::time::Duration;
 
@@ -49,25 +49,29 @@ const LONG_POLL_RETRY: Duration = Duration::from_millis(500);
 const ROOMS_LISTED: i64 = 100;
 
 /// The routes, with the hub (writer, presence) started on `state`.
-pub fn router(state: &AppState) -> Router<AppState> {
-    let chat = &state.config.chat;
-    // One window for every instance with Redis; a message waits at most 250 ms for it.
-    let rate = state
-        .limiter(chat.rate_per_second, Duration::from_secs(1), "chat-rate")
-        .answer_within(Duration::from_millis(250));
-    let hub = Hub::start_with_rate(
-        state.store.clone(),
-        state.bus.clone(),
-        state.shutdown.clone(),
-        chat.clone(),
-        rate,
-    );
+pub fn router(hub: Hub) -> Router<AppState> {
     Router::new()
         .route("/ws", get(socket))
         .route("/api/rooms", get(rooms))
         .route("/api/rooms/{room}/events", get(events))
         .route("/api/rooms/{room}/messages", get(poll).post(publish))
         .layer(Extension(hub))
+}
+
+/// Starts the chat's hub (its writer and presence) for `state`: once per process, at start-up.
+pub fn start(state: &AppState) -> Hub {
+    let chat = &state.config.chat;
+    // One window for every instance with Redis; a message waits at most 250 ms for it.
+    let rate = state
+        .limiter(chat.rate_per_second, Duration::from_secs(1), "chat-rate")
+        .answer_within(Duration::from_millis(250));
+    Hub::start_with_rate(
+        state.store.clone(),
+        state.bus.clone(),
+        state.shutdown.clone(),
+        chat.clone(),
+        rate,
+    )
 }
 
 fn checked_room(room: &str) -> Result<(), ApiError> {

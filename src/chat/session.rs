@@ -27,7 +27,7 @@
 //! admin's disconnect) with 1008 `Signed out.`; a frame that breaks the protocol (an unmasked
 //! client frame, RFC 6455 §5.1) with 1002.
 //!
-//! Tests: the unit tests below; `tests/chat.rs` over real sockets.
+//! Tests: the unit tests below; `tests/it/chat.rs` over real sockets.
 
 use std::{
     sync::{
@@ -117,7 +117,7 @@ fn error(message: impl Into<String>) -> Message {
 pub struct Ends {
     /// The server is stopping (1001).
     pub shutdown: Shutdown,
-    /// The session ended (1008 `Signed out.`): `server::streams`.
+    /// The session ended (1008 `Signed out.`): `server::access::streams`.
     pub signed_out: CancellationToken,
 }
 

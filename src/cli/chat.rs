@@ -8,7 +8,7 @@
 //! Text from others is printed with control characters replaced, so a message cannot drive
 //! the terminal.
 //!
-//! Tests: `tests/chat_cli.rs` runs the real binary through a proxy that cuts its connection.
+//! Tests: `tests/it/chat_cli.rs` runs the real binary through a proxy that cuts its connection.
 
 use std::{sync::Arc, time::Duration};
 

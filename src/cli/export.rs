@@ -8,7 +8,7 @@
 //! end without trailer) is resumed by itself with `after=<last id>` and the remaining
 //! `limit`, with jittered backoff, so the output has no gap and no duplicate.
 //!
-//! Tests: `tests/export_cli.rs` cuts the connection mid-export and checks the file.
+//! Tests: `tests/it/export_cli.rs` cuts the connection mid-export and checks the file.
 
 use std::{
     io::Write,

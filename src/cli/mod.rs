@@ -14,7 +14,7 @@
 //! every consumer follows (jittered exponential backoff; 4xx other than 408 and 429 are final)
 //! is `server::retry`, which the import job follows too.
 //!
-//! Tests: `tests/export_cli.rs` and `tests/tail_cli.rs` run the real binary through a proxy
+//! Tests: `tests/it/export_cli.rs` and `tests/it/tail_cli.rs` run the real binary through a proxy
 //! that cuts its connection; the retry policy's unit tests are in `server::retry`.
 
 pub mod chat;

@@ -16,7 +16,7 @@
 //!   408 and 429 is final (exit code 1 with the server's sentence); 5xx, 408, 429 and network
 //!   errors are retried, up to `--max-retries` attempts in a row.
 //!
-//! Tests: `tests/tail_cli.rs` runs the real binary against a job stream cut by a proxy.
+//! Tests: `tests/it/tail_cli.rs` runs the real binary against a job stream cut by a proxy.
 
 use std::{
     io::Write,

@@ -3,7 +3,7 @@
 //! shell's history would show). The way to make the first admin without the setup token, and
 //! the way to add an admin whose name is not in `TIDINGS_ADMINS`.
 //!
-//! Tests: `tests/binary.rs` runs it and signs in as the new admin.
+//! Tests: `tests/it/binary.rs` runs it and signs in as the new admin.
 
 use crate::server::{storage::Store, Config};
 

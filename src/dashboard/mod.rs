@@ -3,12 +3,12 @@
 //!
 //! - `server` (ssr): `GET /api/metrics/events` (every signed-in user; with `?logs=<level>` an
 //!   admin gets the log records on the same stream, so the page holds one stream, not two) and
-//!   `GET /api/logs/events` (admins). Counters: `server::metrics`; the log ring:
-//!   `server::logs`.
+//!   `GET /api/logs/events` (admins). Counters: `server::observe::metrics`; the log ring:
+//!   `server::observe::logs`.
 //! - `view` and `client`: the `/dashboard` page; [`dashboard_page`] gives its first render.
 //!
 //! Wire types: `protocol::metrics`.
-//! Tests: unit tests in `server::metrics`, `server::logs` and `view`; `tests/dashboard.rs`;
+//! Tests: unit tests in `server::observe::metrics`, `server::observe::logs` and `view`; `tests/it/dashboard.rs`;
 //! `end2end/tests/dashboard.spec.ts`.
 
 #[cfg(feature = "ssr")]

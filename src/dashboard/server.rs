@@ -1,7 +1,7 @@
 //! `GET /api/metrics/events` and `GET /api/logs/events`.
 //!
 //! Metrics: a `metrics` event at once (the newest sample) and then one a second, from the one
-//! shared sampler (`server::metrics`); the events carry no id, as a missed sample is not worth
+//! shared sampler (`server::observe::metrics`); the events carry no id, as a missed sample is not worth
 //! replaying. With `?logs=<level>` an admin also gets the log tail on the same stream.
 //!
 //! Log tail: first a `ready` event (its id: where the replay starts; its data: the newest id,
@@ -11,7 +11,7 @@
 //! `log` event with its id. `?level=` (default `info`) picks the least severe level sent; an
 //! unknown one is a 400. Non-admins get 403.
 //!
-//! Tests: `tests/dashboard.rs`.
+//! Tests: `tests/it/dashboard.rs`.
 
 use std::time::Duration;
 

@@ -8,7 +8,7 @@
 //! - `view` and `client`: the `/export` page and its fetch stream (browser).
 //!
 //! The wire types and the NDJSON line decoder are in `protocol`.
-//! Tests: unit tests in each file; `tests/export.rs`; `end2end/tests/export.spec.ts`.
+//! Tests: unit tests in each file; `tests/it/export.rs`; `end2end/tests/export.spec.ts`.
 
 mod client;
 #[cfg(feature = "ssr")]

@@ -20,7 +20,7 @@
 //! Each export is written to the audit log when it ends (action `EXPORT`) with its outcome,
 //! the rows it sent and the rows it read. At most [`MAX_CONCURRENT_EXPORTS`] run at once.
 //!
-//! Tests: `tests/export.rs` (every parameter and error, headers, disconnect, resume).
+//! Tests: `tests/it/export.rs` (every parameter and error, headers, disconnect, resume).
 
 use std::{sync::Arc, time::Duration};
 

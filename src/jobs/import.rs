@@ -22,7 +22,7 @@
 //! - **Reading this server's own export** needs the admin's rights: the job mints a short
 //!   stream token from the session that started it, and sends it to this server only.
 //!
-//! Tests: `tests/import.rs`.
+//! Tests: `tests/it/import.rs`.
 
 use std::time::Duration;
 

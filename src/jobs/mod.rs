@@ -8,9 +8,9 @@
 //! - `view` and `client`: the `/jobs` page (progress bar, event log, SSE or polling) and its
 //!   browser calls; [`jobs_page`] gives the page its first render.
 //!
-//! The SSE encoder is `server::sse`, the bus `server::bus`, the storage
+//! The SSE encoder is `server::fanout::sse`, the bus `server::fanout::bus`, the storage
 //! `jobs::store`, the wire types `protocol::jobs`.
-//! Tests: unit tests in each file; `tests/jobs.rs`.
+//! Tests: unit tests in each file; `tests/it/jobs.rs`.
 mod client;
 #[cfg(feature = "ssr")]
 mod import;
@@ -24,7 +24,7 @@ pub mod store;
 mod view;
 
 #[cfg(feature = "ssr")]
-pub use server::router;
+pub use server::{router, start};
 pub use view::JobsPage;
 
 use leptos::prelude::*;

@@ -15,7 +15,7 @@
 //! - **Cancel**: a queued job is cancelled on the spot; a running one is told through an
 //!   in-process token (and, for other instances, the database flag, checked every second).
 //!
-//! Tests: `tests/jobs.rs` through the real server (restart, cancel, replay).
+//! Tests: `tests/it/jobs.rs` through the real server (restart, cancel, replay).
 
 use std::{
     collections::HashMap,

@@ -7,7 +7,7 @@
 //! once, in order, across reconnects and restarts. It ends after the terminal event; a
 //! reconnect that already has it gets 204, so EventSource stops retrying.
 //!
-//! Tests: `tests/jobs.rs`.
+//! Tests: `tests/it/jobs.rs`.
 
 use axum::{
     extract::{Path, Query, State},
@@ -41,7 +41,18 @@ const LIST_LIMIT: i64 = 50;
 const REPLAY_PAGE: i64 = 500;
 
 /// The routes, with the queue started on `state`'s database (its workers run until shutdown).
-pub fn router(state: &AppState) -> Router<AppState> {
+pub fn router(jobs: Jobs) -> Router<AppState> {
+    Router::new()
+        .route("/api/jobs", post(create).get(list))
+        .route("/api/jobs/{id}", get(status))
+        .route("/api/jobs/{id}/cancel", post(cancel))
+        .route("/api/jobs/{id}/events", get(events))
+        .route("/api/audit/import", post(import))
+        .layer(Extension(jobs))
+}
+
+/// Starts the queue's workers for `state`: once per process, at start-up.
+pub fn start(state: &AppState) -> Jobs {
     let workers = state.config.job_workers.unwrap_or(JOB_WORKERS_DEFAULT);
     let limits = &state.config.limits;
     let queue = QueueLimits {
@@ -54,21 +65,14 @@ pub fn router(state: &AppState) -> Router<AppState> {
     // An SQLite file with no Redis is one process's: what it left running is requeued at
     // start. With Redis, instances share the file (or PostgreSQL): only expired leases are.
     let sole = state.store.backend() == Backend::Sqlite && state.config.redis_url.is_none();
-    let jobs = Jobs::start(
+    Jobs::start(
         state.store.clone(),
         state.bus.clone(),
         state.signer.clone(),
         state.shutdown.clone(),
         queue,
         sole,
-    );
-    Router::new()
-        .route("/api/jobs", post(create).get(list))
-        .route("/api/jobs/{id}", get(status))
-        .route("/api/jobs/{id}/cancel", post(cancel))
-        .route("/api/jobs/{id}/events", get(events))
-        .route("/api/audit/import", post(import))
-        .layer(Extension(jobs))
+    )
 }
 
 fn bad(param: &str, message: impl std::fmt::Display) -> ApiError {

@@ -4,7 +4,7 @@
 //! - `server` (ssr): `POST /api/notifications`, `GET /api/notifications/events`.
 //! - `view` and `client`: `<Toasts/>` (in the app shell) and the admin's `<NotifyForm/>`.
 //!
-//! Tests: `tests/chat.rs`; `end2end/tests/chat.spec.ts`.
+//! Tests: `tests/it/chat.rs`; `end2end/tests/chat.spec.ts`.
 
 #[cfg(feature = "ssr")]
 mod server;

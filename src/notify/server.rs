@@ -5,7 +5,7 @@
 //! subscriber of the event stream gets an SSE `notification` event. A stream that
 //! reconnects with `Last-Event-ID` first gets what it missed (a few at most).
 //!
-//! Tests: `tests/chat.rs` (notifications reach sockets and streams).
+//! Tests: `tests/it/chat.rs` (notifications reach sockets and streams).
 
 use axum::{
     extract::{Query, State},

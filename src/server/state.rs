@@ -67,7 +67,7 @@ impl FromRef<AppState> for LeptosOptions {
 }
 
 impl AppState {
-    /// Opens the database (migrating it), loads or creates the signing key (`server::secret`),
+    /// Opens the database (migrating it), loads or creates the signing key (`server::access::secret`),
     /// connects Redis where configured, and works out the admin setup token.
     pub async fn new(
         config: Config,

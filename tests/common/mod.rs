@@ -4,8 +4,6 @@
 //!
 //! Each server runs on the runtime of the test that started it, and ends with it.
 
-#![allow(dead_code)]
-
 use std::sync::{
     atomic::{AtomicBool, AtomicU64, Ordering},
     Arc,
@@ -478,6 +476,41 @@ impl Sse {
             }
         }
     }
+}
+
+/// Whether a test that needs `program` (a service it starts itself: `redis-server`, nginx,
+/// PostgreSQL's `initdb`) must skip because it is not installed. It says so on stderr, so a
+/// plain `cargo test` on a machine without the services stays green and tells why;
+/// `TIDINGS_TEST_SERVICES=required` (set by `scripts/test.sh`, which installs them) makes a
+/// missing one a failure instead.
+pub fn skip_without(program: &str, installed: bool) -> bool {
+    if installed {
+        return false;
+    }
+    assert!(
+        std::env::var("TIDINGS_TEST_SERVICES").as_deref() != Ok("required"),
+        "this test needs {program}, which is not installed (scripts/setup.sh installs it)"
+    );
+    eprintln!(
+        "skipped: this test needs {program}, which is not installed here; \
+         scripts/setup.sh installs it and scripts/test.sh runs the test"
+    );
+    true
+}
+
+/// Whether `program` runs (found on `PATH` or at the given path).
+pub fn runs(program: &str) -> bool {
+    std::process::Command::new(program)
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok()
+}
+
+/// Skips (see [`skip_without`]) unless `redis-server` is installed.
+pub fn skip_without_redis() -> bool {
+    skip_without("redis-server", runs("redis-server"))
 }
 
 /// A `redis-server` of this test's own, stopped when dropped.

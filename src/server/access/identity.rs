@@ -8,7 +8,7 @@
 //!
 //! The cookie holds 32 random bytes; the database keeps only their SHA-256, so a leaked
 //! database holds no usable session. Each request looks its session up once (cached in the
-//! request's extensions). Tests: `tests/auth.rs` drives these through the real server.
+//! request's extensions). Tests: `tests/it/auth.rs` drives these through the real server.
 
 use std::net::SocketAddr;
 
@@ -188,7 +188,7 @@ impl FromRequestParts<AppState> for StreamUser {
 }
 
 /// The client's address as rate limits and audit rows count it (see [`address_key`]): the
-/// peer, or what trusted proxies say (`server::forwarded`); `unknown` when the server was
+/// peer, or what trusted proxies say (`server::edge::forwarded`); `unknown` when the server was
 /// not started with connect info, as in `oneshot` tests. Never refuses.
 #[derive(Clone, Debug)]
 pub struct ClientAddr(pub String);

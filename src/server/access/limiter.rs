@@ -12,7 +12,7 @@
 //! goes). With Redis, [`SharedLimiter`] keeps the window there, so every instance counts
 //! together.
 //!
-//! Tests: `cargo test --features ssr server::limiter`.
+//! Tests: `cargo test --features ssr server::access::limiter`.
 
 use std::{
     collections::{HashMap, VecDeque},

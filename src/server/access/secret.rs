@@ -13,7 +13,7 @@
 //!   key in, and a key in the database is what we are avoiding.
 //! - Unset, on an in-memory SQLite database: a random key for this process.
 //!
-//! Tests: `cargo test --features ssr server::secret`.
+//! Tests: `cargo test --features ssr server::access::secret`.
 
 use std::{
     io::Write,

@@ -16,8 +16,8 @@
 //!   messages), the sessions still held are checked against the database, so a logout heard
 //!   by nobody is caught within that time.
 //!
-//! Tests: the unit tests below; `tests/auth.rs` (logout closes a socket and a stream, on two
-//! instances in `tests/scale.rs`).
+//! Tests: the unit tests below; `tests/it/auth.rs` (logout closes a socket and a stream, on two
+//! instances in `tests/it/scale.rs`).
 
 use std::{
     collections::HashMap,

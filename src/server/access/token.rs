@@ -6,7 +6,7 @@
 //! Verifying checks the signature (in constant time), then the expiry; the caller then checks
 //! that the session still exists, so logout revokes every token it issued.
 //!
-//! Tests: `cargo test --features ssr server::token`.
+//! Tests: `cargo test --features ssr server::access::token`.
 
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
 use hmac::{Hmac, Mac};

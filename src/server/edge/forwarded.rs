@@ -10,7 +10,7 @@
 //! The [`client_info`] middleware works this out once per request and leaves a [`Client`] in
 //! its extensions; the login limit, the signup limit, audit rows and `Secure` cookies read it.
 //!
-//! Tests: the unit tests below; `tests/deploy.rs` through a real nginx.
+//! Tests: the unit tests below; `tests/it/deploy.rs` through a real nginx.
 
 use std::net::{IpAddr, SocketAddr};
 

@@ -8,7 +8,7 @@
 //! nonce, WebAssembly allowed to compile, no framing. Every response gets
 //! `X-Frame-Options: DENY`, `Referrer-Policy: same-origin` and `X-Content-Type-Options: nosniff`.
 //!
-//! Tests: the unit tests below; `tests/auth.rs` reads the headers; `end2end/tests/shell.spec.ts`
+//! Tests: the unit tests below; `tests/it/auth.rs` reads the headers; `end2end/tests/shell.spec.ts`
 //! checks that every page hydrates with no policy violation in the console.
 
 use std::sync::Arc;

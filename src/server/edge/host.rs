@@ -7,7 +7,7 @@
 //! `misdirected_request`. The health checks answer whatever the `Host` (a load balancer's
 //! probe names the instance by its address).
 //!
-//! Tests: the unit tests below; `tests/deploy.rs` over the real server.
+//! Tests: the unit tests below; `tests/it/deploy.rs` over the real server.
 
 use std::net::IpAddr;
 

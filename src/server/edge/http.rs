@@ -20,7 +20,7 @@
 //! `into_make_service_with_connect_info`. Shutdown stops accepting, asks every connection to
 //! finish (streams and sockets end on the same signal) and waits for them.
 //!
-//! Tests: the unit tests below (timeouts on a real socket); `tests/deploy.rs`.
+//! Tests: the unit tests below (timeouts on a real socket); `tests/it/deploy.rs`.
 
 use std::{
     convert::Infallible,

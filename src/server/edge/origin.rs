@@ -7,7 +7,7 @@
 //! SameSite=Lax cookie already keeps browsers from sending the session cross-site on those.
 //! This is the defence against CSRF and cross-site WebSocket hijacking.
 //!
-//! Tests: the unit tests below, and `tests/auth.rs` over the real server.
+//! Tests: the unit tests below, and `tests/it/auth.rs` over the real server.
 
 use axum::{
     extract::{Request, State},

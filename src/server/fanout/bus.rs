@@ -11,7 +11,7 @@
 //! Subscribe *before* reading the backlog from storage, then skip what the backlog already
 //! covered: that order leaves no gap between "read from the database" and "live".
 //!
-//! Tests: `cargo test --features ssr server::bus`.
+//! Tests: `cargo test --features ssr server::fanout::bus`.
 
 use std::{
     collections::HashMap,
@@ -28,7 +28,7 @@ pub const SUBSCRIBER_QUEUE: usize = 1024;
 /// The topic every notification goes to (contract, "Notifications").
 pub const NOTIFICATIONS: &str = "notifications";
 
-/// The topic on which every instance hears of ended sessions (`server::streams`).
+/// The topic on which every instance hears of ended sessions (`server::access::streams`).
 pub const SESSIONS: &str = "sessions";
 
 /// The topic on which instances tell each other who is present where (the chat hub's own).
@@ -52,7 +52,7 @@ pub struct Envelope {
     pub data: Bytes,
     /// The topic's stored ids run 1, 2, 3… without holes (a chat room's messages): a bus that
     /// relays between instances puts them back in id order before delivering (see
-    /// [`crate::server::reorder`]).
+    /// [`crate::server::fanout::reorder`]).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub ordered: bool,
 }

@@ -15,7 +15,7 @@
 //! `Lagged(0)`, see [`RESYNC`]); a publisher that failed to send tells every instance the same
 //! once it can send again.
 //!
-//! Tests: `cargo test --features ssr server::redis_bus` (encoding); `tests/scale.rs` runs two
+//! Tests: `cargo test --features ssr server::fanout::redis_bus` (encoding); `tests/it/scale.rs` runs two
 //! instances on one Redis (scripts/test.sh starts one).
 
 use std::{
@@ -43,7 +43,7 @@ const QUEUE: usize = 16 * 1024;
 /// Envelopes sent to Redis in one round trip at most.
 const PIPELINE: usize = 256;
 /// How long an early envelope of an ordered topic waits for the one before it (see
-/// [`crate::server::reorder`]): well over a Redis hop, well under what a reader would notice.
+/// [`crate::server::fanout::reorder`]): well over a Redis hop, well under what a reader would notice.
 const REORDER_WAIT: Duration = Duration::from_millis(250);
 /// How long connecting (at start, and each reconnect) or one command may take.
 const TIMEOUT: Duration = Duration::from_secs(3);

@@ -15,7 +15,7 @@
 //! Memory is bounded: past [`HELD_MAX`] envelopes held for a topic they all go out, and topics
 //! quiet for [`FORGET_AFTER`] are forgotten.
 //!
-//! Tests: `cargo test --features ssr server::reorder`.
+//! Tests: `cargo test --features ssr server::fanout::reorder`.
 
 use std::{
     collections::{BTreeMap, HashMap},

@@ -20,7 +20,7 @@
 //! [`live_connections`] counts open streams for the metrics (an atomic, nothing on the hot
 //! path but one add and one subtract per connection).
 //!
-//! Tests: `cargo test --features ssr server::sse` checks the encoding against the independent
+//! Tests: `cargo test --features ssr server::fanout::sse` checks the encoding against the independent
 //! WHATWG parser of the `eventsource-stream` crate, with the bytes split at every position.
 
 use std::{
@@ -165,7 +165,7 @@ pub struct SseOptions {
     /// counts a slow client, instead of holding the producer, and what it holds, forever.
     /// `None`: wait as long as the client is connected.
     pub send_limit: Option<Duration>,
-    /// The stream's place among its user's connections (`server::streams`): kept while the
+    /// The stream's place among its user's connections (`server::access::streams`): kept while the
     /// stream lives, and the stream ends when its session does.
     pub held: Option<Arc<Held>>,
 }

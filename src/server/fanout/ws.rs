@@ -5,7 +5,7 @@
 //! alone would make each idle connection cost about 144 kB; with a 1 KiB read buffer, and a write
 //! buffer that only grows while a burst is being written, it is a few kB.
 //!
-//! Tests: `tests/chat.rs` (limits, counters), `benches/chat.rs` (memory per socket).
+//! Tests: `tests/it/chat.rs` (limits, counters), `benches/chat.rs` (memory per socket).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

@@ -17,7 +17,7 @@
 //! Dependencies' debug and trace records are not kept (only their info and above): hyper logs
 //! each write at debug, and a log tail that logged its own writes would feed itself.
 //!
-//! Tests: `cargo test --features ssr server::logs`; `tests/dashboard.rs` reads the stream.
+//! Tests: `cargo test --features ssr server::observe::logs`; `tests/it/dashboard.rs` reads the stream.
 
 use std::{
     collections::{BTreeMap, VecDeque},

@@ -9,7 +9,7 @@
 //! and publishes the sample on a `watch` channel: every dashboard shares that one sample, so a
 //! hundred open dashboards cost the server no more than one.
 //!
-//! Tests: `cargo test --features ssr server::metrics`; `tests/dashboard.rs` reads the stream.
+//! Tests: `cargo test --features ssr server::observe::metrics`; `tests/it/dashboard.rs` reads the stream.
 
 use std::{
     sync::{

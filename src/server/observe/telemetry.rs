@@ -1,7 +1,7 @@
 //! Structured logs with `tracing`: `RUST_LOG` picks the console's levels (default `info`), and
 //! `TIDINGS_LOG_FORMAT=json` switches it to one JSON object per line for log collectors.
 //!
-//! The admin's log tail (`server::logs`) has a filter of its own, `TIDINGS_LOG_TAIL` (same
+//! The admin's log tail (`server::observe::logs`) has a filter of its own, `TIDINGS_LOG_TAIL` (same
 //! syntax, default `info`): a console kept quiet at `warn` still leaves the dashboard the
 //! server's requests and events.
 

@@ -2,7 +2,7 @@
 //! after its connection is cut, stops on 204, keeps its place in a state file across
 //! restarts, and does not retry a 4xx.
 
-mod common;
+use crate::common;
 
 use std::{process::Stdio, sync::atomic::Ordering};
 

@@ -4,7 +4,7 @@
 //!
 //! Run: `cargo test --features ssr --test chat_cli`.
 
-mod common;
+use crate::common;
 
 use std::{process::Stdio, sync::Arc, time::Duration};
 

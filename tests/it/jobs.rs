@@ -2,7 +2,7 @@
 //! Last-Event-ID, 204 after the end, cancel, owner-only access, bad input, and a job that
 //! survives a restart of the server.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

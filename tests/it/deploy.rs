@@ -1,9 +1,9 @@
 //! Safe to deploy (contract, "Deployment and hardening"), over the real server: the Host
 //! check, trusted proxies, admin bootstrap, signup limits, security headers, per-user quotas,
 //! ended sessions ending their connections, fair and bounded jobs, and protocol errors on the
-//! socket. Through a real nginx: `tests/proxy.rs`.
+//! socket. Through a real nginx: `tests/it/proxy.rs`.
 
-mod common;
+use crate::common;
 
 use std::{net::IpAddr, time::Duration};
 

@@ -5,7 +5,7 @@
 //! free loopback port and stops it at the end. The instances share a fresh PostgreSQL database
 //! when `TIDINGS_TEST_POSTGRES` is set (`scripts/test.sh`'s second run), else one SQLite file.
 
-mod common;
+use crate::common;
 
 use std::{sync::Arc, time::Duration};
 
@@ -60,6 +60,9 @@ async fn next_of(ws: &mut Ws, kind: &str) -> Value {
 /// An event stream's events as (name, id, data).
 #[tokio::test]
 async fn a_message_on_one_instance_reaches_every_transport_on_the_other() {
+    if common::skip_without_redis() {
+        return;
+    }
     let redis = Redis::start();
     let (a, b, _db) = two_instances(&redis).await;
     let ann = a.user("scale_ann").await;
@@ -112,6 +115,9 @@ async fn a_message_on_one_instance_reaches_every_transport_on_the_other() {
 
 #[tokio::test]
 async fn a_job_created_on_one_instance_is_watched_on_the_other() {
+    if common::skip_without_redis() {
+        return;
+    }
     let redis = Redis::start();
     let (a, b, _db) = two_instances(&redis).await;
     let ann = a.user("scale_jobs").await;
@@ -147,6 +153,9 @@ async fn a_job_created_on_one_instance_is_watched_on_the_other() {
 
 #[tokio::test]
 async fn an_instance_cut_off_from_redis_says_so_and_catches_up_after() {
+    if common::skip_without_redis() {
+        return;
+    }
     let mut redis = Redis::start();
     let (a, b, _db) = two_instances(&redis).await;
     let ann = a.user("scale_cut").await;
@@ -266,6 +275,9 @@ impl Drop for Killed {
 
 #[tokio::test]
 async fn kill_9_of_an_instance_mid_job_loses_nothing() {
+    if common::skip_without_redis() {
+        return;
+    }
     let redis = Redis::start();
     let dir = tempfile::tempdir().unwrap();
     let database = fresh_database(dir.path()).await;
@@ -433,6 +445,9 @@ async fn kill_9_of_an_instance_mid_job_loses_nothing() {
 
 #[tokio::test]
 async fn the_failed_login_limit_is_shared_by_the_instances() {
+    if common::skip_without_redis() {
+        return;
+    }
     let redis = Redis::start();
     let (a, b, _db) = two_instances(&redis).await;
     a.user("scale_guess").await;
@@ -480,6 +495,9 @@ fn presence_of(data: Value) -> (String, String) {
 
 #[tokio::test]
 async fn presence_is_one_entry_per_user_across_instances() {
+    if common::skip_without_redis() {
+        return;
+    }
     let redis = Redis::start();
     let (a, b, _db) = two_instances(&redis).await;
     let ann = a.user("scale_ann_p").await;
@@ -525,6 +543,9 @@ async fn presence_is_one_entry_per_user_across_instances() {
 
 #[tokio::test]
 async fn the_users_of_an_instance_that_died_leave_after_its_presence_expires() {
+    if common::skip_without_redis() {
+        return;
+    }
     let redis = Redis::start();
     let (a, b, _db) = two_instances(&redis).await;
     let ann = a.user("scale_gone").await;
@@ -551,6 +572,9 @@ async fn the_users_of_an_instance_that_died_leave_after_its_presence_expires() {
 
 #[tokio::test]
 async fn logout_on_one_instance_closes_the_sessions_socket_on_the_other() {
+    if common::skip_without_redis() {
+        return;
+    }
     let redis = Redis::start();
     let (a, b, _dir) = two_instances(&redis).await;
     let ann = a.user("scale_bye").await;
@@ -590,6 +614,9 @@ async fn logout_on_one_instance_closes_the_sessions_socket_on_the_other() {
 
 #[tokio::test]
 async fn the_chat_rate_limit_holds_across_instances() {
+    if common::skip_without_redis() {
+        return;
+    }
     let redis = Redis::start();
     let (a, b, _dir) = two_instances(&redis).await;
     // Ten messages in one second, alternating instances; the eleventh, on either, is refused.

@@ -1,7 +1,7 @@
 //! Accounts over the real server: signup, login, logout, me, stream tokens, rate limits,
 //! origin checks, bad input, and the plain-form (JavaScript off) twins of the routes.
 
-mod common;
+use crate::common;
 
 use axum::{routing::get, Router};
 use common::{error_code, get_json, post_json, TestServer, PASSWORD};

@@ -6,7 +6,7 @@
 //! The servers run in this process, so the log ring is this process's: records are told apart
 //! by unique usernames and targets, and the test installs the same ring layer the binary does.
 
-mod common;
+use crate::common;
 
 use common::{error_code, plain_client, Got, Sse, TestServer};
 

@@ -1,7 +1,7 @@
 //! `tidings export`, the real binary: it streams a verified file, resumes by itself when its
 //! connection is cut mid-export (through a proxy that cuts it), and says clearly why it stops.
 
-mod common;
+use crate::common;
 
 use std::{process::Stdio, sync::atomic::Ordering};
 

@@ -1,7 +1,7 @@
 //! `GET /api/audit/export` and `GET /api/audit/count` through the real server: headers,
 //! every parameter and error, streaming before the end, disconnects, shutdown, resume.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -8,7 +8,7 @@
 //! - WebSockets upgrade through it, event streams arrive unbuffered;
 //! - the public origin is the only `Host` served.
 
-mod common;
+use crate::common;
 
 use std::{net::IpAddr, sync::Arc, time::Duration};
 
@@ -33,6 +33,13 @@ fn readme_config() -> String {
 struct Nginx {
     child: std::process::Child,
     _dir: tempfile::TempDir,
+}
+
+/// Debian's nginx, if installed.
+fn nginx() -> Option<&'static str> {
+    ["/usr/sbin/nginx", "nginx"]
+        .into_iter()
+        .find(|p| std::process::Command::new(p).arg("-v").output().is_ok())
 }
 
 impl Nginx {
@@ -66,10 +73,8 @@ impl Nginx {
              uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n{block}\n}}\n"
         );
         std::fs::write(dir.path().join("nginx.conf"), conf).unwrap();
-        let nginx = ["/usr/sbin/nginx", "nginx"]
-            .into_iter()
-            .find(|p| std::process::Command::new(p).arg("-v").output().is_ok())
-            .expect("nginx is installed (scripts/setup.sh installs Debian's nginx-light)");
+        let nginx =
+            nginx().expect("nginx is installed (scripts/setup.sh installs Debian's nginx-light)");
         let child = std::process::Command::new(nginx)
             .arg("-p")
             .arg(dir.path())
@@ -123,6 +128,9 @@ fn client_from(last: u8) -> (reqwest::Client, Arc<reqwest::cookie::Jar>) {
 
 #[tokio::test]
 async fn behind_nginx_one_guesser_is_refused_and_everyone_else_gets_in() {
+    if common::skip_without("nginx", nginx().is_some()) || common::skip_without_redis() {
+        return;
+    }
     let redis = Redis::start();
     let dir = tempfile::tempdir().unwrap();
     let database = fresh_database(dir.path()).await;

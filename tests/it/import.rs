@@ -3,7 +3,7 @@
 //! (warning with the line number, resumed from the last id, nothing lost), and from sources
 //! that must be refused.
 
-mod common;
+use crate::common;
 
 use std::{
     sync::{

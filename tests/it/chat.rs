@@ -16,7 +16,7 @@
 //!
 //! Run: `cargo test --features ssr --test chat`.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

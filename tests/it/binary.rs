@@ -1,7 +1,7 @@
 //! The real `tidings` binary: it serves, stops cleanly on SIGTERM, and refuses a bad
 //! configuration at start with a message that names the problem.
 
-mod common;
+use crate::common;
 
 use std::{process::Command, time::Duration};
 
