@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # Command 2: set everything up, then run every test:
+#   0. gates: `cargo fmt --check`, clippy with warnings as errors for the server (every target)
+#      and the browser (wasm32) builds, and no dependency that the code never names,
 #   1. unit tests beside the code and integration tests in tests/ (real server on 127.0.0.1:0),
 #      then the integration tests again on a throwaway PostgreSQL (scripts/postgres.sh),
 #   2. Playwright specs in end2end/ driving the real binary in Chromium, on a dedicated port
@@ -11,6 +13,12 @@ source scripts/env.sh
 # setup.sh installed PostgreSQL, Redis and nginx: a test that finds one missing fails here
 # instead of skipping, as it does under a plain `cargo test`.
 export TIDINGS_TEST_SERVICES=required
+
+printf '\n==> Gates: formatting, lints (server and browser builds), dependencies\n'
+cargo fmt --all --check
+cargo clippy --all-targets --features ssr -- -D warnings
+cargo clippy --lib --features hydrate --target wasm32-unknown-unknown -- -D warnings
+./scripts/check-deps.sh
 
 printf '\n==> Unit and integration tests\n'
 cargo test --features ssr

@@ -13,6 +13,8 @@
 //! - `cli` (ssr): the command-line clients (`tidings export`), beside the features.
 //! - `server` (ssr): infrastructure that knows no feature: config, state, storage, errors,
 //!   identity, origin checks, shutdown, health, logging.
+//! - `retry` (ssr): the retry policy every client of another server follows (the command-line
+//!   clients, the import job, the job event writer), below both `cli` and `server`.
 //! - `protocol`: wire types only, for wasm32 and native alike.
 //! - `fetch`: the browser's `fetch` helpers every page's client shares (refusal sentences,
 //!   a JSON POST); like `protocol`, below the features.
@@ -33,6 +35,8 @@ pub mod guide;
 pub mod jobs;
 pub mod notify;
 pub mod protocol;
+#[cfg(feature = "ssr")]
+pub mod retry;
 #[cfg(feature = "ssr")]
 pub mod routes;
 #[cfg(feature = "ssr")]

@@ -40,7 +40,7 @@ async fn main() -> std::process::ExitCode {
         Chat(tidings::cli::chat::ChatArgs),
         /// Manage accounts in DATABASE_URL's database (`users add NAME [--admin]`).
         #[command(subcommand)]
-        Users(tidings::cli::users::UsersCommand),
+        Users(tidings::auth::users::UsersCommand),
     }
 
     let _ = dotenvy::dotenv();
@@ -51,7 +51,7 @@ async fn main() -> std::process::ExitCode {
         Command::Export(args) => tidings::cli::export::run(args).await.map(|_| ()),
         Command::Tail(args) => tidings::cli::tail::run(args).await.map(|_| ()),
         Command::Chat(args) => tidings::cli::chat::run(args).await,
-        Command::Users(command) => tidings::cli::users::run(command).await,
+        Command::Users(command) => tidings::auth::users::run(command).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

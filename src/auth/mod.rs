@@ -4,6 +4,8 @@
 //!   same fields when JavaScript is off (then it answers with a 303 redirect instead of JSON).
 //! - `client`: the same calls from the hydrated page with `fetch` (runs only in the browser).
 //! - `view`: the login and signup pages, the signed-in user's menu.
+//! - `users` (ssr): `tidings users add NAME [--admin]`, an account made straight in the
+//!   database.
 //!
 //! Tests: `tests/it/auth.rs` (the routes over a real server), `end2end/tests/auth.spec.ts`
 //! (the pages in Chromium, JavaScript on and off).
@@ -11,6 +13,8 @@
 mod client;
 #[cfg(feature = "ssr")]
 mod server;
+#[cfg(feature = "ssr")]
+pub mod users;
 mod view;
 
 #[cfg(feature = "ssr")]

@@ -19,9 +19,10 @@ use anyhow::Context;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::{backoff, http_client, login, refusal, retryable, Connection};
-use crate::{
-    export::format::{csv_record, CSV_HEADER},
-    protocol::{ndjson::LineDecoder, ExportCount, ExportLineRef, ExportQuery},
+use crate::protocol::{
+    csv::{csv_record, CSV_HEADER},
+    ndjson::LineDecoder,
+    ExportCount, ExportLineRef, ExportQuery,
 };
 
 /// What the output file holds.

@@ -7,22 +7,23 @@
 //!   drops and restarts ([`tail`]).
 //! - `tidings chat`: a terminal chat over the WebSocket (tokio-tungstenite) that reconnects
 //!   and resumes after the last message shown ([`chat`]).
-//! - `tidings users add NAME [--admin]`: the one subcommand that talks to the database instead
-//!   of a server, to create the first admin without the setup token ([`users`]).
+//!
+//! These import only `protocol` and `retry`, never the server or a feature. (`tidings users
+//! add` and `tidings seed` talk to the database, not to a server: they live with their
+//! features, `auth::users` and `export::seed`.)
 //!
 //! Shared here: the HTTP client, signing in, and the refusal sentence. The retry policy
 //! every consumer follows (jittered exponential backoff; 4xx other than 408 and 429 are final)
-//! is `server::retry`, which the import job follows too.
+//! is `crate::retry`, which the import job follows too.
 //!
 //! Tests: `tests/it/export_cli.rs` and `tests/it/tail_cli.rs` run the real binary through a proxy
-//! that cuts its connection; the retry policy's unit tests are in `server::retry`.
+//! that cuts its connection; the retry policy's unit tests are in `crate::retry`.
 
 pub mod chat;
 pub mod export;
 pub mod tail;
-pub mod users;
 
-pub use crate::server::retry::{backoff, retryable};
+pub use crate::retry::{backoff, retryable};
 
 use std::time::Duration;
 

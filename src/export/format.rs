@@ -8,18 +8,21 @@
 //! Times are formatted once per second and the milliseconds appended. Rows are grouped into
 //! chunks of `flush_every` rows, each chunk one write on the wire.
 //!
-//! The server's export and the command-line consumer (writing CSV from a verified NDJSON
-//! stream) share this writer. Tests: `cargo test --features ssr export::format` checks every
+//! A CSV record is written by `protocol::csv`, which the command-line consumer (writing CSV
+//! from a verified NDJSON stream) uses too. Tests: `cargo test --features ssr export::format` checks every
 //! line against serde_json and every record against the CSV rules.
 
 use std::collections::VecDeque;
 
 use bytes::Bytes;
 
-use crate::{export::store::AuditSink, protocol::ExportFormat};
-
-/// The CSV header row.
-pub const CSV_HEADER: &[u8] = b"id,at,action,user,detail\r\n";
+use crate::{
+    export::store::AuditSink,
+    protocol::{
+        csv::{csv_record, CSV_HEADER},
+        ExportFormat,
+    },
+};
 
 /// Formats rows and cuts them into chunks of `flush_every` rows.
 pub struct RowWriter {
@@ -201,42 +204,6 @@ fn json_string(out: &mut Vec<u8>, s: &[u8]) {
     } else {
         let text = String::from_utf8_lossy(s);
         serde_json::to_writer(out, text.as_ref()).expect("writing to a Vec");
-    }
-}
-
-/// Appends one CSV record `id,at,action,user,detail` ending in CRLF.
-pub fn csv_record(out: &mut Vec<u8>, id: i64, at: &str, action: &str, user: &str, detail: &str) {
-    out.extend_from_slice(itoa::Buffer::new().format(id).as_bytes());
-    for field in [at, action, user, detail] {
-        out.push(b',');
-        csv_field(out, field);
-    }
-    out.extend_from_slice(b"\r\n");
-}
-
-/// Appends `s` as a CSV field (RFC 4180): quoted, with quotes doubled, when it holds a comma,
-/// quote, CR or LF. A field that begins with `=`, `+`, `-`, `@`, tab or CR gets a leading `'`,
-/// so a spreadsheet opening the file shows it as text instead of running it as a formula
-/// (OWASP's CSV injection advice).
-fn csv_field(out: &mut Vec<u8>, s: &str) {
-    let formula = s.starts_with(['=', '+', '-', '@', '\t', '\r']);
-    if s.bytes().any(|b| matches!(b, b',' | b'"' | b'\r' | b'\n')) {
-        out.push(b'"');
-        if formula {
-            out.push(b'\'');
-        }
-        for part in s.split('"').enumerate() {
-            if part.0 > 0 {
-                out.extend_from_slice(b"\"\"");
-            }
-            out.extend_from_slice(part.1.as_bytes());
-        }
-        out.push(b'"');
-    } else {
-        if formula {
-            out.push(b'\'');
-        }
-        out.extend_from_slice(s.as_bytes());
     }
 }
 

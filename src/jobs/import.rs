@@ -36,7 +36,8 @@ use crate::{
         ndjson::{LineDecoder, DEFAULT_MAX_LINE},
         ExportLineRef,
     },
-    server::{clock, retry, ApiError, AppState, CurrentUser},
+    retry,
+    server::{clock, ApiError, AppState, CurrentUser},
 };
 
 /// Rows inserted per batch (and per progress event).

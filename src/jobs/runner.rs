@@ -29,11 +29,11 @@ use tokio_util::sync::CancellationToken;
 use super::store::{JobRow, NewJobEvent};
 use crate::{
     protocol::jobs::{CreateJob, JobEventData, JobEventKind, JobState},
+    retry,
     server::{
         access::token::Signer,
         clock,
         fanout::bus::{Bus, Envelope},
-        retry,
         storage::Store,
         Shutdown,
     },

@@ -11,6 +11,7 @@
 pub mod audit;
 pub mod auth;
 pub mod chat;
+pub mod csv;
 pub mod error;
 pub mod jobs;
 pub mod metrics;

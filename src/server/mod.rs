@@ -14,7 +14,6 @@ pub mod edge;
 pub mod error;
 pub mod fanout;
 pub mod observe;
-pub mod retry;
 pub mod shutdown;
 pub mod state;
 pub mod storage;

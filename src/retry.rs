@@ -2,7 +2,7 @@
 //! import job, the job event writer): jittered exponential backoff, and which statuses are
 //! worth another try.
 //!
-//! Tests: `cargo test --features ssr server::retry`.
+//! Tests: `cargo test --features ssr retry::`.
 
 use std::time::Duration;
 

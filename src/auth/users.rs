@@ -31,7 +31,7 @@ pub async fn run(command: UsersCommand) -> anyhow::Result<()> {
             })?;
             let config = Config::from_env()?;
             let store = Store::connect(&config.database_url).await?;
-            let created = crate::auth::create_account(&store, &name, &password, admin).await;
+            let created = super::create_account(&store, &name, &password, admin).await;
             store.close().await;
             created?;
             let role = if admin || config.admins.contains(&name) {
