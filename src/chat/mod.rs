@@ -15,11 +15,17 @@
 #[cfg(feature = "ssr")]
 pub mod hub;
 #[cfg(feature = "ssr")]
+mod presence;
+#[cfg(feature = "ssr")]
 mod server;
 #[cfg(feature = "ssr")]
 pub mod session;
 #[cfg(feature = "ssr")]
 pub mod store;
+#[cfg(feature = "ssr")]
+mod wire;
+#[cfg(feature = "ssr")]
+mod writer;
 
 #[cfg(feature = "ssr")]
 pub use server::{router, start};
