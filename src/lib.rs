@@ -10,6 +10,7 @@
 //!   `export` (the audit log streamed as NDJSON or CSV, its viewer, its seeding command),
 //!   `jobs` (durable jobs watched over SSE or polling), `chat` (rooms over WebSocket, SSE +
 //!   POST and polling, with presence), `notify` (admin notifications shown as toasts).
+//! - `settings` (ssr): every setting read once at start (the server's and each feature's).
 //! - `cli` (ssr): the command-line clients (`tidings export`), beside the features.
 //! - `server` (ssr): infrastructure that knows no feature: config, state, storage, errors,
 //!   identity, origin checks, shutdown, health, logging.
@@ -41,6 +42,8 @@ pub mod retry;
 pub mod routes;
 #[cfg(feature = "ssr")]
 pub mod server;
+#[cfg(feature = "ssr")]
+pub mod settings;
 
 /// Browser entry point: attaches the server-rendered page to the WASM app.
 #[cfg(feature = "hydrate")]

@@ -66,19 +66,22 @@ async fn main() -> std::process::ExitCode {
 #[cfg(feature = "ssr")]
 async fn serve() -> anyhow::Result<()> {
     use leptos::config::get_configuration;
-    use tidings::server::{AppState, Config, Shutdown};
+    use tidings::{
+        server::{AppState, Shutdown},
+        settings::Settings,
+    };
 
-    let config = Config::from_env()?;
+    let settings = Settings::from_env()?;
     let leptos_options = get_configuration(None)?.leptos_options;
     let addr = leptos_options.site_addr;
     let shutdown = Shutdown::new();
     shutdown.trigger_on_signals();
-    let state = AppState::new(config, leptos_options, shutdown).await?;
+    let state = AppState::new(settings.server.clone(), leptos_options, shutdown).await?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
     tracing::info!("listening on http://{}", listener.local_addr()?);
-    tidings::routes::serve(listener, state).await?;
+    tidings::routes::serve(listener, state, settings).await?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -37,24 +37,30 @@ use crate::{
         observe::health,
         ApiError, AppState,
     },
+    settings::Settings,
 };
 
-/// The services that run beside the routes (the chat's hub, the job queue's workers): started
-/// once per process, in [`serve`], and handed to the routers that use them.
+/// The services that run beside the routes (the chat's hub, the job queue's workers, the
+/// export's permits), each with its feature's settings: started once per process, in
+/// [`serve`], and handed to the routers that use them.
 #[derive(Clone)]
 pub struct Services {
     /// The chat's writer and presence.
     pub hub: chat::hub::Hub,
     /// The job queue and its workers.
     pub jobs: jobs::runner::Jobs,
+    /// The export's reader choice and running-export permits.
+    pub exports: export::Exports,
 }
 
 impl Services {
-    /// Starts every service for `state` (they stop with its shutdown signal).
-    pub fn start(state: &AppState) -> Self {
+    /// Starts every service for `state` with the features' `settings` (they stop with the
+    /// state's shutdown signal).
+    pub fn start(state: &AppState, settings: &Settings) -> Self {
         Self {
-            hub: chat::start(state),
-            jobs: jobs::start(state),
+            hub: chat::start(state, &settings.chat),
+            jobs: jobs::start(state, &settings.jobs),
+            exports: export::start(settings.export),
         }
     }
 }
@@ -64,7 +70,7 @@ impl Services {
 pub fn app(state: AppState, services: &Services) -> Router {
     let api = Router::new()
         .merge(auth::router())
-        .merge(export::router())
+        .merge(export::router(services.exports.clone()))
         .merge(jobs::router(services.jobs.clone()))
         .merge(chat::router(services.hub.clone()))
         .merge(notify::router())
@@ -170,16 +176,20 @@ fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
 /// workers marking their jobs) before it closes the database anyway.
 pub const DRAIN_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Serves `state` on `listener` until its shutdown signal fires, then waits (up to
+/// Serves `state` (its features set up with `settings`) on `listener` until its shutdown signal fires, then waits (up to
 /// [`DRAIN_LIMIT`]) for background work and closes the database.
-pub async fn serve(listener: TcpListener, state: AppState) -> std::io::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    settings: Settings,
+) -> std::io::Result<()> {
     let shutdown = state.shutdown.clone();
     let store = state.store.clone();
     if let Ok(addr) = listener.local_addr() {
         let _ = state.listening.set(addr);
     }
     let limits = HttpLimits::new(state.config.max_connections);
-    let services = Services::start(&state);
+    let services = Services::start(&state, &settings);
     let result = http::serve(listener, app(state, &services), limits, shutdown.clone()).await;
     shutdown.trigger();
     shutdown.drain(DRAIN_LIMIT).await;

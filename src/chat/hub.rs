@@ -19,6 +19,7 @@ pub use super::presence::{Presence, POLL_LEASE};
 pub use super::wire::{json, message_of, topic};
 use super::{
     presence::Presences,
+    settings::ChatConfig,
     store::NewChatMessage,
     writer::{write_loop, Pending, WRITE_QUEUE},
 };
@@ -27,7 +28,6 @@ use crate::{
     server::{
         access::limiter::SharedLimiter,
         clock,
-        config::ChatConfig,
         fanout::bus::{Bus, Subscription},
         shutdown::Shutdown,
         storage::Store,

@@ -23,6 +23,7 @@ use axum::{
 };
 use futures::StreamExt;
 
+use super::settings::ChatConfig;
 use super::{
     hub::{json, Hub, Resume},
     session::{self, READBACK_PAGE},
@@ -58,9 +59,9 @@ pub fn router(hub: Hub) -> Router<AppState> {
         .layer(Extension(hub))
 }
 
-/// Starts the chat's hub (its writer and presence) for `state`: once per process, at start-up.
-pub fn start(state: &AppState) -> Hub {
-    let chat = &state.config.chat;
+/// Starts the chat's hub (its writer and presence) for `state` with `chat`: once per process,
+/// at start-up.
+pub fn start(state: &AppState, chat: &ChatConfig) -> Hub {
     // One window for every instance with Redis; a message waits at most 250 ms for it.
     let rate = state
         .limiter(chat.rate_per_second, Duration::from_secs(1), "chat-rate")
@@ -96,6 +97,7 @@ async fn socket(
     let ends = session::Ends {
         shutdown: state.shutdown.clone(),
         signed_out: held.ended().clone(),
+        slow_client: state.config.slow_client,
     };
     let name = user.user.username;
     Ok(ws::configure(upgrade).on_upgrade(move |socket| async move {
@@ -227,7 +229,7 @@ async fn events(
         } else {
             SseOptions::default().retry.unwrap_or_default()
         }),
-        send_limit: Some(hub.config().slow_client),
+        send_limit: Some(state.config.slow_client),
         ..base
     };
     let page = READBACK_PAGE.min(hub.config().history);

@@ -113,12 +113,25 @@ fn error(message: impl Into<String>) -> Message {
 }
 
 /// How a connection ends besides its peer closing it.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Ends {
     /// The server is stopping (1001).
     pub shutdown: Shutdown,
     /// The session ended (1008 `Signed out.`): `server::access::streams`.
     pub signed_out: CancellationToken,
+    /// A socket that takes longer than this to accept one batch of writes is closed as too
+    /// slow (`TIDINGS_SLOW_CLIENT_MS`).
+    pub slow_client: Duration,
+}
+
+impl Default for Ends {
+    fn default() -> Self {
+        Self {
+            shutdown: Shutdown::default(),
+            signed_out: CancellationToken::default(),
+            slow_client: Duration::from_secs(10),
+        }
+    }
 }
 
 /// Runs one connection of `user` until either side ends it, the session ends or the server
@@ -434,7 +447,7 @@ async fn write_loop<S>(
 {
     let _dead_on_exit = dead.clone().drop_guard();
     let interval = hub.config().ping_interval;
-    let slow = hub.config().slow_client;
+    let slow = ends.slow_client;
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
     let mut room: Option<Room> = None;
     let mut burst: Vec<Message> = Vec::with_capacity(8);
@@ -637,7 +650,8 @@ async fn take(hub: &Hub, room: &mut Option<Room>, r: Received, burst: &mut Vec<M
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::server::{config::ChatConfig, fanout::bus::LocalBus, storage::Store};
+    use crate::chat::settings::ChatConfig;
+    use crate::server::{fanout::bus::LocalBus, storage::Store};
     use futures::channel::mpsc as fmpsc;
 
     struct Client {
@@ -671,7 +685,6 @@ mod tests {
         let store = Store::connect(&url).await.unwrap();
         let config = ChatConfig {
             presence_grace: Duration::from_millis(50),
-            slow_client: Duration::from_millis(300),
             ..ChatConfig::default()
         };
         (
@@ -822,7 +835,10 @@ mod tests {
             "slow".into(),
             Stuck,
             server_in,
-            Ends::default(),
+            Ends {
+                slow_client: Duration::from_millis(300),
+                ..Ends::default()
+            },
         ));
         to_server
             .unbounded_send(Ok(Message::Text(

@@ -18,9 +18,11 @@ pub mod seed;
 #[cfg(feature = "ssr")]
 mod server;
 #[cfg(feature = "ssr")]
+pub mod settings;
+#[cfg(feature = "ssr")]
 pub mod store;
 mod view;
 
 #[cfg(feature = "ssr")]
-pub use server::router;
+pub use server::{router, start, Exports};
 pub use view::ExportPage;

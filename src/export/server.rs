@@ -39,7 +39,10 @@ use tokio::sync::{mpsc, Semaphore};
 
 use super::format::RowWriter;
 use crate::{
-    export::store::{AuditFilter, AuditPages},
+    export::{
+        settings::ExportReader,
+        store::{AuditFilter, AuditPages},
+    },
     protocol::{
         audit::{
             AUDIT_ACTIONS, BATCH_DEFAULT, BATCH_MAX, BATCH_MIN, DELAY_MS_MAX, FLUSH_EVERY_MAX,
@@ -49,7 +52,6 @@ use crate::{
     server::{
         access::identity::{CurrentUser, StreamUser},
         clock,
-        config::ExportReader,
         observe::metrics,
         ApiError, AppState, Shutdown,
     },
@@ -63,18 +65,28 @@ pub const MAX_CONCURRENT_EXPORTS: usize = 16;
 const MAX_USER_FILTER: usize = 64;
 
 /// The export's routes.
-pub fn router() -> Router<AppState> {
+pub fn router(exports: Exports) -> Router<AppState> {
     Router::new()
         .route("/api/audit/export", get(export))
         .route("/api/audit/count", get(count))
-        .layer(Extension(ExportSlots(Arc::new(Semaphore::new(
-            MAX_CONCURRENT_EXPORTS,
-        )))))
+        .layer(Extension(exports))
 }
 
-/// Permits for running exports (one set per application).
-#[derive(Clone)]
-struct ExportSlots(Arc<Semaphore>);
+/// What the export's routes share: how they read SQLite, and the permits for running exports
+/// (one set per process). Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Exports {
+    reader: ExportReader,
+    slots: Arc<Semaphore>,
+}
+
+/// The export's shared part for `reader`: once per process, at start-up.
+pub fn start(reader: ExportReader) -> Exports {
+    Exports {
+        reader,
+        slots: Arc::new(Semaphore::new(MAX_CONCURRENT_EXPORTS)),
+    }
+}
 
 /// A validated export request.
 #[derive(Clone, Debug, PartialEq)]
@@ -290,20 +302,20 @@ async fn count(
 /// `GET /api/audit/export`.
 async fn export(
     State(state): State<AppState>,
-    Extension(slots): Extension<ExportSlots>,
+    Extension(exports): Extension<Exports>,
     user: StreamUser,
     headers: HeaderMap,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let user = admin(user)?;
     let mut params = read_params(&headers, query)?;
-    let permit = slots.0.clone().try_acquire_owned().map_err(|_| {
+    let permit = exports.slots.clone().try_acquire_owned().map_err(|_| {
         ApiError::Unavailable(format!(
             "{MAX_CONCURRENT_EXPORTS} exports are running already; try again in a moment."
         ))
     })?;
     params.filter.max_id = state.store.audit_max_id().await?;
-    let portable = state.config.export_reader == ExportReader::Sqlx;
+    let portable = exports.reader == ExportReader::Sqlx;
     let pages = state
         .store
         .audit_pages(&params.filter, portable)?

@@ -105,10 +105,11 @@ pub async fn create(
     // This server's own origins come from its configuration (or the port it listens on),
     // never from the request's Host, which the client chooses.
     let own: Vec<String> = state.own_origins();
-    let allowed: Vec<String> = if state.config.import_sources.is_empty() {
+    let sources = &jobs.config().import_sources;
+    let allowed: Vec<String> = if sources.is_empty() {
         own.iter().map(|o| format!("{o}/")).collect()
     } else {
-        state.config.import_sources.clone()
+        sources.clone()
     };
     // Stream tokens go only to this server's own routes.
     let origin = own

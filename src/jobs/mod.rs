@@ -19,6 +19,8 @@ pub mod runner;
 #[cfg(feature = "ssr")]
 mod server;
 #[cfg(feature = "ssr")]
+pub mod settings;
+#[cfg(feature = "ssr")]
 pub mod store;
 
 mod view;

@@ -26,7 +26,10 @@ use std::{
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio_util::sync::CancellationToken;
 
-use super::store::{JobRow, NewJobEvent};
+use super::{
+    settings::JobsConfig,
+    store::{JobRow, NewJobEvent},
+};
 use crate::{
     protocol::jobs::{CreateJob, JobEventData, JobEventKind, JobState},
     retry,
@@ -63,15 +66,14 @@ const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 /// Jobs deleted per statement batch when pruning.
 const PRUNE_BATCH: i64 = 500;
 
-/// How the queue shares its workers and how long it keeps ended jobs.
+/// How the queue shares its workers (`workers`, worked out from the settings) and how long it
+/// keeps ended jobs.
 #[derive(Clone, Copy, Debug)]
-pub struct QueueLimits {
-    /// Workers running jobs at once.
-    pub workers: usize,
+struct QueueLimits {
     /// Jobs of one owner running at once at most (on every instance together).
-    pub running_per_owner: usize,
+    running_per_owner: usize,
     /// Ended jobs older than this are deleted with their events.
-    pub retention: Duration,
+    retention: Duration,
 }
 
 /// The queue: cheap to clone, shared by the routes and the workers.
@@ -88,6 +90,8 @@ struct Inner {
     /// This process's name in `claimed_by`.
     instance: String,
     limits: QueueLimits,
+    /// The queue's settings (per-user limits, import sources).
+    config: JobsConfig,
     /// Wakes one idle worker when a job is queued.
     wake: Notify,
     writer: mpsc::Sender<Write>,
@@ -110,6 +114,11 @@ impl std::fmt::Debug for Jobs {
 }
 
 impl Jobs {
+    /// The settings this queue runs with.
+    pub fn config(&self) -> &JobsConfig {
+        &self.inner.config
+    }
+
     /// Starts the queue: the writer, then (once the jobs a previous process left running are
     /// queued again) `workers` workers and the sweeper, all tracked by `shutdown`.
     /// `sole_instance`: nobody else can be running jobs on this database (an SQLite file),
@@ -119,10 +128,16 @@ impl Jobs {
         bus: Arc<dyn Bus>,
         signer: Arc<Signer>,
         shutdown: Shutdown,
-        limits: QueueLimits,
+        config: JobsConfig,
         sole_instance: bool,
     ) -> Self {
-        let workers = limits.workers;
+        let workers = config.workers.unwrap_or(JOB_WORKERS_DEFAULT);
+        let limits = QueueLimits {
+            running_per_owner: config
+                .running_per_user
+                .map_or((workers / 2).max(1), |n| n as usize),
+            retention: config.retention,
+        };
         let (writer, rx) = mpsc::channel(WRITE_QUEUE);
         let mut nonce = [0u8; 6];
         let _ = getrandom::getrandom(&mut nonce);
@@ -139,6 +154,7 @@ impl Jobs {
                 shutdown: shutdown.clone(),
                 instance,
                 limits,
+                config,
                 wake: Notify::new(),
                 writer,
                 running: Mutex::new(HashMap::new()),

@@ -18,8 +18,11 @@ use axum::{
 };
 use serde_json::json;
 
-use super::runner::{topic, Jobs, QueueLimits, JOB_WORKERS_DEFAULT};
 use super::store::JobRow;
+use super::{
+    runner::{topic, Jobs},
+    settings::JobsConfig,
+};
 use crate::{
     protocol::jobs::{
         CreateJob, ImportRequest, JobCreated, JobEventKind, JobList, JobState, JobStatus,
@@ -51,17 +54,8 @@ pub fn router(jobs: Jobs) -> Router<AppState> {
         .layer(Extension(jobs))
 }
 
-/// Starts the queue's workers for `state`: once per process, at start-up.
-pub fn start(state: &AppState) -> Jobs {
-    let workers = state.config.job_workers.unwrap_or(JOB_WORKERS_DEFAULT);
-    let limits = &state.config.limits;
-    let queue = QueueLimits {
-        workers,
-        running_per_owner: limits
-            .running_jobs_per_user
-            .map_or((workers / 2).max(1), |n| n as usize),
-        retention: limits.job_retention,
-    };
+/// Starts the queue's workers for `state` with `config`: once per process, at start-up.
+pub fn start(state: &AppState, config: &JobsConfig) -> Jobs {
     // An SQLite file with no Redis is one process's: what it left running is requeued at
     // start. With Redis, instances share the file (or PostgreSQL): only expired leases are.
     let sole = state.store.backend() == Backend::Sqlite && state.config.redis_url.is_none();
@@ -70,7 +64,7 @@ pub fn start(state: &AppState) -> Jobs {
         state.bus.clone(),
         state.signer.clone(),
         state.shutdown.clone(),
-        queue,
+        config.clone(),
         sole,
     )
 }
@@ -137,7 +131,7 @@ pub async fn queue(
     total: i64,
 ) -> Result<Response, ApiError> {
     let store = &state.store;
-    let max = state.config.limits.active_jobs_per_user;
+    let max = jobs.config().active_per_user;
     let now = clock::now_ms();
     let job = store
         .create_job_within(

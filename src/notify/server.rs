@@ -145,7 +145,7 @@ async fn events(
     let mut subscription = state.bus.subscribe(NOTIFICATIONS);
     let store = state.store.clone();
     let options = SseOptions {
-        send_limit: Some(state.config.chat.slow_client),
+        send_limit: Some(state.config.slow_client),
         ..SseOptions::for_user(&state, &user.0)?
     };
     Ok(sse::stream(

@@ -1,9 +1,11 @@
 //! Configuration from the environment (and a `.env` file, read by `main`).
 //!
-//! Every variable the contract names is read here and nowhere else, so the rest of the
-//! server takes a `Config` and tests build one by hand (`Config::for_tests`). A bad value
-//! fails at start with a sentence naming the variable: an operator learns of a typo before
-//! the first user does.
+//! [`Env`] is the one loader: it reads each variable, trims it, and checks numbers, durations
+//! and lists, failing with a sentence naming the variable (an operator learns of a typo at
+//! start, before the first user does). [`Config`] holds what the shared server needs; each
+//! feature reads its own settings through the same loader (`chat::settings`,
+//! `jobs::settings`, `export::settings`), and `crate::settings` puts them together once at
+//! start. Tests build a `Config` by hand (`Config::for_tests`).
 
 use std::{collections::HashSet, net::IpAddr, time::Duration};
 
@@ -55,21 +57,14 @@ pub struct Config {
     pub stream_token_ttl: Duration,
     /// `TIDINGS_SESSION_TTL` (seconds, default 30 days): how long a session lives.
     pub session_ttl: Duration,
-    /// `TIDINGS_EXPORT_READER`: how exports read SQLite. `auto` (default): a dedicated
-    /// rusqlite connection, the measured fast path; `sqlx`: the portable sqlx path that
-    /// PostgreSQL always uses (for comparing the two).
-    pub export_reader: ExportReader,
-    /// `TIDINGS_JOB_WORKERS` (1–256): jobs run at once. Unset: the queue's default.
-    pub job_workers: Option<usize>,
-    /// `TIDINGS_IMPORT_SOURCES`: URL prefixes imports may read from. Empty: this server's
-    /// own origin only (the public origins, else the address it listens on).
-    pub import_sources: Vec<String>,
     /// `TIDINGS_SSE_MAX_SECS` (default 600): an event stream ends after this long and the
     /// browser reconnects with `Last-Event-ID`, so no connection is pinned to one instance
     /// (or one proxy) forever. The end-to-end tests set it short to exercise reconnects.
     pub sse_max: Duration,
-    /// Chat tuning (rooms, presence, WebSocket health); see [`ChatConfig`].
-    pub chat: ChatConfig,
+    /// `TIDINGS_SLOW_CLIENT_MS` (default 10000): a WebSocket or event stream that takes
+    /// longer than this to accept one batch of writes is closed as too slow (it would
+    /// otherwise hold its queue forever).
+    pub slow_client: Duration,
     /// Per-user and per-address limits; see [`Limits`].
     pub limits: Limits,
     /// `TIDINGS_MAX_CONNECTIONS` (default 20000): open HTTP connections at most; more are
@@ -145,17 +140,6 @@ pub struct Limits {
     /// `TIDINGS_MAX_STREAMS_PER_USER` (default 64; 0: no limit): open WebSockets and event
     /// streams per user, on each instance.
     pub streams_per_user: u32,
-    /// `TIDINGS_MAX_ACTIVE_JOBS_PER_USER` (default 20; 0: no limit): queued or running jobs
-    /// per user.
-    pub active_jobs_per_user: u32,
-    /// `TIDINGS_MAX_RUNNING_JOBS_PER_USER`: jobs of one user running at once, counted over
-    /// every instance (the claim counts the database's running jobs). `None`: half of this
-    /// instance's workers (at least one), so one user's backlog never takes every worker from
-    /// the others.
-    pub running_jobs_per_user: Option<u32>,
-    /// `TIDINGS_JOB_RETENTION_DAYS` (default 7): jobs that ended longer ago are deleted with
-    /// their events.
-    pub job_retention: Duration,
 }
 
 impl Default for Limits {
@@ -163,9 +147,6 @@ impl Default for Limits {
         Self {
             signups_per_hour: 20,
             streams_per_user: 64,
-            active_jobs_per_user: 20,
-            running_jobs_per_user: None,
-            job_retention: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }
@@ -176,66 +157,36 @@ impl Limits {
         Self {
             signups_per_hour: 0,
             streams_per_user: 0,
-            active_jobs_per_user: 0,
-            ..Self::default()
         }
     }
 }
 
-/// How the chat behaves. Defaults suit people; tests shorten the waits.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ChatConfig {
-    /// `TIDINGS_CHAT_RATE` (default 10): messages a user may send per second (the contract's
-    /// `Slow down.` limit), across every instance when `REDIS_URL` is set. Load tests that
-    /// need one user to send more may raise it.
-    pub rate_per_second: u32,
-    /// `TIDINGS_CHAT_HISTORY` (default 1000): messages a room keeps.
-    pub history: i64,
-    /// `TIDINGS_PRESENCE_GRACE_MS` (default 5000): how long after a user's last connection
-    /// closes before the room hears `left` (a reload reconnects well within it).
-    pub presence_grace: Duration,
-    /// `TIDINGS_WS_PING_MS` (default 20000): a WebSocket is pinged after this long without
-    /// traffic, and closed when nothing arrives for twice as long (a vanished peer).
-    pub ping_interval: Duration,
-    /// `TIDINGS_SLOW_CLIENT_MS` (default 10000): a socket that takes longer than this to accept
-    /// one batch of writes is closed as too slow (it would otherwise hold its queue forever).
-    pub slow_client: Duration,
-}
+/// The one loader: reads variables through a lookup (the environment, or a map in tests).
+pub struct Env<'a>(Box<Lookup<'a>>);
 
-impl Default for ChatConfig {
-    fn default() -> Self {
-        Self {
-            rate_per_second: 10,
-            history: 1000,
-            presence_grace: Duration::from_secs(5),
-            ping_interval: Duration::from_secs(20),
-            slow_client: Duration::from_secs(10),
-        }
+/// How [`Env`] finds a variable's raw value.
+type Lookup<'a> = dyn Fn(&str) -> Option<String> + 'a;
+
+impl<'a> Env<'a> {
+    /// Reads the process's environment.
+    pub fn process() -> Env<'static> {
+        Env::from_fn(|name| std::env::var(name).ok())
     }
-}
 
-/// How the audit export reads an SQLite database (PostgreSQL always goes through sqlx).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum ExportReader {
-    /// rusqlite on SQLite files, sqlx otherwise.
-    #[default]
-    Auto,
-    /// sqlx everywhere.
-    Sqlx,
-}
+    /// Reads variables through `get` (a map in tests).
+    pub fn from_fn(get: impl Fn(&str) -> Option<String> + 'a) -> Self {
+        Self(Box::new(get))
+    }
 
-/// Reads variables through `get` (the environment, or a map in tests).
-struct Vars<F: Fn(&str) -> Option<String>>(F);
-
-impl<F: Fn(&str) -> Option<String>> Vars<F> {
-    fn get(&self, name: &str) -> Option<String> {
+    /// The variable's trimmed value; `None` when unset or blank.
+    pub fn get(&self, name: &str) -> Option<String> {
         (self.0)(name)
             .map(|v| v.trim().to_string())
             .filter(|v| !v.is_empty())
     }
 
     /// A whole number from `min` to `max`, or `default` when unset.
-    fn number(&self, name: &str, default: u64, min: u64, max: u64) -> anyhow::Result<u64> {
+    pub fn number(&self, name: &str, default: u64, min: u64, max: u64) -> anyhow::Result<u64> {
         match self.get(name) {
             None => Ok(default),
             Some(v) => v
@@ -250,7 +201,7 @@ impl<F: Fn(&str) -> Option<String>> Vars<F> {
 
     /// Seconds from 1 to a year. Capped there: larger values would overflow millisecond
     /// timestamps.
-    fn seconds(&self, name: &str, default: u64) -> anyhow::Result<Duration> {
+    pub fn seconds(&self, name: &str, default: u64) -> anyhow::Result<Duration> {
         match self.get(name) {
             None => Ok(Duration::from_secs(default)),
             Some(v) => v
@@ -266,12 +217,14 @@ impl<F: Fn(&str) -> Option<String>> Vars<F> {
         }
     }
 
-    fn millis(&self, name: &str, default: Duration) -> anyhow::Result<Duration> {
+    /// Milliseconds from 1 to an hour, or `default` when unset.
+    pub fn millis(&self, name: &str, default: Duration) -> anyhow::Result<Duration> {
         self.number(name, default.as_millis() as u64, 1, 3_600_000)
             .map(Duration::from_millis)
     }
 
-    fn list(&self, name: &str) -> Vec<String> {
+    /// A comma-separated list, each item trimmed, empty items dropped.
+    pub fn list(&self, name: &str) -> Vec<String> {
         split_list(self.get(name).as_deref())
     }
 }
@@ -279,28 +232,16 @@ impl<F: Fn(&str) -> Option<String>> Vars<F> {
 impl Config {
     /// Reads the environment. Fails with a sentence naming the variable on a bad value.
     pub fn from_env() -> anyhow::Result<Self> {
-        Self::from_vars(|name| std::env::var(name).ok())
+        Self::from(&Env::process())
     }
 
     /// Reads the variables `get` gives (the environment in [`from_env`](Self::from_env)).
     pub fn from_vars(get: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
-        let vars = Vars(get);
-        let chat = {
-            let d = ChatConfig::default();
-            ChatConfig {
-                rate_per_second: vars.number(
-                    "TIDINGS_CHAT_RATE",
-                    d.rate_per_second.into(),
-                    1,
-                    100_000,
-                )? as u32,
-                history: vars.number("TIDINGS_CHAT_HISTORY", d.history as u64, 1, 1_000_000)?
-                    as i64,
-                presence_grace: vars.millis("TIDINGS_PRESENCE_GRACE_MS", d.presence_grace)?,
-                ping_interval: vars.millis("TIDINGS_WS_PING_MS", d.ping_interval)?,
-                slow_client: vars.millis("TIDINGS_SLOW_CLIENT_MS", d.slow_client)?,
-            }
-        };
+        Self::from(&Env::from_fn(get))
+    }
+
+    /// Reads the shared server's variables from `vars`.
+    pub fn from(vars: &Env<'_>) -> anyhow::Result<Self> {
         let limits = {
             let d = Limits::default();
             Limits {
@@ -316,21 +257,6 @@ impl Config {
                     0,
                     1_000_000,
                 )? as u32,
-                active_jobs_per_user: vars.number(
-                    "TIDINGS_MAX_ACTIVE_JOBS_PER_USER",
-                    d.active_jobs_per_user.into(),
-                    0,
-                    1_000_000,
-                )? as u32,
-                running_jobs_per_user: match vars.get("TIDINGS_MAX_RUNNING_JOBS_PER_USER") {
-                    None => None,
-                    Some(_) => {
-                        Some(vars.number("TIDINGS_MAX_RUNNING_JOBS_PER_USER", 1, 1, 256)? as u32)
-                    }
-                },
-                job_retention: Duration::from_secs(
-                    vars.number("TIDINGS_JOB_RETENTION_DAYS", 7, 1, 36_500)? * 24 * 3600,
-                ),
             }
         };
         Ok(Self {
@@ -382,20 +308,8 @@ impl Config {
             },
             stream_token_ttl: vars.seconds("TIDINGS_STREAM_TOKEN_TTL", 300)?,
             session_ttl: vars.seconds("TIDINGS_SESSION_TTL", 30 * 24 * 3600)?,
-            export_reader: match vars.get("TIDINGS_EXPORT_READER").as_deref() {
-                None | Some("auto") => ExportReader::Auto,
-                Some("sqlx") => ExportReader::Sqlx,
-                Some(other) => {
-                    anyhow::bail!("TIDINGS_EXPORT_READER must be auto or sqlx, not {other:?}")
-                }
-            },
-            job_workers: match vars.get("TIDINGS_JOB_WORKERS") {
-                None => None,
-                Some(_) => Some(vars.number("TIDINGS_JOB_WORKERS", 16, 1, 256)? as usize),
-            },
-            import_sources: vars.list("TIDINGS_IMPORT_SOURCES"),
             sse_max: vars.seconds("TIDINGS_SSE_MAX_SECS", 600)?,
-            chat,
+            slow_client: vars.millis("TIDINGS_SLOW_CLIENT_MS", Duration::from_secs(10))?,
             limits,
             max_connections: vars.number("TIDINGS_MAX_CONNECTIONS", 20_000, 1, 10_000_000)?
                 as usize,
@@ -416,14 +330,8 @@ impl Config {
             secret: Some("tests-only secret, at least thirty-two bytes long".to_string()),
             stream_token_ttl: Duration::from_secs(300),
             session_ttl: Duration::from_secs(3600),
-            export_reader: ExportReader::Auto,
-            job_workers: Some(4),
-            import_sources: Vec::new(),
             sse_max: Duration::from_secs(600),
-            chat: ChatConfig {
-                presence_grace: Duration::from_millis(300),
-                ..ChatConfig::default()
-            },
+            slow_client: Duration::from_secs(10),
             limits: Limits::open(),
             max_connections: 20_000,
         }
@@ -549,8 +457,6 @@ mod tests {
         assert_eq!(c.limits, Limits::default());
         assert_eq!(c.limits.signups_per_hour, 20);
         assert_eq!(c.limits.streams_per_user, 64);
-        assert_eq!(c.limits.active_jobs_per_user, 20);
-        assert_eq!(c.limits.job_retention, Duration::from_secs(7 * 86_400));
         assert_eq!(c.max_connections, 20_000);
         assert!(c.public_origins.is_empty() && c.trusted_proxies.is_empty());
         assert_eq!(c.secret, None);
@@ -672,9 +578,6 @@ mod tests {
         let c = config(&[
             ("TIDINGS_SIGNUP_PER_HOUR", "0"),
             ("TIDINGS_MAX_STREAMS_PER_USER", "3"),
-            ("TIDINGS_MAX_ACTIVE_JOBS_PER_USER", "5"),
-            ("TIDINGS_MAX_RUNNING_JOBS_PER_USER", "2"),
-            ("TIDINGS_JOB_RETENTION_DAYS", "1"),
             ("TIDINGS_MAX_CONNECTIONS", "100"),
         ])
         .unwrap();
@@ -683,9 +586,6 @@ mod tests {
             Limits {
                 signups_per_hour: 0,
                 streams_per_user: 3,
-                active_jobs_per_user: 5,
-                running_jobs_per_user: Some(2),
-                job_retention: Duration::from_secs(86_400),
             }
         );
         assert_eq!(c.max_connections, 100);
@@ -694,8 +594,6 @@ mod tests {
             e.starts_with("TIDINGS_MAX_CONNECTIONS must be a whole number"),
             "{e}"
         );
-        let e = refusal(&[("TIDINGS_JOB_RETENTION_DAYS", "0")]);
-        assert!(e.starts_with("TIDINGS_JOB_RETENTION_DAYS"), "{e}");
     }
 
     #[test]

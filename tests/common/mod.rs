@@ -15,7 +15,10 @@ use tokio::{
 };
 
 use leptos::config::get_configuration;
-use tidings::server::{AppState, Config, Shutdown};
+use tidings::{
+    server::{AppState, Shutdown},
+    settings::Settings,
+};
 
 /// A running server.
 pub struct TestServer {
@@ -27,13 +30,13 @@ pub struct TestServer {
 }
 
 impl TestServer {
-    /// Starts a server with `Config::for_tests` (one admin called `admin`).
+    /// Starts a server with `Settings::for_tests` (one admin called `admin`).
     pub async fn start() -> Self {
         Self::start_with(|_| {}).await
     }
 
     /// Starts a server after `adjust` changed the test configuration.
-    pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
+    pub async fn start_with(adjust: impl FnOnce(&mut Settings)) -> Self {
         let dir = tempfile::tempdir().expect("temporary folder");
         let url = fresh_database(dir.path()).await;
         Self::start_in(dir, &url, adjust).await
@@ -41,7 +44,7 @@ impl TestServer {
 
     /// Starts a server on `database_url`, which other servers may share (instances of one
     /// deployment), after `adjust` changed the test configuration.
-    pub async fn start_on(database_url: &str, adjust: impl FnOnce(&mut Config)) -> Self {
+    pub async fn start_on(database_url: &str, adjust: impl FnOnce(&mut Settings)) -> Self {
         let dir = tempfile::tempdir().expect("temporary folder");
         Self::start_in(dir, database_url, adjust).await
     }
@@ -49,21 +52,21 @@ impl TestServer {
     async fn start_in(
         dir: tempfile::TempDir,
         database_url: &str,
-        adjust: impl FnOnce(&mut Config),
+        adjust: impl FnOnce(&mut Settings),
     ) -> Self {
-        let mut config = Config::for_tests(database_url);
-        adjust(&mut config);
+        let mut settings = Settings::for_tests(database_url);
+        adjust(&mut settings);
         let leptos_options = get_configuration(Some("Cargo.toml"))
             .expect("leptos config")
             .leptos_options;
-        let state = AppState::new(config, leptos_options, Shutdown::new())
+        let state = AppState::new(settings.server.clone(), leptos_options, Shutdown::new())
             .await
             .expect("state");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let base = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(tidings::routes::serve(listener, state.clone()));
+        tokio::spawn(tidings::routes::serve(listener, state.clone(), settings));
         Self {
             base,
             state,

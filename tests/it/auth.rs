@@ -147,7 +147,7 @@ async fn secure_cookie_behind_https() {
     };
     // From a trusted proxy, X-Forwarded-Proto says the browser used https.
     let trusted = TestServer::start_with(|c| {
-        c.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+        c.server.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
     })
     .await;
     assert!(set_cookie(&signup(&trusted, "tls").await).contains("Secure"));

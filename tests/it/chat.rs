@@ -1227,7 +1227,7 @@ async fn a_client_that_stops_reading_does_not_hold_up_the_room() {
     // stuck) throughout: the others must flow regardless.
     let server = TestServer::start_with(|c| {
         c.chat.rate_per_second = 100_000;
-        c.chat.slow_client = Duration::from_secs(60);
+        c.server.slow_client = Duration::from_secs(60);
     })
     .await;
     let alice = server.user("alice").await;
@@ -1277,8 +1277,8 @@ async fn a_client_that_stops_reading_does_not_hold_up_the_room() {
 #[tokio::test]
 async fn joins_to_a_socket_that_does_not_read_pin_a_bounded_amount_of_memory() {
     let server = TestServer::start_with(|c| {
-        c.chat.slow_client = Duration::from_secs(2);
-        c.limits.streams_per_user = 0;
+        c.server.slow_client = Duration::from_secs(2);
+        c.server.limits.streams_per_user = 0;
     })
     .await;
     // A room with 1,000 long messages (about 8 MB of JSON).

@@ -49,8 +49,8 @@ async fn login(
     req.send().await.unwrap()
 }
 
-fn trusting_loopback(c: &mut tidings::server::Config) {
-    c.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+fn trusting_loopback(c: &mut tidings::settings::Settings) {
+    c.server.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -108,7 +108,7 @@ async fn only_ip_literals_and_localhost_are_served_without_a_public_origin() {
 #[tokio::test]
 async fn with_a_public_origin_only_it_is_served_and_it_decides_secure_cookies_and_origins() {
     let srv = TestServer::start_with(|c| {
-        c.public_origins = tidings::server::Config::from_vars(|n| {
+        c.server.public_origins = tidings::server::Config::from_vars(|n| {
             (n == "TIDINGS_PUBLIC_ORIGIN").then(|| "https://chat.example.com".to_string())
         })
         .unwrap()
@@ -343,7 +343,7 @@ async fn a_listed_admin_name_needs_the_setup_token() {
 async fn signups_are_limited_per_address_per_hour() {
     let srv = TestServer::start_with(|c| {
         trusting_loopback(c);
-        c.limits.signups_per_hour = 3;
+        c.server.limits.signups_per_hour = 3;
     })
     .await;
     let proxy = client_from(loopback(1));
@@ -426,7 +426,7 @@ async fn pages_carry_a_content_security_policy_with_their_scripts_nonce() {
 
 #[tokio::test]
 async fn streams_and_sockets_over_the_quota_are_refused_with_429() {
-    let srv = TestServer::start_with(|c| c.limits.streams_per_user = 2).await;
+    let srv = TestServer::start_with(|c| c.server.limits.streams_per_user = 2).await;
     let ann = srv.user("ann").await;
     let first = Sse::open(ann.http.get(srv.url("/api/rooms/q/events"))).await;
     let _second = srv.ws(&ann.cookie).await;
@@ -489,7 +489,7 @@ async fn ws_attempt(srv: &TestServer, cookie: &str) -> Result<common::Ws, tungst
 
 #[tokio::test]
 async fn active_jobs_are_limited_per_user() {
-    let srv = TestServer::start_with(|c| c.limits.active_jobs_per_user = 2).await;
+    let srv = TestServer::start_with(|c| c.jobs.active_per_user = 2).await;
     let ann = srv.user("ann").await;
     let job = json!({"kind": "demo", "steps": 50, "stepMs": 1000});
     for _ in 0..2 {
@@ -520,7 +520,7 @@ async fn active_jobs_are_limited_per_user() {
 #[tokio::test]
 async fn one_users_backlog_does_not_hold_up_another_users_new_job() {
     // Two workers, so one user may run one job at a time.
-    let srv = TestServer::start_with(|c| c.job_workers = Some(2)).await;
+    let srv = TestServer::start_with(|c| c.jobs.workers = Some(2)).await;
     let ann = srv.user("ann").await;
     let long = json!({"kind": "demo", "steps": 100, "stepMs": 1000});
     for _ in 0..6 {
@@ -694,7 +694,7 @@ async fn closed_with(ws: &mut common::Ws) -> (u16, String) {
 
 #[tokio::test]
 async fn an_expiring_session_closes_its_socket() {
-    let srv = TestServer::start_with(|c| c.session_ttl = Duration::from_secs(2)).await;
+    let srv = TestServer::start_with(|c| c.server.session_ttl = Duration::from_secs(2)).await;
     let ann = srv.user("ann").await;
     let mut ws = srv.ws(&ann.cookie).await;
     let started = tokio::time::Instant::now();
@@ -760,7 +760,7 @@ async fn an_unmasked_client_frame_closes_the_socket_with_1002() {
 
 #[tokio::test]
 async fn refusals_have_the_contracts_shape() {
-    let srv = TestServer::start_with(|c| c.limits.streams_per_user = 1).await;
+    let srv = TestServer::start_with(|c| c.server.limits.streams_per_user = 1).await;
     let ann = srv.user("ann").await;
     let _held = srv.ws(&ann.cookie).await;
     let res = ann

@@ -96,7 +96,8 @@ async fn rows_from_another_servers_export_arrive_with_their_ids_once() {
     ));
 
     let base = source.base.clone();
-    let target = TestServer::start_with(move |c| c.import_sources = vec![format!("{base}/")]).await;
+    let target =
+        TestServer::start_with(move |c| c.jobs.import_sources = vec![format!("{base}/")]).await;
     let admin = target.client();
     target.signup(&admin, "admin").await;
     let res = start_import(&target, &admin, &url).await;
@@ -228,7 +229,7 @@ async fn flaky_source() -> (String, Arc<AtomicU32>) {
 async fn a_bad_line_is_a_warning_and_a_dropped_stream_resumes_from_the_last_id() {
     let (source, requests) = flaky_source().await;
     let prefix = format!("{source}/");
-    let srv = TestServer::start_with(move |c| c.import_sources = vec![prefix]).await;
+    let srv = TestServer::start_with(move |c| c.jobs.import_sources = vec![prefix]).await;
     let admin = srv.client();
     srv.signup(&admin, "admin").await;
     let res = start_import(&srv, &admin, &format!("{source}/export")).await;
@@ -274,7 +275,7 @@ async fn a_bad_line_is_a_warning_and_a_dropped_stream_resumes_from_the_last_id()
 async fn ids_outside_1_to_2_pow_53_are_warnings_and_skipped() {
     let (source, _) = flaky_source().await;
     let prefix = format!("{source}/");
-    let srv = TestServer::start_with(move |c| c.import_sources = vec![prefix]).await;
+    let srv = TestServer::start_with(move |c| c.jobs.import_sources = vec![prefix]).await;
     let admin = srv.client();
     srv.signup(&admin, "admin").await;
     let res = start_import(&srv, &admin, &format!("{source}/ids")).await;
@@ -316,7 +317,7 @@ async fn ids_outside_1_to_2_pow_53_are_warnings_and_skipped() {
 async fn sources_that_cannot_be_used_are_refused_or_fail_with_the_reason() {
     let (source, _) = flaky_source().await;
     let prefix = format!("{source}/");
-    let srv = TestServer::start_with(move |c| c.import_sources = vec![prefix]).await;
+    let srv = TestServer::start_with(move |c| c.jobs.import_sources = vec![prefix]).await;
     let admin = srv.client();
     srv.signup(&admin, "admin").await;
 
@@ -375,7 +376,7 @@ async fn by_default_the_servers_own_export_is_the_one_allowed_source() {
 async fn a_source_without_a_trailer_completes_once_a_pass_brings_nothing_new() {
     let (source, _) = flaky_source().await;
     let prefix = format!("{source}/");
-    let srv = TestServer::start_with(move |c| c.import_sources = vec![prefix]).await;
+    let srv = TestServer::start_with(move |c| c.jobs.import_sources = vec![prefix]).await;
     let admin = srv.client();
     srv.signup(&admin, "admin").await;
     let res = start_import(&srv, &admin, &format!("{source}/plain")).await;

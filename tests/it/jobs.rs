@@ -412,7 +412,7 @@ async fn a_job_left_running_by_a_stopped_server_continues_after_the_restart() {
     assert!(first.state.shutdown.drain(Duration::from_secs(20)).await);
 
     let url = first.state.config.database_url.clone();
-    let second = TestServer::start_with(move |c| c.database_url = url).await;
+    let second = TestServer::start_with(move |c| c.server.database_url = url).await;
     let client = second.client();
     let res = post_json(
         &client,

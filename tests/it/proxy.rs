@@ -137,14 +137,14 @@ async fn behind_nginx_one_guesser_is_refused_and_everyone_else_gets_in() {
     let port = free_port();
     let public = format!("http://127.0.0.1:{port}");
     // The README's settings for each instance.
-    let settings = |c: &mut tidings::server::Config| {
-        c.redis_url = Some(redis.url());
-        c.public_origins = tidings::server::Config::from_vars(|n| {
+    let settings = |c: &mut tidings::settings::Settings| {
+        c.server.redis_url = Some(redis.url());
+        c.server.public_origins = tidings::server::Config::from_vars(|n| {
             (n == "TIDINGS_PUBLIC_ORIGIN").then(|| public.clone())
         })
         .unwrap()
         .public_origins;
-        c.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+        c.server.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
     };
     let a = TestServer::start_on(&database, settings).await;
     let b = TestServer::start_on(&database, settings).await;

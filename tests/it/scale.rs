@@ -25,8 +25,8 @@ async fn two_instances(redis: &Redis) -> (TestServer, TestServer, tempfile::Temp
     let dir = tempfile::tempdir().unwrap();
     let database = fresh_database(dir.path()).await;
     let url = redis.url();
-    let a = TestServer::start_on(&database, |c| c.redis_url = Some(url.clone())).await;
-    let b = TestServer::start_on(&database, |c| c.redis_url = Some(url.clone())).await;
+    let a = TestServer::start_on(&database, |c| c.server.redis_url = Some(url.clone())).await;
+    let b = TestServer::start_on(&database, |c| c.server.redis_url = Some(url.clone())).await;
     (a, b, dir)
 }
 
