@@ -35,6 +35,7 @@ use crate::{
     },
     server::{
         access::identity::{CurrentUser, StreamUser},
+        error::number_param,
         fanout::bus::Received,
         fanout::sse::{self, Event, SseOptions},
         fanout::ws,
@@ -145,20 +146,6 @@ async fn publish(
     Ok((StatusCode::CREATED, Json::<ChatMessage>(message)).into_response())
 }
 
-fn whole_number(name: &str, value: &str, min: i64, max: i64) -> Result<i64, ApiError> {
-    value
-        .trim()
-        .parse::<i64>()
-        .ok()
-        .filter(|n| (min..=max).contains(n))
-        .ok_or_else(|| {
-            ApiError::bad_request(
-                "invalid_parameter",
-                format!("`{name}` must be a whole number from {min} to {max}, not {value:?}."),
-            )
-        })
-}
-
 /// `GET /api/rooms/{room}/messages?after=&limit=`: up to `limit` messages after `after`
 /// (without `after`: the latest ones), `gap` when `after` is older than the history. Each
 /// poll keeps the poller present for a while.
@@ -173,8 +160,10 @@ async fn poll(
     let mut limit = POLL_LIMIT_DEFAULT;
     for (k, v) in &query {
         match k.as_str() {
-            "after" if !v.trim().is_empty() => after = Some(whole_number("after", v, 0, i64::MAX)?),
-            "limit" => limit = whole_number("limit", v, 1, POLL_LIMIT_MAX)?,
+            "after" if !v.trim().is_empty() => {
+                after = Some(number_param("after", v, 0..=i64::MAX)?)
+            }
+            "limit" => limit = number_param("limit", v, 1..=POLL_LIMIT_MAX)?,
             _ => {}
         }
     }

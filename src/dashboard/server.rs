@@ -51,12 +51,9 @@ pub fn router() -> Router<AppState> {
 
 fn bad_level(value: &str) -> ApiError {
     let names: Vec<&str> = LogLevel::ALL.iter().map(|l| l.as_str()).collect();
-    ApiError::bad_request(
-        "invalid_parameter",
-        format!(
-            "`level` must be one of {}, not {value:?}.",
-            names.join(", ")
-        ),
+    ApiError::bad_parameter(
+        "level",
+        format!("must be one of {}, not {value:?}.", names.join(", ")),
     )
 }
 

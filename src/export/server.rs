@@ -52,6 +52,7 @@ use crate::{
     server::{
         access::identity::{CurrentUser, StreamUser},
         clock,
+        error::number_param,
         observe::metrics,
         ApiError, AppState, Shutdown,
     },
@@ -103,33 +104,6 @@ struct ExportParams {
     download: bool,
 }
 
-/// A 400 naming the parameter.
-fn bad(param: &str, message: impl std::fmt::Display) -> ApiError {
-    ApiError::bad_request("invalid_parameter", format!("`{param}` {message}"))
-}
-
-/// A whole number in `range`, or a 400 naming `param`.
-fn number<T>(param: &str, value: &str, range: std::ops::RangeInclusive<T>) -> Result<T, ApiError>
-where
-    T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
-{
-    value
-        .trim()
-        .parse::<T>()
-        .ok()
-        .filter(|n| range.contains(n))
-        .ok_or_else(|| {
-            bad(
-                param,
-                format!(
-                    "must be a whole number from {} to {}, not {value:?}.",
-                    range.start(),
-                    range.end()
-                ),
-            )
-        })
-}
-
 /// A time filter: RFC 3339 (`2026-11-23T10:00:00Z`, any offset) or a UTC date (`2026-11-23`).
 fn time_ms(param: &str, value: &str) -> Result<i64, ApiError> {
     let value = value.trim();
@@ -141,7 +115,7 @@ fn time_ms(param: &str, value: &str) -> Result<i64, ApiError> {
             return Ok(t.and_utc().timestamp_millis());
         }
     }
-    Err(bad(
+    Err(ApiError::bad_parameter(
         param,
         format!("must be an RFC 3339 time such as 2026-11-23T10:00:00Z or a date such as 2026-11-23, not {value:?}."),
     ))
@@ -151,7 +125,10 @@ fn boolean(param: &str, value: &str) -> Result<bool, ApiError> {
     match value.trim() {
         "true" | "1" | "" => Ok(true),
         "false" | "0" => Ok(false),
-        other => Err(bad(param, format!("must be true or false, not {other:?}."))),
+        other => Err(ApiError::bad_parameter(
+            param,
+            format!("must be true or false, not {other:?}."),
+        )),
     }
 }
 
@@ -176,21 +153,21 @@ impl ExportParams {
         let mut flush_every = None;
         for (name, value) in pairs {
             if seen.contains(&name.as_str()) {
-                return Err(bad(name, "is given more than once."));
+                return Err(ApiError::bad_parameter(name, "is given more than once."));
             }
             seen.push(name);
             match name.as_str() {
-                "after" => p.after = number(name, value, 0..=i64::MAX)?,
-                "limit" => p.limit = Some(number(name, value, 0..=u64::MAX)?),
-                "batch" => p.batch = number(name, value, BATCH_MIN..=BATCH_MAX)?,
-                "flushEvery" => flush_every = Some(number(name, value, 1..=FLUSH_EVERY_MAX)?),
+                "after" => p.after = number_param(name, value, 0..=i64::MAX)?,
+                "limit" => p.limit = Some(number_param(name, value, 0..=u64::MAX)?),
+                "batch" => p.batch = number_param(name, value, BATCH_MIN..=BATCH_MAX)?,
+                "flushEvery" => flush_every = Some(number_param(name, value, 1..=FLUSH_EVERY_MAX)?),
                 "delayMs" => {
-                    p.delay = Duration::from_millis(number(name, value, 0..=DELAY_MS_MAX)?.into())
+                    p.delay = Duration::from_millis(number_param(name, value, 0..=DELAY_MS_MAX)?.into())
                 }
                 "action" => {
                     for action in value.split(',').map(str::trim) {
                         if !AUDIT_ACTIONS.contains(&action) {
-                            return Err(bad(
+                            return Err(ApiError::bad_parameter(
                                 name,
                                 format!(
                                     "must be one or more of {} (comma-separated), not {action:?}.",
@@ -207,7 +184,7 @@ impl ExportParams {
                     let chars = value.chars().count();
                     if chars == 0 || chars > MAX_USER_FILTER || value.chars().any(char::is_control)
                     {
-                        return Err(bad(
+                        return Err(ApiError::bad_parameter(
                             name,
                             format!("must be 1 to {MAX_USER_FILTER} characters without control characters."),
                         ));
@@ -221,7 +198,7 @@ impl ExportParams {
                         "ndjson" => ExportFormat::Ndjson,
                         "csv" => ExportFormat::Csv,
                         other => {
-                            return Err(bad(name, format!("must be ndjson or csv, not {other:?}.")))
+                            return Err(ApiError::bad_parameter(name, format!("must be ndjson or csv, not {other:?}.")))
                         }
                     }
                 }
@@ -230,7 +207,7 @@ impl ExportParams {
                 // The stream token, read by `StreamUser`.
                 "token" => {}
                 other => {
-                    return Err(bad(
+                    return Err(ApiError::bad_parameter(
                         other,
                         "is not a parameter of this route (after, limit, batch, flushEvery, delayMs, action, user, since, until, format, trailer, download, token).",
                     ))
@@ -239,11 +216,14 @@ impl ExportParams {
         }
         if let (Some(since), Some(until)) = (p.filter.since_ms, p.filter.until_ms) {
             if since >= until {
-                return Err(bad("until", "must be later than `since`."));
+                return Err(ApiError::bad_parameter(
+                    "until",
+                    "must be later than `since`.",
+                ));
             }
         }
         if p.trailer && p.format == ExportFormat::Csv {
-            return Err(bad(
+            return Err(ApiError::bad_parameter(
                 "trailer",
                 "is for NDJSON exports only (a CSV file has no place for it).",
             ));

@@ -63,13 +63,6 @@ pub struct ImportParams {
     pub own_origin: String,
 }
 
-fn bad(message: impl Into<String>) -> ApiError {
-    ApiError::BadRequest {
-        code: "invalid_parameter",
-        message: format!("`source` {}", message.into()),
-    }
-}
-
 /// `POST /api/audit/import` and `POST /api/jobs` with `kind:"import"`.
 pub async fn create(
     state: &AppState,
@@ -97,10 +90,16 @@ pub async fn create(
         .as_deref()
         .map(str::trim)
         .filter(|s| !s.is_empty())
-        .ok_or_else(|| bad("is required: the URL of an NDJSON export."))?;
-    let url = reqwest::Url::parse(source).map_err(|_| bad(format!("is not a URL: {source:?}.")))?;
+        .ok_or_else(|| {
+            ApiError::bad_parameter("source", "is required: the URL of an NDJSON export.")
+        })?;
+    let url = reqwest::Url::parse(source)
+        .map_err(|_| ApiError::bad_parameter("source", format!("is not a URL: {source:?}.")))?;
     if !matches!(url.scheme(), "http" | "https") {
-        return Err(bad("must be an http or https URL."));
+        return Err(ApiError::bad_parameter(
+            "source",
+            "must be an http or https URL.",
+        ));
     }
     // This server's own origins come from its configuration (or the port it listens on),
     // never from the request's Host, which the client chooses.
@@ -118,10 +117,13 @@ pub async fn create(
         .cloned()
         .unwrap_or_default();
     if !allowed.iter().any(|prefix| within(&url, prefix)) {
-        return Err(bad(format!(
-            "{source:?} is not an allowed import source (allowed: {}).",
-            allowed.join(", ")
-        )));
+        return Err(ApiError::bad_parameter(
+            "source",
+            format!(
+                "{source:?} is not an allowed import source (allowed: {}).",
+                allowed.join(", ")
+            ),
+        ));
     }
     let params = ImportParams {
         kind: "import".into(),

@@ -129,6 +129,7 @@ impl Jobs {
         signer: Arc<Signer>,
         shutdown: Shutdown,
         config: JobsConfig,
+        instance: &str,
         sole_instance: bool,
     ) -> Self {
         let workers = config.workers.unwrap_or(JOB_WORKERS_DEFAULT);
@@ -139,20 +140,12 @@ impl Jobs {
             retention: config.retention,
         };
         let (writer, rx) = mpsc::channel(WRITE_QUEUE);
-        let mut nonce = [0u8; 6];
-        let _ = getrandom::getrandom(&mut nonce);
-        let instance = format!(
-            "{}-{}-{}",
-            std::process::id(),
-            clock::now_ms(),
-            nonce.iter().map(|b| format!("{b:02x}")).collect::<String>()
-        );
         let jobs = Self {
             inner: Arc::new(Inner {
                 store: store.clone(),
                 signer,
                 shutdown: shutdown.clone(),
-                instance,
+                instance: instance.to_string(),
                 limits,
                 config,
                 wake: Notify::new(),

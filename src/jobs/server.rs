@@ -65,41 +65,50 @@ pub fn start(state: &AppState, config: &JobsConfig) -> Jobs {
         state.signer.clone(),
         state.shutdown.clone(),
         config.clone(),
+        &state.instance,
         sole,
     )
-}
-
-fn bad(param: &str, message: impl std::fmt::Display) -> ApiError {
-    ApiError::BadRequest {
-        code: "invalid_parameter",
-        message: format!("`{param}` {message}"),
-    }
 }
 
 /// Checks a demo request; returns the number of steps.
 fn check_demo(body: &CreateJob) -> Result<i64, ApiError> {
     let steps = body.steps();
     if !(1..=i64::from(STEPS_MAX)).contains(&steps) {
-        return Err(bad("steps", format!("must be from 1 to {STEPS_MAX}.")));
+        return Err(ApiError::bad_parameter(
+            "steps",
+            format!("must be from 1 to {STEPS_MAX}."),
+        ));
     }
     let step_ms = body.step_ms();
     if !(0..=i64::from(STEP_MS_MAX)).contains(&step_ms) {
-        return Err(bad("stepMs", format!("must be from 0 to {STEP_MS_MAX}.")));
+        return Err(ApiError::bad_parameter(
+            "stepMs",
+            format!("must be from 0 to {STEP_MS_MAX}."),
+        ));
     }
     if body.warn_at.len() > 100 {
-        return Err(bad("warnAt", "may name at most 100 steps."));
+        return Err(ApiError::bad_parameter(
+            "warnAt",
+            "may name at most 100 steps.",
+        ));
     }
     if let Some(s) = body.warn_at.iter().find(|s| !(1..=steps).contains(*s)) {
-        return Err(bad(
+        return Err(ApiError::bad_parameter(
             "warnAt",
             format!("names step {s}, outside 1 to {steps}."),
         ));
     }
     if let Some(s) = body.fail_at.filter(|s| !(1..=steps).contains(s)) {
-        return Err(bad("failAt", format!("is {s}, outside 1 to {steps}.")));
+        return Err(ApiError::bad_parameter(
+            "failAt",
+            format!("is {s}, outside 1 to {steps}."),
+        ));
     }
     if body.source.is_some() {
-        return Err(bad("source", "belongs to import jobs only."));
+        return Err(ApiError::bad_parameter(
+            "source",
+            "belongs to import jobs only.",
+        ));
     }
     Ok(steps)
 }
@@ -192,7 +201,7 @@ async fn create(
             queue(&state, &jobs, &user, "demo", &params, steps).await
         }
         "import" => super::import::create(&state, &jobs, &user, &body).await,
-        other => Err(bad(
+        other => Err(ApiError::bad_parameter(
             "kind",
             format!("is {other:?}; it must be \"demo\" or \"import\"."),
         )),

@@ -83,6 +83,12 @@ impl ApiError {
         }
     }
 
+    /// A 400 `invalid_parameter` naming the parameter: "`param` message" (every route's
+    /// wording for a bad query parameter or body field).
+    pub fn bad_parameter(param: &str, message: impl std::fmt::Display) -> Self {
+        Self::bad_request("invalid_parameter", format!("`{param}` {message}"))
+    }
+
     /// A refusal with `status` and `code` (see [`ApiError::Refused`]).
     pub fn refused(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self::Refused {
@@ -251,6 +257,33 @@ pub async fn api_method_not_allowed() -> ApiError {
 /// Answers unknown `/api/*` paths with a JSON 404 instead of the HTML page.
 pub async fn api_not_found() -> ApiError {
     ApiError::NotFound("There is no API route at this path.".into())
+}
+
+/// A whole number in `range` read from a query parameter, or a 400 naming `param`
+/// ("`limit` must be a whole number from 1 to 500, not \"x\".").
+pub fn number_param<T>(
+    param: &str,
+    value: &str,
+    range: std::ops::RangeInclusive<T>,
+) -> Result<T, ApiError>
+where
+    T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
+{
+    value
+        .trim()
+        .parse::<T>()
+        .ok()
+        .filter(|n| range.contains(n))
+        .ok_or_else(|| {
+            ApiError::bad_parameter(
+                param,
+                format!(
+                    "must be a whole number from {} to {}, not {value:?}.",
+                    range.start(),
+                    range.end()
+                ),
+            )
+        })
 }
 
 #[cfg(test)]

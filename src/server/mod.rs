@@ -14,6 +14,7 @@ pub mod edge;
 pub mod error;
 pub mod fanout;
 pub mod observe;
+pub mod random;
 pub mod shutdown;
 pub mod state;
 pub mod storage;

@@ -23,6 +23,7 @@ use crate::server::{
     fanout::bus::{Bus, LocalBus},
     fanout::redis_bus::RedisBus,
     observe::metrics::Sampler,
+    random,
     shutdown::Shutdown,
     storage::Store,
 };
@@ -58,6 +59,9 @@ pub struct AppState {
     pub bus: Arc<dyn Bus>,
     /// The live metrics, sampled once a second for every dashboard.
     pub metrics: Sampler,
+    /// This instance's id, made once here: the bus between instances and the job queue's
+    /// claims both name the instance by it.
+    pub instance: Arc<str>,
 }
 
 impl FromRef<AppState> for LeptosOptions {
@@ -79,9 +83,10 @@ impl AppState {
         let secret = secret::signing_key(&config, &store).await?;
         let setup_token = setup_token(&config, &store).await?;
         let metrics = Sampler::start(store.clone(), shutdown.clone());
+        let instance: Arc<str> = random::instance_id().into();
         let (bus, redis): (Arc<dyn Bus>, _) = match &config.redis_url {
             Some(url) => {
-                let bus = RedisBus::connect(url, shutdown.clone()).await?;
+                let bus = RedisBus::connect(url, &instance, shutdown.clone()).await?;
                 let conn = bus.connection();
                 (bus, Some(conn))
             }
@@ -114,6 +119,7 @@ impl AppState {
             metrics,
             shutdown,
             bus,
+            instance,
         };
         state.spawn_session_sweeper();
         Ok(state)
@@ -211,9 +217,7 @@ async fn setup_token(config: &Config, store: &Store) -> anyhow::Result<Option<Ar
         store.delete_setting(SETTING).await?;
         return Ok(None);
     }
-    let mut bytes = [0u8; 16];
-    getrandom::getrandom(&mut bytes)?;
-    let proposed: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let proposed = crate::server::random::hex::<16>();
     let token = store.setting_or_insert(SETTING, &proposed).await?;
     tracing::warn!(
         admins = ?missing,

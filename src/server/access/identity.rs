@@ -17,7 +17,6 @@ use axum::{
     http::{request::Parts, Method},
 };
 use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
-use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
 use sha2::{Digest, Sha256};
 
 use crate::protocol::UserView;
@@ -238,10 +237,7 @@ pub fn address_key(ip: std::net::IpAddr) -> String {
 
 /// A new random session token (32 bytes, base64url).
 pub fn new_session_token() -> Result<String, ApiError> {
-    let mut bytes = [0u8; 32];
-    getrandom::getrandom(&mut bytes)
-        .map_err(|e| ApiError::Internal(anyhow::anyhow!("no randomness: {e}")))?;
-    Ok(URL_SAFE_NO_PAD.encode(bytes))
+    Ok(crate::server::random::base64url::<32>())
 }
 
 /// What the database stores for a session token.

@@ -240,7 +240,11 @@ impl SharedLimiter {
         let now = Instant::now();
         let attempt = Attempt {
             at: now,
-            member: format!("{}-{}", crate::server::clock::now_ms(), random_suffix()),
+            member: format!(
+                "{}-{}",
+                crate::server::clock::now_ms(),
+                crate::server::random::hex::<6>()
+            ),
         };
         if self.max == 0 {
             return Ok(attempt);
@@ -306,12 +310,6 @@ impl SharedLimiter {
             .await;
         }
     }
-}
-
-fn random_suffix() -> String {
-    let mut bytes = [0u8; 6];
-    let _ = getrandom::getrandom(&mut bytes);
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

@@ -77,9 +77,7 @@ pub fn key_file(db: &Path) -> PathBuf {
 
 /// 32 random bytes, hex.
 fn random_key() -> String {
-    let mut bytes = [0u8; 32];
-    getrandom::getrandom(&mut bytes).expect("the system's random numbers");
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    crate::server::random::hex::<32>()
 }
 
 /// The key in `path`, if the file exists; its permissions narrowed to the owner's if they
@@ -114,15 +112,10 @@ fn read_key(path: &Path) -> anyhow::Result<Option<String>> {
 /// Puts `proposed` in `path` unless another process got there first; returns the key the
 /// file holds.
 fn write_key(path: &Path, proposed: &str) -> anyhow::Result<String> {
-    let mut suffix = [0u8; 6];
-    getrandom::getrandom(&mut suffix)?;
     let tmp = path.with_extension(format!(
         "key.{}-{}",
         std::process::id(),
-        suffix
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
+        crate::server::random::hex::<6>()
     ));
     let written = (|| -> std::io::Result<()> {
         let mut f = std::fs::OpenOptions::new()

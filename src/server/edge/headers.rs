@@ -19,7 +19,6 @@ use axum::{
     middleware::Next,
     response::Response,
 };
-use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
 
 use crate::server::AppState;
 
@@ -30,9 +29,7 @@ pub struct CspNonce(pub Arc<str>);
 impl CspNonce {
     /// 16 random bytes, base64url (22 characters).
     fn new() -> Self {
-        let mut bytes = [0u8; 16];
-        getrandom::getrandom(&mut bytes).expect("the system's random numbers");
-        Self(URL_SAFE_NO_PAD.encode(bytes).into())
+        Self(crate::server::random::base64url::<16>().into())
     }
 }
 

@@ -87,7 +87,11 @@ pub struct RedisBus {
 impl RedisBus {
     /// Connects to `url` (failing fast, with a sentence, when it does not answer) and starts
     /// the publishing and subscribing tasks, which end at `shutdown`.
-    pub async fn connect(url: &str, shutdown: Shutdown) -> anyhow::Result<Arc<Self>> {
+    pub async fn connect(
+        url: &str,
+        instance: &str,
+        shutdown: Shutdown,
+    ) -> anyhow::Result<Arc<Self>> {
         let shown = crate::server::storage::redact(url);
         let client = redis::Client::open(url)
             .map_err(|e| anyhow::anyhow!("REDIS_URL {shown:?} is not a Redis URL: {e}"))?;
@@ -108,7 +112,7 @@ impl RedisBus {
             .map_err(|e| anyhow::anyhow!("cannot reach Redis at {shown}: {e}"))?;
 
         let local = LocalBus::new();
-        let instance = instance_id();
+        let instance = instance.to_string();
         let (outbox, queued) = mpsc::channel(QUEUE);
         let hearing = Arc::new(AtomicBool::new(false));
         let sending = Arc::new(AtomicBool::new(true));
@@ -298,13 +302,6 @@ impl Bus for RedisBus {
     }
 }
 
-/// A fresh id for this process on the bus.
-fn instance_id() -> String {
-    let mut bytes = [0u8; 8];
-    let _ = getrandom::getrandom(&mut bytes);
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// [`Wire`] borrowed, for sending without copying the envelope.
 #[derive(Serialize)]
 struct WireRef<'a> {
@@ -470,6 +467,5 @@ mod tests {
             !encode("abc", &plain).contains("ordered"),
             "and costs nothing when unset"
         );
-        assert_ne!(instance_id(), instance_id());
     }
 }

@@ -424,16 +424,16 @@ pub fn last_event_id(
             .filter(|n| *n >= 0)
             .map(Some)
             .ok_or_else(|| {
-                ApiError::bad_request(
-                    "invalid_parameter",
-                    format!("`{name}` must be an event id (a whole number ≥ 0), not {value:?}."),
+                ApiError::bad_parameter(
+                    name,
+                    format!("must be an event id (a whole number ≥ 0), not {value:?}."),
                 )
             })
     };
     if let Some(v) = headers.get("last-event-id") {
-        let v = v.to_str().map_err(|_| {
-            ApiError::bad_request("invalid_parameter", "`Last-Event-ID` must be an event id.")
-        })?;
+        let v = v
+            .to_str()
+            .map_err(|_| ApiError::bad_parameter("Last-Event-ID", "must be an event id."))?;
         return parse("Last-Event-ID", v);
     }
     match query.iter().find(|(k, _)| k == "lastEventId") {
