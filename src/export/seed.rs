@@ -6,7 +6,10 @@
 //! the size the export benchmark is specified for. Their times are spread over the last N
 //! seconds, oldest first, so ids and times ascend together.
 
-use crate::server::{clock, storage::Store};
+use crate::server::{
+    clock,
+    storage::{audit::NewAuditRow, Store},
+};
 
 /// Rows per transaction (and per progress update).
 pub const ROWS_PER_TRANSACTION: u64 = 10_000;
@@ -22,7 +25,7 @@ const ACTIONS: &[&str] = &[
 ];
 
 /// The synthetic row number `i` (of `total`, ending at `now_ms`): `(at, action, user, detail)`.
-pub fn synthetic_row(i: u64, total: u64, now_ms: i64) -> (i64, String, String, String) {
+pub fn synthetic_row(i: u64, total: u64, now_ms: i64) -> NewAuditRow {
     let at = now_ms - (total - i) as i64 * 1000;
     let action = ACTIONS[(i % ACTIONS.len() as u64) as usize].to_string();
     let user = format!("user{:04}", i % 500);
@@ -34,7 +37,12 @@ pub fn synthetic_row(i: u64, total: u64, now_ms: i64) -> (i64, String, String, S
         "note": "synthetic row for demos and benchmarks",
     })
     .to_string();
-    (at, action, user, detail)
+    NewAuditRow {
+        at,
+        action,
+        username: user,
+        detail,
+    }
 }
 
 /// Writes `total` synthetic rows, calling `progress(rows_written_so_far)` after each
@@ -64,7 +72,12 @@ mod tests {
 
     #[test]
     fn rows_are_about_225_bytes_as_ndjson_and_ascend_in_time() {
-        let (at, action, user, detail) = synthetic_row(123_456, 1_000_000, 1_700_000_000_000);
+        let NewAuditRow {
+            at,
+            action,
+            username: user,
+            detail,
+        } = synthetic_row(123_456, 1_000_000, 1_700_000_000_000);
         let line = serde_json::to_string(&AuditRow {
             id: 123_457,
             at: clock::rfc3339(at),
@@ -78,7 +91,7 @@ mod tests {
             "{} bytes: {line}",
             line.len()
         );
-        assert!(synthetic_row(1, 10, 0).0 > synthetic_row(0, 10, 0).0);
+        assert!(synthetic_row(1, 10, 0).at > synthetic_row(0, 10, 0).at);
     }
 
     #[tokio::test]

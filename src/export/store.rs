@@ -332,12 +332,12 @@ mod tests {
         let rows: Vec<_> = (0..1000)
             .map(|i: i64| {
                 let action = ["LOGIN", "LOGOUT", "EXPORT"][(i % 3) as usize].to_string();
-                (
-                    i * 10,
+                crate::server::storage::audit::NewAuditRow {
+                    at: i * 10,
                     action,
-                    format!("u{}", i % 7),
-                    format!("{{\"i\":{i}}}"),
-                )
+                    username: format!("u{}", i % 7),
+                    detail: format!("{{\"i\":{i}}}"),
+                }
             })
             .collect();
         store.audit_many(&rows).await.unwrap();

@@ -30,6 +30,7 @@ use axum::response::Response;
 use serde::{Deserialize, Serialize};
 
 use super::runner::{Jobs, Run, Stop};
+use crate::server::storage::audit::{AuditRecord, NewAuditRow};
 use crate::{
     protocol::{
         jobs::{CreateJob, JobEventKind},
@@ -456,7 +457,7 @@ async fn attempt(
         ));
     }
     let mut decoder = LineDecoder::new(DEFAULT_MAX_LINE);
-    let mut batch: Vec<(i64, i64, String, String, String)> = Vec::with_capacity(IMPORT_BATCH);
+    let mut batch: Vec<AuditRecord> = Vec::with_capacity(IMPORT_BATCH);
     let mut last_id = checkpoint(run, params);
     if pairs.iter().any(|(k, v)| *k == "limit" && v == "0") {
         return Attempt::Complete;
@@ -519,13 +520,15 @@ async fn attempt(
                     }
                     last_id = row.id;
                     read_here += 1;
-                    batch.push((
-                        row.id,
-                        at,
-                        row.action.into_owned(),
-                        row.user.into_owned(),
-                        row.detail.get().to_string(),
-                    ));
+                    batch.push(AuditRecord {
+                        id: row.id,
+                        row: NewAuditRow {
+                            at,
+                            action: row.action.into_owned(),
+                            username: row.user.into_owned(),
+                            detail: row.detail.get().to_string(),
+                        },
+                    });
                     if batch.len() >= IMPORT_BATCH {
                         if let Err(outcome) = flush(run, &mut batch, tally).await {
                             return outcome;
@@ -579,7 +582,7 @@ async fn warn(run: &mut Run, tally: &mut Tally, why: &str) {
 /// Inserts the batch, moves the checkpoint, reports progress, and checks for a stop.
 async fn flush(
     run: &mut Run,
-    batch: &mut Vec<(i64, i64, String, String, String)>,
+    batch: &mut Vec<AuditRecord>,
     tally: &mut Tally,
 ) -> Result<(), Attempt> {
     if batch.is_empty() {
@@ -590,7 +593,7 @@ async fn flush(
         Err(e) => return Err(Attempt::Retry(format!("Storing rows failed ({e})."))),
     }
     tally.read += batch.len() as i64;
-    let last = batch.last().map(|r| r.0).unwrap_or(0);
+    let last = batch.last().map(|r| r.id).unwrap_or(0);
     batch.clear();
     run.job.step = tally.read;
     run.job.total = run.job.total.max(tally.read);

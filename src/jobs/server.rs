@@ -22,6 +22,7 @@ use super::store::JobRow;
 use super::{
     runner::{topic, Jobs},
     settings::JobsConfig,
+    store::NewJob,
 };
 use crate::{
     protocol::jobs::{
@@ -144,12 +145,14 @@ pub async fn queue(
     let now = clock::now_ms();
     let job = store
         .create_job_within(
-            user.user_id,
-            &user.user.username,
-            kind,
-            params,
-            total,
-            now,
+            &NewJob {
+                owner_id: user.user_id,
+                owner: &user.user.username,
+                kind,
+                params,
+                total,
+                at: now,
+            },
             (max > 0).then_some(i64::from(max)),
         )
         .await?

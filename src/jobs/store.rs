@@ -94,27 +94,39 @@ fn job_from(row: &sqlx::any::AnyRow) -> sqlx::Result<JobRow> {
     })
 }
 
+/// A job about to be queued.
+#[derive(Clone, Copy, Debug)]
+pub struct NewJob<'a> {
+    /// Its owner's account id (quotas count by it).
+    pub owner_id: i64,
+    /// Its owner's username (shown, and used for fairness between owners).
+    pub owner: &'a str,
+    /// `demo` or `import`.
+    pub kind: &'a str,
+    /// The kind's parameters, as JSON text.
+    pub params: &'a str,
+    /// Steps it will take (0: not known yet).
+    pub total: i64,
+    /// When it was queued (ms since the epoch).
+    pub at: i64,
+}
+
 /// Inserts a queued job, on the pool or inside a transaction.
 async fn insert_job<'e>(
     db: impl sqlx::Executor<'e, Database = sqlx::Any>,
-    owner_id: i64,
-    owner: &str,
-    kind: &str,
-    params: &str,
-    total: i64,
-    now: i64,
+    job: &NewJob<'_>,
 ) -> sqlx::Result<JobRow> {
     let sql = format!(
         "INSERT INTO jobs (owner_id, owner, kind, params, status, total, created_at, updated_at)
          VALUES ($1, $2, $3, $4, 'queued', $5, $6, $6) RETURNING {JOB_COLUMNS}"
     );
     let row = sqlx::query(&sql)
-        .bind(owner_id)
-        .bind(owner)
-        .bind(kind)
-        .bind(params)
-        .bind(total)
-        .bind(now)
+        .bind(job.owner_id)
+        .bind(job.owner)
+        .bind(job.kind)
+        .bind(job.params)
+        .bind(job.total)
+        .bind(job.at)
         .fetch_one(db)
         .await?;
     job_from(&row)
@@ -122,16 +134,8 @@ async fn insert_job<'e>(
 
 impl Store {
     /// Stores a new queued job and returns it.
-    pub async fn create_job(
-        &self,
-        owner_id: i64,
-        owner: &str,
-        kind: &str,
-        params: &str,
-        total: i64,
-        now: i64,
-    ) -> sqlx::Result<JobRow> {
-        insert_job(&self.pool, owner_id, owner, kind, params, total, now).await
+    pub async fn create_job(&self, job: &NewJob<'_>) -> sqlx::Result<JobRow> {
+        insert_job(&self.pool, job).await
     }
 
     /// The job with this id.
@@ -186,19 +190,13 @@ impl Store {
         .await
     }
 
-    /// Stores a new queued job for `owner_id` unless the owner already has `max_open` queued
+    /// Stores a new queued job unless its owner already has `max_open` queued
     /// or running (`None`: no limit); `Err(open)` then. The count and the insert are one
     /// step: on SQLite writes run one at a time, on PostgreSQL a lock on the owner keeps two
     /// requests from both passing the count.
-    #[allow(clippy::too_many_arguments)]
     pub async fn create_job_within(
         &self,
-        owner_id: i64,
-        owner: &str,
-        kind: &str,
-        params: &str,
-        total: i64,
-        now: i64,
+        job: &NewJob<'_>,
         max_open: Option<i64>,
     ) -> sqlx::Result<Result<JobRow, i64>> {
         // The count and the insert must see the same jobs. On SQLite a deferred transaction
@@ -214,23 +212,23 @@ impl Store {
             if self.backend == Backend::Postgres {
                 // Held until the transaction ends; keyed by the owner's id.
                 sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                    .bind(owner_id)
+                    .bind(job.owner_id)
                     .execute(&mut *tx)
                     .await?;
             }
             let open: i64 = sqlx::query_scalar(
                 "SELECT COUNT(*) FROM jobs WHERE owner_id = $1 AND status IN ('queued', 'running')",
             )
-            .bind(owner_id)
+            .bind(job.owner_id)
             .fetch_one(&mut *tx)
             .await?;
             if open >= max {
                 return Ok(Err(open));
             }
         }
-        let job = insert_job(&mut *tx, owner_id, owner, kind, params, total, now).await?;
+        let row = insert_job(&mut *tx, job).await?;
         tx.commit().await?;
-        Ok(Ok(job))
+        Ok(Ok(row))
     }
 
     /// Claims a queued job for `instance` until `lease_until`, marking it running: the oldest
@@ -468,6 +466,18 @@ impl Store {
 mod tests {
     use super::*;
 
+    /// A demo job of `total` steps by `owner`, queued at `at`.
+    fn demo(owner_id: i64, owner: &'static str, total: i64, at: i64) -> NewJob<'static> {
+        NewJob {
+            owner_id,
+            owner,
+            kind: "demo",
+            params: "{}",
+            total,
+            at,
+        }
+    }
+
     fn event(job: &JobRow, id: i64, event: &str, status: &str, step: i64) -> NewJobEvent {
         NewJobEvent {
             job_id: job.id,
@@ -488,14 +498,8 @@ mod tests {
     async fn jobs_are_claimed_once_and_their_events_stored_in_order() {
         let (_dir, store) = crate::server::storage::temp_store().await;
         let owner = store.create_user("ann", "h", 0).await.unwrap().unwrap();
-        let a = store
-            .create_job(owner, "ann", "demo", "{}", 3, 1)
-            .await
-            .unwrap();
-        let b = store
-            .create_job(owner, "ann", "demo", "{}", 3, 2)
-            .await
-            .unwrap();
+        let a = store.create_job(&demo(owner, "ann", 3, 1)).await.unwrap();
+        let b = store.create_job(&demo(owner, "ann", 3, 2)).await.unwrap();
         assert_eq!(a.status, "queued");
         assert_eq!(store.job_counts().await.unwrap(), (2, 0));
 
@@ -563,19 +567,9 @@ mod tests {
         // Ann's backlog first, then one job of Bob's.
         let mut anns = Vec::new();
         for i in 0..5 {
-            anns.push(
-                store
-                    .create_job(ann, "ann", "demo", "{}", 1, i)
-                    .await
-                    .unwrap()
-                    .id,
-            );
+            anns.push(store.create_job(&demo(ann, "ann", 1, i)).await.unwrap().id);
         }
-        let bobs = store
-            .create_job(bob, "bob", "demo", "{}", 1, 9)
-            .await
-            .unwrap()
-            .id;
+        let bobs = store.create_job(&demo(bob, "bob", 1, 9)).await.unwrap().id;
         let claim = || async { store.claim_next_job("w", 10, 1000, 2).await.unwrap() };
         assert_eq!(claim().await.unwrap().id, anns[0], "the oldest first");
         assert_eq!(
@@ -593,13 +587,13 @@ mod tests {
         let ann = store.create_user("ann", "h", 0).await.unwrap().unwrap();
         for i in 0..2 {
             let made = store
-                .create_job_within(ann, "ann", "demo", "{}", 3, i, Some(2))
+                .create_job_within(&demo(ann, "ann", 3, i), Some(2))
                 .await
                 .unwrap();
             assert!(made.is_ok());
         }
         let refused = store
-            .create_job_within(ann, "ann", "demo", "{}", 3, 5, Some(2))
+            .create_job_within(&demo(ann, "ann", 3, 5), Some(2))
             .await
             .unwrap();
         assert_eq!(refused.unwrap_err(), 2);
@@ -613,7 +607,7 @@ mod tests {
         done.at = 100;
         store.append_job_events(&[done], 0).await.unwrap();
         assert!(store
-            .create_job_within(ann, "ann", "demo", "{}", 3, 6, Some(2))
+            .create_job_within(&demo(ann, "ann", 3, 6), Some(2))
             .await
             .unwrap()
             .is_ok());
@@ -647,10 +641,7 @@ mod tests {
             let store = store.clone();
             tokio::spawn(async move {
                 for i in 0..200 {
-                    store
-                        .create_job(bob, "bob", "demo", "{}", 1, i)
-                        .await
-                        .unwrap();
+                    store.create_job(&demo(bob, "bob", 1, i)).await.unwrap();
                     store.claim_next_job("w", i, i + 1000, 1000).await.unwrap();
                 }
             })
@@ -659,7 +650,7 @@ mod tests {
             let store = store.clone();
             async move {
                 store
-                    .create_job_within(ann, "ann", "demo", "{}", 1, i, Some(1000))
+                    .create_job_within(&demo(ann, "ann", 1, i), Some(1000))
                     .await
             }
         });
@@ -674,10 +665,7 @@ mod tests {
     async fn stale_claims_are_queued_again_and_cancel_is_recorded() {
         let (_dir, store) = crate::server::storage::temp_store().await;
         let owner = store.create_user("bob", "h", 0).await.unwrap().unwrap();
-        let job = store
-            .create_job(owner, "bob", "demo", "{}", 3, 1)
-            .await
-            .unwrap();
+        let job = store.create_job(&demo(owner, "bob", 3, 1)).await.unwrap();
         store
             .claim_next_job("dead", 10, 50, 10)
             .await

@@ -99,7 +99,7 @@ async fn signup_me_logout_login() {
         .await
         .unwrap()
         .into_iter()
-        .map(|r| r.1)
+        .map(|r| r.action)
         .collect();
     assert_eq!(actions, ["LOGIN", "LOGOUT", "SIGNUP"]);
 }

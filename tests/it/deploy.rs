@@ -287,7 +287,11 @@ async fn failed_login_names_are_stored_bounded() {
     let res = login(&srv.client(), &srv, &typed, "wrong password", None).await;
     assert_eq!(res.status(), 401);
     let rows = srv.state.store.recent_audit(10).await.unwrap();
-    let (_, _, user) = rows.iter().find(|r| r.1 == "LOGIN_FAILED").unwrap();
+    let user = &rows
+        .iter()
+        .find(|r| r.action == "LOGIN_FAILED")
+        .unwrap()
+        .username;
     assert!(user.chars().count() <= 65, "{user}");
     assert!(!user.contains(['<', '"', '(', '=']), "{user}");
     assert!(user.starts_with("?HYPERLINK??x???script?"), "{user}");

@@ -20,12 +20,12 @@ async fn seeded(rows: i64) -> (TestServer, reqwest::Client) {
     let batch: Vec<_> = (0..rows)
         .map(|i| {
             let action = ["LOGIN", "LOGOUT", "EXPORT", "NOTIFY"][(i % 4) as usize].to_string();
-            (
-                1_700_000_000_000 + i * 60_000,
+            tidings::server::storage::audit::NewAuditRow {
+                at: 1_700_000_000_000 + i * 60_000,
                 action,
-                format!("user{}", i % 10),
-                format!("{{\"seq\":{i}}}"),
-            )
+                username: format!("user{}", i % 10),
+                detail: format!("{{\"seq\":{i}}}"),
+            }
         })
         .collect();
     srv.state.store.audit_many(&batch).await.unwrap();

@@ -13,13 +13,11 @@ async fn seeded(rows: i64) -> TestServer {
     srv.signup(&srv.client(), "admin").await;
     srv.signup(&srv.client(), "eve").await;
     let batch: Vec<_> = (0..rows)
-        .map(|i| {
-            (
-                1_700_000_000_000 + i,
-                "LOGIN".to_string(),
-                format!("user{}", i % 10),
-                format!("{{\"seq\":{i},\"pad\":\"{}\"}}", "x".repeat(150)),
-            )
+        .map(|i| tidings::server::storage::audit::NewAuditRow {
+            at: 1_700_000_000_000 + i,
+            action: "LOGIN".to_string(),
+            username: format!("user{}", i % 10),
+            detail: format!("{{\"seq\":{i},\"pad\":\"{}\"}}", "x".repeat(150)),
         })
         .collect();
     srv.state.store.audit_many(&batch).await.unwrap();

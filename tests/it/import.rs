@@ -78,14 +78,14 @@ async fn rows_from_another_servers_export_arrive_with_their_ids_once() {
     let source_admin = source.client();
     source.signup(&source_admin, "admin").await;
     let rows: Vec<_> = (0..5000)
-        .map(|i| {
-            (
-                10_000 + i,
-                1_700_000_000_000 + i,
-                "LOGIN".to_string(),
-                format!("user{}", i % 7),
-                format!("{{\"seq\":{i}}}"),
-            )
+        .map(|i| tidings::server::storage::audit::AuditRecord {
+            id: 10_000 + i,
+            row: tidings::server::storage::audit::NewAuditRow {
+                at: 1_700_000_000_000 + i,
+                action: "LOGIN".to_string(),
+                username: format!("user{}", i % 7),
+                detail: format!("{{\"seq\":{i}}}"),
+            },
         })
         .collect();
     source.state.store.audit_import(&rows).await.unwrap();

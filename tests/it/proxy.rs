@@ -194,7 +194,9 @@ async fn behind_nginx_one_guesser_is_refused_and_everyone_else_gets_in() {
         .unwrap();
     assert_eq!(res.status(), 200);
     let rows = a.state.store.recent_audit(100).await.unwrap();
-    assert!(rows.iter().any(|r| r.1 == "LOGIN" && r.2 == "bob"));
+    assert!(rows
+        .iter()
+        .any(|r| r.action == "LOGIN" && r.username == "bob"));
 
     // Event streams arrive through it at once; a message posted through it reaches them.
     let mut events = Sse::open(bob.get(url("/api/rooms/lobby/events"))).await;

@@ -6,6 +6,36 @@
 
 use super::{placeholders, Backend, Store, ROWS_PER_STATEMENT};
 
+/// An audit row about to be written; the database gives it its id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewAuditRow {
+    /// When it happened (ms since the epoch).
+    pub at: i64,
+    /// What happened (`LOGIN`, `SIGNUP`, …).
+    pub action: String,
+    /// Who did it.
+    pub username: String,
+    /// Details, as JSON text.
+    pub detail: String,
+}
+
+/// An audit row with its own id (one read from another server's export, for an import).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditRecord {
+    /// The id it had where it came from, kept.
+    pub id: i64,
+    /// The rest of the row.
+    pub row: NewAuditRow,
+}
+
+/// A recent audit row, as tests and the audit page glance at it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecentAudit {
+    pub id: i64,
+    pub action: String,
+    pub username: String,
+}
+
 impl Store {
     /// Appends an audit row for something the app did; returns its id.
     pub async fn audit(
@@ -25,8 +55,8 @@ impl Store {
     }
 
     /// Appends many audit rows in one transaction, several hundred per statement; returns how
-    /// many were written. Rows are `(at ms, action, username, detail JSON text)`.
-    pub async fn audit_many(&self, rows: &[(i64, String, String, String)]) -> sqlx::Result<u64> {
+    /// many were written.
+    pub async fn audit_many(&self, rows: &[NewAuditRow]) -> sqlx::Result<u64> {
         let mut tx = self.pool.begin().await?;
         let mut written = 0;
         for chunk in rows.chunks(ROWS_PER_STATEMENT) {
@@ -35,12 +65,12 @@ impl Store {
                 placeholders(chunk.len(), 4)
             );
             let mut query = sqlx::query(&sql);
-            for (at, action, username, detail) in chunk {
+            for row in chunk {
                 query = query
-                    .bind(*at)
-                    .bind(action.as_str())
-                    .bind(username.as_str())
-                    .bind(detail.as_str());
+                    .bind(row.at)
+                    .bind(row.action.as_str())
+                    .bind(row.username.as_str())
+                    .bind(row.detail.as_str());
             }
             written += query.execute(&mut *tx).await?.rows_affected();
         }
@@ -50,10 +80,7 @@ impl Store {
 
     /// Inserts rows with their own ids (an import), skipping ids already present; returns
     /// how many were new. Idempotent: importing the same rows again adds nothing.
-    pub async fn audit_import(
-        &self,
-        rows: &[(i64, i64, String, String, String)],
-    ) -> sqlx::Result<u64> {
+    pub async fn audit_import(&self, rows: &[AuditRecord]) -> sqlx::Result<u64> {
         let mut tx = self.pool.begin().await?;
         let mut inserted = 0;
         for chunk in rows.chunks(ROWS_PER_STATEMENT) {
@@ -63,13 +90,13 @@ impl Store {
                 placeholders(chunk.len(), 5)
             );
             let mut query = sqlx::query(&sql);
-            for (id, at, action, username, detail) in chunk {
+            for AuditRecord { id, row } in chunk {
                 query = query
                     .bind(*id)
-                    .bind(*at)
-                    .bind(action.as_str())
-                    .bind(username.as_str())
-                    .bind(detail.as_str());
+                    .bind(row.at)
+                    .bind(row.action.as_str())
+                    .bind(row.username.as_str())
+                    .bind(row.detail.as_str());
             }
             inserted += query.execute(&mut *tx).await?.rows_affected();
         }
@@ -94,17 +121,27 @@ impl Store {
     }
 
     /// The most recent audit rows, newest first (for tests and the audit page).
-    pub async fn recent_audit(&self, limit: i64) -> sqlx::Result<Vec<(i64, String, String)>> {
-        sqlx::query_as("SELECT id, action, username FROM audit_log ORDER BY id DESC LIMIT $1")
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await
+    pub async fn recent_audit(&self, limit: i64) -> sqlx::Result<Vec<RecentAudit>> {
+        let rows: Vec<(i64, String, String)> =
+            sqlx::query_as("SELECT id, action, username FROM audit_log ORDER BY id DESC LIMIT $1")
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, action, username)| RecentAudit {
+                id,
+                action,
+                username,
+            })
+            .collect())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::super::temp_store;
+    use super::*;
 
     #[tokio::test]
     async fn imports_keep_ids_count_new_rows_and_leave_ids_for_later_rows() {
@@ -114,14 +151,14 @@ mod tests {
             .await
             .unwrap();
         let rows: Vec<_> = (0..5000)
-            .map(|i| {
-                (
-                    10_000 + i,
-                    i,
-                    "LOGIN".to_string(),
-                    "u".to_string(),
-                    "{}".to_string(),
-                )
+            .map(|i| AuditRecord {
+                id: 10_000 + i,
+                row: NewAuditRow {
+                    at: i,
+                    action: "LOGIN".to_string(),
+                    username: "u".to_string(),
+                    detail: "{}".to_string(),
+                },
             })
             .collect();
         assert_eq!(store.audit_import(&rows[..2000]).await.unwrap(), 2000);
@@ -152,16 +189,21 @@ mod tests {
             .unwrap();
         assert!(b > a);
         let rows = store.recent_audit(10).await.unwrap();
-        assert_eq!(rows[0].1, "LOGOUT");
+        assert_eq!(rows[0].action, "LOGOUT");
 
         let many: Vec<_> = (0..600)
-            .map(|i| (i, "SEED".to_string(), format!("u{i}"), "{}".to_string()))
+            .map(|i| NewAuditRow {
+                at: i,
+                action: "SEED".to_string(),
+                username: format!("u{i}"),
+                detail: "{}".to_string(),
+            })
             .collect();
         assert_eq!(store.audit_many(&many).await.unwrap(), 600);
         assert_eq!(store.audit_count().await.unwrap(), 602);
         let newest = store.recent_audit(1).await.unwrap();
         assert_eq!(
-            (newest[0].1.as_str(), newest[0].2.as_str()),
+            (newest[0].action.as_str(), newest[0].username.as_str()),
             ("SEED", "u599"),
             "order kept"
         );

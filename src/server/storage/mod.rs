@@ -353,13 +353,11 @@ mod tests {
         // copies it into the database file.
         let detail = "x".repeat(500);
         let rows: Vec<_> = (0..2000)
-            .map(|i| {
-                (
-                    i,
-                    "SEED".to_string(),
-                    "u".to_string(),
-                    format!("\"{detail}\""),
-                )
+            .map(|i| audit::NewAuditRow {
+                at: i,
+                action: "SEED".to_string(),
+                username: "u".to_string(),
+                detail: format!("\"{detail}\""),
             })
             .collect();
         store.audit_many(&rows).await.unwrap();
