@@ -457,3 +457,57 @@ impl Drop for Presence {
         self.presences.leave(&self.room, &self.user);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::fanout::bus::LocalBus;
+
+    fn presence_of(r: Received) -> (PresenceAction, String) {
+        let Received::Message(m) = r else {
+            panic!("not a message: {r:?}")
+        };
+        match serde_json::from_str::<ServerMsg>(m.text()).unwrap() {
+            ServerMsg::ChatPresence(p) => (p.action, p.display_name),
+            other => panic!("not presence: {other:?}"),
+        }
+    }
+
+    // On tokio's paused clock: the grace period passes when the test waits, at once.
+    #[tokio::test(start_paused = true)]
+    async fn presence_is_one_entry_per_user_and_waits_out_the_grace_period() {
+        let bus = Arc::new(LocalBus::new());
+        let presences = Presences::start(bus.clone(), Shutdown::new(), Duration::from_millis(150));
+        let mut sub = bus.subscribe(&topic("lobby"));
+        let tab1 = presences.enter("lobby", "alice");
+        let tab2 = presences.enter("lobby", "alice");
+        assert_eq!(presences.members("lobby"), vec!["alice"]);
+        assert_eq!(
+            presence_of(sub.recv().await),
+            (PresenceAction::Joined, "alice".into())
+        );
+        // A reload: the last tab closes and a new one opens within the grace period.
+        drop(tab1);
+        drop(tab2);
+        let tab3 = presences.enter("lobby", "alice");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(sub.try_recv().is_none(), "no left/joined flap on reload");
+        assert_eq!(presences.members("lobby"), vec!["alice"]);
+        drop(tab3);
+        let left_at = tokio::time::Instant::now();
+        assert_eq!(
+            presences.members("lobby"),
+            vec!["alice"],
+            "still there during the grace"
+        );
+        assert_eq!(
+            presence_of(sub.recv().await),
+            (PresenceAction::Left, "alice".into())
+        );
+        assert!(
+            left_at.elapsed() >= Duration::from_millis(150),
+            "not before the grace period ends"
+        );
+        assert!(presences.members("lobby").is_empty());
+    }
+}

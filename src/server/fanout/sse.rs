@@ -551,7 +551,9 @@ mod tests {
         out
     }
 
-    #[tokio::test]
+    // On tokio's paused clock: the keep-alives and the timeout fire in order at once, with no
+    // real waiting and no timing slack.
+    #[tokio::test(start_paused = true)]
     async fn retry_first_then_events_then_keep_alives_until_the_timeout() {
         let options = SseOptions {
             keep_alive: Duration::from_millis(20),
@@ -569,17 +571,22 @@ mod tests {
         );
         assert_eq!(response.headers()[header::CACHE_CONTROL], "no-cache");
         assert_eq!(response.headers()["x-accel-buffering"], "no");
-        let started = std::time::Instant::now();
+        let started = tokio::time::Instant::now();
         let text = String::from_utf8(collect_body(response).await).unwrap();
         assert!(
-            started.elapsed() >= Duration::from_millis(250),
-            "ends at the timeout"
+            started.elapsed() >= Duration::from_millis(300),
+            "ends at the timeout, not before"
         );
         let rest = text
             .strip_prefix("retry: 3000\n\ndata: hi\nid: 1\n\n")
             .expect("retry first, then the event");
         assert!(!rest.is_empty(), "keep-alives in the silence");
         assert_eq!(rest.replace(": keep-alive\n\n", ""), "", "only keep-alives");
+        let keep_alives = rest.matches(": keep-alive").count();
+        assert!(
+            (13..=15).contains(&keep_alives),
+            "one every 20 ms of the 300: {keep_alives}"
+        );
     }
 
     #[tokio::test]
