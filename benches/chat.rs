@@ -1,4 +1,4 @@
-//! Chat under load (issue 5): room delivery over WebSocket and SSE, and what an idle
+//! Chat under load: room delivery over WebSocket and SSE, and what an idle
 //! WebSocket costs the server.
 //!
 //! - `ws`: N WebSocket clients joined to one room; P of them (each its own account, so each
@@ -14,7 +14,7 @@
 //!   for a while; prints the server's resident memory growth per connection (VmRSS of `--pid`)
 //!   and whether all N stayed open at once.
 //!
-//! Targets (issue 5; the server and this load generator share a 2-core machine): 1,000
+//! Targets (round 1's; the server and this load generator share a 2-core machine): 1,000
 //! WebSocket clients with 1,000 msgs/s offered (1,000,000 deliveries/s): every message
 //! delivered, at least 800,000 deliveries/s, p99 under 250 ms. 1,000 SSE subscribers at
 //! 100 msgs/s: p99 under 100 ms. Idle WebSockets: at most 8 kB of server memory each, and

@@ -1,4 +1,4 @@
-//! Job events over SSE under load (issue 4): N demo jobs of S steps with no step delay, each
+//! Job events over SSE under load: N demo jobs of S steps with no step delay, each
 //! watched over its own SSE stream, run to completion. Prints events/s delivered, the event
 //! latency (from the event's `at`, stamped when the worker made it, to its arrival) and the
 //! server's peak RSS; checks that every event arrived exactly once and in order.

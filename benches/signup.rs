@@ -1,4 +1,4 @@
-//! Logins while a burst of signups arrives (issue 15): does a flood of new accounts, each an
+//! Logins while a burst of signups arrives: does a flood of new accounts, each an
 //! Argon2 hash, hold up the people who already have one?
 //!
 //! 1. Signs up `BENCH_USERS` accounts (default 8), then measures their logins alone: the

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Chat benchmark (issue 5), three scenarios, each against the release server on a fresh SQLite
+# Chat benchmark, three scenarios, each against the release server on a fresh SQLite
 # file (benches/chat.rs does the measuring):
 #   1. ws:   CLIENTS WebSocket clients (default 1000) in one room, PUBLISHERS of them (default
 #            RATE/5, so 5 msgs/s each, under the 10/s per-user limit) publishing RATE msgs/s
@@ -141,7 +141,7 @@ for phase in $phases; do
   esac
 done
 
-printf '\nSummary (issue 5 targets; the server and the load generator share this machine):\n'
+printf '\nSummary (round 1 targets; the server and the load generator share this machine):\n'
 awk '
   $1 != "result" { next }
   {

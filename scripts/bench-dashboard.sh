@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Dashboard benchmark (issue 6): a dashboard left open holds flat memory, in the server and in
+# Dashboard benchmark: a dashboard left open holds flat memory, in the server and in
 # the browser, while the log pours in. Starts the development server on a fresh SQLite file, then
 # scripts/bench-dashboard.mjs opens STREAMS admin metrics+log streams (default 100) and one
 # /dashboard page in Chromium, and makes RATE logged requests a second (default 200) for SECS

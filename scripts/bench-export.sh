@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Export benchmark (issue 3): streams N seeded audit rows over loopback and prints rows/s,
+# Export benchmark: streams N seeded audit rows over loopback and prints rows/s,
 # MB/s and the server's memory, for each row count and each SQLite reader.
 #
 #   ./scripts/bench-export.sh                 # 100,000 and 1,000,000 rows

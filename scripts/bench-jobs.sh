@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Jobs benchmark (issue 4): BENCH_JOBS demo jobs (default 200) of BENCH_STEPS steps (default
+# Jobs benchmark: BENCH_JOBS demo jobs (default 200) of BENCH_STEPS steps (default
 # 20) with no step delay, each watched over its own SSE stream, run to completion. Prints
 # events/s delivered, event latency p50/p99 and the server's peak RSS, and checks every event
 # arrived exactly once and in order (benches/jobs.rs).

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Signup burst benchmark (issue 15): login latency while BENCH_SIGNUPS signups (default 200)
+# Signup burst benchmark: login latency while BENCH_SIGNUPS signups (default 200)
 # arrive at once from distinct addresses (benches/signup.rs). Prints login p50/p99 alone and
 # during the burst, and what the signups got.
 #

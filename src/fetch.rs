@@ -13,7 +13,7 @@ use crate::protocol::ErrorBody;
 pub const UNREACHABLE: &str =
     "The server could not be reached. Check your connection and try again.";
 
-/// The sentence a refused request carries: the contract's `message`, or the status.
+/// The sentence a refused request carries: the documented `message`, or the status.
 pub async fn refusal(response: Response) -> String {
     let status = response.status();
     match response.json::<ErrorBody>().await {

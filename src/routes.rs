@@ -162,7 +162,7 @@ async fn log_request(request: axum::extract::Request, next: middleware::Next) ->
     response
 }
 
-/// A panic in a handler becomes a plain 500 in the contract's shape; the panic is logged.
+/// A panic in a handler becomes a plain 500 in the documented shape; the panic is logged.
 fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
     let detail = panic
         .downcast_ref::<String>()

@@ -87,7 +87,7 @@ test('the first render comes from the server, and the live stream continues afte
 });
 
 // scripts/test.sh runs the server with TIDINGS_SSE_MAX_SECS=3: every event stream is cut after
-// 3 s, and the browser reconnects (after the contract's `retry: 3000`) with Last-Event-ID.
+// 3 s, and the browser reconnects (after the documented `retry: 3000`) with Last-Event-ID.
 test('a dropped connection reconnects by itself and resumes with no gap', async ({ page }) => {
   test.setTimeout(60_000);
   await signUp(page.request, uniqueName('drop'));

@@ -1,4 +1,4 @@
-//! Chat rooms over three transports (issue 5): WebSocket, SSE + POST, and polling, with
+//! Chat rooms over three transports: WebSocket, SSE + POST, and polling, with
 //! presence, resume after a drop, backpressure and limits.
 //!
 //! - `hub` (ssr): storing (batched writer), presence with a grace period, rate limit,

@@ -1,4 +1,4 @@
-//! The contract's Chat routes: one set of rooms over three transports.
+//! The documented Chat routes: one set of rooms over three transports.
 //!
 //! - `GET /ws`: the WebSocket (`session::run`); the origin middleware already refused a
 //!   foreign `Origin`, and the session cookie names the user.

@@ -1,4 +1,4 @@
-//! One WebSocket connection: the contract's `chat-*` messages over any `Sink`/`Stream` of
+//! One WebSocket connection: the documented `chat-*` messages over any `Sink`/`Stream` of
 //! frames, so unit tests drive it with channels and the server with an axum socket.
 //!
 //! Two loops share the connection and end together:
@@ -307,7 +307,7 @@ async fn handle(
         Ok(m) => m,
         Err(e) => {
             return Some(Out::Frame(Box::new(error(format!(
-                "That {kind} message is not shaped as the contract says: {e}."
+                "That {kind} message is not in the expected shape: {e}."
             )))))
         }
     };
@@ -758,7 +758,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn bad_messages_get_the_contracts_sentences_and_the_connection_survives() {
+    async fn bad_messages_get_the_documented_sentences_and_the_connection_survives() {
         let (_dir, hub) = hub().await;
         let mut c = connect(&hub, "alice");
         c.to_server

@@ -94,7 +94,7 @@ pub async fn sign_in(
         .context("the login answer is not the expected JSON")
 }
 
-/// The sentence a refused request carries: the contract's `message`, or the status.
+/// The sentence a refused request carries: the documented `message`, or the status.
 pub async fn refusal(res: reqwest::Response) -> String {
     let status = res.status();
     match res.json::<ErrorBody>().await {

@@ -4,7 +4,7 @@
 //!
 //! - Events are parsed by the `eventsource-stream` crate (the WHATWG rules) and printed one
 //!   per line: `id event data`, or as JSON lines with `--json`. That crate drops a `retry`
-//!   field sent in a block without data (as `retry: 3000` first is, in the contract), so a
+//!   field sent in a block without data (as the `retry: 3000` every Tidings stream starts with is), so a
 //!   small [`RetryScanner`] reads that one field from the raw bytes beside it.
 //! - After a drop, or a clean end, it reconnects like a browser's EventSource: after the
 //!   server's `retry` (else `--retry-ms`), growing with jittered exponential backoff while

@@ -1,4 +1,4 @@
-//! The live dashboard (issue 6): the server's metrics once a second and, for admins, its own
+//! The live dashboard: the server's metrics once a second and, for admins, its own
 //! log, both over Server-Sent Events, drawn as plots and a log tail on `/dashboard`.
 //!
 //! - `server` (ssr): `GET /api/metrics/events` (every signed-in user; with `?logs=<level>` an

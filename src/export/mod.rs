@@ -1,4 +1,4 @@
-//! The audit log export (issue 3): HTTP streaming of NDJSON or CSV, its live viewer, and its
+//! The audit log export: HTTP streaming of NDJSON or CSV, its live viewer, and its
 //! command-line consumer.
 //!
 //! - `server` (ssr): `GET /api/audit/export` and `GET /api/audit/count`.

@@ -583,7 +583,7 @@ mod tests {
     }
 
     #[test]
-    fn defaults_follow_the_contract() {
+    fn defaults_follow_the_documented_ones() {
         let p = parse("").unwrap();
         assert_eq!(
             (p.after, p.limit, p.batch, p.flush_every),

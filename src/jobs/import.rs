@@ -1,4 +1,4 @@
-//! The `import` job (contract, "Import"): consumes an NDJSON audit export as it arrives.
+//! The `import` job (docs/interface.md, "Import"): consumes an NDJSON audit export as it arrives.
 //!
 //! - **Start**: `POST /api/audit/import {"source"}` (or `POST /api/jobs` with
 //!   `kind:"import"`), admins only. The source must start with a prefix in
@@ -225,7 +225,7 @@ pub async fn run_import(run: &mut Run) {
             failures = 0;
         }
         match outcome {
-            // A source that sends no trailer (the contract's export without `trailer=true`):
+            // A source that sends no trailer (the documented export without `trailer=true`):
             // a clean end that brought nothing new after a first pass means it is all here.
             Attempt::Ended if tally.read == read_before && failures > 0 => {
                 return complete(run, &params, &tally).await;

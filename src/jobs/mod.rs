@@ -1,5 +1,5 @@
-//! Durable jobs watched over Server-Sent Events (issue 4): the queue and its workers, the
-//! contract's Jobs routes, the `/jobs` page with its progress bar, and polling beside SSE.
+//! Durable jobs watched over Server-Sent Events: the queue and its workers, the
+//! Jobs routes (docs/interface.md, "Jobs"), the `/jobs` page with its progress bar, and polling beside SSE.
 //!
 //! - `runner` (ssr): workers, the event writer (stored, then published), the demo job.
 //! - `server` (ssr): `POST/GET /api/jobs`, `GET /api/jobs/{id}` (JSON + ETag, or SSE),

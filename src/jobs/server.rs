@@ -1,4 +1,4 @@
-//! The contract's Jobs routes: create, list, status (JSON with `ETag`, or SSE by `Accept`),
+//! The documented Jobs routes: create, list, status (JSON with `ETag`, or SSE by `Accept`),
 //! cancel, and the event stream with `Last-Event-ID` replay.
 //!
 //! The event stream subscribes to the job's bus topic *first*, then replays the stored events
@@ -211,7 +211,7 @@ async fn create(
     }
 }
 
-/// `POST /api/audit/import {"source"}`: an import job (contract, "Import").
+/// `POST /api/audit/import {"source"}`: an import job (docs/interface.md, "Import").
 async fn import(
     State(state): State<AppState>,
     Extension(jobs): Extension<Jobs>,

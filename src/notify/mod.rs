@@ -1,4 +1,4 @@
-//! Notifications (contract, "Notifications"): an admin sends one, every WebSocket and every
+//! Notifications (docs/interface.md, "Notifications"): an admin sends one, every WebSocket and every
 //! subscriber of `/api/notifications/events` gets it, and every page shows it as a toast.
 //!
 //! - `server` (ssr): `POST /api/notifications`, `GET /api/notifications/events`.

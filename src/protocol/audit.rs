@@ -91,7 +91,7 @@ pub const AUDIT_ACTIONS: &[&str] = &[
     "NOTIFY",
 ];
 
-/// Rows read per database page: the contract's range and default.
+/// Rows read per database page: the documented range and default.
 pub const BATCH_MIN: u32 = 1;
 pub const BATCH_MAX: u32 = 10_000;
 pub const BATCH_DEFAULT: u32 = 500;

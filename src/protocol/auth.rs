@@ -64,7 +64,7 @@ pub struct StreamToken {
     pub expires_at: String,
 }
 
-/// Checks a username against the contract's `[a-z0-9_.-]{2,32}`.
+/// Checks a username against the documented `[a-z0-9_.-]{2,32}`.
 /// Returns the sentence to show when it does not match.
 pub fn check_username(name: &str) -> Result<(), &'static str> {
     let len = name.chars().count();
@@ -107,7 +107,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn user_envelope_matches_contract() {
+    fn user_envelope_matches_the_documented_shape() {
         let env = UserEnvelope {
             user: UserView {
                 username: "eric".into(),

@@ -1,6 +1,6 @@
 //! Chat: the WebSocket messages both ways, the SSE and polling shapes, and the limits the
-//! contract fixes (contract, "Chat"). The server, the browser and the terminal client (issue
-//! 5) all speak these types.
+//! interface fixes (docs/interface.md, "WebSocket" and "Chat over HTTP"). The server, the
+//! browser and the terminal client all speak these types.
 
 use serde::{Deserialize, Serialize};
 
@@ -15,7 +15,7 @@ pub const RATE_PER_SECOND: u32 = 10;
 /// Messages in a `chat-joined` history when no `lastMessageId` is given.
 pub const JOIN_HISTORY: usize = 50;
 
-/// The contract's error sentences for the common mistakes.
+/// The documented error sentences for the common mistakes.
 pub const NOT_JSON: &str = "Messages must be JSON.";
 pub const UNKNOWN_TYPE: &str = "Unknown chat message type.";
 pub const JOIN_FIRST: &str = "Join a room first.";
@@ -77,7 +77,7 @@ pub struct ChatGap {
     pub first_available_id: i64,
 }
 
-/// A notification sent to every connection (contract, "Notifications").
+/// A notification sent to every connection (docs/interface.md, "Notifications").
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Notification {
     pub id: i64,
@@ -110,7 +110,7 @@ pub enum ServerMsg {
 #[serde(rename_all = "camelCase")]
 pub struct MessagePage {
     pub messages: Vec<ChatMessage>,
-    /// Set when `after` is older than the kept history (the contract's `"gap":true`).
+    /// Set when `after` is older than the kept history (the documented `"gap":true`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub gap: bool,
     /// The room's members now (pollers see presence by comparing).
@@ -159,7 +159,7 @@ pub struct ChatSnapshot {
 /// The room every user starts in.
 pub const DEFAULT_ROOM: &str = "general";
 
-/// The notification kinds (contract, "Notifications").
+/// The notification kinds (docs/interface.md, "Notifications").
 pub const NOTIFICATION_KINDS: [&str; 3] = ["info", "deploy", "maintenance"];
 /// Longest notification message, in characters.
 pub const NOTIFICATION_MAX_CHARS: usize = 500;
@@ -234,7 +234,7 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn client_messages_read_as_the_contract_writes_them() {
+    fn client_messages_read_as_documented() {
         let join: ClientMsg = serde_json::from_value(
             json!({"type":"chat-join","room":"general","lastMessageId":null}),
         )
@@ -265,7 +265,7 @@ mod tests {
     }
 
     #[test]
-    fn server_messages_write_the_contracts_fields() {
+    fn server_messages_write_the_documented_fields() {
         let message = ChatMessage {
             id: 7,
             room: "general".into(),

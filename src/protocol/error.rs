@@ -16,7 +16,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn matches_contract_shape() {
+    fn matches_the_documented_shape() {
         let body = ErrorBody {
             error: "unauthorized".into(),
             message: "Sign in first.".into(),

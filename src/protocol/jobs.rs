@@ -1,5 +1,5 @@
 //! Jobs: what `POST /api/jobs` takes, what the status and list routes answer, and the data
-//! of every job event on the SSE stream (contract, "Jobs").
+//! of every job event on the SSE stream (docs/interface.md, "Jobs").
 
 use serde::{Deserialize, Serialize};
 
@@ -69,7 +69,7 @@ pub enum JobState {
 }
 
 impl JobState {
-    /// The contract's word for it.
+    /// The documented word for it.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Queued => "queued",
@@ -226,7 +226,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_contracts_shapes() {
+    fn the_documented_shapes() {
         let body: CreateJob = serde_json::from_str(
             r#"{"kind":"demo","steps":20,"stepMs":250,"warnAt":[7],"failAt":null}"#,
         )

@@ -1,4 +1,4 @@
-//! The live dashboard's two streams (contract, "Live metrics"): the `metrics` event sent every
+//! The live dashboard's two streams (docs/interface.md, "Server-Sent Events"): the `metrics` event sent every
 //! second by `GET /api/metrics/events`, and the `log` events of the admin's log tail
 //! (`GET /api/logs/events`), with the level filter both take.
 
@@ -13,7 +13,7 @@ pub const LOG_EVENT: &str = "log";
 /// SSE event name sent before a replay that starts after records the ring no longer holds.
 pub const LOG_GAP_EVENT: &str = "gap";
 
-/// One second of the server, as measured (contract fields first, then Tidings' own).
+/// One second of the server, as measured (documented fields first, then Tidings' own).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Metrics {
@@ -156,7 +156,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn metrics_carry_the_contracts_fields() {
+    fn metrics_carry_the_documented_fields() {
         let m = Metrics {
             connections: Connections {
                 websocket: 3,

@@ -1,12 +1,12 @@
 //! Wire types: every JSON shape that crosses the network, defined once.
 //!
 //! The server (axum handlers), the WASM client (hydrated pages) and the command-line
-//! client all serialize and parse these same types, so the contract cannot drift between
+//! client all serialize and parse these same types, so the interface (docs/interface.md) cannot drift between
 //! them. This module builds for `wasm32` and native alike: no leptos, axum or tokio here,
 //! no `cfg`, fixed-size integers only (the Leptos book warns against `usize` on the wire),
-//! camelCase field names as the contract requires.
+//! camelCase field names as the interface has them.
 //!
-//! Test with `cargo test --features ssr protocol` (round trips against the contract's JSON).
+//! Test with `cargo test --features ssr protocol` (round trips against the documented JSON).
 
 pub mod audit;
 pub mod auth;

@@ -1,6 +1,6 @@
 //! The error type of every JSON route, and a JSON extractor whose rejections use it.
 //!
-//! `ApiError` renders as the contract's `{"error","message"}` with the right status. Internal
+//! `ApiError` renders as the documented `{"error","message"}` with the right status. Internal
 //! failures are logged with their cause and shown to the user only as a plain sentence: no
 //! stack trace, no SQL, no panic text ever reaches a response.
 
@@ -162,7 +162,7 @@ impl ApiError {
         }
     }
 
-    /// The contract's error body.
+    /// The documented error body.
     pub fn body(&self) -> ErrorBody {
         ErrorBody {
             error: self.code().to_string(),
@@ -238,7 +238,7 @@ pub fn server_fn_failed<E: std::fmt::Display>(cause: E) -> leptos::prelude::Serv
     leptos::prelude::ServerFnError::new(ApiError::Internal(anyhow::anyhow!("hidden")).message())
 }
 
-/// `axum::Json`, but a rejected body is an [`ApiError`] in the contract's shape.
+/// `axum::Json`, but a rejected body is an [`ApiError`] in the documented shape.
 #[derive(Debug, Clone, Copy, Default, FromRequest)]
 #[from_request(via(axum::Json), rejection(ApiError))]
 pub struct ApiJson<T>(pub T);

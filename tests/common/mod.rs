@@ -329,7 +329,7 @@ impl TestServer {
     }
 }
 
-/// Reads a JSON error body and checks it has the contract's shape; returns its `error` code.
+/// Reads a JSON error body and checks it has the documented shape; returns its `error` code.
 pub async fn error_code(res: reqwest::Response) -> String {
     let body: serde_json::Value = res.json().await.expect("error bodies are JSON");
     let message = body["message"].as_str().expect("a message");

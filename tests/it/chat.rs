@@ -1,8 +1,9 @@
-//! Chat through the real server (contract, "Chat" and "Notifications"):
+//! Chat through the real server (docs/interface.md, "WebSocket", "Chat over HTTP" and
+//! "Notifications"):
 //!
 //! - the three transports (WebSocket, SSE + `POST`, polling) see each other's messages, with
 //!   ids rising 1, 2, 3… within a room;
-//! - every bad WebSocket message gets its contract sentence and the socket survives; the rate
+//! - every bad WebSocket message gets its documented sentence and the socket survives; the rate
 //!   limit (`Slow down.` on the socket, 429 `slow_down` on `POST`); the 64 KiB frame limit
 //!   (close 1009); a foreign `Origin` (403) and a missing session (401) on the upgrade;
 //! - presence: one entry per user however many sockets, no `left` while a socket remains,
@@ -1003,7 +1004,7 @@ async fn long_polling_over_sse_sends_what_is_newer_or_waits_for_the_next_then_en
 // ---------------------------------------------------------------------------------------------
 
 #[tokio::test]
-async fn the_http_chat_routes_refuse_bad_input_with_the_contracts_codes() {
+async fn the_http_chat_routes_refuse_bad_input_with_the_documented_codes() {
     let server = TestServer::start().await;
     let alice = server.user("alice").await;
     let long_room = "x".repeat(33);

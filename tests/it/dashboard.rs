@@ -1,4 +1,4 @@
-//! The live dashboard's streams against a real server (issue 6): `GET /api/metrics/events`
+//! The live dashboard's streams against a real server: `GET /api/metrics/events`
 //! (schema, once a second, values that follow real traffic, auth) and the admin's
 //! `GET /api/logs/events` (auth, level filter, replay with `Last-Event-ID`, gaps, and no
 //! secrets in what it carries).
@@ -54,7 +54,7 @@ impl Sse {
 }
 
 #[tokio::test]
-async fn metrics_come_every_second_with_the_contracts_fields_and_follow_traffic() {
+async fn metrics_come_every_second_with_the_documented_fields_and_follow_traffic() {
     let server = TestServer::start().await;
     // Signed out: 401, like every other API route.
     let res = plain_client()

@@ -1,4 +1,4 @@
-//! Safe to deploy (contract, "Deployment and hardening"), over the real server: the Host
+//! Safe to deploy (docs/operations.md and docs/interface.md, "Hosts and origins"), over the real server: the Host
 //! check, trusted proxies, admin bootstrap, signup limits, security headers, per-user quotas,
 //! ended sessions ending their connections, fair and bounded jobs, and protocol errors on the
 //! socket. Through a real nginx: `tests/it/proxy.rs`.
@@ -15,7 +15,7 @@ use tidings::server::config::TEST_SETUP_TOKEN;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::{self, Message};
 
-/// How long a closed session's connections may take to end (the contract: 2 s), with slack
+/// How long a closed session's connections may take to end (documented: 2 s), with slack
 /// for a loaded machine.
 const ENDS_WITHIN: Duration = Duration::from_secs(5);
 
@@ -760,10 +760,10 @@ async fn an_unmasked_client_frame_closes_the_socket_with_1002() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Bad input everywhere has the contract's shape
+// Bad input everywhere has the documented shape
 
 #[tokio::test]
-async fn refusals_have_the_contracts_shape() {
+async fn refusals_have_the_documented_shape() {
     let srv = TestServer::start_with(|c| c.server.limits.streams_per_user = 1).await;
     let ann = srv.user("ann").await;
     let _held = srv.ws(&ann.cookie).await;

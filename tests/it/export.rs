@@ -105,7 +105,7 @@ async fn wait_for_report(
 }
 
 #[tokio::test]
-async fn streams_every_row_as_ndjson_with_the_contract_headers() {
+async fn streams_every_row_as_ndjson_with_the_documented_headers() {
     let (srv, admin) = seeded(1234).await;
     let res = admin
         .get(srv.url("/api/audit/export?batch=100&trailer=true"))

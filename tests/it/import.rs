@@ -187,7 +187,7 @@ async fn flaky_source() -> (String, Arc<AtomicU32>) {
         )
         .route(
             "/plain",
-            // A contract export without `trailer=true` support: rows 1..=5, no trailer.
+            // An export without `trailer=true` support: rows 1..=5, no trailer.
             get(|Query(q): Query<Vec<(String, String)>>| async move {
                 let after: i64 = q
                     .iter()

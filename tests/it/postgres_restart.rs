@@ -1,4 +1,4 @@
-//! A PostgreSQL restart is survived (issue 7, "Bad input"): the server answers 503 on
+//! A PostgreSQL restart is survived: the server answers 503 on
 //! `/readyz` while the database is down and serves again once it is back, without a restart
 //! of its own. The test runs its own throwaway cluster (Debian's PostgreSQL, which
 //! `scripts/setup.sh` installs), so it can stop and start it.
@@ -179,7 +179,7 @@ async fn a_postgresql_restart_is_survived_by_reconnecting() {
 
     cluster.stop();
     wait_for(&server, 503, "/readyz stays 200 with the database down").await;
-    // A request that needs the database says so, in the contract's shape, without hanging.
+    // A request that needs the database says so, in the documented shape, without hanging.
     let res = http.get(server.url("/api/jobs")).send().await.unwrap();
     assert!(res.status().is_server_error(), "{}", res.status());
     let body: serde_json::Value = res.json().await.unwrap();

@@ -1,4 +1,4 @@
-//! Two instances on one database and one Redis (issue 7): what is published on one reaches the
+//! Two instances on one database and one Redis: what is published on one reaches the
 //! clients of the other, and an instance cut off from Redis says so and catches up after.
 //!
 //! Each test starts its own `redis-server` (Debian's, which `scripts/setup.sh` installs) on a

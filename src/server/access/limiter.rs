@@ -1,7 +1,7 @@
 //! Sliding-window limits: at most `max` attempts per key within `window`.
 //!
 //! - Failed logins: 429 once a username or a client address has 10 failures within 5 minutes
-//!   (the contract). Every attempt counts until it succeeds and is forgiven, which is why this
+//!   (docs/interface.md). Every attempt counts until it succeeds and is forgiven, which is why this
 //!   is not a token bucket from `governor`: successful logins must not use up anyone's
 //!   allowance.
 //! - Signups per client address per hour (`TIDINGS_SIGNUP_PER_HOUR`), chat messages per user

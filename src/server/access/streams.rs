@@ -8,7 +8,7 @@
 //! browser's reconnect gets 401). Dropping the `Held` (the connection closed) gives the place
 //! back.
 //!
-//! A session ends by logout, by expiry, or (issue 17) by an admin's disconnect:
+//! A session ends by logout, by expiry, or by an admin's disconnect:
 //! - logout calls [`Streams::end_session`], which publishes on the bus's [`SESSIONS`] topic,
 //!   so every instance (Redis carries it) ends that session's connections at once;
 //! - expiry is watched here, once a second, against each connection's session expiry;

@@ -29,7 +29,7 @@ pub struct Client {
     /// Its address: the peer, or what trusted proxies say the peer saw. `None` when the
     /// server runs without connection info (`oneshot` tests).
     pub ip: Option<IpAddr>,
-    /// Reached us over https: through TLS here (issue 18), or a trusted proxy's
+    /// Reached us over https: through TLS here, or a trusted proxy's
     /// `X-Forwarded-Proto: https` (or `Forwarded: proto=https`).
     pub https: bool,
 }

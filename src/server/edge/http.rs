@@ -68,7 +68,7 @@ pub struct HttpLimits {
 }
 
 impl HttpLimits {
-    /// The contract's limits with `max_connections`.
+    /// The documented limits with `max_connections`.
     pub fn new(max_connections: usize) -> Self {
         Self {
             max_connections,

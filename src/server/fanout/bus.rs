@@ -5,7 +5,7 @@
 //! [`Subscription`] per topic. The bus carries no history: stored ids are the source of
 //! truth, so a subscriber that lagged (its queue overflowed) or that missed messages while it
 //! reconnected reads them back from the database. That is also what lets a Redis bus replace
-//! [`LocalBus`] for several instances (issue 7) without touching jobs, rooms or notifications:
+//! [`LocalBus`] for several instances without touching jobs, rooms or notifications:
 //! they only see the trait.
 //!
 //! Subscribe *before* reading the backlog from storage, then skip what the backlog already
@@ -25,7 +25,7 @@ use tokio::sync::broadcast;
 /// topic, so this costs a slot per message, not per subscriber: a second of a busy room).
 pub const SUBSCRIBER_QUEUE: usize = 1024;
 
-/// The topic every notification goes to (contract, "Notifications").
+/// The topic every notification goes to (docs/interface.md, "Notifications").
 pub const NOTIFICATIONS: &str = "notifications";
 
 /// The topic on which every instance hears of ended sessions (`server::access::streams`).

@@ -1,4 +1,4 @@
-//! The fan-out bus across instances (issue 7): `REDIS_URL` set, every envelope published on one
+//! The fan-out bus across instances: `REDIS_URL` set, every envelope published on one
 //! instance reaches the subscribers of its topic on every instance.
 //!
 //! How: each instance keeps its local bus ([`LocalBus`]) and delivers to its own subscribers

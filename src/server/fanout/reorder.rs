@@ -1,4 +1,4 @@
-//! Puts a topic's envelopes back in id order before an instance delivers them (issue 7).
+//! Puts a topic's envelopes back in id order before an instance delivers them.
 //!
 //! With several instances, two writers take ids for one chat room in turn. Each instance
 //! delivers its own messages at once and hears the others' a moment later through Redis, so

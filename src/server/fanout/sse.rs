@@ -150,7 +150,7 @@ pub fn retry(after: Duration) -> Bytes {
 /// How a stream behaves.
 #[derive(Clone, Debug)]
 pub struct SseOptions {
-    /// Sent first, at once (the contract: `retry: 3000`). `None`: no retry line.
+    /// Sent first, at once (documented: `retry: 3000`). `None`: no retry line.
     pub retry: Option<Duration>,
     /// A `: keep-alive` comment after this long without anything sent.
     pub keep_alive: Duration,

@@ -24,7 +24,7 @@ use tokio::sync::watch;
 use crate::protocol::metrics::{Connections, JobCounts, Metrics, SlowClients};
 use crate::server::{clock, fanout::sse, fanout::ws, storage::Store, Shutdown};
 
-/// How often a sample is taken (contract: every second).
+/// How often a sample is taken (documented: every second).
 pub const INTERVAL: Duration = Duration::from_secs(1);
 
 /// How long the job count may take before a sample goes out with the last one.
