@@ -2,26 +2,31 @@
 //! Events, WebSockets), next to polling and a durable job queue, in one Leptos app whose
 //! server, browser and command-line client share their wire types.
 //!
-//! Map of the modules, top to bottom (imports only ever point down):
-//! - `routes` (ssr): merges every feature's `router()` with the Leptos pages; `serve()`.
-//! - `app`: the HTML shell, `<App/>`, the page routes.
-//! - features, each with its view, browser client and (ssr) server half:
-//!   `auth` (accounts, sessions, stream tokens), `guide` (the home page's decision guide),
-//!   `export` (the audit log streamed as NDJSON or CSV, its viewer, its seeding command),
-//!   `jobs` (durable jobs watched over SSE or polling), `chat` (rooms over WebSocket, SSE +
-//!   POST and polling, with presence), `notify` (admin notifications shown as toasts).
+//! Map of the modules, top to bottom (imports only ever point down; docs/architecture.md
+//! draws it and follows a message through):
+//! - `routes` (ssr): starts the features' services once (`Services`), merges every feature's
+//!   `router()` with the Leptos pages; `serve()`.
 //! - `settings` (ssr): every setting read once at start (the server's and each feature's).
-//! - `cli` (ssr): the command-line clients (`tidings export`), beside the features.
-//! - `server` (ssr): infrastructure that knows no feature: config, state, storage, errors,
-//!   identity, origin checks, shutdown, health, logging.
+//! - `app`: the HTML shell, `<App/>`, the page routes.
+//! - features, each with its view, browser client and (ssr) server half, its queries
+//!   (`store.rs`) and its settings:
+//!   `auth` (accounts, sessions, stream tokens, `tidings users add`), `guide` (the home page's
+//!   decision guide), `export` (the audit log streamed as NDJSON or CSV, its viewer, its
+//!   seeding command), `jobs` (durable jobs watched over SSE or polling, imports), `chat`
+//!   (rooms over WebSocket, SSE + POST and polling, with presence), `notify` (admin
+//!   notifications shown as toasts), `dashboard` (live metrics and the admin's log tail).
+//! - `cli` (ssr): the command-line network clients (`tidings export`, `tail`, `chat`),
+//!   beside the features; they import only `protocol` and `retry`.
+//! - `server` (ssr): infrastructure that knows no feature: storage, access, edge, fanout,
+//!   observe (see its map).
 //! - `retry` (ssr): the retry policy every client of another server follows (the command-line
 //!   clients, the import job, the job event writer), below both `cli` and `server`.
 //! - `protocol`: wire types only, for wasm32 and native alike.
-//! - `fetch`: the browser's `fetch` helpers every page's client shares (refusal sentences,
-//!   a JSON POST); like `protocol`, below the features.
+//! - `fetch` and `events`: the browser's `fetch` helpers and its one `EventSource` wrapper,
+//!   which every page's client shares; like `protocol`, below the features.
 //!
 //! `hydrate()` is the WASM entry point. Tests: `cargo test --features ssr` (unit tests beside
-//! the code, `tests/` against a real server), `cargo leptos end-to-end` (Playwright).
+//! the code, `tests/it/` against a real server), `cargo leptos end-to-end` (Playwright).
 
 pub mod app;
 pub mod auth;

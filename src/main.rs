@@ -1,9 +1,11 @@
 //! The Tidings binary. Thin on purpose: parse the command line, configure, run.
 //!
-//! - `tidings` or `tidings serve`: runs the server (configured by the environment, see
-//!   `server::config`).
+//! - `tidings` or `tidings serve`: runs the server (configured by the environment, read once
+//!   by `settings`; every variable is in docs/operations.md).
 //! - `tidings seed --audit-rows N`: adds N synthetic audit rows to `DATABASE_URL`'s database.
 //! - `tidings export …`: streams a server's audit log to a file (see `cli::export`).
+//! - `tidings tail URL` and `tidings chat`: follow an event stream, chat in a terminal
+//!   (`cli::tail`, `cli::chat`).
 //! - `tidings users add NAME [--admin]`: creates an account in `DATABASE_URL`'s database.
 
 #[cfg(feature = "ssr")]

@@ -1,6 +1,9 @@
-//! The state every handler shares: configuration, database, token signer, limiters, the
-//! registry of live connections, shutdown signal, and Leptos's options (which `leptos_axum`
-//! reads through `FromRef`).
+//! The state every handler shares: the server's configuration, database, token signer,
+//! limiters, the registry of live streams, the bus, the metrics sampler, this instance's id,
+//! the shutdown signal, and Leptos's options (which `leptos_axum` reads through `FromRef`).
+//!
+//! It knows no feature: the features' own services (the chat's hub, the job queue) start
+//! beside it in `routes::Services`. See docs/architecture.md.
 
 use std::{
     net::SocketAddr,
@@ -55,7 +58,8 @@ pub struct AppState {
     pub listening: Arc<OnceLock<SocketAddr>>,
     /// Fires once at shutdown; every long-lived loop selects on it.
     pub shutdown: Shutdown,
-    /// The fan-out bus every broadcast goes through (in-process for now).
+    /// The fan-out bus every broadcast goes through: in process, or across instances
+    /// through Redis when `REDIS_URL` is set.
     pub bus: Arc<dyn Bus>,
     /// The live metrics, sampled once a second for every dashboard.
     pub metrics: Sampler,

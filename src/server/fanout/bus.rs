@@ -1,5 +1,5 @@
-//! The fan-out bus: the one seam every broadcast goes through (job events now; chat
-//! messages, presence and notifications later).
+//! The fan-out bus: the one seam every broadcast goes through (job events, chat messages,
+//! presence, notifications, and the signals that end a session's streams).
 //!
 //! Publishers call [`Bus::publish`] after the message is stored; subscribers get a bounded
 //! [`Subscription`] per topic. The bus carries no history: stored ids are the source of

@@ -1,5 +1,5 @@
 //! Server-Sent Events: the one encoder and response that every stream in the app uses (job
-//! events now; rooms, notifications, metrics and the log tail later).
+//! events, chat rooms, notifications, live metrics and the admin's log tail).
 //!
 //! It covers what BoxLang's `SSE()` emitter does, on top of a plain axum body:
 //! - [`Event`]: `id`, `event` name and data; data with newlines (`\n`, `\r\n` or `\r`) is split

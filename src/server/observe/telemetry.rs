@@ -1,8 +1,9 @@
-//! Structured logs with `tracing`: `RUST_LOG` picks the console's levels (default `info`), and
+//! Structured logs with `tracing`: `RUST_LOG` picks the console's levels (default
+//! [`CONSOLE_DEFAULT`]: `info`, with sqlx's per-query lines only at `warn`), and
 //! `TIDINGS_LOG_FORMAT=json` switches it to one JSON object per line for log collectors.
 //!
 //! The admin's log tail (`server::observe::logs`) has a filter of its own, `TIDINGS_LOG_TAIL` (same
-//! syntax, default `info`): a console kept quiet at `warn` still leaves the dashboard the
+//! syntax, default [`TAIL_DEFAULT`]): a console kept quiet at `warn` still leaves the dashboard the
 //! server's requests and events.
 
 use tracing_subscriber::{fmt, layer::SubscriberExt, util::SubscriberInitExt, EnvFilter, Layer};
