@@ -12,6 +12,8 @@
 
 mod client;
 #[cfg(feature = "ssr")]
+mod password;
+#[cfg(feature = "ssr")]
 mod server;
 #[cfg(feature = "ssr")]
 pub mod users;
