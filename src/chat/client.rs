@@ -4,13 +4,15 @@
 //! A [`Link`] opens the chosen transport and keeps it open until dropped:
 //! - **WebSocket** (`/ws`): joins with `lastMessageId`, so a reconnect resumes exactly after
 //!   the last message shown; sends over the socket.
-//! - **SSE + POST**: an `EventSource` on `/api/rooms/{room}/events?lastEventId=…` (the browser
-//!   reconnects by itself and sends `Last-Event-ID`); sends with `POST`.
+//! - **SSE + POST**: the shared [`EventStream`] on `/api/rooms/{room}/events?lastEventId=…`
+//!   (the browser reconnects by itself after a drop and sends `Last-Event-ID`); sends with
+//!   `POST`.
 //! - **Polling**: `GET /api/rooms/{room}/messages?after=…` every second; sends with `POST`.
 //!
-//! Whatever the transport, a message is passed on once (ids only rise), and a broken
-//! connection is retried with exponential backoff (1 s, 2 s, 4 s … 15 s) until the link is
-//! dropped. Compiled everywhere so the view needs no `cfg`; only ever called in the browser.
+//! Whatever the transport, a message is passed on once (ids only rise), its state is told as
+//! the shared [`LinkState`], and a broken connection (a refused event stream included) is
+//! retried with exponential backoff (1 s, 2 s, 4 s … 15 s) until the link is dropped.
+//! Compiled everywhere so the view needs no `cfg`; only ever called in the browser.
 
 use std::{
     cell::{Cell, RefCell},
@@ -19,9 +21,10 @@ use std::{
 
 use gloo_net::http::Request;
 use wasm_bindgen::{closure::Closure, JsCast};
-use web_sys::{CloseEvent, EventSource, MessageEvent, WebSocket};
+use web_sys::{CloseEvent, MessageEvent, WebSocket};
 
 use crate::{
+    events::{EventStream, LinkState},
     fetch::{post_json, refusal, UNREACHABLE},
     protocol::chat::{
         ChatGap, ChatMessage, ChatPresence, ClientMsg, MessagePage, PostMessage, ServerMsg,
@@ -32,10 +35,13 @@ use crate::{
 /// What an SSE event's data does to the link (one per event name).
 type OnData = fn(&Rc<Inner>, String);
 
+/// How long the browser waits before reconnecting a dropped room stream: the stream's `retry:`
+/// (docs/interface.md, "Server-Sent Events").
+const ROOM_STREAM_RETRY_MS: u32 = 3000;
 /// How often the polling transport asks.
-const POLL_EVERY_MS: i32 = 1000;
+const POLL_EVERY_MS: u32 = 1000;
 /// The longest wait between reconnect attempts.
-const BACKOFF_MAX_MS: i32 = 15_000;
+const BACKOFF_MAX_MS: u32 = 15_000;
 
 /// The three ways to follow a room.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,18 +73,11 @@ impl Transport {
     }
 }
 
-/// The state of the connection, for the status line.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LinkState {
-    Connecting,
-    Open,
-    /// Broken; the next attempt is in this many milliseconds.
-    Reconnecting(i32),
-}
-
 /// What the link tells the page.
 #[derive(Clone, Debug)]
 pub enum News {
+    /// Connecting, open, or broken with the next attempt due (never closed: the link retries
+    /// until dropped).
     State(LinkState),
     /// In the room (again): its members, and the history since the last message (WebSocket).
     Joined(Vec<String>),
@@ -93,7 +92,8 @@ pub enum News {
 }
 
 /// Waits `ms` milliseconds (a `setTimeout` as a future).
-pub async fn sleep(ms: i32) {
+pub async fn sleep(ms: u32) {
+    let ms = i32::try_from(ms).unwrap_or(i32::MAX);
     let promise = js_sys::Promise::new(&mut |resolve, _| {
         if let Some(w) = web_sys::window() {
             let _ = w.set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, ms);
@@ -103,8 +103,8 @@ pub async fn sleep(ms: i32) {
 }
 
 /// The backoff before attempt `n` (0-based): 1 s, 2 s, 4 s … at most 15 s.
-fn backoff(attempt: u32) -> i32 {
-    (1000i32.saturating_mul(1 << attempt.min(4))).min(BACKOFF_MAX_MS)
+fn backoff(attempt: u32) -> u32 {
+    (1000u32.saturating_mul(1 << attempt.min(4))).min(BACKOFF_MAX_MS)
 }
 
 type Listener = Closure<dyn FnMut(web_sys::Event)>;
@@ -120,7 +120,7 @@ struct Inner {
     attempts: Cell<u32>,
     news: Box<dyn Fn(News)>,
     socket: RefCell<Option<(WebSocket, Vec<Listener>)>>,
-    source: RefCell<Option<(EventSource, Vec<Listener>)>>,
+    source: RefCell<Option<EventStream>>,
 }
 
 impl Inner {
@@ -145,11 +145,8 @@ impl Inner {
             socket.set_onclose(None);
             let _ = socket.close();
         }
-        if let Some((source, _)) = self.source.borrow_mut().take() {
-            source.set_onopen(None);
-            source.set_onerror(None);
-            source.close();
-        }
+        // Dropping the stream closes it.
+        drop(self.source.borrow_mut().take());
     }
 }
 
@@ -262,7 +259,7 @@ fn connect(inner: &Rc<Inner>) {
 fn retry_later(inner: &Rc<Inner>) {
     let wait = backoff(inner.attempts.get());
     inner.attempts.set(inner.attempts.get() + 1);
-    inner.tell(News::State(LinkState::Reconnecting(wait)));
+    inner.tell(News::State(LinkState::Reconnecting(Some(wait))));
     let weak = Rc::downgrade(inner);
     leptos::task::spawn_local(async move {
         if let Some(inner) = weak.upgrade() {
@@ -275,13 +272,16 @@ fn retry_later(inner: &Rc<Inner>) {
     });
 }
 
+/// The link behind `weak`, unless it is gone or dropped.
+fn live(weak: &Weak<Inner>) -> Option<Rc<Inner>> {
+    weak.upgrade().filter(|inner| inner.alive.get())
+}
+
 fn listener(weak: &Weak<Inner>, f: impl Fn(&Rc<Inner>, web_sys::Event) + 'static) -> Listener {
     let weak = weak.clone();
     Closure::new(move |e: web_sys::Event| {
-        if let Some(inner) = weak.upgrade() {
-            if inner.alive.get() {
-                f(&inner, e);
-            }
+        if let Some(inner) = live(&weak) {
+            f(&inner, e);
         }
     })
 }
@@ -364,31 +364,7 @@ fn open_source(inner: &Rc<Inner>) -> Result<(), String> {
     if last > 0 {
         url.push_str(&format!("?lastEventId={last}"));
     }
-    let source = EventSource::new(&url)
-        .map_err(|_| "This browser cannot open an event stream.".to_string())?;
-    let weak = Rc::downgrade(inner);
-    let mut listeners = Vec::new();
-    let on_open = listener(&weak, |inner, _| {
-        inner.attempts.set(0);
-        inner.tell(News::State(LinkState::Open));
-    });
-    source.set_onopen(Some(on_open.as_ref().unchecked_ref()));
-    listeners.push(on_open);
-    let on_error = {
-        let source = source.clone();
-        listener(&weak, move |inner, _| {
-            if source.ready_state() == EventSource::CLOSED {
-                // Refused (signed out, a bad room): the browser gave up, so try again later.
-                retry_later(inner);
-            } else {
-                // The browser reconnects by itself, sending Last-Event-ID.
-                inner.tell(News::State(LinkState::Reconnecting(3000)));
-            }
-        })
-    };
-    source.set_onerror(Some(on_error.as_ref().unchecked_ref()));
-    listeners.push(on_error);
-    let named: [(&str, OnData); 4] = [
+    let named: [(&'static str, OnData); 4] = [
         ("chat-joined", |inner, d| {
             if let Ok(ServerMsg::ChatJoined { members, .. }) = serde_json::from_str(&d) {
                 inner.tell(News::Joined(members));
@@ -410,18 +386,39 @@ fn open_source(inner: &Rc<Inner>) -> Result<(), String> {
             }
         }),
     ];
-    for (name, handle) in named {
-        let l = listener(&weak, move |inner, e| {
-            if let Some(d) = data_of(&e) {
-                handle(inner, d);
+    let weak = Rc::downgrade(inner);
+    let on_state = weak.clone();
+    let stream = EventStream::open(
+        &url,
+        &named.map(|(name, _)| name),
+        move |received| {
+            let Some(inner) = live(&weak) else { return };
+            // A message's id is in its data too: that is the one `last_id` follows.
+            if let Some((_, handle)) = named.iter().find(|(name, _)| *name == received.name) {
+                handle(&inner, received.data);
             }
-        });
-        source
-            .add_event_listener_with_callback(name, l.as_ref().unchecked_ref())
-            .map_err(|_| "This browser refused an event listener.".to_string())?;
-        listeners.push(l);
-    }
-    *inner.source.borrow_mut() = Some((source, listeners));
+        },
+        move |state| {
+            let Some(inner) = live(&on_state) else { return };
+            match state {
+                LinkState::Open => {
+                    inner.attempts.set(0);
+                    inner.tell(News::State(LinkState::Open));
+                }
+                // Refused (signed out, a bad room): the browser gave up, so try again later.
+                LinkState::Closed => retry_later(&inner),
+                // Dropped: the browser reconnects by itself after the stream's `retry:`,
+                // sending Last-Event-ID.
+                LinkState::Reconnecting(None) => inner.tell(News::State(LinkState::Reconnecting(
+                    Some(ROOM_STREAM_RETRY_MS),
+                ))),
+                LinkState::Connecting | LinkState::Reconnecting(Some(_)) => {
+                    inner.tell(News::State(state))
+                }
+            }
+        },
+    )?;
+    *inner.source.borrow_mut() = Some(stream);
     Ok(())
 }
 
@@ -488,7 +485,7 @@ async fn poll_loop(weak: Weak<Inner>) {
         } else {
             let wait = backoff(failures);
             failures += 1;
-            inner.tell(News::State(LinkState::Reconnecting(wait)));
+            inner.tell(News::State(LinkState::Reconnecting(Some(wait))));
             wait
         };
         drop(inner);

@@ -18,11 +18,14 @@ use send_wrapper::SendWrapper;
 
 use super::{
     chat_page,
-    client::{Link, LinkState, News, Transport},
+    client::{Link, News, Transport},
 };
-use crate::protocol::chat::{
-    clock_of, room_name_problem, text_problem, ChatMessage, ChatSnapshot, PresenceAction,
-    DEFAULT_ROOM,
+use crate::{
+    events::LinkState,
+    protocol::chat::{
+        clock_of, room_name_problem, text_problem, ChatMessage, ChatSnapshot, PresenceAction,
+        DEFAULT_ROOM,
+    },
 };
 
 /// Lines the page keeps at most (the newest).
@@ -222,10 +225,13 @@ fn ChatView(snapshot: ChatSnapshot) -> impl IntoView {
             "open",
             format!("Connected over {}", transport.get().label()),
         ),
-        LinkState::Reconnecting(ms) => (
+        LinkState::Reconnecting(Some(ms)) => (
             "reconnecting",
-            format!("Connection lost; retrying in {} s…", (ms + 999) / 1000),
+            format!("Connection lost; retrying in {} s…", ms.div_ceil(1000)),
         ),
+        // Never told: the link always knows when it tries next, and it retries until dropped.
+        LinkState::Reconnecting(None) => ("reconnecting", "Connection lost; retrying…".to_string()),
+        LinkState::Closed => ("closed", "Disconnected.".to_string()),
     };
 
     let me_for_members = me.clone();

@@ -1,5 +1,6 @@
-//! The browser half of the dashboard: the one stream the page holds, parsed into the shared
-//! wire types. Compiled everywhere; only ever called in the browser.
+//! The browser half of the dashboard: the one stream the page holds (on the shared
+//! [`EventStream`]), parsed into the shared wire types. Compiled everywhere; only ever called
+//! in the browser.
 
 use crate::{
     events::{EventStream, LinkState},
@@ -33,8 +34,9 @@ pub fn open(logs: Option<LogLevel>, news: impl Fn(News) + 'static) -> Result<Eve
     EventStream::open(
         &url(logs),
         &[METRICS_EVENT, LOG_EVENT, LOG_GAP_EVENT, LOG_READY_EVENT],
-        move |name, data| {
-            let parsed = match name {
+        move |received| {
+            let data = received.data;
+            let parsed = match received.name {
                 METRICS_EVENT => serde_json::from_str(&data).ok().map(News::Metrics),
                 LOG_EVENT => serde_json::from_str(&data).ok().map(News::Log),
                 LOG_READY_EVENT => serde_json::from_str(&data).ok().map(News::Ready),

@@ -140,13 +140,13 @@ fn Dashboard(snapshot: DashboardSnapshot) -> impl IntoView {
             client::News::Gap(gap) => missed.update(|n| {
                 *n += gap.first_available_id.saturating_sub(gap.after_id + 1);
             }),
-            client::News::Link(LinkState::Connecting) => {
+            client::News::Link(state @ (LinkState::Connecting | LinkState::Reconnecting(_))) => {
                 // Said only if the reconnect takes a while.
                 let seen = link_changes.get_untracked();
                 set_timeout(
                     move || {
                         if !link.is_disposed() && link_changes.get_untracked() == seen {
-                            link.set(LinkState::Connecting);
+                            link.set(state);
                         }
                     },
                     std::time::Duration::from_millis(QUIET_RECONNECT_MS),
@@ -199,8 +199,10 @@ fn Dashboard(snapshot: DashboardSnapshot) -> impl IntoView {
     let latest = move || history.with(|h| h.back().cloned()).unwrap_or_default();
     let status = move || match link.get() {
         LinkState::Open => ("live", "Live: a sample every second."),
-        LinkState::Connecting if link_changes.get() == 0 => ("connecting", "Connecting…"),
-        LinkState::Connecting => ("reconnecting", "Disconnected: reconnecting…"),
+        LinkState::Connecting => ("connecting", "Connecting…"),
+        // A first stream that drops before it ever opened is still connecting.
+        LinkState::Reconnecting(_) if link_changes.get() == 0 => ("connecting", "Connecting…"),
+        LinkState::Reconnecting(_) => ("reconnecting", "Disconnected: reconnecting…"),
         LinkState::Closed => (
             "closed",
             "Disconnected: the server refused the stream; trying again shortly.",

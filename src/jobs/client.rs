@@ -1,19 +1,31 @@
-//! The `/jobs` page's browser half: create and cancel jobs with `fetch`, watch one with an
-//! `EventSource` (the browser reconnects by itself and sends `Last-Event-ID`), or poll its
-//! status with `If-None-Match`.
+//! The `/jobs` page's browser half: create and cancel jobs with `fetch`, watch one over the
+//! shared [`EventStream`] (the browser reconnects by itself and sends `Last-Event-ID`; each
+//! event's numeric id is what a later watch resumes after), or poll its status with
+//! `If-None-Match`.
 //!
 //! Compiled everywhere so the view needs no `cfg`; only ever called in the browser.
 
+use std::rc::Rc;
+
 use gloo_net::http::Request;
-use wasm_bindgen::{closure::Closure, JsCast};
-use web_sys::{EventSource, MessageEvent};
 
 use crate::{
+    events::{EventStream, LinkState},
     fetch::{post_json, refusal, UNREACHABLE},
     protocol::jobs::{
         CreateJob, ImportRequest, JobCreated, JobEvent, JobEventData, JobEventKind, JobStatus,
     },
 };
+
+/// The events a job's stream carries.
+const KINDS: [JobEventKind; 6] = [
+    JobEventKind::Started,
+    JobEventKind::Progress,
+    JobEventKind::Warning,
+    JobEventKind::Complete,
+    JobEventKind::Failed,
+    JobEventKind::Cancelled,
+];
 
 /// `POST /api/jobs`.
 pub async fn create(request: &CreateJob) -> Result<JobCreated, String> {
@@ -70,96 +82,40 @@ pub async fn poll(id: i64, etag: &str) -> Result<Polled, String> {
     }
 }
 
-/// An open `EventSource` on a job, with its listeners; closed when dropped.
-pub struct Watch {
-    source: EventSource,
-    _listeners: Vec<Closure<dyn FnMut(web_sys::Event)>>,
-}
-
 /// What the watch reports to the page.
 pub enum WatchNews {
-    /// A connection opened (the first, or a reconnect).
-    Open,
     /// An event arrived.
     Event(JobEvent),
-    /// The connection broke; `closed`: the browser gave up (else it retries by itself).
-    Error { closed: bool },
+    /// The connection opened, dropped (the browser retries by itself) or was refused.
+    Link(LinkState),
 }
 
-impl Watch {
-    /// Opens `/api/jobs/{id}/events?lastEventId=<after>`; `news` hears everything.
-    pub fn open(id: i64, after: i64, news: impl Fn(WatchNews) + 'static) -> Result<Self, String> {
-        let url = format!("/api/jobs/{id}/events?lastEventId={after}");
-        let source = EventSource::new(&url)
-            .map_err(|_| "This browser cannot open an event stream.".to_string())?;
-        let news = std::rc::Rc::new(news);
-        let mut listeners = Vec::new();
-        let on_open = {
-            let news = news.clone();
-            Closure::<dyn FnMut(web_sys::Event)>::new(move |_| news(WatchNews::Open))
-        };
-        source.set_onopen(Some(on_open.as_ref().unchecked_ref()));
-        listeners.push(on_open);
-        let on_error = {
-            let news = news.clone();
-            let source = source.clone();
-            Closure::<dyn FnMut(web_sys::Event)>::new(move |_| {
-                news(WatchNews::Error {
-                    closed: source.ready_state() == EventSource::CLOSED,
-                })
-            })
-        };
-        source.set_onerror(Some(on_error.as_ref().unchecked_ref()));
-        listeners.push(on_error);
-        for kind in [
-            JobEventKind::Started,
-            JobEventKind::Progress,
-            JobEventKind::Warning,
-            JobEventKind::Complete,
-            JobEventKind::Failed,
-            JobEventKind::Cancelled,
-        ] {
-            let news = news.clone();
-            let listener = Closure::<dyn FnMut(web_sys::Event)>::new(move |e: web_sys::Event| {
-                let Some(message) = e.dyn_ref::<MessageEvent>() else {
-                    return;
-                };
-                let id = message.last_event_id().parse::<i64>();
-                let data = message
-                    .data()
-                    .as_string()
-                    .and_then(|d| serde_json::from_str::<JobEventData>(&d).ok());
-                if let (Ok(id), Some(data)) = (id, data) {
-                    news(WatchNews::Event(JobEvent {
-                        id,
-                        event: kind,
-                        data,
-                    }));
-                }
-            });
-            source
-                .add_event_listener_with_callback(kind.as_str(), listener.as_ref().unchecked_ref())
-                .map_err(|_| "This browser refused an event listener.".to_string())?;
-            listeners.push(listener);
-        }
-        Ok(Self {
-            source,
-            _listeners: listeners,
-        })
-    }
-}
-
-impl Watch {
-    /// Closes the connection; the browser will not reconnect.
-    pub fn close(&self) {
-        self.source.close();
-    }
-}
-
-impl Drop for Watch {
-    fn drop(&mut self) {
-        self.source.close();
-        self.source.set_onopen(None);
-        self.source.set_onerror(None);
-    }
+/// Opens `/api/jobs/{id}/events?lastEventId=<after>` (the browser sends `Last-Event-ID` on
+/// its own reconnects); `news` hears everything. The stream closes when dropped.
+pub fn watch(
+    id: i64,
+    after: i64,
+    news: impl Fn(WatchNews) + 'static,
+) -> Result<EventStream, String> {
+    let news = Rc::new(news);
+    let on_state = news.clone();
+    EventStream::open(
+        &format!("/api/jobs/{id}/events?lastEventId={after}"),
+        &KINDS.map(JobEventKind::as_str),
+        move |received| {
+            let (Some(kind), Ok(id), Ok(data)) = (
+                JobEventKind::parse(received.name),
+                received.id.parse::<i64>(),
+                serde_json::from_str::<JobEventData>(&received.data),
+            ) else {
+                return;
+            };
+            news(WatchNews::Event(JobEvent {
+                id,
+                event: kind,
+                data,
+            }));
+        },
+        move |state| on_state(WatchNews::Link(state)),
+    )
 }

@@ -2,11 +2,12 @@
 //!
 //! The page is rendered first on the server ([`jobs_page`](super::jobs_page)) with the
 //! selected job's state, its latest events and its last event id; the browser then opens an
-//! `EventSource` that continues after that id, so nothing is missed between the render and
-//! the connection. The browser reconnects by itself after a drop (a server restart included)
-//! and sends `Last-Event-ID`; the page counts the connections so reconnects show. A switch
-//! watches the same job by polling `GET /api/jobs/{id}` with `If-None-Match` instead, and the
-//! page counts the requests each way took.
+//! event stream ([`client::watch`], on the shared `crate::events::EventStream`) that continues
+//! after that id, so nothing is missed between the render and the connection. The browser
+//! reconnects by itself after a drop (a server restart included) and sends `Last-Event-ID`;
+//! the page counts the connections so reconnects show. A switch watches the same job by
+//! polling `GET /api/jobs/{id}` with `If-None-Match` instead, and the page counts the requests
+//! each way took.
 //!
 //! Tests: `end2end/tests/jobs.spec.ts`.
 
@@ -17,12 +18,15 @@ use leptos_router::hooks::{use_navigate, use_query_map};
 use send_wrapper::SendWrapper;
 
 use super::{
-    client::{self, Polled, Watch, WatchNews},
+    client::{self, Polled, WatchNews},
     jobs_page, LOG_WINDOW,
 };
-use crate::protocol::jobs::{
-    CreateJob, JobCreated, JobEvent, JobEventKind, JobState, JobStatus, JobsSnapshot,
-    STEPS_DEFAULT, STEP_MS_DEFAULT,
+use crate::{
+    events::{EventStream, LinkState},
+    protocol::jobs::{
+        CreateJob, JobCreated, JobEvent, JobEventKind, JobState, JobStatus, JobsSnapshot,
+        STEPS_DEFAULT, STEP_MS_DEFAULT,
+    },
 };
 
 /// How often the polling mode asks.
@@ -232,9 +236,9 @@ fn Watcher(job: JobStatus, events: Vec<JobEvent>) -> impl IntoView {
     let polls = RwSignal::new(0u32);
     let unchanged = RwSignal::new(0u32);
     let error = RwSignal::new(None::<String>);
-    // The open EventSource (browser objects live on one thread, hence the wrapper), and the
+    // The open event stream (browser objects live on one thread, hence the wrapper), and the
     // polling timer.
-    let watch = StoredValue::new(None::<SendWrapper<Watch>>);
+    let watch = StoredValue::new(None::<SendWrapper<EventStream>>);
     let timer = StoredValue::new(None::<IntervalHandle>);
 
     let finished = move || status.with(|s| s.status.is_final());
@@ -279,11 +283,15 @@ fn Watcher(job: JobStatus, events: Vec<JobEvent>) -> impl IntoView {
         }
         match mode {
             Mode::Sse => {
-                link.set("connecting");
-                let opened = Watch::open(id, last_id.get_untracked(), move |news| match news {
-                    WatchNews::Open => {
-                        connections.update(|n| *n += 1);
-                        link.set("open");
+                link.set(link_text(LinkState::Connecting));
+                let opened = client::watch(id, last_id.get_untracked(), move |news| match news {
+                    WatchNews::Link(state) => {
+                        if state == LinkState::Open {
+                            connections.update(|n| *n += 1);
+                        }
+                        if link.get_untracked() != "finished" {
+                            link.set(link_text(state));
+                        }
                     }
                     WatchNews::Event(e) => {
                         let terminal = e.event.final_state().is_some();
@@ -297,11 +305,6 @@ fn Watcher(job: JobStatus, events: Vec<JobEvent>) -> impl IntoView {
                                 }
                             });
                             link.set("finished");
-                        }
-                    }
-                    WatchNews::Error { closed } => {
-                        if link.get_untracked() != "finished" {
-                            link.set(if closed { "closed" } else { "reconnecting" });
                         }
                     }
                 });
@@ -403,6 +406,16 @@ fn Watcher(job: JobStatus, events: Vec<JobEvent>) -> impl IntoView {
                 }).collect_view())}
             </ol>
         </div>
+    }
+}
+
+/// What the page's link line says for the stream's state.
+fn link_text(state: LinkState) -> &'static str {
+    match state {
+        LinkState::Connecting => "connecting",
+        LinkState::Open => "open",
+        LinkState::Reconnecting(_) => "reconnecting",
+        LinkState::Closed => "closed",
     }
 }
 

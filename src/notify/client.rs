@@ -1,5 +1,6 @@
-//! The browser half of notifications: the page-wide stream behind the toasts, and the
-//! admin's send. Compiled everywhere; only ever called in the browser.
+//! The browser half of notifications: the page-wide stream behind the toasts (on the shared
+//! [`EventStream`]), and the admin's send. Compiled everywhere; only ever called in the
+//! browser.
 
 use crate::{
     events::EventStream,
@@ -19,8 +20,10 @@ pub fn open(on_notification: impl Fn(Notification) + 'static) -> Result<EventStr
     EventStream::open(
         "/api/notifications/events",
         &["notification"],
-        move |_, data| {
-            if let Ok(ServerMsg::Notification(n)) = serde_json::from_str::<ServerMsg>(&data) {
+        move |received| {
+            if let Ok(ServerMsg::Notification(n)) =
+                serde_json::from_str::<ServerMsg>(&received.data)
+            {
                 on_notification(n);
             }
         },
