@@ -28,6 +28,11 @@
 //! client frame, RFC 6455 §5.1) with 1002.
 //!
 //! Tests: the unit tests below; `tests/it/chat.rs` over real sockets.
+//!
+//! Length: over 800 lines, a quarter of them tests run over channels. One socket's life
+//! (join with its history pages, live delivery with hole read-back, the write batching and
+//! slow-client limit, ping, close codes) is one state machine; split, its pieces would pass
+//! the same state back and forth.
 
 use std::{
     sync::{

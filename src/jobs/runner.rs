@@ -16,6 +16,10 @@
 //!   in-process token (and, for other instances, the database flag, checked every second).
 //!
 //! Tests: `tests/it/jobs.rs` through the real server (restart, cancel, replay).
+//!
+//! Length: over 600 lines. Claiming, running, leases, cancelling and the event writer share
+//! the queue's inner state and its exactly-once rules (a claim and its events, a lease and
+//! its renewal); kept in one file so those rules read in one place.
 
 use std::{
     collections::HashMap,
