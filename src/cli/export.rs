@@ -1,8 +1,8 @@
 //! `tidings export`: the command-line consumer of `GET /api/audit/export`.
 //!
 //! Signs in, asks `GET /api/audit/count` for the total (for the progress bar), then streams
-//! the export as NDJSON with `trailer=true`, decoding lines across chunks with the shared
-//! [`LineDecoder`]. Every row is checked (valid JSON, ids strictly ascending) and written to
+//! the export as NDJSON with `trailer=true`, read by the shared [`ExportLines`] (which the
+//! import job reads with too). Every row is checked (valid JSON, ids strictly ascending) and written to
 //! the output as NDJSON or CSV. The export is complete only when the trailer arrives and
 //! agrees with what was received; a connection that drops (an error, a cut transfer, or an
 //! end without trailer) is resumed by itself with `after=<last id>` and the remaining
@@ -21,8 +21,9 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use super::{backoff, http_client, login, refusal, retryable, Connection};
 use crate::protocol::{
     csv::{csv_record, CSV_HEADER},
-    ndjson::LineDecoder,
-    ExportCount, ExportLineRef, ExportQuery,
+    export_read::{ExportLines, Judged},
+    ndjson::DEFAULT_MAX_LINE,
+    ExportCount, ExportQuery,
 };
 
 /// What the output file holds.
@@ -245,8 +246,7 @@ async fn fetch(
         }
         anyhow::bail!("the server refused the export: {why}");
     }
-    let mut decoder = LineDecoder::default();
-    let mut rows_here = 0u64;
+    let mut lines = ExportLines::new(summary.last_id, DEFAULT_MAX_LINE);
     let mut record = Vec::with_capacity(512);
     loop {
         let chunk = match res.chunk().await {
@@ -259,23 +259,10 @@ async fn fetch(
             Err(e) => return Ok(Ended::Dropped(format!("the stream broke: {e}"))),
         };
         let before = summary.rows;
-        for line in decoder.push(&chunk) {
+        for line in lines.push(&chunk) {
             let line = line.map_err(|e| anyhow::anyhow!("the export is corrupt: {e}"))?;
-            let parsed = ExportLineRef::parse(&line.text).map_err(|e| {
-                anyhow::anyhow!(
-                    "the export is corrupt: line {} is not a row: {e}",
-                    line.number
-                )
-            })?;
-            match parsed {
-                ExportLineRef::Row(row) => {
-                    if row.id <= summary.last_id {
-                        anyhow::bail!(
-                            "the export is corrupt: id {} came after id {}",
-                            row.id,
-                            summary.last_id
-                        );
-                    }
+            match lines.judge(&line.text) {
+                Judged::Row(row) => {
                     match args.format {
                         OutFormat::Ndjson => {
                             out.write_all(line.text.as_bytes())?;
@@ -294,23 +281,31 @@ async fn fetch(
                             out.write_all(&record)?;
                         }
                     }
+                    lines.keep(row.id);
                     summary.last_id = row.id;
                     summary.rows += 1;
-                    rows_here += 1;
                     summary.bytes += line.text.len() as u64 + 1;
                 }
-                ExportLineRef::Trailer(t) => {
-                    if t.rows != rows_here || (rows_here > 0 && t.last_id != summary.last_id) {
+                Judged::OutOfOrder { id, last_id } => {
+                    anyhow::bail!("the export is corrupt: id {id} came after id {last_id}")
+                }
+                Judged::Trailer { trailer: t, agrees } => {
+                    if !agrees {
                         anyhow::bail!(
-                            "the trailer says {} rows up to id {}, but {rows_here} rows up to id {} arrived",
+                            "the trailer says {} rows up to id {}, but {} rows up to id {} arrived",
                             t.rows,
                             t.last_id,
-                            summary.last_id
+                            lines.kept(),
+                            lines.last_id()
                         );
                     }
                     bar.inc(summary.rows - before);
                     return Ok(Ended::Complete);
                 }
+                Judged::NotARow(e) => anyhow::bail!(
+                    "the export is corrupt: line {} is not a row: {e}",
+                    line.number
+                ),
             }
         }
         bar.inc(summary.rows - before);

@@ -4,9 +4,10 @@
 //!   `kind:"import"`), admins only. The source must start with a prefix in
 //!   `TIDINGS_IMPORT_SOURCES`, or, when that is unset, with this server's own origin; anything
 //!   else is a 400 before a job exists.
-//! - **Reading**: the body is read chunk by chunk through the shared
-//!   [`LineDecoder`](crate::protocol::ndjson::LineDecoder) (lines across chunk and UTF-8
-//!   boundaries) and parsed without copying ([`ExportLineRef`]). Rows are inserted in
+//! - **Reading**: the body is read chunk by chunk through the export reader that
+//!   `tidings export` uses too ([`ExportLines`]: lines across chunk and UTF-8 boundaries,
+//!   parsed without copying, each judged against the last id kept); this job's policy is to
+//!   warn about and skip whatever is wrong with a line. Rows are inserted in
 //!   batches, idempotently (`ON CONFLICT (id) DO NOTHING`, ids kept), so importing the same
 //!   rows twice adds nothing. Rows are keyed by id: a row whose id this log already has is
 //!   skipped and counted as already present, even if this log's row differs (an import into
@@ -33,9 +34,10 @@ use super::runner::{Jobs, Run, Stop};
 use crate::server::storage::audit::{AuditRecord, NewAuditRow};
 use crate::{
     protocol::{
+        export_read::{ExportLines, Judged},
         jobs::{CreateJob, JobEventKind},
-        ndjson::{LineDecoder, DEFAULT_MAX_LINE},
-        ExportLineRef,
+        ndjson::DEFAULT_MAX_LINE,
+        AuditRowRef, ExportCount, ExportQuery,
     },
     retry,
     server::{clock, ApiError, AppState, CurrentUser},
@@ -323,13 +325,14 @@ fn source_param(params: &ImportParams, name: &str) -> Option<i64> {
     value
 }
 
-/// `after` (and `limit`, when the source has one: what is left of it) for the next request.
-fn position(run: &Run, params: &ImportParams, tally: &Tally) -> Vec<(&'static str, String)> {
-    let mut pairs = vec![("after", checkpoint(run, params).to_string())];
-    if let Some(limit) = source_param(params, "limit") {
-        pairs.push(("limit", (limit - tally.read).max(0).to_string()));
+/// Where the next request starts: `after` the checkpoint, and (when the source has a `limit`)
+/// what is left of it. The source's other parameters stay as they are in its URL.
+fn position(run: &Run, params: &ImportParams, tally: &Tally) -> ExportQuery {
+    ExportQuery {
+        after: checkpoint(run, params),
+        limit: source_param(params, "limit").map(|limit| (limit - tally.read).max(0) as u64),
+        ..ExportQuery::default()
     }
-    pairs
 }
 
 /// `url` with the value of any `token` parameter hidden, for messages.
@@ -398,14 +401,14 @@ async fn count(client: &reqwest::Client, run: &Run, params: &ImportParams) -> Op
         read: run.job.step,
         ..Tally::default()
     };
-    let mut pairs = position(run, params, &done);
+    let mut pairs = position(run, params, &done).for_count().to_pairs();
     if let Some(token) = token_for(run, params, url.as_str()) {
         pairs.push(("token", token));
     }
     let url = with_params(url.as_str(), &pairs)?;
     let res = client.get(url).send().await.ok()?;
-    let body: serde_json::Value = res.error_for_status().ok()?.json().await.ok()?;
-    Some(body["count"].as_i64()? + run.job.step)
+    let body: ExportCount = res.error_for_status().ok()?.json().await.ok()?;
+    Some(i64::try_from(body.count).ok()? + run.job.step)
 }
 
 /// One pass over the source from the checkpoint.
@@ -415,8 +418,11 @@ async fn attempt(
     params: &ImportParams,
     tally: &mut Tally,
 ) -> Attempt {
-    let mut pairs = position(run, params, tally);
-    pairs.push(("trailer", "true".to_string()));
+    let mut pairs = ExportQuery {
+        trailer: true,
+        ..position(run, params, tally)
+    }
+    .to_pairs();
     if let Some(token) = token_for(run, params, &params.source) {
         pairs.push(("token", token));
     }
@@ -456,13 +462,11 @@ async fn attempt(
             "The source sent {content_type:?}, not NDJSON (application/x-ndjson)."
         ));
     }
-    let mut decoder = LineDecoder::new(DEFAULT_MAX_LINE);
+    let mut lines = ExportLines::new(checkpoint(run, params), DEFAULT_MAX_LINE);
     let mut batch: Vec<AuditRecord> = Vec::with_capacity(IMPORT_BATCH);
-    let mut last_id = checkpoint(run, params);
     if pairs.iter().any(|(k, v)| *k == "limit" && v == "0") {
         return Attempt::Complete;
     }
-    let mut read_here = 0i64;
     loop {
         let next = tokio::select! {
             next = res.chunk() => next,
@@ -476,10 +480,11 @@ async fn attempt(
                 if let Err(outcome) = flush(run, &mut batch, tally).await {
                     return outcome;
                 }
+                let last_id = lines.last_id();
                 return Attempt::Retry(format!("The connection dropped after id {last_id} ({e})."));
             }
         };
-        for line in decoder.push(&chunk) {
+        for line in lines.push(&chunk) {
             let line = match line {
                 Ok(line) => line,
                 Err(e) => {
@@ -490,15 +495,18 @@ async fn attempt(
             if line.text.trim().is_empty() {
                 continue;
             }
-            match ExportLineRef::parse(&line.text) {
-                Ok(ExportLineRef::Row(row)) if !(1..=MAX_IMPORT_ID).contains(&row.id) => {
+            // The policy for each line: anything wrong is a warning and the line is skipped.
+            match lines.judge(&line.text) {
+                Judged::Row(AuditRowRef { id, .. }) | Judged::OutOfOrder { id, .. }
+                    if !(1..=MAX_IMPORT_ID).contains(&id) =>
+                {
                     let why = format!(
-                        "Line {}: id {} is outside 1 to 2^53 ({MAX_IMPORT_ID}); skipped.",
-                        line.number, row.id
+                        "Line {}: id {id} is outside 1 to 2^53 ({MAX_IMPORT_ID}); skipped.",
+                        line.number
                     );
                     warn(run, tally, &why).await;
                 }
-                Ok(ExportLineRef::Row(row)) => {
+                Judged::Row(row) => {
                     let at = match chrono::DateTime::parse_from_rfc3339(&row.at) {
                         Ok(t) => t.timestamp_millis(),
                         Err(_) => {
@@ -510,16 +518,7 @@ async fn attempt(
                             continue;
                         }
                     };
-                    if row.id <= last_id {
-                        let why = format!(
-                            "Line {}: id {} does not follow id {last_id}; skipped.",
-                            line.number, row.id
-                        );
-                        warn(run, tally, &why).await;
-                        continue;
-                    }
-                    last_id = row.id;
-                    read_here += 1;
+                    lines.keep(row.id);
                     batch.push(AuditRecord {
                         id: row.id,
                         row: NewAuditRow {
@@ -535,20 +534,28 @@ async fn attempt(
                         }
                     }
                 }
-                Ok(ExportLineRef::Trailer(trailer)) => {
+                Judged::OutOfOrder { id, last_id } => {
+                    let why = format!(
+                        "Line {}: id {id} does not follow id {last_id}; skipped.",
+                        line.number
+                    );
+                    warn(run, tally, &why).await;
+                }
+                Judged::Trailer { trailer, agrees } => {
                     if let Err(outcome) = flush(run, &mut batch, tally).await {
                         return outcome;
                     }
-                    if trailer.rows != read_here as u64 {
+                    if !agrees {
                         let why = format!(
-                            "The source's trailer counts {} rows; {read_here} arrived in good shape.",
-                            trailer.rows
+                            "The source's trailer counts {} rows; {} arrived in good shape.",
+                            trailer.rows,
+                            lines.kept()
                         );
                         warn(run, tally, &why).await;
                     }
                     return Attempt::Complete;
                 }
-                Err(e) => {
+                Judged::NotARow(e) => {
                     let why = format!("Line {} is not an audit row ({e}); skipped.", line.number);
                     warn(run, tally, &why).await;
                 }
@@ -556,7 +563,7 @@ async fn attempt(
         }
     }
     // The body ended without the trailer: a last line cut short, or a source without one.
-    if let Some(Ok(line)) = decoder.finish() {
+    if let Some(Ok(line)) = lines.finish() {
         if !line.text.trim().is_empty() {
             let why = format!("Line {} was cut short; skipped.", line.number);
             warn(run, tally, &why).await;

@@ -171,7 +171,17 @@ impl ExportQuery {
 
     /// The query string (without `?`), leaving defaults out.
     pub fn to_query_string(&self) -> String {
-        let mut pairs: Vec<(&str, String)> = Vec::new();
+        self.to_pairs()
+            .iter()
+            .map(|(k, v)| format!("{k}={}", percent_encode(v)))
+            .collect::<Vec<_>>()
+            .join("&")
+    }
+
+    /// The query's parameters as name and value, leaving defaults out (for a URL that has
+    /// parameters of its own).
+    pub fn to_pairs(&self) -> Vec<(&'static str, String)> {
+        let mut pairs: Vec<(&'static str, String)> = Vec::new();
         if self.after != 0 {
             pairs.push(("after", self.after.to_string()));
         }
@@ -207,10 +217,6 @@ impl ExportQuery {
             pairs.push(("download", "true".into()));
         }
         pairs
-            .iter()
-            .map(|(k, v)| format!("{k}={}", percent_encode(v)))
-            .collect::<Vec<_>>()
-            .join("&")
     }
 }
 

@@ -13,6 +13,7 @@ pub mod auth;
 pub mod chat;
 pub mod csv;
 pub mod error;
+pub mod export_read;
 pub mod jobs;
 pub mod metrics;
 pub mod ndjson;
