@@ -116,7 +116,7 @@ async fn start_session(
     jar: CookieJar,
     user_id: i64,
 ) -> Result<CookieJar, ApiError> {
-    let token = identity::new_session_token()?;
+    let token = identity::new_session_token();
     let now = clock::now_ms();
     let ttl = state.config.session_ttl;
     state
