@@ -89,6 +89,12 @@ pub enum News {
     Members(Vec<String>),
     /// Something the user should read (a refused message, a closed socket's reason).
     Problem(String),
+    /// Someone else in the room is typing.
+    Typing(String),
+    /// A message was deleted (show it as such).
+    Deleted(i64),
+    /// My read position in a room moved (another tab, say).
+    Read(String, i64),
 }
 
 /// Waits `ms` milliseconds (a `setTimeout` as a future).
@@ -338,8 +344,18 @@ fn open_socket(inner: &Rc<Inner>) -> Result<(), String> {
                     retry_later(inner);
                 }
             }
-            // Toasts come from the page's notification stream.
-            ServerMsg::Notification(_) => {}
+            ServerMsg::ChatRemoved { room } => {
+                inner.tell(News::Problem(format!("You were removed from #{room}.")));
+            }
+            // Toasts and the bell come from the page's notification stream.
+            ServerMsg::Notification(_)
+            | ServerMsg::NotificationsGap(_)
+            | ServerMsg::NotificationsRead { .. } => {}
+            ServerMsg::ChatTyping { display_name, .. } => inner.tell(News::Typing(display_name)),
+            ServerMsg::ChatDelete { id, .. } => inner.tell(News::Deleted(id)),
+            ServerMsg::ChatRead { room, last_read_id } => {
+                inner.tell(News::Read(room, last_read_id))
+            }
         }
     });
     let on_close = listener(&weak, |inner, e| {

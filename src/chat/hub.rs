@@ -11,24 +11,32 @@
 //!
 //! Tests: the unit tests below (presence grace, rate limit, resume with gap).
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        atomic::{AtomicI64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
 use tokio::sync::{mpsc, oneshot};
 
+pub use super::access::{Refused, RoomPass};
 pub use super::presence::{Presence, POLL_LEASE};
 pub use super::wire::{json, message_of, topic};
 use super::{
+    access::Access,
     presence::Presences,
     settings::ChatConfig,
     store::NewChatMessage,
     writer::{write_loop, Pending, WRITE_QUEUE},
 };
 use crate::{
-    protocol::chat::{room_name_problem, text_problem, ChatGap, ChatMessage, SLOW_DOWN},
+    protocol::chat::{text_problem, ChatGap, ChatMessage, ServerMsg, SLOW_DOWN, TYPING_EVERY_MS},
     server::{
         access::limiter::SharedLimiter,
         clock,
-        fanout::bus::{Bus, Subscription},
+        fanout::bus::{Bus, Envelope, Received, Subscription, NOTIFICATIONS},
         shutdown::Shutdown,
         storage::Store,
     },
@@ -43,6 +51,8 @@ pub enum PostError {
     SlowDown,
     /// The database did not take it (or the server is stopping).
     Unavailable,
+    /// Not (or no longer) allowed in the room.
+    Refused(Refused),
 }
 
 impl PostError {
@@ -52,6 +62,19 @@ impl PostError {
             Self::Invalid(s) => s.clone(),
             Self::SlowDown => SLOW_DOWN.into(),
             Self::Unavailable => "The message could not be stored; try again.".into(),
+            Self::Refused(r) => r.sentence(),
+        }
+    }
+}
+
+impl From<PostError> for crate::server::ApiError {
+    fn from(e: PostError) -> Self {
+        use crate::server::ApiError;
+        match e {
+            PostError::Invalid(s) => ApiError::bad_request("invalid_message", s),
+            PostError::SlowDown => ApiError::SlowDown(e.sentence()),
+            PostError::Unavailable => ApiError::Unavailable(e.sentence()),
+            PostError::Refused(r) => r.into(),
         }
     }
 }
@@ -80,6 +103,13 @@ struct Inner {
     rate: SharedLimiter,
     /// Who is in which room, here and on the other instances.
     presence: Arc<Presences>,
+    /// Who may use which room.
+    access: Arc<Access>,
+    /// `chat-typing` passed on per user and room (one every 2 s).
+    typing: SharedLimiter,
+    /// The newest notification id heard on the bus: where a new connection's notifications
+    /// start (it reads back from there when it falls behind).
+    notes_seen: Arc<AtomicI64>,
 }
 
 /// The chat's shared state. Cheap to clone.
@@ -99,19 +129,39 @@ impl Hub {
     /// in this process only (see [`start_with_rate`](Self::start_with_rate)).
     pub fn start(store: Store, bus: Arc<dyn Bus>, shutdown: Shutdown, config: ChatConfig) -> Self {
         let rate = SharedLimiter::local(config.rate_per_second, Duration::from_secs(1));
-        Self::start_with_rate(store, bus, shutdown, config, rate)
+        let typing = SharedLimiter::local(1, Duration::from_millis(TYPING_EVERY_MS));
+        Self::start_with_limits(store, bus, shutdown, config, rate, typing)
     }
 
-    /// The same, with the rate limit `rate` (one shared through Redis, across instances).
-    pub fn start_with_rate(
+    /// The same, with the rate limit `rate` and the typing limit `typing` (shared through
+    /// Redis, across instances).
+    pub fn start_with_limits(
         store: Store,
         bus: Arc<dyn Bus>,
         shutdown: Shutdown,
         config: ChatConfig,
         rate: SharedLimiter,
+        typing: SharedLimiter,
     ) -> Self {
         let (writer, rx) = mpsc::channel(WRITE_QUEUE);
         let presence = Presences::start(bus.clone(), shutdown.clone(), config.presence_grace);
+        let access = Access::start(store.clone(), bus.clone(), shutdown.clone());
+        let notes_seen = Arc::new(AtomicI64::new(0));
+        let mut notes = bus.subscribe(NOTIFICATIONS);
+        let seen = notes_seen.clone();
+        let stop = shutdown.clone();
+        shutdown.spawn(async move {
+            loop {
+                tokio::select! {
+                    r = notes.recv() => match r {
+                        Received::Message(m) => { seen.fetch_max(m.id, Ordering::Relaxed); }
+                        Received::Lagged(_) => {}
+                        Received::Closed => return,
+                    },
+                    _ = stop.cancelled() => return,
+                }
+            }
+        });
         let hub = Self {
             inner: Arc::new(Inner {
                 store,
@@ -121,6 +171,9 @@ impl Hub {
                 writer,
                 rate,
                 presence,
+                access,
+                typing,
+                notes_seen,
             }),
         };
         let inner = &hub.inner;
@@ -151,22 +204,66 @@ impl Hub {
             .subscribe(crate::server::fanout::bus::NOTIFICATIONS)
     }
 
-    /// Subscribes to a room's live messages and presence.
-    pub fn subscribe(&self, room: &str) -> Subscription {
-        self.inner.bus.subscribe(&topic(room))
+    /// The newest notification id heard: where a connection opened now starts.
+    pub fn notifications_seen(&self) -> i64 {
+        self.inner.notes_seen.load(Ordering::Relaxed)
     }
 
-    /// Checks, rate-limits and stores a message by `author` in `room`; it is published to
-    /// every member once stored. Returns the stored message.
-    pub async fn post(
-        &self,
-        room: &str,
-        author: &str,
-        text: &str,
-    ) -> Result<ChatMessage, PostError> {
-        if let Some(problem) = room_name_problem(room) {
-            return Err(PostError::Invalid(problem));
+    /// Who may use which room.
+    pub fn access(&self) -> &Access {
+        &self.inner.access
+    }
+
+    /// Checks `user` may use `room` (see `chat::access`): every transport asks this first.
+    pub async fn admit(&self, room: &str, user: &str) -> Result<RoomPass, Refused> {
+        self.inner.access.admit(room, user).await
+    }
+
+    /// Subscribes to a room's live messages and presence.
+    pub fn subscribe(&self, pass: &RoomPass) -> Subscription {
+        self.inner.bus.subscribe(&topic(pass.room()))
+    }
+
+    /// Publishes `msg` to `user`'s connections only (every instance), on the topic every
+    /// connection follows.
+    pub fn tell_user(&self, user: &str, kind: &str, msg: &ServerMsg) {
+        self.inner.bus.publish(
+            Envelope::new(NOTIFICATIONS, 0, kind, json(msg)).to_users(vec![user.to_string()]),
+        );
+    }
+
+    /// Publishes `msg` to everyone in `room`, but only `to`'s connections if given.
+    pub fn tell_room(&self, room: &str, kind: &str, msg: &ServerMsg, to: Option<&str>) {
+        let mut envelope = Envelope::new(topic(room), 0, kind, json(msg));
+        if let Some(user) = to {
+            envelope = envelope.to_users(vec![user.to_string()]);
         }
+        self.inner.bus.publish(envelope);
+    }
+
+    /// Passes `chat-typing` on to the room's other members, at most one per user and room
+    /// every 2 s; `false` when this one was held back.
+    pub async fn typing(&self, pass: &RoomPass) -> bool {
+        let key = format!("{}\n{}", pass.user(), pass.room());
+        if self.inner.typing.check_and_record(&[&key]).await.is_err() {
+            return false;
+        }
+        let msg = ServerMsg::ChatTyping {
+            room: pass.room().to_string(),
+            display_name: pass.user().to_string(),
+        };
+        self.inner.bus.publish(
+            Envelope::new(topic(pass.room()), 0, "chat-typing", json(&msg)).from_user(pass.user()),
+        );
+        true
+    }
+
+    /// Checks, rate-limits and stores a message by the pass's user in its room; it is
+    /// published to every member once stored. Returns the stored message. The room's access
+    /// is looked at again (cached): a member removed since the pass was made is refused.
+    pub async fn post(&self, pass: &RoomPass, text: &str) -> Result<ChatMessage, PostError> {
+        let (room, author) = (pass.room(), pass.user());
+        self.admit(room, author).await.map_err(PostError::Refused)?;
         if let Some(problem) = text_problem(text) {
             return Err(PostError::Invalid(problem));
         }
@@ -200,11 +297,12 @@ impl Hub {
     /// database since reset) counts as `None`.
     pub async fn since(
         &self,
-        room: &str,
+        pass: &RoomPass,
         after: Option<i64>,
         fresh: i64,
         limit: i64,
     ) -> Result<Resume, sqlx::Error> {
+        let room = pass.room();
         let store = &self.inner.store;
         let bounds = store.chat_room_bounds(room).await?;
         let after = after.filter(|a| *a >= 0 && *a <= bounds.last_id);
@@ -242,14 +340,14 @@ impl Hub {
     /// Marks `user` present in `room` while the returned guard lives. The first connection
     /// announces `joined`; the last one leaving announces `left` after the grace period,
     /// unless the user is back by then.
-    pub fn enter(&self, room: &str, user: &str) -> Presence {
-        self.inner.presence.enter(room, user)
+    pub fn enter(&self, pass: &RoomPass) -> Presence {
+        self.inner.presence.enter(pass.room(), pass.user())
     }
 
     /// Keeps `user` present in `room` for [`POLL_LEASE`] from now, under `key` (a poller's
     /// session): polls hold no connection, so presence lasts as long as they keep polling.
-    pub fn lease(&self, room: &str, user: &str, key: &str) {
-        self.inner.presence.lease(room, user, key)
+    pub fn lease(&self, pass: &RoomPass, key: &str) {
+        self.inner.presence.lease(pass.room(), pass.user(), key)
     }
 }
 
@@ -272,11 +370,21 @@ mod tests {
         (dir, hub)
     }
 
+    /// Posts as `user` in `room`, through the gate like every transport.
+    async fn say(hub: &Hub, room: &str, user: &str, text: &str) -> Result<ChatMessage, PostError> {
+        let pass = hub.admit(room, user).await.map_err(PostError::Refused)?;
+        hub.post(&pass, text).await
+    }
+
+    fn pass(room: &str) -> RoomPass {
+        RoomPass::for_test(room, "reader")
+    }
+
     #[tokio::test]
     async fn messages_are_stored_published_and_rate_limited() {
         let (_dir, hub) = hub(10).await;
-        let mut sub = hub.subscribe("r");
-        let m = hub.post("r", "bob", "hello").await.unwrap();
+        let mut sub = hub.subscribe(&pass("r"));
+        let m = say(&hub, "r", "bob", "hello").await.unwrap();
         assert_eq!((m.id, m.display_name.as_str()), (1, "bob"));
         let Received::Message(e) = sub.recv().await else {
             panic!()
@@ -287,22 +395,22 @@ mod tests {
             ServerMsg::ChatMessage(ChatMessage { id: 1, .. })
         ));
         for _ in 1..10 {
-            hub.post("r", "bob", "again").await.unwrap();
+            say(&hub, "r", "bob", "again").await.unwrap();
         }
         assert_eq!(
-            hub.post("r", "bob", "one more").await,
+            say(&hub, "r", "bob", "one more").await,
             Err(PostError::SlowDown)
         );
         assert!(
-            hub.post("r", "carol", "mine").await.is_ok(),
+            say(&hub, "r", "carol", "mine").await.is_ok(),
             "the limit is per user"
         );
         assert!(matches!(
-            hub.post("Bad Room", "carol", "x").await,
-            Err(PostError::Invalid(_))
+            say(&hub, "Bad Room", "carol", "x").await,
+            Err(PostError::Refused(Refused::Invalid(_)))
         ));
         assert!(matches!(
-            hub.post("r", "carol", "   ").await,
+            say(&hub, "r", "carol", "   ").await,
             Err(PostError::Invalid(_))
         ));
     }
@@ -326,7 +434,7 @@ mod tests {
         let posts: Vec<_> = (0..300)
             .map(|i| {
                 let hub = hub.clone();
-                tokio::spawn(async move { hub.post("r", "bob", &format!("m{i}")).await })
+                tokio::spawn(async move { say(&hub, "r", "bob", &format!("m{i}")).await })
             })
             .collect();
         // Stop while they are on their way: every post is answered, and every one answered
@@ -353,18 +461,18 @@ mod tests {
     async fn resuming_from_before_the_history_reports_a_gap() {
         let (_dir, hub) = hub(10).await;
         for i in 0..30 {
-            hub.post("r", &format!("u{i}"), "x").await.unwrap();
+            say(&hub, "r", &format!("u{i}"), "x").await.unwrap();
         }
-        let fresh = hub.since("r", None, 5, 20).await.unwrap();
+        let fresh = hub.since(&pass("r"), None, 5, 20).await.unwrap();
         assert_eq!(
             fresh.messages.iter().map(|m| m.id).collect::<Vec<_>>(),
             vec![26, 27, 28, 29, 30]
         );
         assert_eq!((fresh.gap, fresh.last_id), (None, 30));
-        let resumed = hub.since("r", Some(27), 5, 20).await.unwrap();
+        let resumed = hub.since(&pass("r"), Some(27), 5, 20).await.unwrap();
         assert_eq!(resumed.messages.len(), 3);
         assert_eq!(resumed.gap, None);
-        let old = hub.since("r", Some(2), 5, 20).await.unwrap();
+        let old = hub.since(&pass("r"), Some(2), 5, 20).await.unwrap();
         assert_eq!(
             old.gap,
             Some(ChatGap {
@@ -374,10 +482,10 @@ mod tests {
             })
         );
         assert_eq!(old.messages.len(), 20);
-        let current = hub.since("r", Some(30), 5, 20).await.unwrap();
+        let current = hub.since(&pass("r"), Some(30), 5, 20).await.unwrap();
         assert!(current.messages.is_empty());
         assert_eq!(current.last_id, 30);
-        let reset = hub.since("r", Some(900), 5, 20).await.unwrap();
+        let reset = hub.since(&pass("r"), Some(900), 5, 20).await.unwrap();
         assert_eq!(
             reset.messages.len(),
             5,

@@ -13,6 +13,8 @@
 //! Tests: unit tests in each file; `tests/it/chat.rs`; `end2end/tests/chat.spec.ts`.
 
 #[cfg(feature = "ssr")]
+pub mod access;
+#[cfg(feature = "ssr")]
 pub mod hub;
 #[cfg(feature = "ssr")]
 mod presence;
@@ -74,8 +76,14 @@ pub async fn chat_page(room: String) -> Result<ChatSnapshot, ServerFnError> {
     let failed = server_fn_failed::<sqlx::Error>;
     snapshot.user = Some(user.user.username.clone());
     snapshot.admin = user.user.is_admin();
+    // The same rule as every transport (`access::decide`): a private room's outsider sees
+    // no history.
+    if let Some(access) = store.room_access(&room).await.map_err(failed)? {
+        access::decide(&room, &access, &user.user.username)
+            .map_err(|refused| ServerFnError::new(refused.sentence()))?;
+    }
     snapshot.rooms = store
-        .chat_rooms(ROOMS_SHOWN)
+        .rooms_for(&user.user.username, ROOMS_SHOWN)
         .await
         .map_err(failed)?
         .into_iter()
@@ -83,6 +91,11 @@ pub async fn chat_page(room: String) -> Result<ChatSnapshot, ServerFnError> {
             name: r.name,
             last_id: r.last_id,
             members: 0,
+            private: r.private,
+            owner: r.owner,
+            last_message_id: r.last_id,
+            last_read_id: r.last_read_id,
+            unread: r.unread,
         })
         .collect();
     // The history up to the room's last id as read here: the live connection resumes

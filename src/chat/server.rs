@@ -7,10 +7,17 @@
 //!   (SSE id = message id) and `chat-presence` events. `?once=true` is long polling over
 //!   EventSource: what is newer, or the first message within 25 s, then the end.
 //! - `GET /api/rooms/{room}/messages?after=&limit=`: polling; `POST` publishes.
-//! - `GET /api/rooms`: the rooms and how many are in each.
+//! - `GET /api/rooms`: the public rooms and mine, with my read position and unread count;
+//!   `POST /api/rooms` makes one (public or private, with me as owner).
+//! - `GET|PUT|DELETE /api/rooms/{room}/members[/{username}]`: a private room's members (the
+//!   owner adds and removes; a removed member's streams of the room end at once).
+//! - `POST /api/rooms/{room}/read`: my read position (my other connections hear `chat-read`).
+//! - `DELETE /api/rooms/{room}/messages/{id}`: its author or an admin makes it a tombstone.
 //!
-//! Every transport subscribes before it reads history and skips ids it already sent, so a
-//! message reaches each client exactly once, in order. Tests: `tests/it/chat.rs`.
+//! Every transport asks [`Hub::admit`] first (`chat::access`: 403 `not_a_member` for a
+//! private room's outsiders), subscribes before it reads history and skips ids it already
+//! sent, so a message reaches each allowed client exactly once, in order.
+//! Tests: `tests/it/chat.rs`, `tests/it/rooms.rs`.
 
 use std::time::Duration;
 
@@ -18,23 +25,25 @@ use axum::{
     extract::{ws::WebSocketUpgrade, Path, Query, State},
     http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
-    routing::get,
+    routing::{delete, get, post, put},
     Extension, Json, Router,
 };
 use futures::StreamExt;
 
 use super::settings::ChatConfig;
 use super::{
-    hub::{json, Hub, Resume},
+    hub::{json, Hub, Resume, RoomPass},
     session::{self, READBACK_PAGE},
 };
 use crate::{
     protocol::chat::{
-        room_name_problem, ChatMessage, MessagePage, PostMessage, RoomInfo, RoomList, ServerMsg,
-        JOIN_HISTORY, POLL_LIMIT_DEFAULT, POLL_LIMIT_MAX,
+        room_name_problem, ChatMessage, CreateRoom, MarkRead, MessagePage, PostMessage,
+        RoomCreated, RoomInfo, RoomList, RoomMembers, RoomView, ServerMsg, JOIN_HISTORY,
+        POLL_LIMIT_DEFAULT, POLL_LIMIT_MAX,
     },
     server::{
         access::identity::{CurrentUser, StreamUser},
+        clock,
         error::number_param,
         fanout::bus::Received,
         fanout::sse::{self, Event, SseOptions},
@@ -54,9 +63,16 @@ const ROOMS_LISTED: i64 = 100;
 pub fn router(hub: Hub) -> Router<AppState> {
     Router::new()
         .route("/ws", get(socket))
-        .route("/api/rooms", get(rooms))
+        .route("/api/rooms", get(rooms).post(create))
         .route("/api/rooms/{room}/events", get(events))
         .route("/api/rooms/{room}/messages", get(poll).post(publish))
+        .route("/api/rooms/{room}/messages/{id}", delete(delete_message))
+        .route("/api/rooms/{room}/members", get(members))
+        .route(
+            "/api/rooms/{room}/members/{username}",
+            put(add_member).delete(remove_member),
+        )
+        .route("/api/rooms/{room}/read", post(mark_read))
         .layer(Extension(hub))
 }
 
@@ -67,12 +83,20 @@ pub fn start(state: &AppState, chat: &ChatConfig) -> Hub {
     let rate = state
         .limiter(chat.rate_per_second, Duration::from_secs(1), "chat-rate")
         .answer_within(Duration::from_millis(250));
-    Hub::start_with_rate(
+    let typing = state
+        .limiter(
+            1,
+            Duration::from_millis(crate::protocol::chat::TYPING_EVERY_MS),
+            "chat-typing",
+        )
+        .answer_within(Duration::from_millis(250));
+    Hub::start_with_limits(
         state.store.clone(),
         state.bus.clone(),
         state.shutdown.clone(),
         chat.clone(),
         rate,
+        typing,
     )
 }
 
@@ -94,11 +118,16 @@ async fn socket(
     user: CurrentUser,
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
-    let held = state.streams.hold(&user)?;
+    let held = std::sync::Arc::new(state.streams.hold(
+        &user,
+        "websocket",
+        vec!["notifications".into()],
+    )?);
     let ends = session::Ends {
         shutdown: state.shutdown.clone(),
         signed_out: held.ended().clone(),
         slow_client: state.config.slow_client,
+        held: Some(held.clone()),
     };
     let name = user.user.username;
     Ok(ws::configure(upgrade).on_upgrade(move |socket| async move {
@@ -108,13 +137,16 @@ async fn socket(
     }))
 }
 
-/// `GET /api/rooms`.
+/// `GET /api/rooms`: the public rooms and my private ones.
 async fn rooms(
     State(state): State<AppState>,
     Extension(hub): Extension<Hub>,
-    _user: CurrentUser,
+    user: CurrentUser,
 ) -> Result<Json<RoomList>, ApiError> {
-    let rows = state.store.chat_rooms(ROOMS_LISTED).await?;
+    let rows = state
+        .store
+        .rooms_for(&user.user.username, ROOMS_LISTED)
+        .await?;
     Ok(Json(RoomList {
         rooms: rows
             .into_iter()
@@ -122,9 +154,220 @@ async fn rooms(
                 members: hub.members(&r.name).len() as u32,
                 name: r.name,
                 last_id: r.last_id,
+                private: r.private,
+                owner: r.owner,
+                last_message_id: r.last_id,
+                last_read_id: r.last_read_id,
+                unread: r.unread,
             })
             .collect(),
     }))
+}
+
+/// `POST /api/rooms {"name","private"}` → 201, or 409 `room_exists`.
+async fn create(
+    State(state): State<AppState>,
+    Extension(hub): Extension<Hub>,
+    user: CurrentUser,
+    ApiJson(body): ApiJson<CreateRoom>,
+) -> Result<Response, ApiError> {
+    checked_room(&body.name)?;
+    let owner = &user.user.username;
+    let made = state
+        .store
+        .create_room(&body.name, body.private, Some(owner), clock::now_ms())
+        .await?;
+    if !made {
+        return Err(ApiError::Conflict {
+            code: "room_exists",
+            message: format!(
+                "A room named #{} exists already; pick another name.",
+                body.name
+            ),
+        });
+    }
+    hub.access().changed(&body.name);
+    let room = RoomView {
+        name: body.name,
+        private: body.private,
+        owner: Some(owner.clone()),
+    };
+    Ok((StatusCode::CREATED, Json(RoomCreated { room })).into_response())
+}
+
+/// The room `room` as its owner manages it: 404 when unknown, 403 naming the owner when
+/// `user` is not it.
+async fn owned(
+    hub: &Hub,
+    room: &str,
+    user: &CurrentUser,
+) -> Result<std::sync::Arc<crate::chat::store::RoomAccessRow>, ApiError> {
+    checked_room(room)?;
+    let Some(access) = hub.store().room_access(room).await? else {
+        return Err(ApiError::NotFound(format!(
+            "There is no room named #{room}."
+        )));
+    };
+    if !access.private {
+        return Err(ApiError::bad_request(
+            "public_room",
+            format!("#{room} is public: everyone may join it, so it has no member list to change."),
+        ));
+    }
+    if access.owner.as_deref() != Some(user.user.username.as_str()) {
+        return Err(ApiError::Forbidden(format!(
+            "Only the owner of #{room}, {}, may change its members.",
+            access.owner.as_deref().unwrap_or("nobody")
+        )));
+    }
+    Ok(std::sync::Arc::new(access))
+}
+
+/// `GET /api/rooms/{room}/members`: a private room's members (for its members), or who is
+/// present in a public one.
+async fn members(
+    Extension(hub): Extension<Hub>,
+    user: CurrentUser,
+    Path(room): Path<String>,
+) -> Result<Json<RoomMembers>, ApiError> {
+    let pass = hub.admit(&room, &user.user.username).await?;
+    let access = hub.access().lookup(pass.room()).await?;
+    Ok(Json(RoomMembers {
+        room: RoomView {
+            name: room.clone(),
+            private: access.private,
+            owner: access.owner.clone(),
+        },
+        members: if access.private {
+            access.members.clone()
+        } else {
+            hub.members(&room)
+        },
+    }))
+}
+
+/// `PUT /api/rooms/{room}/members/{username}` (the owner) → 204.
+async fn add_member(
+    State(state): State<AppState>,
+    Extension(hub): Extension<Hub>,
+    user: CurrentUser,
+    Path((room, username)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    owned(&hub, &room, &user).await?;
+    if state.store.user_by_name(&username).await?.is_none() {
+        return Err(ApiError::NotFound(format!(
+            "No account is named {username}."
+        )));
+    }
+    state
+        .store
+        .add_member(&room, &username, clock::now_ms())
+        .await?;
+    hub.access().changed(&room);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `DELETE /api/rooms/{room}/members/{username}` (the owner) → 204; their live streams of
+/// the room end with `chat-removed` / `removed`, on every instance.
+async fn remove_member(
+    Extension(hub): Extension<Hub>,
+    user: CurrentUser,
+    Path((room, username)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let access = owned(&hub, &room, &user).await?;
+    if access.owner.as_deref() == Some(username.as_str()) {
+        return Err(ApiError::bad_request(
+            "owner_stays",
+            format!("{username} owns #{room} and stays its member."),
+        ));
+    }
+    if !hub.store().remove_member(&room, &username).await? {
+        return Err(ApiError::NotFound(format!(
+            "{username} is not a member of #{room}."
+        )));
+    }
+    // Forget the access first, then tell the member's connections: every instance refuses
+    // them from here on, and their open streams of the room end as they hear it.
+    hub.access().changed(&room);
+    hub.tell_room(
+        &room,
+        "chat-removed",
+        &ServerMsg::ChatRemoved { room: room.clone() },
+        Some(&username),
+    );
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /api/rooms/{room}/read {"lastReadId"}` → 204; my other connections hear `chat-read`.
+async fn mark_read(
+    Extension(hub): Extension<Hub>,
+    user: CurrentUser,
+    Path(room): Path<String>,
+    ApiJson(body): ApiJson<MarkRead>,
+) -> Result<StatusCode, ApiError> {
+    let pass = hub.admit(&room, &user.user.username).await?;
+    if body.last_read_id < 0 {
+        return Err(ApiError::bad_parameter(
+            "lastReadId",
+            "is a message id, 0 or more.",
+        ));
+    }
+    let last = hub.store().chat_room_bounds(&room).await?.last_id;
+    if body.last_read_id > last {
+        return Err(ApiError::bad_parameter(
+            "lastReadId",
+            format!("is past the room's last message, {last}."),
+        ));
+    }
+    let now = hub
+        .store()
+        .set_read(pass.user(), &room, body.last_read_id)
+        .await?;
+    hub.tell_user(
+        pass.user(),
+        "chat-read",
+        &ServerMsg::ChatRead {
+            room,
+            last_read_id: now,
+        },
+    );
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `DELETE /api/rooms/{room}/messages/{id}` (its author or an admin) → 204; every
+/// transport hears `chat-delete`, and the history keeps the id without the text.
+async fn delete_message(
+    Extension(hub): Extension<Hub>,
+    user: CurrentUser,
+    Path((room, id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    checked_room(&room)?;
+    let id = number_param("id", &id, 1..=i64::MAX)?;
+    let me = &user.user.username;
+    if !user.user.is_admin() {
+        hub.admit(&room, me).await?;
+    }
+    let Some(author) = hub.store().chat_message_author(&room, id).await? else {
+        return Err(ApiError::NotFound(format!(
+            "#{room} has no message {id} (it may be older than the kept history)."
+        )));
+    };
+    if &author != me && !user.user.is_admin() {
+        return Err(ApiError::Forbidden(format!(
+            "Only its author, {author}, or an admin may delete message {id}."
+        )));
+    }
+    hub.store().delete_chat_message(&room, id).await?;
+    hub.tell_room(
+        &room,
+        "chat-delete",
+        &ServerMsg::ChatDelete {
+            room: room.clone(),
+            id,
+        },
+        None,
+    );
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// `POST /api/rooms/{room}/messages {"text"}` → 201 the stored message.
@@ -134,15 +377,8 @@ async fn publish(
     Path(room): Path<String>,
     ApiJson(body): ApiJson<PostMessage>,
 ) -> Result<Response, ApiError> {
-    checked_room(&room)?;
-    let message = hub
-        .post(&room, &user.user.username, &body.text)
-        .await
-        .map_err(|e| match e {
-            super::hub::PostError::Invalid(s) => ApiError::bad_request("invalid_message", s),
-            super::hub::PostError::SlowDown => ApiError::SlowDown(e.sentence()),
-            super::hub::PostError::Unavailable => ApiError::Unavailable(e.sentence()),
-        })?;
+    let pass = hub.admit(&room, &user.user.username).await?;
+    let message = hub.post(&pass, &body.text).await?;
     Ok((StatusCode::CREATED, Json::<ChatMessage>(message)).into_response())
 }
 
@@ -155,7 +391,7 @@ async fn poll(
     Path(room): Path<String>,
     Query(query): Query<Vec<(String, String)>>,
 ) -> Result<Json<MessagePage>, ApiError> {
-    checked_room(&room)?;
+    let pass = hub.admit(&room, &user.user.username).await?;
     let mut after = None;
     let mut limit = POLL_LIMIT_DEFAULT;
     for (k, v) in &query {
@@ -167,9 +403,9 @@ async fn poll(
             _ => {}
         }
     }
-    hub.lease(&room, &user.user.username, &user.session_id.to_string());
+    hub.lease(&pass, &user.session_id.to_string());
     let resume = hub
-        .since(&room, after, limit, limit)
+        .since(&pass, after, limit, limit)
         .await
         .map_err(unavailable)?;
     Ok(Json(MessagePage {
@@ -189,24 +425,23 @@ async fn events(
     headers: HeaderMap,
     Query(query): Query<Vec<(String, String)>>,
 ) -> Result<Response, ApiError> {
-    checked_room(&room)?;
+    let pass = hub.admit(&room, &user.0.user.username).await?;
     let after = sse::last_event_id(&headers, &query)?;
     let once = query
         .iter()
         .any(|(k, v)| k == "once" && matches!(v.as_str(), "true" | "1"));
     // Counted (429 past the quota) before the user is shown as present.
-    let base = SseOptions::for_user(&state, &user.0)?;
+    let base = SseOptions::for_stream(&state, &user.0, vec![format!("room:{room}")])?;
     let username = user.0.user.username.clone();
     // Enter, then subscribe before reading history: nothing published in between is missed.
-    let presence = hub.enter(&room, &username);
+    let presence = hub.enter(&pass);
     // A long poll keeps its user present between polls with a lease taken as it ends.
     let lease = once.then(|| LeaseOnExit {
         hub: hub.clone(),
-        room: room.clone(),
-        user: username.clone(),
+        pass: pass.clone(),
         key: user.0.session_id.to_string(),
     });
-    let mut subscription = hub.subscribe(&room);
+    let mut subscription = hub.subscribe(&pass);
     let options = SseOptions {
         timeout: Some(if once {
             LONG_POLL
@@ -229,7 +464,7 @@ async fn events(
             let _presence = presence;
             // Declared after the presence, so dropped before it: the lease holds the user.
             let _lease = lease;
-            let resume = match hub.since(&room, after, JOIN_HISTORY as i64, page).await {
+            let resume = match hub.since(&pass, after, JOIN_HISTORY as i64, page).await {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::warn!(error = %e, room, "reading chat history failed");
@@ -249,7 +484,7 @@ async fn events(
             if tx.send(&joined).await.is_err() {
                 return;
             }
-            let mut last = match send_pages(&hub, &tx, &room, resume, after.is_some(), page).await {
+            let mut last = match send_pages(&hub, &tx, &pass, resume, after.is_some(), page).await {
                 Ok((_, sent)) if once && sent > 0 => return,
                 Ok((last, _)) => last,
                 Err(()) => return,
@@ -260,6 +495,13 @@ async fn events(
                     _ = tx.gone() => return,
                 };
                 match received {
+                    Received::Message(m) if !m.is_for(&username) => {}
+                    Received::Message(m) if m.kind == "chat-removed" => {
+                        // Removed from the room by its owner: say so and end; a reconnect is
+                        // refused with 403.
+                        let _ = tx.send(&Event::new(m.text()).name("removed")).await;
+                        return;
+                    }
                     Received::Message(m) if m.kind != "chat-message" => {
                         let event = Event::new(m.text()).name(&m.kind);
                         if tx.send(&event).await.is_err() {
@@ -281,7 +523,7 @@ async fn events(
                         if let Received::Lagged(n) = received {
                             ws::record_drops(n);
                         }
-                        match replay(&hub, &tx, &room, last, page).await {
+                        match replay(&hub, &tx, &pass, last, page).await {
                             Ok((l, sent)) => {
                                 last = l;
                                 if once && sent > 0 {
@@ -301,14 +543,13 @@ async fn events(
 /// Renews a poller's presence lease when its long poll ends.
 struct LeaseOnExit {
     hub: Hub,
-    room: String,
-    user: String,
+    pass: RoomPass,
     key: String,
 }
 
 impl Drop for LeaseOnExit {
     fn drop(&mut self) {
-        self.hub.lease(&self.room, &self.user, &self.key);
+        self.hub.lease(&self.pass, &self.key);
     }
 }
 
@@ -317,15 +558,14 @@ impl Drop for LeaseOnExit {
 async fn replay(
     hub: &Hub,
     tx: &sse::Sender,
-    room: &str,
+    pass: &RoomPass,
     after: i64,
     page: i64,
 ) -> Result<(i64, usize), ()> {
-    let resume = hub
-        .since(room, Some(after), 0, page)
-        .await
-        .map_err(|e| tracing::warn!(error = %e, room, "replaying chat messages failed"))?;
-    send_pages(hub, tx, room, resume, true, page).await
+    let resume = hub.since(pass, Some(after), 0, page).await.map_err(
+        |e| tracing::warn!(error = %e, room = pass.room(), "replaying chat messages failed"),
+    )?;
+    send_pages(hub, tx, pass, resume, true, page).await
 }
 
 /// Sends `first`, then (when `resuming` and a page came full) the pages after it, one at a
@@ -333,7 +573,7 @@ async fn replay(
 async fn send_pages(
     hub: &Hub,
     tx: &sse::Sender,
-    room: &str,
+    pass: &RoomPass,
     first: Resume,
     resuming: bool,
     page: i64,
@@ -347,10 +587,9 @@ async fn send_pages(
         if !full {
             return Ok((last, total));
         }
-        resume = hub
-            .since(room, Some(last), 0, page)
-            .await
-            .map_err(|e| tracing::warn!(error = %e, room, "replaying chat messages failed"))?;
+        resume = hub.since(pass, Some(last), 0, page).await.map_err(
+            |e| tracing::warn!(error = %e, room = pass.room(), "replaying chat messages failed"),
+        )?;
     }
 }
 

@@ -23,6 +23,16 @@
 //! most [`JOINED_MAX_BYTES`] of history, and the rest follows page by page as the socket
 //! takes it.
 //!
+//! Access: a join asks the hub's gate (`chat::access`) like every transport; a private room's
+//! outsider gets `chat-error` `You are not a member of #NAME.` and the socket stays open. A
+//! member the owner removes gets `chat-removed` and the room's stream ends there.
+//!
+//! Notifications: every socket follows the user's notifications (to everyone or to them)
+//! from where the bus was when it opened; `notifications-since` replays from an id (a
+//! `notifications-gap` first when some are no longer kept), and a socket that falls behind
+//! reads back what it missed. Read positions (`chat-read`) and inbox marks
+//! (`notifications-read`) of the user's other connections come the same way.
+//!
 //! Ending: the server stopping closes with 1001; the session ending (logout, expiry, an
 //! admin's disconnect) with 1008 `Signed out.`; a frame that breaks the protocol (an unmasked
 //! client frame, RFC 6455 §5.1) with 1002.
@@ -47,10 +57,14 @@ use futures::{Sink, SinkExt, Stream, StreamExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::hub::{json, Hub, Presence};
+use super::hub::{json, Hub, Presence, RoomPass};
 use crate::{
-    protocol::chat::{ClientMsg, ServerMsg, JOIN_FIRST, JOIN_HISTORY, NOT_JSON, UNKNOWN_TYPE},
+    notify::replay,
+    protocol::chat::{
+        ClientMsg, ServerMsg, CLIENT_TYPES, JOIN_FIRST, JOIN_HISTORY, NOT_JSON, UNKNOWN_TYPE,
+    },
     server::{
+        access::streams::Held,
         clock,
         fanout::bus::{Received, Subscription},
         fanout::ws,
@@ -60,7 +74,8 @@ use crate::{
 
 /// Now in `room`: send `joined`, then the room's live messages after `last_id`.
 struct Joined {
-    room: String,
+    pass: RoomPass,
+    presence: Presence,
     subscription: Subscription,
     joined: Message,
     gap: Option<Message>,
@@ -103,6 +118,8 @@ enum Out {
     Join(Box<Joined>),
     /// Out of the room.
     Leave,
+    /// Replay the user's notifications after this id.
+    NotesSince(i64),
     /// Close the connection with this code and reason.
     Close(u16, &'static str),
 }
@@ -127,6 +144,8 @@ pub struct Ends {
     /// A socket that takes longer than this to accept one batch of writes is closed as too
     /// slow (`TIDINGS_SLOW_CLIENT_MS`).
     pub slow_client: Duration,
+    /// Its place among the user's connections, told which room it follows.
+    pub held: Option<Arc<Held>>,
 }
 
 impl Default for Ends {
@@ -135,6 +154,7 @@ impl Default for Ends {
             shutdown: Shutdown::default(),
             signed_out: CancellationToken::default(),
             slow_client: Duration::from_secs(10),
+            held: None,
         }
     }
 }
@@ -154,6 +174,7 @@ where
     let notifications = hub.subscribe_notifications();
     let writer = write_loop(
         hub.clone(),
+        user.clone(),
         sink,
         out_rx,
         notifications,
@@ -195,7 +216,7 @@ impl Outbox {
         let size = match &out {
             Out::Frame(m) => size(m),
             Out::Join(j) => size(&j.joined) + j.gap.as_ref().map_or(0, size),
-            Out::Leave | Out::Close(..) => 0,
+            Out::Leave | Out::NotesSince(_) | Out::Close(..) => 0,
         };
         let bytes = ws::QueuedBytes::take(&self.budget, size.min(QUEUE_BYTES))
             .await
@@ -220,7 +241,7 @@ async fn read_loop<R>(
 ) where
     R: Stream<Item = Result<Message, axum::Error>> + Unpin + Send,
 {
-    let mut presence: Option<Presence> = None;
+    let mut joined: Option<RoomPass> = None;
     let mut stop = std::pin::pin!(shutdown.cancelled_owned());
     let mut writer_gone = std::pin::pin!(dead.cancelled_owned());
     loop {
@@ -246,7 +267,7 @@ async fn read_loop<R>(
             // Boxed: the handler's future (database reads, the post) exists only while it
             // runs, instead of inflating every idle socket's task.
             Some(Ok(Message::Text(t))) => {
-                Box::pin(handle(&hub, &user, t.as_str(), &mut presence)).await
+                Box::pin(handle(&hub, &user, t.as_str(), &mut joined)).await
             }
         };
         if let Some(reply) = reply {
@@ -294,26 +315,22 @@ fn close_for(e: axum::Error) -> Option<Out> {
 }
 
 /// Answers one text frame: `None` when there is nothing to send back directly.
-async fn handle(
-    hub: &Hub,
-    user: &str,
-    frame: &str,
-    presence: &mut Option<Presence>,
-) -> Option<Out> {
+async fn handle(hub: &Hub, user: &str, frame: &str, joined: &mut Option<RoomPass>) -> Option<Out> {
+    let reply = |m: Message| Some(Out::Frame(Box::new(m)));
     let value: serde_json::Value = match serde_json::from_str(frame) {
         Ok(v) => v,
-        Err(_) => return Some(Out::Frame(Box::new(error(NOT_JSON)))),
+        Err(_) => return reply(error(NOT_JSON)),
     };
     let kind = value.get("type").and_then(|t| t.as_str()).unwrap_or("");
-    if !matches!(kind, "chat-join" | "chat-message" | "chat-leave") {
-        return Some(Out::Frame(Box::new(error(UNKNOWN_TYPE))));
+    if !CLIENT_TYPES.contains(&kind) {
+        return reply(error(UNKNOWN_TYPE));
     }
     let msg: ClientMsg = match serde_json::from_value(value.clone()) {
         Ok(m) => m,
         Err(e) => {
-            return Some(Out::Frame(Box::new(error(format!(
+            return reply(error(format!(
                 "That {kind} message is not in the expected shape: {e}."
-            )))))
+            )))
         }
     };
     match msg {
@@ -321,18 +338,21 @@ async fn handle(
             room,
             last_message_id,
         } => {
-            if let Some(problem) = crate::protocol::chat::room_name_problem(&room) {
-                return Some(Out::Frame(Box::new(error(problem))));
-            }
+            // The gate first: a bad name or a private room's outsider is told, and the socket
+            // stays open (and in its old room, if any).
+            let pass = match hub.admit(&room, user).await {
+                Ok(pass) => pass,
+                Err(refused) => return reply(error(refused.sentence())),
+            };
             // Enter first (so the joiner's own `joined` is not echoed to it; the members
             // list says it), then subscribe before reading history: nothing published in
             // between is missed. Entering before leaving the old room keeps a rejoin of the
             // same room from flapping.
-            let entered = hub.enter(&room, user);
-            let subscription = hub.subscribe(&room);
+            let presence = hub.enter(&pass);
+            let subscription = hub.subscribe(&pass);
             let resume = match hub
                 .since(
-                    &room,
+                    &pass,
                     last_message_id,
                     JOIN_HISTORY as i64,
                     JOIN_PAGE.min(hub.config().history),
@@ -341,11 +361,11 @@ async fn handle(
             {
                 Ok(r) => r,
                 Err(e) => {
-                    // Still in the old room, if any: `entered` leaves again as it drops.
+                    // Still in the old room, if any: `presence` leaves again as it drops.
                     tracing::warn!(error = %e, %room, "reading chat history failed");
-                    return Some(Out::Frame(Box::new(error(
+                    return reply(error(
                         "The room's history could not be read; try joining again.",
-                    ))));
+                    ));
                 }
             };
             // A full page, or more bytes than a joined frame carries: the rest follows.
@@ -358,36 +378,62 @@ async fn handle(
                 last_id = history.last().map_or(resume.after_id, |m| m.id);
                 behind = true;
             }
-            let joined = text(&ServerMsg::ChatJoined {
+            let joined_frame = text(&ServerMsg::ChatJoined {
                 room: room.clone(),
                 members: hub.members(&room),
                 history,
             });
-            *presence = Some(entered);
+            *joined = Some(pass.clone());
             Some(Out::Join(Box::new(Joined {
-                room,
+                pass,
+                presence,
                 subscription,
-                joined,
+                joined: joined_frame,
                 gap: resume.gap.map(|g| text(&ServerMsg::ChatGap(g))),
                 last_id,
                 behind,
             })))
         }
         ClientMsg::ChatMessage { text: body } => {
-            let Some(room) = presence.as_ref().map(|p| p.room().to_string()) else {
-                return Some(Out::Frame(Box::new(error(JOIN_FIRST))));
+            let Some(pass) = joined.as_ref() else {
+                return reply(error(JOIN_FIRST));
             };
-            match hub.post(&room, user, &body).await {
+            match hub.post(pass, &body).await {
                 // Everyone, the sender included, gets it from the room's subscription.
                 Ok(_) => None,
-                Err(e) => Some(Out::Frame(Box::new(error(e.sentence())))),
+                Err(e) => reply(error(e.sentence())),
             }
         }
         ClientMsg::ChatLeave => {
-            if presence.take().is_none() {
-                return Some(Out::Frame(Box::new(error(JOIN_FIRST))));
+            if joined.take().is_none() {
+                return reply(error(JOIN_FIRST));
             }
             Some(Out::Leave)
+        }
+        ClientMsg::ChatTyping { room } => {
+            let Some(pass) = joined.as_ref() else {
+                return reply(error(JOIN_FIRST));
+            };
+            if room.as_deref().is_some_and(|r| r != pass.room()) {
+                return reply(error(format!(
+                    "Join #{} first: this socket is in #{}.",
+                    room.unwrap_or_default(),
+                    pass.room()
+                )));
+            }
+            // Held back past one every 2 s: typing is a hint, so nothing is said.
+            hub.typing(pass).await;
+            None
+        }
+        ClientMsg::NotificationsSince {
+            last_notification_id,
+        } => {
+            if last_notification_id < 0 {
+                return reply(error(
+                    "`lastNotificationId` is a notification id, 0 or more.",
+                ));
+            }
+            Some(Out::NotesSince(last_notification_id))
         }
     }
 }
@@ -407,7 +453,9 @@ fn fitting(messages: &[crate::protocol::chat::ChatMessage], max: usize) -> usize
 
 /// The joined room, as the writer follows it.
 struct Room {
-    name: String,
+    pass: RoomPass,
+    /// Held while the writer follows the room: a removed member leaves with it.
+    _presence: Presence,
     subscription: Subscription,
     /// The newest message id sent; live messages at or below it are skipped.
     last_id: i64,
@@ -425,7 +473,7 @@ const LAG_WINDOW: Duration = Duration::from_secs(30);
 /// What a room delivery leads to.
 enum Next {
     Go,
-    /// The room's stream ended (the bus closed).
+    /// The room's stream ended (the bus closed, or this user was removed from it).
     RoomEnded,
     /// Close the socket with this code and reason (counted as a slow client).
     Close(u16, &'static str),
@@ -439,8 +487,10 @@ async fn next_in(room: &mut Option<Room>) -> Received {
 }
 
 /// The writer: see the module docs.
+#[allow(clippy::too_many_arguments)]
 async fn write_loop<S>(
     hub: Hub,
+    user: String,
     mut sink: S,
     mut out: mpsc::Receiver<Queued>,
     notifications: Subscription,
@@ -465,13 +515,23 @@ async fn write_loop<S>(
         Some((s.recv().await, s))
     }));
     let mut notes_open = true;
+    // The newest notification of this user's sent (or known when the socket opened): live
+    // ones at or below it are skipped, and a fall behind reads back from it.
+    let mut last_note = hub.notifications_seen();
     // The budget shares of what is in the burst: given back once it is written.
     let mut written_shares: Vec<ws::QueuedBytes> = Vec::new();
     loop {
         let mut close: Option<(u16, &'static str)> = None;
         if room.as_ref().is_some_and(|r| r.behind) {
             // Catching up, a page at a time: each page is written before the next is read.
-            let next = Box::pin(take(&hub, &mut room, Received::Lagged(0), &mut burst)).await;
+            let next = Box::pin(take(
+                &hub,
+                &user,
+                &mut room,
+                Received::Lagged(0),
+                &mut burst,
+            ))
+            .await;
             if let Next::Close(code, reason) = next {
                 close = Some((code, reason));
             }
@@ -485,30 +545,49 @@ async fn write_loop<S>(
                         match out {
                             Out::Frame(m) => burst.push(*m),
                             Out::Join(j) => {
-                                let Joined { room: name, subscription, joined, gap, last_id, behind } = *j;
-                                burst.push(joined);
+                                let Joined { pass, presence, subscription, joined, gap, last_id, behind } = *j;
+                                // The gap first, as before every replay (the contract's order).
                                 burst.extend(gap);
+                                burst.push(joined);
+                                if let Some(held) = &ends.held {
+                                    held.set_topics(vec![
+                                        format!("room:{}", pass.room()),
+                                        "notifications".into(),
+                                    ]);
+                                }
                                 room = Some(Room {
-                                    name,
+                                    pass,
+                                    _presence: presence,
                                     subscription,
                                     last_id,
                                     behind,
                                     lags: Vec::new(),
                                 });
                             }
-                            Out::Leave => room = None,
+                            Out::Leave => {
+                                room = None;
+                                if let Some(held) = &ends.held {
+                                    held.set_topics(vec!["notifications".into()]);
+                                }
+                            }
+                            Out::NotesSince(after) => {
+                                match Box::pin(notes_back(&hub, &user, after, true, &mut burst)).await {
+                                    Ok(last) => last_note = last,
+                                    Err(()) => close = Some((1011, "Missed notifications could not be read; reconnect to resume.")),
+                                }
+                            }
                             Out::Close(code, reason) => close = Some((code, reason)),
                         }
                     }
                 },
                 r = next_in(&mut room) => {
-                    let mut next = Box::pin(take(&hub, &mut room, r, &mut burst)).await;
+                    let mut next = Box::pin(take(&hub, &user, &mut room, r, &mut burst)).await;
                     // Whatever else is already waiting goes out in the same write.
                     while matches!(next, Next::Go) && burst.len() < BURST {
                         let Some(r) = room.as_mut().and_then(|r| r.subscription.try_recv()) else {
                             break;
                         };
-                        next = Box::pin(take(&hub, &mut room, r, &mut burst)).await;
+                        next = Box::pin(take(&hub, &user, &mut room, r, &mut burst)).await;
                     }
                     match next {
                         Next::Go => {}
@@ -522,8 +601,22 @@ async fn write_loop<S>(
                     }
                 }
                 n = notes.next(), if notes_open => match n {
+                    Some(Received::Message(m)) if !m.is_for(&user) => {}
+                    Some(Received::Message(m)) if m.kind == "notification" => {
+                        if m.id > last_note {
+                            burst.push(frame(&m.data));
+                            last_note = m.id;
+                        }
+                    }
                     Some(Received::Message(m)) => burst.push(frame(&m.data)),
-                    Some(Received::Lagged(n)) => ws::record_drops(n),
+                    Some(Received::Lagged(n)) => {
+                        // Fell behind the bus: read back what this user missed.
+                        ws::record_drops(n);
+                        match Box::pin(notes_back(&hub, &user, last_note, false, &mut burst)).await {
+                            Ok(last) => last_note = last,
+                            Err(()) => close = Some((1011, "Missed notifications could not be read; reconnect to resume.")),
+                        }
+                    }
                     Some(Received::Closed) | None => notes_open = false,
                 },
                 _ = ping.tick() => {
@@ -596,12 +689,53 @@ fn frame(data: &bytes::Bytes) -> Message {
     Message::Text(Utf8Bytes::try_from(data.clone()).unwrap_or_default())
 }
 
+/// Adds `user`'s notifications after `after` to `burst` (a `notifications-gap` first when
+/// `first` and some are no longer kept), every page; returns the last id.
+async fn notes_back(
+    hub: &Hub,
+    user: &str,
+    after: i64,
+    first: bool,
+    burst: &mut Vec<Message>,
+) -> Result<i64, ()> {
+    let mut last = after;
+    let mut first = first;
+    loop {
+        let page = replay::page(hub.store(), user, last, first)
+            .await
+            .map_err(|e| tracing::warn!(error = %e, "reading missed notifications failed"))?;
+        first = false;
+        if let Some(gap) = page.gap {
+            burst.push(text(&ServerMsg::NotificationsGap(gap)));
+        }
+        for row in &page.rows {
+            burst.push(text(&ServerMsg::Notification(replay::wire(row))));
+        }
+        last = page.last_id;
+        if !page.more {
+            return Ok(last);
+        }
+    }
+}
+
 /// Adds what a room delivery calls for to `burst`.
-async fn take(hub: &Hub, room: &mut Option<Room>, r: Received, burst: &mut Vec<Message>) -> Next {
+async fn take(
+    hub: &Hub,
+    user: &str,
+    room: &mut Option<Room>,
+    r: Received,
+    burst: &mut Vec<Message>,
+) -> Next {
     let Some(current) = room.as_mut() else {
         return Next::Go;
     };
     match r {
+        Received::Message(m) if !m.is_for(user) => {}
+        Received::Message(m) if m.kind == "chat-removed" => {
+            // Removed by the owner: say so, and stop following the room (its presence goes).
+            burst.push(frame(&m.data));
+            return Next::RoomEnded;
+        }
         Received::Message(m) if m.kind != "chat-message" => burst.push(frame(&m.data)),
         Received::Message(m) if m.id <= current.last_id => {}
         Received::Message(m) if m.id == current.last_id + 1 => {
@@ -623,7 +757,7 @@ async fn take(hub: &Hub, room: &mut Option<Room>, r: Received, burst: &mut Vec<M
             }
             let page = READBACK_PAGE.min(hub.config().history);
             match hub
-                .since(&current.name, Some(current.last_id), 0, page)
+                .since(&current.pass, Some(current.last_id), 0, page)
                 .await
             {
                 Ok(resume) => {
@@ -858,7 +992,8 @@ mod tests {
             .expect("the stuck socket is closed")
             .unwrap();
         assert!(ws::slow_disconnects() > before);
-        hub.post("busy", "someone", "still flowing").await.unwrap();
+        let pass = hub.admit("busy", "someone").await.unwrap();
+        hub.post(&pass, "still flowing").await.unwrap();
         loop {
             let m = fast.next().await;
             if m["type"] == "chat-message" {

@@ -31,6 +31,8 @@ pub struct ChatRow {
     pub author: String,
     pub text: String,
     pub created_at: i64,
+    /// Deleted (a tombstone: the text is gone).
+    pub deleted: bool,
 }
 
 /// What a room holds: the first kept id (`None` while empty) and the last id handed out.
@@ -54,7 +56,28 @@ fn chat_from(row: &sqlx::any::AnyRow) -> sqlx::Result<ChatRow> {
         author: row.try_get(2)?,
         text: row.try_get(3)?,
         created_at: row.try_get(4)?,
+        deleted: row.try_get::<i64, _>(5)? != 0,
     })
+}
+
+/// Who may use a room: anyone (public) or its members.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoomAccessRow {
+    pub private: bool,
+    pub owner: Option<String>,
+    /// The members of a private room, sorted (empty for a public one).
+    pub members: Vec<String>,
+}
+
+/// A room as one user sees it in the room list.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoomListRow {
+    pub name: String,
+    pub private: bool,
+    pub owner: Option<String>,
+    pub last_id: i64,
+    pub last_read_id: i64,
+    pub unread: i64,
 }
 
 impl Store {
@@ -127,6 +150,7 @@ impl Store {
                 author: m.author.clone(),
                 text: m.text.clone(),
                 created_at: m.at,
+                deleted: false,
             })
             .collect())
     }
@@ -139,7 +163,7 @@ impl Store {
         limit: i64,
     ) -> sqlx::Result<Vec<ChatRow>> {
         sqlx::query(
-            "SELECT room, id, author, text, created_at FROM chat_messages
+            "SELECT room, id, author, text, created_at, deleted FROM chat_messages
              WHERE room = $1 AND id > $2 ORDER BY id LIMIT $3",
         )
         .bind(room)
@@ -155,7 +179,7 @@ impl Store {
     /// The latest `limit` messages of `room`, oldest first.
     pub async fn latest_chat_messages(&self, room: &str, limit: i64) -> sqlx::Result<Vec<ChatRow>> {
         let mut rows = sqlx::query(
-            "SELECT room, id, author, text, created_at FROM chat_messages
+            "SELECT room, id, author, text, created_at, deleted FROM chat_messages
              WHERE room = $1 ORDER BY id DESC LIMIT $2",
         )
         .bind(room)
@@ -198,6 +222,182 @@ impl Store {
                 })
             })
             .collect()
+    }
+
+    /// Who may use `room`; `None` for a room that does not exist yet.
+    pub async fn room_access(&self, room: &str) -> sqlx::Result<Option<RoomAccessRow>> {
+        let Some(row) = sqlx::query("SELECT private, owner FROM chat_rooms WHERE name = $1")
+            .bind(room)
+            .fetch_optional(&self.pool)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let private = row.try_get::<i64, _>(0)? != 0;
+        let owner: Option<String> = row.try_get(1)?;
+        let members = if private {
+            self.room_members(room).await?
+        } else {
+            Vec::new()
+        };
+        Ok(Some(RoomAccessRow {
+            private,
+            owner,
+            members,
+        }))
+    }
+
+    /// The members of a private room, sorted.
+    pub async fn room_members(&self, room: &str) -> sqlx::Result<Vec<String>> {
+        sqlx::query("SELECT username FROM chat_members WHERE room = $1 ORDER BY username")
+            .bind(room)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| r.try_get(0))
+            .collect()
+    }
+
+    /// Creates `room` (private: with `owner` as its first member). `false` when the name is
+    /// taken.
+    pub async fn create_room(
+        &self,
+        room: &str,
+        private: bool,
+        owner: Option<&str>,
+        at: i64,
+    ) -> sqlx::Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let made = sqlx::query(
+            "INSERT INTO chat_rooms (name, last_id, created_at, private, owner)
+             VALUES ($1, 0, $2, $3, $4) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(room)
+        .bind(at)
+        .bind(i64::from(private))
+        .bind(owner)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if made && private {
+            if let Some(owner) = owner {
+                sqlx::query(
+                    "INSERT INTO chat_members (room, username, added_at) VALUES ($1, $2, $3)",
+                )
+                .bind(room)
+                .bind(owner)
+                .bind(at)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(made)
+    }
+
+    /// Adds `user` to `room`'s members; `false` when already one.
+    pub async fn add_member(&self, room: &str, user: &str, at: i64) -> sqlx::Result<bool> {
+        Ok(sqlx::query(
+            "INSERT INTO chat_members (room, username, added_at) VALUES ($1, $2, $3)
+             ON CONFLICT (room, username) DO NOTHING",
+        )
+        .bind(room)
+        .bind(user)
+        .bind(at)
+        .execute(&self.pool)
+        .await?
+        .rows_affected()
+            == 1)
+    }
+
+    /// Removes `user` from `room`'s members; `false` when not one.
+    pub async fn remove_member(&self, room: &str, user: &str) -> sqlx::Result<bool> {
+        Ok(
+            sqlx::query("DELETE FROM chat_members WHERE room = $1 AND username = $2")
+                .bind(room)
+                .bind(user)
+                .execute(&self.pool)
+                .await?
+                .rows_affected()
+                == 1,
+        )
+    }
+
+    /// The public rooms and `user`'s private ones, busiest first, at most `limit`, with
+    /// `user`'s read position and unread count in each.
+    pub async fn rooms_for(&self, user: &str, limit: i64) -> sqlx::Result<Vec<RoomListRow>> {
+        sqlx::query(
+            "SELECT r.name, r.private, r.owner, r.last_id, COALESCE(rd.last_read_id, 0),
+                    (SELECT COUNT(*) FROM chat_messages m
+                      WHERE m.room = r.name AND m.id > COALESCE(rd.last_read_id, 0)
+                        AND m.author <> $1 AND m.deleted = 0)
+             FROM chat_rooms r
+             LEFT JOIN chat_reads rd ON rd.room = r.name AND rd.username = $1
+             WHERE r.private = 0
+                OR EXISTS (SELECT 1 FROM chat_members cm WHERE cm.room = r.name AND cm.username = $1)
+             ORDER BY r.last_id DESC, r.name LIMIT $2",
+        )
+        .bind(user)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(RoomListRow {
+                name: r.try_get(0)?,
+                private: r.try_get::<i64, _>(1)? != 0,
+                owner: r.try_get(2)?,
+                last_id: r.try_get(3)?,
+                last_read_id: r.try_get(4)?,
+                unread: r.try_get(5)?,
+            })
+        })
+        .collect()
+    }
+
+    /// Moves `user`'s read position in `room` forward to `id` (never back); returns where
+    /// it is now.
+    pub async fn set_read(&self, user: &str, room: &str, id: i64) -> sqlx::Result<i64> {
+        sqlx::query(
+            "INSERT INTO chat_reads (username, room, last_read_id) VALUES ($1, $2, $3)
+             ON CONFLICT (username, room) DO UPDATE SET last_read_id =
+               CASE WHEN excluded.last_read_id > chat_reads.last_read_id
+                    THEN excluded.last_read_id ELSE chat_reads.last_read_id END
+             RETURNING last_read_id",
+        )
+        .bind(user)
+        .bind(room)
+        .bind(id)
+        .fetch_one(&self.pool)
+        .await?
+        .try_get(0)
+    }
+
+    /// The author of message `id` in `room` (`None`: no such message kept).
+    pub async fn chat_message_author(&self, room: &str, id: i64) -> sqlx::Result<Option<String>> {
+        Ok(
+            sqlx::query("SELECT author FROM chat_messages WHERE room = $1 AND id = $2")
+                .bind(room)
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?
+                .map(|r| r.try_get(0))
+                .transpose()?,
+        )
+    }
+
+    /// Turns message `id` of `room` into a tombstone: the id stays, the text goes.
+    pub async fn delete_chat_message(&self, room: &str, id: i64) -> sqlx::Result<bool> {
+        Ok(sqlx::query(
+            "UPDATE chat_messages SET deleted = 1, text = '' WHERE room = $1 AND id = $2",
+        )
+        .bind(room)
+        .bind(id)
+        .execute(&self.pool)
+        .await?
+        .rows_affected()
+            == 1)
     }
 }
 
@@ -243,6 +443,59 @@ mod tests {
         let rooms = store.chat_rooms(10).await.unwrap();
         assert_eq!(rooms[0].name, "a");
         assert_eq!(rooms[0].last_id, 3);
+    }
+
+    #[tokio::test]
+    async fn private_rooms_members_reads_and_tombstones() {
+        let (_dir, store) = store().await;
+        assert!(store
+            .create_room("club", true, Some("alice"), 1)
+            .await
+            .unwrap());
+        assert!(
+            !store.create_room("club", false, None, 1).await.unwrap(),
+            "taken"
+        );
+        let access = store.room_access("club").await.unwrap().unwrap();
+        assert!(access.private);
+        assert_eq!(access.owner.as_deref(), Some("alice"));
+        assert_eq!(access.members, ["alice"]);
+        assert!(store.add_member("club", "bob", 2).await.unwrap());
+        assert!(!store.add_member("club", "bob", 2).await.unwrap());
+        assert_eq!(store.room_members("club").await.unwrap(), ["alice", "bob"]);
+        store
+            .append_chat_messages(&[new("club", "1"), new("club", "2"), new("open", "x")], 100)
+            .await
+            .unwrap();
+        let bobs = store.rooms_for("bob", 10).await.unwrap();
+        let club = bobs.iter().find(|r| r.name == "club").unwrap();
+        assert_eq!((club.last_id, club.last_read_id, club.unread), (2, 0, 2));
+        assert_eq!(store.set_read("bob", "club", 1).await.unwrap(), 1);
+        assert_eq!(
+            store.set_read("bob", "club", 0).await.unwrap(),
+            1,
+            "never back"
+        );
+        assert!(store.delete_chat_message("club", 2).await.unwrap());
+        let bobs = store.rooms_for("bob", 10).await.unwrap();
+        assert_eq!(bobs.iter().find(|r| r.name == "club").unwrap().unread, 0);
+        let gone = store.chat_messages_after("club", 1, 10).await.unwrap();
+        assert!(gone[0].deleted && gone[0].text.is_empty());
+        assert!(store.remove_member("club", "bob").await.unwrap());
+        let carol = store.rooms_for("bob", 10).await.unwrap();
+        assert!(
+            carol.iter().all(|r| r.name != "club"),
+            "not listed to non-members"
+        );
+        assert_eq!(
+            store
+                .chat_message_author("club", 1)
+                .await
+                .unwrap()
+                .as_deref(),
+            Some("alice")
+        );
+        assert_eq!(store.chat_message_author("club", 9).await.unwrap(), None);
     }
 
     #[tokio::test]

@@ -165,6 +165,7 @@ fn ChatView(snapshot: ChatSnapshot) -> impl IntoView {
                 ),
             ),
             News::Problem(p) => problem.set(Some(p)),
+            News::Typing(_) | News::Deleted(_) | News::Read(..) => {}
         }
     };
 

@@ -18,8 +18,13 @@ pub fn message_of(row: &ChatRow) -> ChatMessage {
         id: row.id,
         room: row.room.clone(),
         display_name: row.author.clone(),
-        text: row.text.clone(),
+        text: if row.deleted {
+            String::new()
+        } else {
+            row.text.clone()
+        },
         timestamp: clock::rfc3339(row.created_at),
+        deleted: row.deleted,
     }
 }
 

@@ -96,6 +96,19 @@ fn line_for(msg: &ServerMsg, last: &mut i64, room: &mut String) -> Option<String
             printable(&n.title),
             printable(&n.message)
         )),
+        ServerMsg::ChatRemoved { room: r } => {
+            Some(format!("* you were removed from #{}", printable(r)))
+        }
+        ServerMsg::ChatTyping { display_name, .. } => {
+            Some(format!("* {} is typing…", printable(display_name)))
+        }
+        ServerMsg::ChatDelete { id, .. } => Some(format!("* message {id} was deleted")),
+        ServerMsg::NotificationsGap(g) => Some(format!(
+            "* notifications {} to {} are no longer kept",
+            g.after_id + 1,
+            g.first_available_id - 1
+        )),
+        ServerMsg::ChatRead { .. } | ServerMsg::NotificationsRead { .. } => None,
     }
 }
 
@@ -328,6 +341,7 @@ mod tests {
                 display_name: "ann".into(),
                 text: format!("n{id}"),
                 timestamp: "2026-11-23T10:11:12.000Z".into(),
+                deleted: false,
             })
         };
         let (mut last, mut room) = (0, "general".to_string());

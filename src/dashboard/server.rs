@@ -16,18 +16,21 @@
 use std::time::Duration;
 
 use axum::{
-    extract::{Query, State},
-    http::HeaderMap,
+    extract::{Path, Query, State},
+    http::{HeaderMap, StatusCode},
     response::Response,
     routing::get,
-    Router,
+    Json, Router,
 };
 
 use crate::{
+    protocol::chat::ConnectionList,
     protocol::metrics::{
         LogLevel, LogReady, LOG_EVENT, LOG_GAP_EVENT, LOG_READY_EVENT, METRICS_EVENT,
     },
     server::{
+        access::identity::AdminUser,
+        clock,
         fanout::sse::{self, Event, Gone, SseOptions},
         observe::logs,
         observe::metrics,
@@ -47,6 +50,42 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/api/metrics/events", get(metrics_events))
         .route("/api/logs/events", get(log_events))
+        .route("/api/admin/connections", get(connections))
+        .route(
+            "/api/admin/users/{username}/disconnect",
+            axum::routing::post(disconnect),
+        )
+}
+
+/// `GET /api/admin/connections`: every live WebSocket and event stream, on every instance.
+async fn connections(State(state): State<AppState>, _admin: AdminUser) -> Json<ConnectionList> {
+    Json(ConnectionList {
+        connections: state.streams.list_everywhere().await,
+    })
+}
+
+/// `POST /api/admin/users/{username}/disconnect` → 204: signs the user out everywhere (their
+/// sessions end, so a reconnect is refused) and closes every connection of theirs on every
+/// instance at once.
+async fn disconnect(
+    State(state): State<AppState>,
+    AdminUser(admin): AdminUser,
+    Path(username): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let Some(account) = state.store.user_by_name(&username).await? else {
+        return Err(ApiError::NotFound(format!(
+            "No account is named {username}."
+        )));
+    };
+    let sessions = state.store.delete_sessions_of(account.id).await?;
+    state.streams.end_user(account.id);
+    let detail = serde_json::json!({ "by": admin.user.username, "sessions": sessions });
+    state
+        .store
+        .audit("DISCONNECT", &username, &detail, clock::now_ms())
+        .await?;
+    tracing::info!(user = %username, by = %admin.user.username, sessions, "an admin disconnected a user");
+    Ok(StatusCode::NO_CONTENT)
 }
 
 fn bad_level(value: &str) -> ApiError {
@@ -84,12 +123,16 @@ fn log_id(headers: &HeaderMap, query: &[(String, String)]) -> Result<Option<u64>
     Ok(sse::last_event_id(headers, query)?.map(|id| id as u64))
 }
 
-fn options(state: &AppState, user: &StreamUser) -> Result<SseOptions, ApiError> {
+fn options(state: &AppState, user: &StreamUser, topics: &[&str]) -> Result<SseOptions, ApiError> {
     Ok(SseOptions {
         // Ends like every stream (`TIDINGS_SSE_MAX_SECS`); the browser reconnects and resumes.
         retry: Some(RETRY),
         send_limit: Some(SEND_LIMIT),
-        ..SseOptions::for_user(state, &user.0)?
+        ..SseOptions::for_stream(
+            state,
+            &user.0,
+            topics.iter().map(|t| t.to_string()).collect(),
+        )?
     })
 }
 
@@ -106,8 +149,13 @@ async fn metrics_events(
     }
     let after = log_id(&headers, &query)?;
     let mut samples = state.metrics.subscribe();
+    let topics: &[&str] = if level.is_some() {
+        &["metrics", "logs"]
+    } else {
+        &["metrics"]
+    };
     Ok(sse::stream(
-        options(&state, &user)?,
+        options(&state, &user, topics)?,
         state.shutdown.clone(),
         move |tx| async move {
             let mut tail = match level {
@@ -160,7 +208,7 @@ async fn log_events(
     let level = level_param(&query, "level", Some(LogLevel::Info))?.unwrap_or_default();
     let after = log_id(&headers, &query)?;
     Ok(sse::stream(
-        options(&state, &user)?,
+        options(&state, &user, &["logs"])?,
         state.shutdown.clone(),
         move |tx| async move {
             let Ok(mut tail) = LogTail::start(&tx, after, level).await else {

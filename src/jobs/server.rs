@@ -345,7 +345,7 @@ async fn events(
     let subscription = state.bus.subscribe(&topic(job.id));
     let store = state.store.clone();
     let job_id = job.id;
-    let options = SseOptions::for_user(&state, &user.0)?;
+    let options = SseOptions::for_stream(&state, &user.0, vec![format!("job:{job_id}")])?;
     Ok(sse::stream(
         options,
         state.shutdown.clone(),

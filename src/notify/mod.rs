@@ -7,6 +7,8 @@
 //! Tests: `tests/it/chat.rs`; `end2end/tests/chat.spec.ts`.
 
 #[cfg(feature = "ssr")]
+pub mod replay;
+#[cfg(feature = "ssr")]
 mod server;
 #[cfg(feature = "ssr")]
 pub mod store;

@@ -1,29 +1,33 @@
-//! `POST /api/notifications` (admin) and `GET /api/notifications/events`.
+//! Notifications: `POST /api/notifications` (admin), my inbox (`GET /api/notifications`,
+//! `POST /api/notifications/read`) and `GET /api/notifications/events`.
 //!
-//! A notification is stored (for its id, and for replay), then published on the bus's
-//! notifications topic: every WebSocket writes it as a `notification` message and every
-//! subscriber of the event stream gets an SSE `notification` event. A stream that
-//! reconnects with `Last-Event-ID` first gets what it missed (a few at most).
+//! A notification is stored (for its id, the inbox and replay), then published on the bus's
+//! notifications topic, addressed to its recipients (`to`; none: everyone): every WebSocket
+//! of theirs writes it as a `notification` message and every event stream of theirs sends an
+//! SSE `notification` event. A stream that reconnects with `Last-Event-ID`, or that fell
+//! behind the bus, reads back everything of its user's it missed (`super::replay`), a `gap`
+//! event first when some are no longer kept: never a silent loss.
 //!
-//! Tests: `tests/it/chat.rs` (notifications reach sockets and streams).
+//! Tests: `tests/it/notify.rs` (per-user delivery, inbox, replay), `tests/it/chat.rs`.
 
 use axum::{
     extract::{Query, State},
-    http::HeaderMap,
+    http::{HeaderMap, StatusCode},
     response::Response,
     routing::{get, post},
     Json, Router,
 };
 
+use super::replay::{self, wire};
 use crate::{
-    notify::store::NotificationRow,
     protocol::chat::{
-        Notification, NotificationSent, SendNotification, ServerMsg, NOTIFICATION_KINDS,
-        NOTIFICATION_MAX_CHARS,
+        Inbox, InboxItem, MarkNotificationsRead, NotificationSent, SendNotification, ServerMsg,
+        NOTIFICATION_KINDS, NOTIFICATION_MAX_CHARS,
     },
     server::{
-        access::identity::{AdminUser, StreamUser},
+        access::identity::{AdminUser, CurrentUser, StreamUser},
         clock,
+        error::number_param,
         fanout::bus::{Envelope, Received, NOTIFICATIONS},
         fanout::sse::{self, Event, SseOptions},
         fanout::ws,
@@ -32,25 +36,21 @@ use crate::{
     },
 };
 
-/// Missed notifications replayed to a reconnecting stream at most.
-const REPLAY_MAX: i64 = 20;
+/// Notifications kept (the oldest go beyond it; a resume from before them hears `gap`).
+pub const KEEP: i64 = 10_000;
 /// Longest title, in characters.
 const TITLE_MAX_CHARS: usize = 100;
+/// Recipients one notification may name at most.
+pub const RECIPIENTS_MAX: usize = 100;
+/// Inbox entries per page by default, and at most.
+const INBOX_DEFAULT: i64 = 50;
+const INBOX_MAX: i64 = 200;
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/api/notifications", post(send))
+        .route("/api/notifications", post(send).get(inbox))
+        .route("/api/notifications/read", post(mark_read))
         .route("/api/notifications/events", get(events))
-}
-
-fn wire(row: &NotificationRow) -> Notification {
-    Notification {
-        id: row.id,
-        kind: row.kind.clone(),
-        title: row.title.clone(),
-        message: row.message.clone(),
-        timestamp: clock::rfc3339(row.created_at),
-    }
 }
 
 fn bad(message: String) -> ApiError {
@@ -75,6 +75,19 @@ fn checked(body: &SendNotification) -> Result<String, ApiError> {
             "`message` is at most {NOTIFICATION_MAX_CHARS} characters; this one has {chars}."
         )));
     }
+    if let Some(to) = &body.to {
+        if to.is_empty() {
+            return Err(bad(
+                "`to` names at least one username; leave it out to send to everyone.".into(),
+            ));
+        }
+        if to.len() > RECIPIENTS_MAX {
+            return Err(bad(format!(
+                "`to` names at most {RECIPIENTS_MAX} usernames; this one names {}.",
+                to.len()
+            )));
+        }
+    }
     let title = match &body.title {
         Some(t) if t.chars().count() > TITLE_MAX_CHARS => {
             return Err(bad(format!(
@@ -98,6 +111,23 @@ async fn send(
     ApiJson(body): ApiJson<SendNotification>,
 ) -> Result<Json<NotificationSent>, ApiError> {
     let title = checked(&body)?;
+    let to = match &body.to {
+        None => None,
+        Some(names) => {
+            let mut names = names.clone();
+            names.sort();
+            names.dedup();
+            let asked: Vec<&str> = names.iter().map(String::as_str).collect();
+            let unknown = state.store.names_without_accounts(&asked).await?;
+            if !unknown.is_empty() {
+                return Err(ApiError::NotFound(format!(
+                    "No account is named {}: `to` names usernames.",
+                    unknown.join(", ")
+                )));
+            }
+            Some(names)
+        }
+    };
     let now = clock::now_ms();
     let row = state
         .store
@@ -107,17 +137,23 @@ async fn send(
             body.message.trim(),
             &admin.user.username,
             now,
+            to.as_deref(),
+            KEEP,
         )
         .await?;
     let notification = wire(&row);
     let msg = ServerMsg::Notification(notification.clone());
     metrics::record_messages(1);
-    state.bus.publish(Envelope::new(
+    let mut envelope = Envelope::new(
         NOTIFICATIONS,
         row.id,
         "notification",
         serde_json::to_string(&msg).expect("serializable"),
-    ));
+    );
+    if let Some(to) = to {
+        envelope = envelope.to_users(to);
+    }
+    state.bus.publish(envelope);
     Ok(Json(NotificationSent {
         sent: true,
         connection_count: ws::live_connections()
@@ -125,6 +161,78 @@ async fn send(
             + state.bus.connections_elsewhere().await,
         notification,
     }))
+}
+
+/// `GET /api/notifications?after=&limit=`: mine, oldest first (without `after`: the latest),
+/// each with whether I read it, and how many are unread in all.
+async fn inbox(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Query(query): Query<Vec<(String, String)>>,
+) -> Result<Json<Inbox>, ApiError> {
+    let mut after = None;
+    let mut limit = INBOX_DEFAULT;
+    for (k, v) in &query {
+        match k.as_str() {
+            "after" if !v.trim().is_empty() => {
+                after = Some(number_param("after", v, 0..=i64::MAX)?)
+            }
+            "limit" => limit = number_param("limit", v, 1..=INBOX_MAX)?,
+            _ => {}
+        }
+    }
+    let me = &user.user.username;
+    let store = &state.store;
+    let (read_up_to, unread) = store.inbox_state(me).await?;
+    let (rows, gap) = match after {
+        None => (store.latest_notifications_for(me, limit).await?, false),
+        Some(after) => {
+            let gap = store
+                .first_notification_id()
+                .await?
+                .is_some_and(|kept| after + 1 < kept);
+            (store.notifications_for(me, after, limit).await?, gap)
+        }
+    };
+    Ok(Json(Inbox {
+        notifications: rows
+            .iter()
+            .map(|r| InboxItem {
+                notification: wire(r),
+                read: r.id <= read_up_to,
+            })
+            .collect(),
+        unread,
+        gap,
+    }))
+}
+
+/// `POST /api/notifications/read {"upTo"}` → 204; my other connections hear
+/// `notifications-read`.
+async fn mark_read(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    ApiJson(body): ApiJson<MarkNotificationsRead>,
+) -> Result<StatusCode, ApiError> {
+    if body.up_to < 0 {
+        return Err(ApiError::bad_parameter(
+            "upTo",
+            "is a notification id, 0 or more.",
+        ));
+    }
+    let me = &user.user.username;
+    let up_to = state.store.mark_notifications_read(me, body.up_to).await?;
+    let msg = ServerMsg::NotificationsRead { up_to };
+    state.bus.publish(
+        Envelope::new(
+            NOTIFICATIONS,
+            0,
+            "notifications-read",
+            serde_json::to_string(&msg).expect("serializable"),
+        )
+        .to_users(vec![me.clone()]),
+    );
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// `GET /api/notifications/events`: for signed-in users (a session or a stream token, like
@@ -144,9 +252,10 @@ async fn events(
     };
     let mut subscription = state.bus.subscribe(NOTIFICATIONS);
     let store = state.store.clone();
+    let me = user.0.user.username.clone();
     let options = SseOptions {
         send_limit: Some(state.config.slow_client),
-        ..SseOptions::for_user(&state, &user.0)?
+        ..SseOptions::for_stream(&state, &user.0, vec!["notifications".into()])?
     };
     Ok(sse::stream(
         options,
@@ -160,44 +269,84 @@ async fn events(
                     return;
                 }
             }
-            let mut last = after;
-            let missed = match store.notifications_after(after, REPLAY_MAX).await {
-                Ok(rows) => rows,
-                Err(e) => {
-                    tracing::warn!(error = %e, "replaying notifications failed");
-                    Vec::new()
-                }
+            let Ok(mut last) = read_back(&store, &tx, &me, after).await else {
+                return;
             };
-            for row in missed {
-                let msg = ServerMsg::Notification(wire(&row));
-                let event = Event::new(serde_json::to_string(&msg).expect("serializable"))
-                    .id(row.id)
-                    .name("notification");
-                if tx.send(&event).await.is_err() {
-                    return;
-                }
-                last = row.id;
-            }
             loop {
                 let received = tokio::select! {
                     r = subscription.recv() => r,
                     _ = tx.gone() => return,
                 };
                 match received {
-                    Received::Message(m) if m.id > last => {
-                        let event = Event::new(m.text()).id(m.id).name("notification");
-                        if tx.send(&event).await.is_err() {
+                    Received::Message(m) if !m.is_for(&me) => {}
+                    Received::Message(m) if m.kind == "notification" => {
+                        if m.id > last {
+                            let event = Event::new(m.text()).id(m.id).name("notification");
+                            if tx.send(&event).await.is_err() {
+                                return;
+                            }
+                            last = m.id;
+                        }
+                    }
+                    Received::Message(m) if m.kind == "notifications-read" => {
+                        if tx.send(&Event::new(m.text()).name(&m.kind)).await.is_err() {
                             return;
                         }
-                        last = m.id;
                     }
                     Received::Message(_) => {}
-                    Received::Lagged(n) => ws::record_drops(n),
+                    Received::Lagged(n) => {
+                        // Fell behind the bus: read back what this user missed, not only count it.
+                        ws::record_drops(n);
+                        match read_back(&store, &tx, &me, last).await {
+                            Ok(l) => last = l,
+                            Err(()) => return,
+                        }
+                    }
                     Received::Closed => return,
                 }
             }
         },
     ))
+}
+
+/// Sends `user`'s notifications after `after` (a `gap` first when some are no longer kept), a
+/// page at a time; returns the last id sent (or `after`).
+async fn read_back(
+    store: &crate::server::storage::Store,
+    tx: &sse::Sender,
+    user: &str,
+    after: i64,
+) -> Result<i64, ()> {
+    let mut last = after;
+    let mut first = true;
+    loop {
+        let page = match replay::page(store, user, last, first).await {
+            Ok(p) => p,
+            Err(e) => {
+                // Without them the stream would skip some: end it, and the browser resumes.
+                tracing::warn!(error = %e, "replaying notifications failed");
+                return Err(());
+            }
+        };
+        first = false;
+        if let Some(gap) = &page.gap {
+            let data = serde_json::to_string(gap).expect("serializable");
+            tx.send(&Event::new(data).name("gap"))
+                .await
+                .map_err(|_| ())?;
+        }
+        for row in &page.rows {
+            let msg = ServerMsg::Notification(wire(row));
+            let event = Event::new(serde_json::to_string(&msg).expect("serializable"))
+                .id(row.id)
+                .name("notification");
+            tx.send(&event).await.map_err(|_| ())?;
+        }
+        last = page.last_id;
+        if !page.more {
+            return Ok(last);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -209,6 +358,7 @@ mod tests {
             kind: kind.into(),
             message: message.into(),
             title: None,
+            to: None,
         }
     }
 
@@ -226,5 +376,10 @@ mod tests {
             ..req("info", "hi")
         };
         assert_eq!(checked(&titled).unwrap(), "Heads up");
+        let nobody = SendNotification {
+            to: Some(vec![]),
+            ..req("info", "hi")
+        };
+        assert!(checked(&nobody).unwrap_err().to_string().contains("`to`"));
     }
 }

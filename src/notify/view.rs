@@ -117,6 +117,7 @@ fn NotifyForm() -> impl IntoView {
             kind: kind.get_untracked(),
             message: message.get_untracked(),
             title: Some(title.get_untracked()).filter(|t| !t.trim().is_empty()),
+            to: None,
         };
         busy.set(true);
         spawn_local(async move {

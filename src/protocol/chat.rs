@@ -21,6 +21,14 @@ pub const UNKNOWN_TYPE: &str = "Unknown chat message type.";
 pub const JOIN_FIRST: &str = "Join a room first.";
 pub const SLOW_DOWN: &str = "Slow down.";
 
+/// The sentence a non-member of a private room gets, on every transport.
+pub fn not_a_member(room: &str) -> String {
+    format!("You are not a member of #{room}.")
+}
+
+/// How often one user's `chat-typing` in one room is passed on at most.
+pub const TYPING_EVERY_MS: u64 = 2000;
+
 /// Client → server, over the WebSocket.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
@@ -35,7 +43,27 @@ pub enum ClientMsg {
         text: String,
     },
     ChatLeave,
+    /// "I am typing" in the joined room (`room` names it; without it, the room joined).
+    ChatTyping {
+        #[serde(default)]
+        room: Option<String>,
+    },
+    /// Replay the notifications after this id (a `notifications-gap` first when some are no
+    /// longer kept), then go on live from there.
+    #[serde(rename_all = "camelCase")]
+    NotificationsSince {
+        last_notification_id: i64,
+    },
 }
+
+/// The client message types the server knows (others get [`UNKNOWN_TYPE`]).
+pub const CLIENT_TYPES: [&str; 5] = [
+    "chat-join",
+    "chat-message",
+    "chat-leave",
+    "chat-typing",
+    "notifications-since",
+];
 
 /// One stored chat message, as every transport carries it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,8 +72,13 @@ pub struct ChatMessage {
     pub id: i64,
     pub room: String,
     pub display_name: String,
+    /// Empty (and left out) once the message is deleted.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub text: String,
     pub timestamp: String,
+    /// Deleted by its author or an admin: the id stays in the history, the text is gone.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deleted: bool,
 }
 
 /// Whether a presence change is someone arriving or leaving.
@@ -77,7 +110,7 @@ pub struct ChatGap {
     pub first_available_id: i64,
 }
 
-/// A notification sent to every connection (docs/interface.md, "Notifications").
+/// A notification to everyone or to some users (docs/interface.md, "Notifications").
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Notification {
     pub id: i64,
@@ -85,6 +118,100 @@ pub struct Notification {
     pub title: String,
     pub message: String,
     pub timestamp: String,
+}
+
+/// Told before a notification replay that starts later than asked: the notifications after
+/// `after_id` and before `first_available_id` are no longer kept.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NotificationGap {
+    pub after_id: i64,
+    pub first_available_id: i64,
+}
+
+/// One notification in my inbox (`GET /api/notifications`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InboxItem {
+    #[serde(flatten)]
+    pub notification: Notification,
+    pub read: bool,
+}
+
+/// `GET /api/notifications?after=&limit=`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Inbox {
+    pub notifications: Vec<InboxItem>,
+    /// How many of mine are unread in all (not only on this page).
+    pub unread: i64,
+    /// Set when `after` is older than the kept notifications.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub gap: bool,
+}
+
+/// `POST /api/notifications/read`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MarkNotificationsRead {
+    pub up_to: i64,
+}
+
+/// `POST /api/rooms`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRoom {
+    pub name: String,
+    #[serde(default)]
+    pub private: bool,
+}
+
+/// A room as `POST /api/rooms` answers it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomView {
+    pub name: String,
+    pub private: bool,
+    /// Who created it (`None`: a public room made by joining it).
+    pub owner: Option<String>,
+}
+
+/// `POST /api/rooms` reply.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomCreated {
+    pub room: RoomView,
+}
+
+/// `GET /api/rooms/{room}/members` (members of a private room; present users of a public one).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomMembers {
+    pub room: RoomView,
+    pub members: Vec<String>,
+}
+
+/// `POST /api/rooms/{room}/read`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MarkRead {
+    pub last_read_id: i64,
+}
+
+/// One live connection in `GET /api/admin/connections`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectionView {
+    pub username: String,
+    /// `websocket` or `sse`.
+    pub transport: String,
+    /// The instance holding it.
+    pub instance: String,
+    /// When it opened (RFC 3339).
+    pub since: String,
+    /// What it follows: `room:<name>`, `notifications`, `job:<id>`, `metrics`, `logs`.
+    pub topics: Vec<String>,
+}
+
+/// `GET /api/admin/connections`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectionList {
+    pub connections: Vec<ConnectionView>,
 }
 
 /// Server → client, over the WebSocket.
@@ -103,6 +230,34 @@ pub enum ServerMsg {
         message: String,
     },
     Notification(Notification),
+    /// A private room's owner removed me: the room's stream ends here.
+    ChatRemoved {
+        room: String,
+    },
+    /// My read position in `room` moved (on this or another of my connections).
+    #[serde(rename_all = "camelCase")]
+    ChatRead {
+        room: String,
+        last_read_id: i64,
+    },
+    /// Someone else in the room is typing (never stored).
+    #[serde(rename_all = "camelCase")]
+    ChatTyping {
+        room: String,
+        display_name: String,
+    },
+    /// A message was deleted: show it as deleted.
+    ChatDelete {
+        room: String,
+        id: i64,
+    },
+    /// Before a notification replay that starts later than asked.
+    NotificationsGap(NotificationGap),
+    /// My inbox is read up to `up_to` (on this or another of my connections).
+    #[serde(rename_all = "camelCase")]
+    NotificationsRead {
+        up_to: i64,
+    },
 }
 
 /// `GET /api/rooms/{room}/messages?after=&limit=`.
@@ -134,6 +289,19 @@ pub struct RoomInfo {
     pub last_id: i64,
     /// Members present now.
     pub members: u32,
+    #[serde(default)]
+    pub private: bool,
+    #[serde(default)]
+    pub owner: Option<String>,
+    /// The same as `last_id` (the contract's name for it).
+    #[serde(default)]
+    pub last_message_id: i64,
+    /// My read position (0: nothing read).
+    #[serde(default)]
+    pub last_read_id: i64,
+    /// Messages by others after my read position, still kept and not deleted.
+    #[serde(default)]
+    pub unread: i64,
 }
 
 /// `GET /api/rooms`.
@@ -173,6 +341,9 @@ pub struct SendNotification {
     /// Shown above the message; defaults to the kind's name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub title: Option<String>,
+    /// Usernames it goes to; omitted: everyone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<Vec<String>>,
 }
 
 /// `POST /api/notifications` reply.
@@ -272,6 +443,7 @@ mod tests {
             display_name: "alice".into(),
             text: "<b>hi</b>".into(),
             timestamp: "2026-11-23T10:00:00.000Z".into(),
+            deleted: false,
         };
         assert_eq!(
             serde_json::to_value(ServerMsg::ChatMessage(message.clone())).unwrap(),

@@ -16,8 +16,11 @@
 //!   messages), the sessions still held are checked against the database, so a logout heard
 //!   by nobody is caught within that time.
 //!
+//! It is also what an admin sees of who is connected: [`Streams::list_everywhere`] asks every
+//! instance over the bus for its connections (username, transport, since, topics).
+//!
 //! Tests: the unit tests below; `tests/it/auth.rs` (logout closes a socket and a stream, on two
-//! instances in `tests/it/scale.rs`).
+//! instances in `tests/it/scale.rs`); `tests/it/admin.rs` (the list, a disconnect).
 
 use std::{
     collections::HashMap,
@@ -27,11 +30,14 @@ use std::{
 
 use tokio_util::sync::CancellationToken;
 
-use crate::server::{
-    clock,
-    fanout::bus::{Bus, Envelope, Received, SESSIONS},
-    storage::Store,
-    ApiError, CurrentUser, Shutdown,
+use crate::{
+    protocol::chat::ConnectionView,
+    server::{
+        clock,
+        fanout::bus::{Bus, Envelope, Received, SESSIONS},
+        storage::Store,
+        ApiError, CurrentUser, Shutdown,
+    },
 };
 
 /// How often held sessions are checked against the database.
@@ -42,6 +48,10 @@ const EXPIRY_TICK: Duration = Duration::from_secs(1);
 /// The bus kinds on [`SESSIONS`]: the envelope's id names the session, or the user.
 const SESSION_ENDED: &str = "session-ended";
 const USER_ENDED: &str = "user-ended";
+/// "Every instance: report your connections on the topic in the data."
+const CONNECTIONS_QUERY: &str = "connections-query";
+/// How long the connection list waits for other instances' reports.
+const REPORT_WAIT: Duration = Duration::from_millis(500);
 
 /// The registry of live connections. Cheap to clone.
 #[derive(Clone)]
@@ -72,6 +82,10 @@ struct State {
 struct Entry {
     session_id: i64,
     user_id: i64,
+    username: String,
+    transport: &'static str,
+    since: i64,
+    topics: Vec<String>,
     /// Milliseconds since the epoch at which the session expires.
     expires_at: i64,
     ended: CancellationToken,
@@ -95,6 +109,14 @@ impl Held {
     /// Fires when the connection's session has ended: close the connection.
     pub fn ended(&self) -> &CancellationToken {
         &self.ended
+    }
+
+    /// What the connection follows now (a WebSocket joining a room).
+    pub fn set_topics(&self, topics: Vec<String>) {
+        let mut state = self.inner.state.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(entry) = state.held.get_mut(&self.key) {
+            entry.topics = topics;
+        }
     }
 }
 
@@ -133,8 +155,14 @@ impl Streams {
         streams
     }
 
-    /// A place for one more connection of `user`, or 429 `too_many_streams`.
-    pub fn hold(&self, user: &CurrentUser) -> Result<Held, ApiError> {
+    /// A place for one more connection of `user` over `transport` (`websocket`, `sse`)
+    /// following `topics`, or 429 `too_many_streams`.
+    pub fn hold(
+        &self,
+        user: &CurrentUser,
+        transport: &'static str,
+        topics: Vec<String>,
+    ) -> Result<Held, ApiError> {
         let mut state = self.inner.state.lock().unwrap_or_else(|e| e.into_inner());
         let open = state.per_user.get(&user.user_id).copied().unwrap_or(0);
         let max = self.inner.per_user_max;
@@ -155,6 +183,10 @@ impl Streams {
             Entry {
                 session_id: user.session_id,
                 user_id: user.user_id,
+                username: user.user.username.clone(),
+                transport,
+                since: clock::now_ms(),
+                topics,
                 expires_at: user.expires_at,
                 ended: ended.clone(),
             },
@@ -184,6 +216,40 @@ impl Streams {
             .publish(Envelope::new(SESSIONS, user_id, USER_ENDED, "{}".into()));
     }
 
+    /// This instance's connections.
+    pub fn list_here(&self) -> Vec<ConnectionView> {
+        self.inner.list()
+    }
+
+    /// Every instance's connections: this one's, and what the others report over the bus
+    /// within [`REPORT_WAIT`]. Sorted by username, then age.
+    pub async fn list_everywhere(&self) -> Vec<ConnectionView> {
+        let bus = &self.inner.bus;
+        let mut all = if !bus.spans_instances() {
+            self.inner.list()
+        } else {
+            let reply = format!("connections-reply:{}", crate::server::random::hex::<8>());
+            let mut replies = bus.subscribe(&reply);
+            bus.publish(Envelope::new(SESSIONS, 0, CONNECTIONS_QUERY, reply));
+            let mut all = Vec::new();
+            let deadline = tokio::time::Instant::now() + REPORT_WAIT;
+            while let Ok(r) = tokio::time::timeout_at(deadline, replies.recv()).await {
+                match r {
+                    Received::Message(m) => {
+                        if let Ok(list) = serde_json::from_str::<Vec<ConnectionView>>(m.text()) {
+                            all.extend(list);
+                        }
+                    }
+                    Received::Lagged(_) => {}
+                    Received::Closed => break,
+                }
+            }
+            all
+        };
+        all.sort_by(|a, b| (&a.username, &a.since).cmp(&(&b.username, &b.since)));
+        all
+    }
+
     /// Connections `user_id` holds on this instance.
     pub fn held_by(&self, user_id: i64) -> u32 {
         let state = self.inner.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -192,6 +258,24 @@ impl Streams {
 }
 
 impl Inner {
+    /// The connections held here.
+    fn list(&self) -> Vec<ConnectionView> {
+        let instance = self.bus.instance().to_string();
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state
+            .held
+            .values()
+            .filter(|e| !e.ended.is_cancelled())
+            .map(|e| ConnectionView {
+                username: e.username.clone(),
+                transport: e.transport.into(),
+                instance: instance.clone(),
+                since: clock::rfc3339(e.since),
+                topics: e.topics.clone(),
+            })
+            .collect()
+    }
+
     /// Fires the token of every connection `which` picks; returns how many.
     fn end_where(&self, which: impl Fn(&Entry) -> bool) -> usize {
         let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -238,6 +322,11 @@ async fn watch(
                         let ended = match m.kind.as_str() {
                             SESSION_ENDED => inner.end_where(|e| e.session_id == m.id),
                             USER_ENDED => inner.end_where(|e| e.user_id == m.id),
+                            CONNECTIONS_QUERY => {
+                                let list = serde_json::to_string(&inner.list()).expect("serializable");
+                                inner.bus.publish(Envelope::new(m.text(), 0, "connections-report", list));
+                                0
+                            }
                             _ => 0,
                         };
                         if ended > 0 {
@@ -310,6 +399,33 @@ mod tests {
         (dir, s)
     }
 
+    impl Streams {
+        fn hold_test(&self, user: &CurrentUser) -> Result<Held, ApiError> {
+            self.hold(user, "sse", vec!["notifications".into()])
+        }
+    }
+
+    #[tokio::test]
+    async fn the_list_says_who_is_connected_how_and_to_what() {
+        let (_dir, s) = streams(0).await;
+        let far = clock::now_ms() + 3_600_000;
+        let held = s.hold(&user(1, 10, far), "websocket", vec![]).unwrap();
+        held.set_topics(vec!["room:general".into()]);
+        let list = s.list_everywhere().await;
+        assert_eq!(list.len(), 1);
+        assert_eq!(
+            (
+                list[0].username.as_str(),
+                list[0].transport.as_str(),
+                list[0].instance.as_str()
+            ),
+            ("u1", "websocket", "local")
+        );
+        assert_eq!(list[0].topics, ["room:general"]);
+        drop(held);
+        assert!(s.list_here().is_empty());
+    }
+
     async fn fires(token: &CancellationToken) {
         tokio::time::timeout(Duration::from_secs(3), token.cancelled())
             .await
@@ -320,19 +436,19 @@ mod tests {
     async fn the_quota_counts_open_connections_per_user() {
         let (_dir, s) = streams(2).await;
         let far = clock::now_ms() + 3_600_000;
-        let a = s.hold(&user(1, 10, far)).unwrap();
-        let _b = s.hold(&user(1, 11, far)).unwrap();
-        let e = s.hold(&user(1, 12, far)).unwrap_err();
+        let a = s.hold_test(&user(1, 10, far)).unwrap();
+        let _b = s.hold_test(&user(1, 11, far)).unwrap();
+        let e = s.hold_test(&user(1, 12, far)).unwrap_err();
         assert_eq!(e.code(), "too_many_streams");
         assert!(
             e.to_string().contains("TIDINGS_MAX_STREAMS_PER_USER is 2"),
             "{e}"
         );
-        assert!(s.hold(&user(2, 20, far)).is_ok(), "per user");
+        assert!(s.hold_test(&user(2, 20, far)).is_ok(), "per user");
         drop(a);
         assert_eq!(s.held_by(1), 1);
         assert!(
-            s.hold(&user(1, 12, far)).is_ok(),
+            s.hold_test(&user(1, 12, far)).is_ok(),
             "a closed one gives its place back"
         );
     }
@@ -341,10 +457,10 @@ mod tests {
     async fn ending_a_session_or_a_user_fires_only_theirs() {
         let (_dir, s) = streams(0).await;
         let far = clock::now_ms() + 3_600_000;
-        let mine = s.hold(&user(1, 10, far)).unwrap();
-        let mine_too = s.hold(&user(1, 10, far)).unwrap();
-        let other_tab = s.hold(&user(1, 11, far)).unwrap();
-        let other = s.hold(&user(2, 20, far)).unwrap();
+        let mine = s.hold_test(&user(1, 10, far)).unwrap();
+        let mine_too = s.hold_test(&user(1, 10, far)).unwrap();
+        let other_tab = s.hold_test(&user(1, 11, far)).unwrap();
+        let other = s.hold_test(&user(2, 20, far)).unwrap();
         s.end_session(10);
         fires(mine.ended()).await;
         fires(mine_too.ended()).await;
@@ -357,7 +473,7 @@ mod tests {
     #[tokio::test]
     async fn an_expired_session_ends_within_the_tick() {
         let (_dir, s) = streams(0).await;
-        let soon = s.hold(&user(1, 10, clock::now_ms() + 300)).unwrap();
+        let soon = s.hold_test(&user(1, 10, clock::now_ms() + 300)).unwrap();
         fires(soon.ended()).await;
     }
 }

@@ -34,6 +34,9 @@ pub const SESSIONS: &str = "sessions";
 /// The topic on which instances tell each other who is present where (the chat hub's own).
 pub const PRESENCE: &str = "presence";
 
+/// The topic on which instances tell each other a room's access changed (`chat::access`).
+pub const ROOMS: &str = "rooms";
+
 /// The kind of an envelope that says "messages may have been missed here: read back from
 /// storage" (the Redis bus sends it after it was cut off). Subscribers never see it as a
 /// message: [`Subscription::recv`] turns it into `Lagged(0)`.
@@ -55,6 +58,13 @@ pub struct Envelope {
     /// [`crate::server::fanout::reorder`]).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub ordered: bool,
+    /// Only these users' connections take it (a notification to some users, a read
+    /// position, a removal); `None`: every subscriber.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<Vec<String>>,
+    /// The user it came from, whose own connections skip it (typing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
 }
 
 impl Envelope {
@@ -66,7 +76,29 @@ impl Envelope {
             kind: kind.into(),
             data: Bytes::from(data),
             ordered: false,
+            to: None,
+            from: None,
         }
+    }
+
+    /// The same, for `users`' connections only.
+    pub fn to_users(mut self, users: Vec<String>) -> Self {
+        self.to = Some(users);
+        self
+    }
+
+    /// The same, skipped by `user`'s own connections.
+    pub fn from_user(mut self, user: &str) -> Self {
+        self.from = Some(user.to_string());
+        self
+    }
+
+    /// Whether a connection of `user` takes it (see [`Envelope::to`], [`Envelope::from`]).
+    pub fn is_for(&self, user: &str) -> bool {
+        self.to
+            .as_ref()
+            .is_none_or(|to| to.iter().any(|u| u == user))
+            && self.from.as_deref() != Some(user)
     }
 
     /// The same, marked as one of its topic's gapless run of ids ([`Envelope::ordered`]).
@@ -298,6 +330,19 @@ mod tests {
             0,
             "the last one leaving forgets the topic"
         );
+    }
+
+    #[test]
+    fn envelopes_for_some_users_skip_the_others() {
+        let all = msg("t", 1);
+        assert!(all.is_for("alice"));
+        let some = msg("t", 1).to_users(vec!["alice".into()]);
+        assert!(some.is_for("alice") && !some.is_for("bob"));
+        let typed = msg("t", 0).from_user("alice");
+        assert!(!typed.is_for("alice") && typed.is_for("bob"));
+        let wire = serde_json::to_string(&some).unwrap();
+        assert_eq!(serde_json::from_str::<Envelope>(&wire).unwrap(), some);
+        assert!(!serde_json::to_string(&all).unwrap().contains("\"to\""));
     }
 
     #[tokio::test]

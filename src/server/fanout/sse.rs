@@ -178,10 +178,15 @@ impl SseOptions {
     /// The options every stream of `user` starts from: ends after `TIDINGS_SSE_MAX_SECS`,
     /// counts against the user's quota (429 `too_many_streams` when it is full), ends with
     /// the session.
-    pub fn for_user(state: &AppState, user: &CurrentUser) -> Result<Self, ApiError> {
+    /// `topics` is what the stream follows, as the admin's connection list shows it.
+    pub fn for_stream(
+        state: &AppState,
+        user: &CurrentUser,
+        topics: Vec<String>,
+    ) -> Result<Self, ApiError> {
         Ok(Self {
             timeout: Some(state.config.sse_max),
-            held: Some(Arc::new(state.streams.hold(user)?)),
+            held: Some(Arc::new(state.streams.hold(user, "sse", topics)?)),
             ..Self::default()
         })
     }

@@ -180,6 +180,15 @@ impl Store {
         Ok(live)
     }
 
+    /// Ends every session of `user_id` (an admin's disconnect); returns how many.
+    pub async fn delete_sessions_of(&self, user_id: i64) -> sqlx::Result<u64> {
+        let done = sqlx::query("DELETE FROM sessions WHERE user_id = $1")
+            .bind(user_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
     /// Removes sessions that expired before `now_ms`; returns how many.
     pub async fn delete_expired_sessions(&self, now_ms: i64) -> sqlx::Result<u64> {
         let done = sqlx::query("DELETE FROM sessions WHERE expires_at <= $1")
