@@ -46,14 +46,19 @@ use tokio_tungstenite::{
 };
 
 /// How long any expected message, event or reply may take.
-const WAIT: Duration = Duration::from_secs(10);
+pub(crate) const WAIT: Duration = Duration::from_secs(10);
 
 // ---------------------------------------------------------------------------------------------
 // Accounts and HTTP
 // ---------------------------------------------------------------------------------------------
 
 /// `POST /api/rooms/{room}/messages {"text"}` as `user`.
-async fn post(server: &TestServer, user: &User, room: &str, text: &str) -> reqwest::Response {
+pub(crate) async fn post(
+    server: &TestServer,
+    user: &User,
+    room: &str,
+    text: &str,
+) -> reqwest::Response {
     post_json(
         &user.http,
         &server.url(&format!("/api/rooms/{room}/messages")),
@@ -63,7 +68,12 @@ async fn post(server: &TestServer, user: &User, room: &str, text: &str) -> reqwe
 }
 
 /// Posts and expects 201 with the stored message.
-async fn post_ok(server: &TestServer, user: &User, room: &str, text: &str) -> ChatMessage {
+pub(crate) async fn post_ok(
+    server: &TestServer,
+    user: &User,
+    room: &str,
+    text: &str,
+) -> ChatMessage {
     let res = post(server, user, room, text).await;
     let status = res.status();
     let body = res.text().await.unwrap();
@@ -73,7 +83,12 @@ async fn post_ok(server: &TestServer, user: &User, room: &str, text: &str) -> Ch
 
 /// `GET /api/rooms/{room}/messages{query}` as `user`: the raw JSON (to see which keys are
 /// present) and the parsed page.
-async fn poll(server: &TestServer, user: &User, room: &str, query: &str) -> (Value, MessagePage) {
+pub(crate) async fn poll(
+    server: &TestServer,
+    user: &User,
+    room: &str,
+    query: &str,
+) -> (Value, MessagePage) {
     let res = user
         .http
         .get(server.url(&format!("/api/rooms/{room}/messages{query}")))
@@ -100,7 +115,12 @@ async fn room_members(server: &TestServer, user: &User, room: &str) -> u32 {
 }
 
 /// `POST /api/notifications` as `admin`; expects 200.
-async fn notify(server: &TestServer, admin: &User, kind: &str, message: &str) -> NotificationSent {
+pub(crate) async fn notify(
+    server: &TestServer,
+    admin: &User,
+    kind: &str,
+    message: &str,
+) -> NotificationSent {
     let res = post_json(
         &admin.http,
         &server.url("/api/notifications"),
@@ -130,7 +150,7 @@ fn server_msg(v: &Value) -> ServerMsg {
 }
 
 /// A `chat-message` (WebSocket message or SSE data, both carry `"type"`).
-fn chat_message(v: &Value) -> ChatMessage {
+pub(crate) fn chat_message(v: &Value) -> ChatMessage {
     match server_msg(v) {
         ServerMsg::ChatMessage(m) => m,
         _ => panic!("expected a chat-message, got {v}"),
@@ -144,7 +164,7 @@ fn presence(v: &Value) -> ChatPresence {
     }
 }
 
-fn notification(v: &Value) -> Notification {
+pub(crate) fn notification(v: &Value) -> Notification {
     match server_msg(v) {
         ServerMsg::Notification(n) => n,
         _ => panic!("expected a notification, got {v}"),
@@ -163,7 +183,7 @@ fn presence_of<'a>(heard: &'a [Value], name: &str) -> Vec<&'a Value> {
 // WebSocket
 // ---------------------------------------------------------------------------------------------
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+pub(crate) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// The upgrade request for `GET /ws`, with an optional `Cookie` and `Origin`.
 fn ws_request(server: &TestServer, cookie: Option<&str>, origin: Option<&str>) -> Request<()> {
@@ -192,7 +212,7 @@ async fn try_connect(
 }
 
 /// Opens `/ws` as `user` (no `Origin`, like a command-line client).
-async fn connect(server: &TestServer, user: &User) -> Ws {
+pub(crate) async fn connect(server: &TestServer, user: &User) -> Ws {
     try_connect(server, Some(&user.cookie), None)
         .await
         .unwrap_or_else(|e| panic!("{} connects: {e}", user.name))
@@ -207,7 +227,7 @@ fn refused(result: Result<Ws, WsError>) -> u16 {
     }
 }
 
-async fn send_json<S>(ws: &mut WebSocketStream<S>, value: Value)
+pub(crate) async fn send_json<S>(ws: &mut WebSocketStream<S>, value: Value)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -218,7 +238,7 @@ where
 
 /// The next text message, parsed; pings and pongs are skipped. Panics if none comes in time
 /// or the connection ends.
-async fn next_text<S>(ws: &mut WebSocketStream<S>) -> Value
+pub(crate) async fn next_text<S>(ws: &mut WebSocketStream<S>) -> Value
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -236,7 +256,7 @@ where
 }
 
 /// The next message of type `kind`, skipping any others (presence, notifications…).
-async fn next_of<S>(ws: &mut WebSocketStream<S>, kind: &str) -> Value
+pub(crate) async fn next_of<S>(ws: &mut WebSocketStream<S>, kind: &str) -> Value
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -260,7 +280,7 @@ async fn next_presence(ws: &mut Ws) -> ChatPresence {
 }
 
 /// Joins `room` and reads the `chat-joined` reply (which must come next): members, history.
-async fn join<S>(
+pub(crate) async fn join<S>(
     ws: &mut WebSocketStream<S>,
     room: &str,
     last_message_id: Option<i64>,
@@ -288,7 +308,7 @@ where
 }
 
 /// Sends `frame` and expects a `chat-error` as the very next message; returns its sentence.
-async fn error_for(ws: &mut Ws, frame: Message) -> String {
+pub(crate) async fn error_for(ws: &mut Ws, frame: Message) -> String {
     ws.send(frame).await.expect("the frame goes out");
     let v = next_text(ws).await;
     assert_eq!(v["type"], "chat-error", "{v}");
@@ -299,7 +319,7 @@ async fn error_for(ws: &mut Ws, frame: Message) -> String {
 
 /// Every text message that arrives within `window` (a bounded wait, only used to show that
 /// something does *not* arrive). The connection must stay open.
-async fn collect_for(ws: &mut Ws, window: Duration) -> Vec<Value> {
+pub(crate) async fn collect_for(ws: &mut Ws, window: Duration) -> Vec<Value> {
     let until = tokio::time::Instant::now() + window;
     let mut heard = Vec::new();
     loop {
@@ -315,7 +335,7 @@ async fn collect_for(ws: &mut Ws, window: Duration) -> Vec<Value> {
 }
 
 /// Reads until the server's Close frame; returns its code.
-async fn close_code(ws: &mut Ws) -> u16 {
+pub(crate) async fn close_code(ws: &mut Ws) -> u16 {
     loop {
         match timeout(WAIT, ws.next())
             .await
@@ -332,7 +352,7 @@ async fn close_code(ws: &mut Ws) -> u16 {
 }
 
 /// Reads whatever was left in the buffers until the connection ends (the server dropped it).
-async fn ends(ws: &mut Ws) {
+pub(crate) async fn ends(ws: &mut Ws) {
     loop {
         match timeout(WAIT, ws.next())
             .await
@@ -359,7 +379,7 @@ impl Got {
 }
 
 /// `GET /api/rooms/{room}/events{query}` as `user`, with an optional `Last-Event-ID`.
-fn room_events(
+pub(crate) fn room_events(
     server: &TestServer,
     user: &User,
     room: &str,

@@ -24,5 +24,6 @@ mod import;
 mod jobs;
 mod postgres_restart;
 mod proxy;
+mod rooms;
 mod scale;
 mod tail_cli;
