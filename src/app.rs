@@ -17,7 +17,7 @@ use crate::{
     export::ExportPage,
     guide::HomePage,
     jobs::JobsPage,
-    notify::{NotifyPage, Toasts},
+    notify::{Bell, Feed, NotifyPage, Toasts},
 };
 
 /// The document around the app; rendered on the server for every page.
@@ -56,6 +56,7 @@ const NAV: &[(&str, &str)] = &[
 pub fn App() -> impl IntoView {
     provide_meta_context();
     Session::provide();
+    Feed::provide();
     // Tells tests (and curious readers of the DOM) that the page is interactive now.
     Effect::new(|_| {
         if let Some(body) = document().body() {
@@ -70,6 +71,7 @@ pub fn App() -> impl IntoView {
             <header class="topbar">
                 <a class="brand" href="/">"Tidings"</a>
                 <nav>{NAV.iter().map(|(href, label)| view! { <A href=*href>{*label}</A> }).collect_view()}</nav>
+                <Bell/>
                 <UserMenu/>
             </header>
             <main>

@@ -41,3 +41,46 @@ pub async fn post_json<B: Serialize, T: DeserializeOwned>(
         .await
         .map_err(|_| "The server sent an answer this page does not understand.".to_string())
 }
+
+/// `GET path`; the 2xx answer parsed as JSON, or the sentence to show.
+pub async fn get_json<T: DeserializeOwned>(path: &str) -> Result<T, String> {
+    let response = Request::get(path)
+        .send()
+        .await
+        .map_err(|_| UNREACHABLE.to_string())?;
+    if !response.ok() {
+        return Err(refusal(response).await);
+    }
+    response
+        .json()
+        .await
+        .map_err(|_| "The server sent an answer this page does not understand.".to_string())
+}
+
+/// The methods [`send`] uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    Post,
+    Put,
+    Delete,
+}
+
+/// `method path` with an optional JSON `body`, for routes that answer 2xx without one
+/// (204); `Ok` on any 2xx, else the sentence to show.
+pub async fn send<B: Serialize>(method: Method, path: &str, body: Option<&B>) -> Result<(), String> {
+    let builder = match method {
+        Method::Post => Request::post(path),
+        Method::Put => Request::put(path),
+        Method::Delete => Request::delete(path),
+    };
+    let request = match body {
+        Some(b) => builder.json(b).map_err(|e| e.to_string())?,
+        None => builder.build().map_err(|e| e.to_string())?,
+    };
+    let response = request.send().await.map_err(|_| UNREACHABLE.to_string())?;
+    if response.ok() {
+        Ok(())
+    } else {
+        Err(refusal(response).await)
+    }
+}

@@ -184,6 +184,23 @@ impl Link {
         Self { inner }
     }
 
+    /// Says "I am typing" to the room (over a WebSocket only: the other transports have no
+    /// way to say it without storing a message). The server passes on one every 2 s.
+    pub fn typing(&self) {
+        if self.inner.transport != Transport::WebSocket {
+            return;
+        }
+        if let Some((socket, _)) = self.inner.socket.borrow().as_ref() {
+            if socket.ready_state() == WebSocket::OPEN {
+                let frame = serde_json::to_string(&ClientMsg::ChatTyping {
+                    room: Some(self.inner.room.clone()),
+                })
+                .expect("serializable");
+                let _ = socket.send_with_str(&frame);
+            }
+        }
+    }
+
     /// A handle that sends on this link while it lives (for async send from the page).
     pub fn sender(&self) -> LinkSender {
         LinkSender {
@@ -380,7 +397,7 @@ fn open_source(inner: &Rc<Inner>) -> Result<(), String> {
     if last > 0 {
         url.push_str(&format!("?lastEventId={last}"));
     }
-    let named: [(&'static str, OnData); 4] = [
+    let named: [(&'static str, OnData); 7] = [
         ("chat-joined", |inner, d| {
             if let Ok(ServerMsg::ChatJoined { members, .. }) = serde_json::from_str(&d) {
                 inner.tell(News::Joined(members));
@@ -400,6 +417,22 @@ fn open_source(inner: &Rc<Inner>) -> Result<(), String> {
             if let Ok(g) = serde_json::from_str::<ChatGap>(&d) {
                 inner.tell(News::Gap(g));
             }
+        }),
+        ("chat-typing", |inner, d| {
+            if let Ok(ServerMsg::ChatTyping { display_name, .. }) = serde_json::from_str(&d) {
+                inner.tell(News::Typing(display_name));
+            }
+        }),
+        ("chat-delete", |inner, d| {
+            if let Ok(ServerMsg::ChatDelete { id, .. }) = serde_json::from_str(&d) {
+                inner.tell(News::Deleted(id));
+            }
+        }),
+        ("removed", |inner, _| {
+            inner.tell(News::Problem(format!(
+                "You were removed from #{}.",
+                inner.room
+            )));
         }),
     ];
     let weak = Rc::downgrade(inner);

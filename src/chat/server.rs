@@ -73,6 +73,7 @@ pub fn router(hub: Hub) -> Router<AppState> {
             put(add_member).delete(remove_member),
         )
         .route("/api/rooms/{room}/read", post(mark_read))
+        .route("/chat/send", post(send_form))
         .layer(Extension(hub))
 }
 
@@ -380,6 +381,38 @@ async fn publish(
     let pass = hub.admit(&room, &user.user.username).await?;
     let message = hub.post(&pass, &body.text).await?;
     Ok((StatusCode::CREATED, Json::<ChatMessage>(message)).into_response())
+}
+
+/// The `/chat` page's composer without JavaScript.
+#[derive(serde::Deserialize)]
+struct SendForm {
+    room: String,
+    text: String,
+}
+
+/// `POST /chat/send` (a plain form, for browsers without JavaScript): posts like the JSON
+/// route, then sends the browser back to the room, where the new message is rendered; a
+/// refusal comes back as `?error=` with its sentence.
+async fn send_form(
+    Extension(hub): Extension<Hub>,
+    user: CurrentUser,
+    axum::Form(form): axum::Form<SendForm>,
+) -> Response {
+    let room = if room_name_problem(&form.room).is_none() {
+        form.room.clone()
+    } else {
+        crate::protocol::chat::DEFAULT_ROOM.to_string()
+    };
+    let refused = match hub.admit(&form.room, &user.user.username).await {
+        Ok(pass) => hub.post(&pass, &form.text).await.err().map(|e| e.sentence()),
+        Err(r) => Some(r.sentence()),
+    };
+    let mut to = url::form_urlencoded::Serializer::new(String::new());
+    to.append_pair("room", &room);
+    if let Some(sentence) = refused {
+        to.append_pair("error", &sentence);
+    }
+    axum::response::Redirect::to(&format!("/chat?{}", to.finish())).into_response()
 }
 
 /// `GET /api/rooms/{room}/messages?after=&limit=`: up to `limit` messages after `after`

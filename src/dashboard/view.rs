@@ -52,7 +52,13 @@ pub fn DashboardPage() -> impl IntoView {
         </section>
         <Suspense fallback=|| view! { <p>"Loading…"</p> }>
             {move || snapshot.get().map(|s| match s {
-                Ok(s) if s.signed_in => view! { <Dashboard snapshot=s/> }.into_any(),
+                Ok(s) if s.signed_in => {
+                    let admin = s.admin;
+                    view! {
+                        <Dashboard snapshot=s/>
+                        {admin.then(|| view! { <Connections/> })}
+                    }.into_any()
+                }
                 Ok(_) => view! {
                     <p class="card" data-testid="dash-signin">
                         <a href="/login">"Sign in"</a> " to watch the server's metrics."
@@ -61,6 +67,87 @@ pub fn DashboardPage() -> impl IntoView {
                 Err(e) => view! { <p class="error" role="alert">{e.to_string()}</p> }.into_any(),
             })}
         </Suspense>
+    }
+}
+
+/// How often the admin's connection table is read again.
+const CONNECTIONS_REFRESH_MS: u64 = 3_000;
+
+/// The admin's table of live connections on every instance, each user with a Disconnect
+/// button (signs them out everywhere and closes their sockets and streams at once).
+#[component]
+fn Connections() -> impl IntoView {
+    use crate::{
+        fetch::{get_json, send, Method},
+        protocol::chat::ConnectionList,
+    };
+    let rows = RwSignal::new(Vec::new());
+    let problem = RwSignal::new(None::<String>);
+    let done = RwSignal::new(None::<String>);
+    let load = move || {
+        leptos::task::spawn_local(async move {
+            let got = get_json::<ConnectionList>("/api/admin/connections").await;
+            if rows.is_disposed() {
+                return;
+            }
+            match got {
+                Ok(list) => {
+                    rows.set(list.connections);
+                    problem.set(None);
+                }
+                Err(e) => problem.set(Some(e)),
+            }
+        });
+    };
+    Effect::new(move |_| {
+        load();
+        if let Ok(handle) = set_interval_with_handle(load, std::time::Duration::from_millis(CONNECTIONS_REFRESH_MS)) {
+            on_cleanup(move || handle.clear());
+        }
+    });
+    let disconnect = move |who: String| {
+        leptos::task::spawn_local(async move {
+            let url = format!("/api/admin/users/{who}/disconnect");
+            let result = send::<()>(Method::Post, &url, None).await;
+            if rows.is_disposed() {
+                return;
+            }
+            match result {
+                Ok(()) => {
+                    done.set(Some(format!("{who} was signed out and disconnected everywhere.")));
+                    load();
+                }
+                Err(e) => problem.set(Some(e)),
+            }
+        });
+    };
+    view! {
+        <section class="card wide" data-testid="connections">
+            <h2>"Who is connected"</h2>
+            <p class="hint">"Every WebSocket and event stream, on every instance; refreshed every few seconds."</p>
+            {move || problem.get().map(|p| view! { <p class="error" role="alert">{p}</p> })}
+            {move || done.get().map(|d| view! { <p class="ok" role="status" data-testid="disconnected">{d}</p> })}
+            <table class="connections">
+                <thead><tr><th>"User"</th><th>"Transport"</th><th>"Instance"</th><th>"Since"</th><th>"Following"</th><th></th></tr></thead>
+                <tbody>
+                    {move || rows.get().into_iter().map(|c: crate::protocol::chat::ConnectionView| {
+                        let who = c.username.clone();
+                        view! {
+                            <tr data-user=c.username.clone() data-transport=c.transport.clone()>
+                                <td>{c.username.clone()}</td>
+                                <td>{c.transport.clone()}</td>
+                                <td><code>{c.instance.clone()}</code></td>
+                                <td><time datetime=c.since.clone()>{clock_of(&c.since).to_string()}</time></td>
+                                <td>{c.topics.join(", ")}</td>
+                                <td><button type="button" data-testid="disconnect"
+                                    aria-label=format!("Disconnect {}", c.username)
+                                    on:click=move |_| disconnect(who.clone())>"Disconnect"</button></td>
+                            </tr>
+                        }
+                    }).collect_view()}
+                </tbody>
+            </table>
+        </section>
     }
 }
 

@@ -153,6 +153,7 @@ impl Form {
 /// The export viewer page.
 #[component]
 pub fn ExportPage() -> impl IntoView {
+    let session = crate::auth::Session::expect();
     let form = Form {
         action: RwSignal::new(String::new()),
         user: RwSignal::new(String::new()),
@@ -298,6 +299,20 @@ pub fn ExportPage() -> impl IntoView {
             <noscript>
                 <p class="hint">"The live viewer needs JavaScript; the download link below works without it."</p>
             </noscript>
+            // Said before anyone fills the form: the export is an admin's tool.
+            {move || match session.user() {
+                Some(u) if u.is_admin() => None,
+                Some(u) => Some(view! {
+                    <p class="notice" role="note" data-testid="export-admins-only">
+                        {format!("Exports are for admins: the audit log names every user. You are signed in as {}, so Start is off; ask an admin (see TIDINGS_ADMINS) if you need an export.", u.username)}
+                    </p>
+                }.into_any()),
+                None => Some(view! {
+                    <p class="notice" role="note" data-testid="export-admins-only">
+                        "Exports are for admins: " <a href="/login">"sign in"</a> " as one to start an export."
+                    </p>
+                }.into_any()),
+            }}
             <form class="export-form" on:submit=on_start data-testid="export-form">
                 <label>"Action"
                     <select name="action" on:change=move |ev| form.action.set(event_target_value(&ev))>
@@ -315,7 +330,8 @@ pub fn ExportPage() -> impl IntoView {
                 <label>"Delay (ms)" <input type="number" name="delayMs" min="0" max="5000"
                     value="0" bind:value=form.delay/></label>
                 <div class="buttons">
-                    <button type="submit" disabled=move || status.get().running()>"Start"</button>
+                    <button type="submit" data-testid="export-start"
+                        disabled=move || status.get().running() || !session.user().is_some_and(|u| u.is_admin())>"Start"</button>
                     <button type="button" on:click=on_stop disabled=move || status.get() != Status::Streaming>"Stop"</button>
                     <button type="button" on:click=on_resume disabled=move || !status.get().resumable()>"Resume"</button>
                 </div>

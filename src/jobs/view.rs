@@ -30,6 +30,8 @@ use crate::{
 };
 
 /// How often the polling mode asks.
+/// How often the unfinished jobs of the recent list (other than the watched one) are asked.
+const RECENT_REFRESH_MS: u64 = 3000;
 const POLL_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// The jobs page.
@@ -66,19 +68,50 @@ fn JobsView(snapshot: JobsSnapshot) -> impl IntoView {
         }
         .into_any();
     }
-    let recent = snapshot.recent.clone();
+    // Live: the watched job's entry follows its stream, and the other unfinished ones are
+    // asked again every few seconds until they end.
+    let recent = RwSignal::new(snapshot.recent.clone());
+    let watched = snapshot.job.as_ref().map(|j| j.id);
+    Effect::new(move |_| {
+        let refresh = move || {
+            let open: Vec<i64> = recent.with_untracked(|l| {
+                l.iter()
+                    .filter(|j| !j.status.is_final() && Some(j.id) != watched)
+                    .map(|j| j.id)
+                    .collect()
+            });
+            for id in open {
+                spawn_local(async move {
+                    if let Ok(client::Polled::Changed(now, _)) = client::poll(id, "").await {
+                        {
+                            if !recent.is_disposed() {
+                                recent.update(|l| {
+                                    if let Some(j) = l.iter_mut().find(|j| j.id == id) {
+                                        *j = now;
+                                    }
+                                });
+                            }
+                        }
+                    }
+                });
+            }
+        };
+        if let Ok(handle) = set_interval_with_handle(refresh, std::time::Duration::from_millis(RECENT_REFRESH_MS)) {
+            on_cleanup(move || handle.clear());
+        }
+    });
     let admin = snapshot.admin;
     view! {
         <CreateForm/>
         {admin.then(|| view! { <ImportForm/> })}
         {match snapshot.job.clone() {
-            Some(job) => view! { <Watcher job=job events=snapshot.events.clone()/> }.into_any(),
+            Some(job) => view! { <Watcher job=job events=snapshot.events.clone() recent=recent/> }.into_any(),
             None => view! { <p class="hint">"Start a job, or pick one below."</p> }.into_any(),
         }}
         <h2>"Your recent jobs"</h2>
         <ul class="recent-jobs" data-testid="recent-jobs">
-            {recent.into_iter().map(|j| view! {
-                <li>
+            {move || recent.get().into_iter().map(|j| view! {
+                <li data-job=j.id.to_string() data-status=j.status.as_str()>
                     <a href=format!("/jobs?job={}", j.id)>{format!("Job {}", j.id)}</a>
                     {format!(" {}: {} ({} %)", j.kind, j.status.as_str(), j.percent)}
                 </li>
@@ -224,7 +257,12 @@ enum Mode {
 
 /// The selected job's progress bar, status, counters and event log, kept live.
 #[component]
-fn Watcher(job: JobStatus, events: Vec<JobEvent>) -> impl IntoView {
+fn Watcher(
+    job: JobStatus,
+    events: Vec<JobEvent>,
+    /// The "Your recent jobs" list: this job's entry follows what the watcher hears.
+    recent: RwSignal<Vec<JobStatus>>,
+) -> impl IntoView {
     let id = job.id;
     let newest = events.last().map_or(0, |e| e.id);
     let last_id = RwSignal::new(job.last_event_id.max(newest));
@@ -256,6 +294,12 @@ fn Watcher(job: JobStatus, events: Vec<JobEvent>) -> impl IntoView {
             s.last_event_id = e.id;
             s.updated_at = e.data.at.clone();
             s.status = e.event.final_state().unwrap_or(JobState::Running);
+        });
+        let now = status.get_untracked();
+        recent.update(|l| {
+            if let Some(j) = l.iter_mut().find(|j| j.id == now.id) {
+                *j = now;
+            }
         });
         log.update(|l| {
             l.push_back(e);

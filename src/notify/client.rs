@@ -4,28 +4,52 @@
 
 use crate::{
     events::EventStream,
-    fetch::post_json,
-    protocol::chat::{Notification, NotificationSent, SendNotification, ServerMsg},
+    fetch::{get_json, post_json, send as send_request, Method},
+    protocol::chat::{
+        Inbox, MarkNotificationsRead, Notification, NotificationSent, SendNotification, ServerMsg,
+    },
 };
+
+/// What the page-wide stream brings.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Heard {
+    /// A notification for me (to everyone or to me).
+    New(Notification),
+    /// My inbox was read up to this id (in this tab or another).
+    Read(i64),
+}
+
+/// `GET /api/notifications?limit=`: my latest notifications and how many are unread.
+pub async fn inbox(limit: u32) -> Result<Inbox, String> {
+    get_json(&format!("/api/notifications?limit={limit}")).await
+}
+
+/// `POST /api/notifications/read {"upTo"}`.
+pub async fn mark_read(up_to: i64) -> Result<(), String> {
+    send_request(
+        Method::Post,
+        "/api/notifications/read",
+        Some(&MarkNotificationsRead { up_to }),
+    )
+    .await
+}
 
 /// `POST /api/notifications`.
 pub async fn send(request: &SendNotification) -> Result<NotificationSent, String> {
     post_json("/api/notifications", request).await
 }
 
-/// Opens `/api/notifications/events`; `on_notification` hears each one. The stream closes
-/// when the returned handle is dropped; the browser reconnects by itself and, with
-/// `Last-Event-ID`, gets what it missed meanwhile.
-pub fn open(on_notification: impl Fn(Notification) + 'static) -> Result<EventStream, String> {
+/// Opens `/api/notifications/events`; `on_heard` hears each notification and each inbox
+/// mark. The stream closes when the returned handle is dropped; the browser reconnects by
+/// itself and, with `Last-Event-ID`, gets what it missed meanwhile.
+pub fn open(on_heard: impl Fn(Heard) + 'static) -> Result<EventStream, String> {
     EventStream::open(
         "/api/notifications/events",
-        &["notification"],
-        move |received| {
-            if let Ok(ServerMsg::Notification(n)) =
-                serde_json::from_str::<ServerMsg>(&received.data)
-            {
-                on_notification(n);
-            }
+        &["notification", "notifications-read"],
+        move |received| match serde_json::from_str::<ServerMsg>(&received.data) {
+            Ok(ServerMsg::Notification(n)) => on_heard(Heard::New(n)),
+            Ok(ServerMsg::NotificationsRead { up_to }) => on_heard(Heard::Read(up_to)),
+            _ => {}
         },
         |_| {},
     )

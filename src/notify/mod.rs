@@ -19,7 +19,7 @@ pub use server::router;
 mod client;
 mod view;
 
-pub use view::{NotifyPage, Toasts};
+pub use view::{Bell, Feed, NotifyPage, Toasts};
 
 use leptos::prelude::*;
 

@@ -8,11 +8,144 @@
 use leptos::{ev::SubmitEvent, prelude::*, task::spawn_local};
 use send_wrapper::SendWrapper;
 
-use super::{client, notify_role};
+use super::{client, client::Heard, notify_role};
 use crate::{
     auth::Session,
-    protocol::chat::{Notification, SendNotification, NOTIFICATION_KINDS},
+    protocol::chat::{clock_of, InboxItem, Notification, SendNotification, NOTIFICATION_KINDS},
 };
+
+/// What the page-wide notification stream last brought, shared by the toasts (which own the
+/// stream) and the bell: one connection for both.
+#[derive(Clone, Copy)]
+pub struct Feed(RwSignal<Option<Heard>>);
+
+impl Feed {
+    /// The app's feed (provided once, by the app).
+    pub fn provide() {
+        provide_context(Feed(RwSignal::new(None)));
+    }
+}
+
+/// Entries the bell's dropdown shows.
+const BELL_SHOWN: u32 = 20;
+
+/// The header's bell: how many of my notifications are unread, and a dropdown of the latest
+/// with "Mark all read". Live: new ones count up as they arrive, and marking read in another
+/// tab clears it here too.
+#[component]
+pub fn Bell() -> impl IntoView {
+    let session = Session::expect();
+    let who = Memo::new(move |_| session.user().map(|u| u.username));
+    let items = RwSignal::new(Vec::<InboxItem>::new());
+    let unread = RwSignal::new(0i64);
+    let open = RwSignal::new(false);
+    let problem = RwSignal::new(None::<String>);
+    let load = move || {
+        spawn_local(async move {
+            let got = client::inbox(BELL_SHOWN).await;
+            if items.is_disposed() {
+                return;
+            }
+            match got {
+                Ok(inbox) => {
+                    let mut list = inbox.notifications;
+                    list.reverse();
+                    items.set(list);
+                    unread.set(inbox.unread);
+                    problem.set(None);
+                }
+                Err(e) => problem.set(Some(e)),
+            }
+        });
+    };
+    Effect::new(move |_| {
+        if who.get().is_some() {
+            load();
+        }
+    });
+    if let Some(Feed(feed)) = use_context::<Feed>() {
+        Effect::new(move |_| match feed.get() {
+            Some(Heard::New(n)) => {
+                if items.with_untracked(|l| l.iter().any(|i| i.notification.id == n.id)) {
+                    return;
+                }
+                items.update(|l| {
+                    l.insert(
+                        0,
+                        InboxItem {
+                            notification: n,
+                            read: false,
+                        },
+                    );
+                    l.truncate(BELL_SHOWN as usize);
+                });
+                unread.update(|u| *u += 1);
+            }
+            // Read elsewhere: the server knows the exact count.
+            Some(Heard::Read(_)) => load(),
+            None => {}
+        });
+    }
+    let mark_all = move |_| {
+        let Some(newest) = items.with_untracked(|l| l.first().map(|i| i.notification.id)) else {
+            return;
+        };
+        spawn_local(async move {
+            let done = client::mark_read(newest).await;
+            if items.is_disposed() {
+                return;
+            }
+            match done {
+                Ok(()) => {
+                    items.update(|l| l.iter_mut().for_each(|i| i.read = true));
+                    unread.set(0);
+                }
+                Err(e) => problem.set(Some(e)),
+            }
+        });
+    };
+    view! {
+        <Show when=move || who.get().is_some()>
+            <div class="bell">
+                <button type="button" class="bell-button" data-testid="bell"
+                    aria-expanded=move || open.get().to_string()
+                    aria-label=move || format!("Notifications, {} unread", unread.get())
+                    on:click=move |_| open.update(|o| *o = !*o)>
+                    "🔔"
+                    <span class="bell-count" data-testid="bell-count" data-unread=move || unread.get().to_string()
+                        class:zero=move || unread.get() == 0>
+                        {move || unread.get().to_string()}
+                    </span>
+                </button>
+                <Show when=move || open.get()>
+                    <div class="inbox" data-testid="inbox" role="dialog" aria-label="Notifications">
+                        <div class="inbox-head">
+                            <strong>"Notifications"</strong>
+                            <button type="button" data-testid="mark-read" on:click=mark_all
+                                disabled=move || unread.get() == 0>"Mark all read"</button>
+                        </div>
+                        {move || problem.get().map(|p| view! { <p class="error" role="alert">{p}</p> })}
+                        <ul>
+                            {move || {
+                                let list = items.get();
+                                if list.is_empty() {
+                                    return view! { <li class="empty">"Nothing yet."</li> }.into_any();
+                                }
+                                list.into_iter().map(|i| view! {
+                                    <li class:unread=!i.read data-id=i.notification.id.to_string()>
+                                        <strong>{i.notification.title.clone()}</strong>
+                                        <span>{i.notification.message.clone()}</span>
+                                        <time datetime=i.notification.timestamp.clone()>{clock_of(&i.notification.timestamp).to_string()}</time>
+                                    </li>
+                                }).collect_view().into_any()
+                            }}
+                        </ul>
+                    </div>
+                </Show>
+            </div>
+        </Show>
+    }
+}
 
 /// Toasts shown at once at most (the newest).
 const TOASTS_MAX: usize = 5;
@@ -34,10 +167,17 @@ pub fn Toasts() -> impl IntoView {
         if !signed_in {
             return;
         }
-        let opened = client::open(move |n| {
+        let feed = use_context::<Feed>();
+        let opened = client::open(move |heard| {
             if toasts.is_disposed() {
                 return;
             }
+            if let Some(Feed(feed)) = feed {
+                feed.set(Some(heard.clone()));
+            }
+            let Heard::New(n) = heard else {
+                return;
+            };
             let id = n.id;
             toasts.update(|t| {
                 if !t.iter().any(|x| x.id == id) {

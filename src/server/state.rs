@@ -102,6 +102,7 @@ impl AppState {
         let streams = Streams::start(
             store.clone(),
             bus.clone(),
+            instance.clone(),
             shutdown.clone(),
             config.limits.streams_per_user,
         );

@@ -938,14 +938,22 @@ async fn a_resume_older_than_the_kept_history_is_told_of_the_gap_on_every_transp
         first_available_id: 11,
     };
 
-    // WebSocket: chat-joined with what is kept, then chat-gap.
+    // WebSocket: chat-gap before the replay, then chat-joined with what is kept.
     let mut ws = connect(&server, &alice).await;
-    let (_, history) = join(&mut ws, "general", Some(2)).await;
-    assert_eq!(ids(&history), kept);
+    send_json(
+        &mut ws,
+        json!({"type": "chat-join", "room": "general", "lastMessageId": 2}),
+    )
+    .await;
     let v = next_text(&mut ws).await;
     match server_msg(&v) {
         ServerMsg::ChatGap(g) => assert_eq!(g, gap),
-        _ => panic!("expected chat-gap, got {v}"),
+        _ => panic!("expected chat-gap first, got {v}"),
+    }
+    let v = next_text(&mut ws).await;
+    match server_msg(&v) {
+        ServerMsg::ChatJoined { history, .. } => assert_eq!(ids(&history), kept),
+        _ => panic!("expected chat-joined, got {v}"),
     }
 
     // SSE: a `gap` event before the replay.

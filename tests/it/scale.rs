@@ -646,3 +646,135 @@ async fn the_chat_rate_limit_holds_across_instances() {
     }
     panic!("eleven messages never fit in one second");
 }
+
+/// `PUT`/`DELETE /api/rooms/{room}/members/{who}` on `server` as `user`; expects 204.
+async fn change_member(server: &TestServer, user: &common::User, add: bool, room: &str, who: &str) {
+    let url = server.url(&format!("/api/rooms/{room}/members/{who}"));
+    let req = if add { user.http.put(url) } else { user.http.delete(url) };
+    assert_eq!(req.send().await.unwrap().status(), 204);
+}
+
+#[tokio::test]
+async fn a_membership_change_on_one_instance_holds_on_the_others_sockets_within_two_seconds() {
+    if common::skip_without_redis() {
+        return;
+    }
+    let redis = Redis::start();
+    let (a, b, _dir) = two_instances(&redis).await;
+    let owner = a.user("scale_owner").await;
+    let guest = b.user("scale_guest").await;
+    let res = owner
+        .http
+        .post(a.url("/api/rooms"))
+        .json(&json!({"name": "vault", "private": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+
+    // B refuses the guest (and caches that), then A adds them: B lets them in at once.
+    let mut on_b = b.ws(&guest.cookie).await;
+    on_b.send(Message::text(json!({"type": "chat-join", "room": "vault"}).to_string()))
+        .await
+        .unwrap();
+    assert_eq!(next_of(&mut on_b, "chat-error").await["message"], "You are not a member of #vault.");
+    let started = tokio::time::Instant::now();
+    change_member(&a, &owner, true, "vault", "scale_guest").await;
+    loop {
+        on_b.send(Message::text(json!({"type": "chat-join", "room": "vault"}).to_string()))
+            .await
+            .unwrap();
+        let reply = timeout(WAIT, async {
+            loop {
+                let v = next_of_any(&mut on_b).await;
+                if v["type"] == "chat-joined" || v["type"] == "chat-error" {
+                    return v;
+                }
+            }
+        })
+        .await
+        .unwrap();
+        if reply["type"] == "chat-joined" {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(2), "B still refuses: {reply}");
+    }
+    let mut stream_b = Sse::open(guest.http.get(b.url("/api/rooms/vault/events"))).await;
+    stream_b.next_named("chat-joined").await;
+
+    // Removed on A: B's socket and stream end their room within 2 s.
+    let started = tokio::time::Instant::now();
+    change_member(&a, &owner, false, "vault", "scale_guest").await;
+    assert_eq!(next_of(&mut on_b, "chat-removed").await["room"], "vault");
+    stream_b.next_named("removed").await;
+    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    let res = guest.http.get(b.url("/api/rooms/vault/messages")).send().await.unwrap();
+    assert_eq!(res.status(), 403);
+}
+
+async fn next_of_any(ws: &mut Ws) -> Value {
+    loop {
+        let frame = timeout(WAIT, ws.next())
+            .await
+            .expect("a frame in time")
+            .expect("the socket stays open")
+            .expect("a frame");
+        if let Message::Text(t) = frame {
+            return serde_json::from_str(t.as_str()).unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_admin_sees_and_disconnects_connections_on_every_instance() {
+    if common::skip_without_redis() {
+        return;
+    }
+    let redis = Redis::start();
+    let (a, b, _dir) = two_instances(&redis).await;
+    let admin = a.user("admin").await;
+    let user = b.user("scale_far").await;
+    let mut on_b = b.ws(&user.cookie).await;
+    join(&mut on_b, "far", None).await;
+
+    let list: Value = admin
+        .http
+        .get(a.url("/api/admin/connections"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let theirs: Vec<&Value> = list["connections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["username"] == "scale_far")
+        .collect();
+    assert_eq!(theirs.len(), 1, "{list}");
+    assert_eq!(theirs[0]["topics"], json!(["room:far", "notifications"]));
+    assert_eq!(
+        theirs[0]["instance"].as_str(),
+        Some(&*b.state.instance),
+        "named by the instance holding it"
+    );
+
+    let started = tokio::time::Instant::now();
+    let res = admin
+        .http
+        .post(a.url("/api/admin/users/scale_far/disconnect"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+    let close = loop {
+        match timeout(WAIT, on_b.next()).await.expect("closed in time") {
+            Some(Ok(Message::Close(Some(frame)))) => break frame,
+            Some(Ok(_)) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    };
+    assert_eq!(u16::from(close.code), 1008);
+    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+}

@@ -67,6 +67,8 @@ impl std::fmt::Debug for Streams {
 
 struct Inner {
     bus: Arc<dyn Bus>,
+    /// This instance's id, as the connection list names it.
+    instance: Arc<str>,
     /// Open connections per user at most (0: no limit).
     per_user_max: u32,
     state: Mutex<State>,
@@ -137,10 +139,17 @@ impl Drop for Held {
 impl Streams {
     /// The registry, listening on `bus` for ended sessions and watching expiries until
     /// `shutdown`.
-    pub fn start(store: Store, bus: Arc<dyn Bus>, shutdown: Shutdown, per_user_max: u32) -> Self {
+    pub fn start(
+        store: Store,
+        bus: Arc<dyn Bus>,
+        instance: Arc<str>,
+        shutdown: Shutdown,
+        per_user_max: u32,
+    ) -> Self {
         let streams = Self {
             inner: Arc::new(Inner {
                 bus: bus.clone(),
+                instance,
                 per_user_max,
                 state: Mutex::new(State::default()),
             }),
@@ -260,7 +269,7 @@ impl Streams {
 impl Inner {
     /// The connections held here.
     fn list(&self) -> Vec<ConnectionView> {
-        let instance = self.bus.instance().to_string();
+        let instance = self.instance.to_string();
         let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         state
             .held
@@ -395,7 +404,13 @@ mod tests {
 
     async fn streams(max: u32) -> (tempfile::TempDir, Streams) {
         let (dir, store) = crate::server::storage::temp_store().await;
-        let s = Streams::start(store, Arc::new(LocalBus::new()), Shutdown::new(), max);
+        let s = Streams::start(
+            store,
+            Arc::new(LocalBus::new()),
+            "local".into(),
+            Shutdown::new(),
+            max,
+        );
         (dir, s)
     }
 
