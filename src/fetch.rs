@@ -67,7 +67,11 @@ pub enum Method {
 
 /// `method path` with an optional JSON `body`, for routes that answer 2xx without one
 /// (204); `Ok` on any 2xx, else the sentence to show.
-pub async fn send<B: Serialize>(method: Method, path: &str, body: Option<&B>) -> Result<(), String> {
+pub async fn send<B: Serialize>(
+    method: Method,
+    path: &str,
+    body: Option<&B>,
+) -> Result<(), String> {
     let builder = match method {
         Method::Post => Request::post(path),
         Method::Put => Request::put(path),

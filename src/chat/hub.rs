@@ -431,10 +431,12 @@ mod tests {
             shutdown.clone(),
             config,
         );
+        // Admitted once (the room's access is cached from here), as a socket is at its join.
+        let pass = hub.admit("r", "bob").await.unwrap();
         let posts: Vec<_> = (0..300)
             .map(|i| {
-                let hub = hub.clone();
-                tokio::spawn(async move { say(&hub, "r", "bob", &format!("m{i}")).await })
+                let (hub, pass) = (hub.clone(), pass.clone());
+                tokio::spawn(async move { hub.post(&pass, &format!("m{i}")).await })
             })
             .collect();
         // Stop while they are on their way: every post is answered, and every one answered

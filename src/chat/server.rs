@@ -404,7 +404,11 @@ async fn send_form(
         crate::protocol::chat::DEFAULT_ROOM.to_string()
     };
     let refused = match hub.admit(&form.room, &user.user.username).await {
-        Ok(pass) => hub.post(&pass, &form.text).await.err().map(|e| e.sentence()),
+        Ok(pass) => hub
+            .post(&pass, &form.text)
+            .await
+            .err()
+            .map(|e| e.sentence()),
         Err(r) => Some(r.sentence()),
     };
     let mut to = url::form_urlencoded::Serializer::new(String::new());

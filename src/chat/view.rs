@@ -24,9 +24,8 @@ use crate::{
     events::LinkState,
     fetch::{get_json, post_json, send as send_request, Method},
     protocol::chat::{
-        clock_of, room_name_problem, text_problem, ChatMessage, ChatSnapshot, CreateRoom,
-        MarkRead, PresenceAction, RoomCreated, RoomInfo, RoomList as RoomListBody, RoomMembers,
-        DEFAULT_ROOM,
+        clock_of, room_name_problem, text_problem, ChatMessage, ChatSnapshot, CreateRoom, MarkRead,
+        PresenceAction, RoomCreated, RoomInfo, RoomList as RoomListBody, RoomMembers, DEFAULT_ROOM,
     },
 };
 
@@ -55,7 +54,7 @@ enum Line {
 impl Line {
     fn key(&self) -> String {
         match self {
-            Self::Message(m) => format!("m{}", m.id),
+            Self::Message(m) => format!("m{}{}", m.id, if m.deleted { "d" } else { "" }),
             Self::Note { seq, .. } => format!("n{seq}"),
         }
     }
@@ -156,7 +155,8 @@ fn ChatView(snapshot: ChatSnapshot) -> impl IntoView {
             read_sent.set_value(id);
             let url = format!("/api/rooms/{}/read", room_name.get_value());
             spawn_local(async move {
-                let _ = send_request(Method::Post, &url, Some(&MarkRead { last_read_id: id })).await;
+                let _ =
+                    send_request(Method::Post, &url, Some(&MarkRead { last_read_id: id })).await;
             });
         }
     };
@@ -262,7 +262,9 @@ fn ChatView(snapshot: ChatSnapshot) -> impl IntoView {
                 }
             });
         };
-        if let Ok(handle) = set_interval_with_handle(refresh, std::time::Duration::from_millis(ROOMS_REFRESH_MS)) {
+        if let Ok(handle) =
+            set_interval_with_handle(refresh, std::time::Duration::from_millis(ROOMS_REFRESH_MS))
+        {
             on_cleanup(move || handle.clear());
         }
     });
@@ -331,10 +333,7 @@ fn ChatView(snapshot: ChatSnapshot) -> impl IntoView {
             }
         });
     };
-    let current_room = rooms
-        .get_untracked()
-        .into_iter()
-        .find(|r| r.name == room);
+    let current_room = rooms.get_untracked().into_iter().find(|r| r.name == room);
     let owner_panel = current_room
         .filter(|r| r.private && r.owner.as_deref() == Some(me.as_str()))
         .map(|_| view! { <OwnerPanel room=room.clone()/> });

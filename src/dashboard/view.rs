@@ -101,7 +101,10 @@ fn Connections() -> impl IntoView {
     };
     Effect::new(move |_| {
         load();
-        if let Ok(handle) = set_interval_with_handle(load, std::time::Duration::from_millis(CONNECTIONS_REFRESH_MS)) {
+        if let Ok(handle) = set_interval_with_handle(
+            load,
+            std::time::Duration::from_millis(CONNECTIONS_REFRESH_MS),
+        ) {
             on_cleanup(move || handle.clear());
         }
     });
@@ -114,7 +117,9 @@ fn Connections() -> impl IntoView {
             }
             match result {
                 Ok(()) => {
-                    done.set(Some(format!("{who} was signed out and disconnected everywhere.")));
+                    done.set(Some(format!(
+                        "{who} was signed out and disconnected everywhere."
+                    )));
                     load();
                 }
                 Err(e) => problem.set(Some(e)),

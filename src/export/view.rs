@@ -154,6 +154,10 @@ impl Form {
 #[component]
 pub fn ExportPage() -> impl IntoView {
     let session = crate::auth::Session::expect();
+    // Start stays off until the browser knows an admin is signed in (read in an effect: the
+    // session is a resource).
+    let is_admin = RwSignal::new(false);
+    Effect::new(move |_| is_admin.set(session.user().is_some_and(|u| u.is_admin())));
     let form = Form {
         action: RwSignal::new(String::new()),
         user: RwSignal::new(String::new()),
@@ -300,6 +304,7 @@ pub fn ExportPage() -> impl IntoView {
                 <p class="hint">"The live viewer needs JavaScript; the download link below works without it."</p>
             </noscript>
             // Said before anyone fills the form: the export is an admin's tool.
+            <Transition fallback=|| ()>
             {move || match session.user() {
                 Some(u) if u.is_admin() => None,
                 Some(u) => Some(view! {
@@ -313,6 +318,7 @@ pub fn ExportPage() -> impl IntoView {
                     </p>
                 }.into_any()),
             }}
+            </Transition>
             <form class="export-form" on:submit=on_start data-testid="export-form">
                 <label>"Action"
                     <select name="action" on:change=move |ev| form.action.set(event_target_value(&ev))>
@@ -331,7 +337,7 @@ pub fn ExportPage() -> impl IntoView {
                     value="0" bind:value=form.delay/></label>
                 <div class="buttons">
                     <button type="submit" data-testid="export-start"
-                        disabled=move || status.get().running() || !session.user().is_some_and(|u| u.is_admin())>"Start"</button>
+                        disabled=move || status.get().running() || !is_admin.get()>"Start"</button>
                     <button type="button" on:click=on_stop disabled=move || status.get() != Status::Streaming>"Stop"</button>
                     <button type="button" on:click=on_resume disabled=move || !status.get().resumable()>"Resume"</button>
                 </div>

@@ -96,7 +96,9 @@ fn JobsView(snapshot: JobsSnapshot) -> impl IntoView {
                 });
             }
         };
-        if let Ok(handle) = set_interval_with_handle(refresh, std::time::Duration::from_millis(RECENT_REFRESH_MS)) {
+        if let Ok(handle) =
+            set_interval_with_handle(refresh, std::time::Duration::from_millis(RECENT_REFRESH_MS))
+        {
             on_cleanup(move || handle.clear());
         }
     });

@@ -20,8 +20,11 @@ pub struct NotificationRow {
     pub created_at: i64,
 }
 
-/// "Mine": to everyone, or to `$1` by name.
-const MINE: &str = "(n.to_all = 1 OR EXISTS (SELECT 1 FROM notification_recipients r
+/// "Mine": to everyone since my account was made (a new account does not start with the
+/// whole history unread), or to `$1` by name.
+const MINE: &str = "((n.to_all = 1 AND n.created_at >=
+                       COALESCE((SELECT u.created_at FROM users u WHERE u.username = $1), 0))
+                     OR EXISTS (SELECT 1 FROM notification_recipients r
                      WHERE r.notification_id = n.id AND r.username = $1))";
 
 fn row_of(r: &sqlx::any::AnyRow) -> sqlx::Result<NotificationRow> {

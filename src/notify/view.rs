@@ -104,8 +104,11 @@ pub fn Bell() -> impl IntoView {
             }
         });
     };
+    // In a Transition, like the user menu: the session is a resource, so the server's HTML
+    // and the hydrating browser agree on whether the bell is there.
     view! {
-        <Show when=move || who.get().is_some()>
+        <Transition fallback=|| ()>
+            {move || session.user().map(|_| view! {
             <div class="bell">
                 <button type="button" class="bell-button" data-testid="bell"
                     aria-expanded=move || open.get().to_string()
@@ -143,7 +146,8 @@ pub fn Bell() -> impl IntoView {
                     </div>
                 </Show>
             </div>
-        </Show>
+            })}
+        </Transition>
     }
 }
 

@@ -650,7 +650,11 @@ async fn the_chat_rate_limit_holds_across_instances() {
 /// `PUT`/`DELETE /api/rooms/{room}/members/{who}` on `server` as `user`; expects 204.
 async fn change_member(server: &TestServer, user: &common::User, add: bool, room: &str, who: &str) {
     let url = server.url(&format!("/api/rooms/{room}/members/{who}"));
-    let req = if add { user.http.put(url) } else { user.http.delete(url) };
+    let req = if add {
+        user.http.put(url)
+    } else {
+        user.http.delete(url)
+    };
     assert_eq!(req.send().await.unwrap().status(), 204);
 }
 
@@ -674,16 +678,23 @@ async fn a_membership_change_on_one_instance_holds_on_the_others_sockets_within_
 
     // B refuses the guest (and caches that), then A adds them: B lets them in at once.
     let mut on_b = b.ws(&guest.cookie).await;
-    on_b.send(Message::text(json!({"type": "chat-join", "room": "vault"}).to_string()))
-        .await
-        .unwrap();
-    assert_eq!(next_of(&mut on_b, "chat-error").await["message"], "You are not a member of #vault.");
+    on_b.send(Message::text(
+        json!({"type": "chat-join", "room": "vault"}).to_string(),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        next_of(&mut on_b, "chat-error").await["message"],
+        "You are not a member of #vault."
+    );
     let started = tokio::time::Instant::now();
     change_member(&a, &owner, true, "vault", "scale_guest").await;
     loop {
-        on_b.send(Message::text(json!({"type": "chat-join", "room": "vault"}).to_string()))
-            .await
-            .unwrap();
+        on_b.send(Message::text(
+            json!({"type": "chat-join", "room": "vault"}).to_string(),
+        ))
+        .await
+        .unwrap();
         let reply = timeout(WAIT, async {
             loop {
                 let v = next_of_any(&mut on_b).await;
@@ -697,7 +708,10 @@ async fn a_membership_change_on_one_instance_holds_on_the_others_sockets_within_
         if reply["type"] == "chat-joined" {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(2), "B still refuses: {reply}");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "B still refuses: {reply}"
+        );
     }
     let mut stream_b = Sse::open(guest.http.get(b.url("/api/rooms/vault/events"))).await;
     stream_b.next_named("chat-joined").await;
@@ -707,8 +721,17 @@ async fn a_membership_change_on_one_instance_holds_on_the_others_sockets_within_
     change_member(&a, &owner, false, "vault", "scale_guest").await;
     assert_eq!(next_of(&mut on_b, "chat-removed").await["room"], "vault");
     stream_b.next_named("removed").await;
-    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
-    let res = guest.http.get(b.url("/api/rooms/vault/messages")).send().await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    let res = guest
+        .http
+        .get(b.url("/api/rooms/vault/messages"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 403);
 }
 
@@ -776,5 +799,9 @@ async fn the_admin_sees_and_disconnects_connections_on_every_instance() {
         }
     };
     assert_eq!(u16::from(close.code), 1008);
-    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
 }
