@@ -376,15 +376,13 @@ impl Store {
 
     /// The author of message `id` in `room` (`None`: no such message kept).
     pub async fn chat_message_author(&self, room: &str, id: i64) -> sqlx::Result<Option<String>> {
-        Ok(
-            sqlx::query("SELECT author FROM chat_messages WHERE room = $1 AND id = $2")
-                .bind(room)
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await?
-                .map(|r| r.try_get(0))
-                .transpose()?,
-        )
+        sqlx::query("SELECT author FROM chat_messages WHERE room = $1 AND id = $2")
+            .bind(room)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|r| r.try_get(0))
+            .transpose()
     }
 
     /// Turns message `id` of `room` into a tombstone: the id stays, the text goes.

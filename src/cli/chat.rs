@@ -2,8 +2,11 @@
 //! the server and the browser.
 //!
 //! Signs in, joins a room, prints what arrives (messages, presence, gaps, notifications,
-//! errors) and sends each line typed. `/join <room>` switches rooms, `/quit` (or end of
-//! input) leaves. When the connection drops it reconnects by itself with backoff and
+//! errors) and sends each line typed. `/join <room>` switches rooms, `/rooms` lists the rooms
+//! with my unread counts, `/private <room>` makes a private room and joins it, `/add <user>`
+//! and `/remove <user>` change the current private room's members (its owner only), `/quit`
+//! (or end of input) leaves. `--rooms` prints the list and exits; `--private` makes `--room`
+//! private first; `--add USER` adds members to it. When the connection drops it reconnects by itself with backoff and
 //! rejoins with `lastMessageId`, so the room continues exactly after the last message shown.
 //! Text from others is printed with control characters replaced, so a message cannot drive
 //! the terminal.
@@ -18,7 +21,9 @@ use reqwest::cookie::CookieStore;
 use tokio_tungstenite::tungstenite::{client::IntoClientRequest, http::HeaderValue, Message};
 
 use super::{backoff, sign_in, Connection};
-use crate::protocol::chat::{clock_of, room_name_problem, ClientMsg, ServerMsg, DEFAULT_ROOM};
+use crate::protocol::chat::{
+    clock_of, room_name_problem, ClientMsg, CreateRoom, RoomList, ServerMsg, DEFAULT_ROOM,
+};
 
 /// How long the connection may stay silent before it is taken for dead.
 const SILENCE_MAX: Duration = Duration::from_secs(60);
@@ -37,6 +42,94 @@ pub struct ChatArgs {
     /// Give up after this many failed connection attempts in a row (0: never).
     #[arg(long, default_value_t = 0)]
     pub max_retries: u32,
+    /// Make `--room` a private room first (you become its owner; 409 if the name is taken).
+    #[arg(long)]
+    pub private: bool,
+    /// Add this user to `--room`'s members first (you must own it); may be repeated.
+    #[arg(long = "add", value_name = "USER")]
+    pub add: Vec<String>,
+    /// Print the rooms I can use, with my unread counts, and exit.
+    #[arg(long)]
+    pub rooms: bool,
+}
+
+/// The HTTP side of the room commands: the server's base URL and a signed-in client.
+struct Rooms<'a> {
+    http: &'a reqwest::Client,
+    server: &'a str,
+}
+
+impl Rooms<'_> {
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.server.trim_end_matches('/'))
+    }
+
+    /// The server's sentence for a refusal.
+    async fn refusal(res: reqwest::Response) -> anyhow::Error {
+        let status = res.status();
+        let body: serde_json::Value = res.json().await.unwrap_or_default();
+        let message = body["message"].as_str().unwrap_or("no reason given");
+        anyhow::anyhow!("{status}: {message}")
+    }
+
+    /// `GET /api/rooms`, one line per room: name, private, unread.
+    async fn list(&self) -> anyhow::Result<String> {
+        let res = self.http.get(self.url("/api/rooms")).send().await?;
+        if !res.status().is_success() {
+            return Err(Self::refusal(res).await);
+        }
+        let list: RoomList = res.json().await?;
+        Ok(rooms_text(&list))
+    }
+
+    /// `POST /api/rooms` as private.
+    async fn create_private(&self, room: &str) -> anyhow::Result<()> {
+        let res = self
+            .http
+            .post(self.url("/api/rooms"))
+            .json(&CreateRoom {
+                name: room.to_string(),
+                private: true,
+            })
+            .send()
+            .await?;
+        if !res.status().is_success() {
+            return Err(Self::refusal(res).await);
+        }
+        Ok(())
+    }
+
+    /// `PUT` (add) or `DELETE` (remove) `/api/rooms/{room}/members/{user}`.
+    async fn member(&self, room: &str, user: &str, add: bool) -> anyhow::Result<()> {
+        let url = self.url(&format!("/api/rooms/{room}/members/{user}"));
+        let req = if add {
+            self.http.put(url)
+        } else {
+            self.http.delete(url)
+        };
+        let res = req.send().await?;
+        if !res.status().is_success() {
+            return Err(Self::refusal(res).await);
+        }
+        Ok(())
+    }
+}
+
+/// The room list as the terminal shows it.
+pub fn rooms_text(list: &RoomList) -> String {
+    list.rooms
+        .iter()
+        .map(|r| {
+            format!(
+                "#{}{}  {} unread  (last message {})",
+                printable(&r.name),
+                if r.private { " [private]" } else { "" },
+                r.unread,
+                r.last_message_id
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Replaces control characters (escape sequences included) so text prints as text.
@@ -168,6 +261,32 @@ pub async fn run(args: ChatArgs) -> anyhow::Result<()> {
     let mut last = 0i64;
     let mut failures = 0u32;
     let mut signed_in = false;
+    let rooms = Rooms {
+        http: &http,
+        server: &args.conn.server,
+    };
+    if args.rooms || args.private || !args.add.is_empty() {
+        sign_in(
+            &http,
+            &args.conn.server,
+            &args.conn.username,
+            &args.conn.password,
+        )
+        .await?;
+        signed_in = true;
+        if args.private {
+            rooms.create_private(&room).await?;
+            eprintln!("* made #{room}, private, with you as its owner");
+        }
+        for user in &args.add {
+            rooms.member(&room, user, true).await?;
+            eprintln!("* added {user} to #{room}");
+        }
+        if args.rooms {
+            println!("{}", rooms.list().await?);
+            return Ok(());
+        }
+    }
     loop {
         if !signed_in {
             match sign_in(
@@ -188,6 +307,7 @@ pub async fn run(args: ChatArgs) -> anyhow::Result<()> {
                 &ws_url,
                 &server_url,
                 &jar,
+                &rooms,
                 &mut room,
                 &mut last,
                 &mut lines,
@@ -223,10 +343,12 @@ pub async fn run(args: ChatArgs) -> anyhow::Result<()> {
 }
 
 /// One connection: join (resuming after `last`), then print and send until it ends.
+#[allow(clippy::too_many_arguments)]
 async fn session(
     ws_url: &str,
     server_url: &reqwest::Url,
     jar: &reqwest::cookie::Jar,
+    rooms: &Rooms<'_>,
     room: &mut String,
     last: &mut i64,
     lines: &mut tokio::sync::mpsc::Receiver<Option<String>>,
@@ -297,6 +419,29 @@ async fn session(
                 } else if line == "/quit" {
                     let _ = tx.send(Message::Close(None)).await;
                     return Ended::Quit;
+                } else if line == "/rooms" {
+                    match rooms.list().await {
+                        Ok(text) => println!("{text}"),
+                        Err(e) => eprintln!("! {e:#}"),
+                    }
+                    continue;
+                } else if let Some(who) = line.strip_prefix("/add ").or_else(|| line.strip_prefix("/remove ")) {
+                    let add = line.starts_with("/add ");
+                    match rooms.member(room, who.trim(), add).await {
+                        Ok(()) => eprintln!("* {} {} #{room}", who.trim(), if add { "added to" } else { "removed from" }),
+                        Err(e) => eprintln!("! {e:#}"),
+                    }
+                    continue;
+                } else if let Some(next) = line.strip_prefix("/private ") {
+                    let next = next.trim();
+                    if let Err(e) = rooms.create_private(next).await {
+                        eprintln!("! {e:#}");
+                        continue;
+                    }
+                    eprintln!("* made #{next}, private, with you as its owner");
+                    *room = next.to_string();
+                    *last = 0;
+                    join(room, 0)
                 } else if let Some(next) = line.strip_prefix("/join ") {
                     let next = next.trim();
                     if let Some(problem) = room_name_problem(next) {
@@ -322,6 +467,20 @@ async fn session(
 mod tests {
     use super::*;
     use crate::protocol::chat::ChatMessage;
+
+    #[test]
+    fn the_room_list_shows_private_rooms_and_unread_counts() {
+        let list: RoomList = serde_json::from_value(serde_json::json!({"rooms": [
+            {"name": "club", "lastId": 5, "members": 0, "private": true, "owner": "ann",
+             "lastMessageId": 5, "lastReadId": 2, "unread": 3},
+            {"name": "general", "lastId": 1, "members": 2}
+        ]}))
+        .unwrap();
+        assert_eq!(
+            rooms_text(&list),
+            "#club [private]  3 unread  (last message 5)\n#general  0 unread  (last message 0)"
+        );
+    }
 
     #[test]
     fn control_characters_cannot_drive_the_terminal() {

@@ -169,3 +169,57 @@ async fn a_wrong_password_is_refused_at_once() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("Wrong username or password"), "{stderr}");
 }
+
+/// `tidings chat` with `args` as `username`; its output.
+async fn chat_cli(srv: &TestServer, username: &str, args: &[&str]) -> std::process::Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_tidings"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("TIDINGS_PASSWORD", PASSWORD)
+        .args(["chat", "--server", &srv.base, "--username", username])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_terminal_client_makes_a_private_room_adds_a_member_and_shows_unread_counts() {
+    let srv = TestServer::start().await;
+    let ann = srv.user("ann").await;
+    srv.user("bob").await;
+    let made = chat_cli(
+        &srv,
+        "ann",
+        &["--room", "vault", "--private", "--add", "bob", "--rooms"],
+    )
+    .await;
+    let stderr = String::from_utf8_lossy(&made.stderr);
+    assert!(made.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("made #vault, private") && stderr.contains("added bob to #vault"),
+        "{stderr}"
+    );
+    for text in ["one", "two"] {
+        let res = post_json(
+            &ann.http,
+            &srv.url("/api/rooms/vault/messages"),
+            json!({"text": text}),
+        )
+        .await;
+        assert_eq!(res.status(), 201);
+    }
+    let listed = chat_cli(&srv, "bob", &["--rooms"]).await;
+    let stdout = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        listed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    assert!(stdout.contains("#vault [private]  2 unread"), "{stdout}");
+    // Taken now: refused with the server's sentence.
+    let again = chat_cli(&srv, "bob", &["--room", "vault", "--private"]).await;
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("exists already"));
+}
