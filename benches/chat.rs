@@ -277,12 +277,30 @@ fn session_cookie(res: &reqwest::Response) -> Option<String> {
 async fn sign_in(http: &reqwest::Client, base: &str, username: &str) -> Result<String, String> {
     let creds = json!({"username": username, "password": PASSWORD});
     for path in ["signup", "login"] {
-        let res = http
-            .post(format!("{base}/api/auth/{path}"))
-            .json(&creds)
-            .send()
-            .await
-            .map_err(|e| format!("{path} as {username}: {e}"))?;
+        // A 503 with Retry-After (every password hasher busy) is tried again after the time it
+        // names, as a well-behaved client does, up to a minute.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let res = loop {
+            let res = http
+                .post(format!("{base}/api/auth/{path}"))
+                .json(&creds)
+                .send()
+                .await
+                .map_err(|e| format!("{path} as {username}: {e}"))?;
+            let wait = res
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+            match wait {
+                Some(secs)
+                    if res.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE
+                        && std::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_secs(secs)).await;
+                }
+                _ => break res,
+            }
+        };
         let status = res.status();
         if status.is_success() {
             return session_cookie(&res)

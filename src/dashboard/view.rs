@@ -53,11 +53,12 @@ pub fn DashboardPage() -> impl IntoView {
         <Suspense fallback=|| view! { <p>"Loading…"</p> }>
             {move || snapshot.get().map(|s| match s {
                 Ok(s) if s.signed_in => {
+                    // Each part erased on its own: one nested view type too deep for the
+                    // release build's layout queries otherwise.
                     let admin = s.admin;
-                    view! {
-                        <Dashboard snapshot=s/>
-                        {admin.then(|| view! { <Connections/> })}
-                    }.into_any()
+                    let live = view! { <Dashboard snapshot=s/> }.into_any();
+                    let connections = admin.then(|| view! { <Connections/> }.into_any());
+                    view! { {live} {connections} }.into_any()
                 }
                 Ok(_) => view! {
                     <p class="card" data-testid="dash-signin">
