@@ -478,8 +478,8 @@ fn RoomList(rooms: RwSignal<Vec<RoomInfo>>, current: String) -> impl IntoView {
                 view! {
                     <li class:current=here class:private=r.private data-room=r.name.clone()>
                         <a href=format!("/chat?room={}", r.name) aria-current=here.then_some("page")>
-                            {r.private.then_some(view! { <span class="lock" title="Private room" aria-label="private">"🔒"</span> })}
                             {format!("#{}", r.name)}
+                            {r.private.then_some(view! { <span class="lock" title="Private room: members only">"private"</span> })}
                         </a>
                         {(unread > 0).then(|| view! {
                             <span class="badge" data-testid="unread" aria-label=format!("{unread} unread")>{unread.to_string()}</span>

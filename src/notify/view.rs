@@ -114,7 +114,10 @@ pub fn Bell() -> impl IntoView {
                     aria-expanded=move || open.get().to_string()
                     aria-label=move || format!("Notifications, {} unread", unread.get())
                     on:click=move |_| open.update(|o| *o = !*o)>
-                    "🔔"
+                    // Drawn, not an emoji: a machine without an emoji font shows a box.
+                    <svg class="bell-icon" viewBox="0 0 24 24" width="18" height="18" aria-hidden="true">
+                        <path d="M12 2a6 6 0 0 0-6 6v3.6L4.3 15.3A1 1 0 0 0 5.2 17h13.6a1 1 0 0 0 .9-1.7L18 11.6V8a6 6 0 0 0-6-6zm0 20a3 3 0 0 0 2.8-2H9.2A3 3 0 0 0 12 22z" fill="currentColor"/>
+                    </svg>
                     <span class="bell-count" data-testid="bell-count" data-unread=move || unread.get().to_string()
                         class:zero=move || unread.get() == 0>
                         {move || unread.get().to_string()}
