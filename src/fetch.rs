@@ -33,13 +33,7 @@ pub async fn post_json<B: Serialize, T: DeserializeOwned>(
         .send()
         .await
         .map_err(|_| UNREACHABLE.to_string())?;
-    if !response.ok() {
-        return Err(refusal(response).await);
-    }
-    response
-        .json()
-        .await
-        .map_err(|_| "The server sent an answer this page does not understand.".to_string())
+    parsed(response).await
 }
 
 /// `GET path`; the 2xx answer parsed as JSON, or the sentence to show.
@@ -48,6 +42,11 @@ pub async fn get_json<T: DeserializeOwned>(path: &str) -> Result<T, String> {
         .send()
         .await
         .map_err(|_| UNREACHABLE.to_string())?;
+    parsed(response).await
+}
+
+/// A 2xx answer parsed as JSON; any other, the sentence it carries.
+pub async fn parsed<T: DeserializeOwned>(response: Response) -> Result<T, String> {
     if !response.ok() {
         return Err(refusal(response).await);
     }

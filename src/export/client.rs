@@ -70,13 +70,7 @@ pub async fn count(query: &ExportQuery) -> Result<ExportCount, String> {
     .send()
     .await
     .map_err(|_| UNREACHABLE.to_string())?;
-    if !response.ok() {
-        return Err(refusal(response).await);
-    }
-    response
-        .json()
-        .await
-        .map_err(|_| "The server sent a count this page does not understand.".into())
+    crate::fetch::parsed(response).await
 }
 
 /// Table rows for the lines at `indexes` (already checked to be rows).

@@ -141,16 +141,7 @@ impl Store {
         .fetch_all(&self.pool)
         .await?
         .iter()
-        .map(|r| {
-            Ok(NotificationRow {
-                id: r.try_get(0)?,
-                kind: r.try_get(1)?,
-                title: r.try_get(2)?,
-                message: r.try_get(3)?,
-                sender: r.try_get(4)?,
-                created_at: r.try_get(5)?,
-            })
-        })
+        .map(row_of)
         .collect()
     }
 

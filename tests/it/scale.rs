@@ -590,13 +590,7 @@ async fn logout_on_one_instance_closes_the_sessions_socket_on_the_other() {
         .await
         .unwrap();
     assert_eq!(res.status(), 204);
-    let close = loop {
-        match timeout(WAIT, on_b.next()).await.expect("closed in time") {
-            Some(Ok(Message::Close(Some(frame)))) => break frame,
-            Some(Ok(_)) => continue,
-            other => panic!("expected a close frame, got {other:?}"),
-        }
-    };
+    let close = close_frame(&mut on_b).await;
     assert_eq!(
         (u16::from(close.code), close.reason.as_str()),
         (1008, "Signed out.")
@@ -791,17 +785,22 @@ async fn the_admin_sees_and_disconnects_connections_on_every_instance() {
         .await
         .unwrap();
     assert_eq!(res.status(), 204);
-    let close = loop {
-        match timeout(WAIT, on_b.next()).await.expect("closed in time") {
-            Some(Ok(Message::Close(Some(frame)))) => break frame,
-            Some(Ok(_)) => continue,
-            other => panic!("expected a close frame, got {other:?}"),
-        }
-    };
+    let close = close_frame(&mut on_b).await;
     assert_eq!(u16::from(close.code), 1008);
     assert!(
         started.elapsed() < Duration::from_secs(2),
         "{:?}",
         started.elapsed()
     );
+}
+
+/// Reads until the server's Close frame (within [`WAIT`]); returns it.
+async fn close_frame(ws: &mut Ws) -> tokio_tungstenite::tungstenite::protocol::CloseFrame {
+    loop {
+        match timeout(WAIT, ws.next()).await.expect("closed in time") {
+            Some(Ok(Message::Close(Some(frame)))) => return frame,
+            Some(Ok(_)) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    }
 }
