@@ -62,6 +62,9 @@ test('a private room: the owner makes it and adds a member, whose badges count a
   await bob.goto('/chat');
   await waitForHydration(bob);
   await expect(roomEntry(bob, room).getByTestId('unread')).toHaveText('2');
+  // A new message there moves the badge live, though Bob's page follows #general.
+  await send(alice, 'third for the club');
+  await expect(roomEntry(bob, room).getByTestId('unread')).toHaveText('3');
   // A second tab of Bob's reads the room: the first tab's badge clears at once.
   const bobTab2 = await bob.context().newPage();
   await bobTab2.goto(`/chat?room=${room}`);

@@ -367,7 +367,8 @@ fn open_socket(inner: &Rc<Inner>) -> Result<(), String> {
             // Toasts and the bell come from the page's notification stream.
             ServerMsg::Notification(_)
             | ServerMsg::NotificationsGap(_)
-            | ServerMsg::NotificationsRead { .. } => {}
+            | ServerMsg::NotificationsRead { .. }
+            | ServerMsg::RoomActivity { .. } => {}
             ServerMsg::ChatTyping { display_name, .. } => inner.tell(News::Typing(display_name)),
             ServerMsg::ChatDelete { id, .. } => inner.tell(News::Deleted(id)),
             ServerMsg::ChatRead { room, last_read_id } => {

@@ -29,7 +29,7 @@ use super::{
     presence::Presences,
     settings::ChatConfig,
     store::NewChatMessage,
-    writer::{write_loop, Pending, WRITE_QUEUE},
+    writer::{write_loop, Activity, Pending, WRITE_QUEUE},
 };
 use crate::{
     protocol::chat::{text_problem, ChatGap, ChatMessage, ServerMsg, SLOW_DOWN, TYPING_EVERY_MS},
@@ -177,12 +177,19 @@ impl Hub {
             }),
         };
         let inner = &hub.inner;
+        let activity = Activity::default();
         inner.shutdown.spawn(write_loop(
             inner.store.clone(),
             inner.bus.clone(),
             inner.shutdown.clone(),
             inner.config.history,
             rx,
+            activity.clone(),
+        ));
+        inner.shutdown.spawn(tell_activity(
+            Arc::downgrade(&hub.inner),
+            activity,
+            inner.shutdown.clone(),
         ));
         hub
     }
@@ -348,6 +355,43 @@ impl Hub {
     /// session): polls hold no connection, so presence lasts as long as they keep polling.
     pub fn lease(&self, pass: &RoomPass, key: &str) {
         self.inner.presence.lease(pass.room(), pass.user(), key)
+    }
+}
+
+/// How often rooms' activity is told (at most one `room-activity` per room per tick).
+pub const ACTIVITY_EVERY: Duration = Duration::from_secs(1);
+
+/// Tells the readers of every room that had new messages, once a tick: public rooms to
+/// everyone, private ones to their members, on the topic every connection follows. Pages
+/// move their unread badges with it, without following those rooms.
+async fn tell_activity(inner: std::sync::Weak<Inner>, activity: Activity, shutdown: Shutdown) {
+    let mut tick = tokio::time::interval(ACTIVITY_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        let rooms = activity.take();
+        if rooms.is_empty() {
+            continue;
+        }
+        let Some(inner) = inner.upgrade() else { return };
+        for (room, last) in rooms {
+            let Ok(access) = inner.access.lookup(&room).await else {
+                continue;
+            };
+            let msg = ServerMsg::RoomActivity {
+                room,
+                last_message_id: last,
+                private: access.private,
+            };
+            let mut envelope = Envelope::new(NOTIFICATIONS, 0, "room-activity", json(&msg));
+            if access.private {
+                envelope = envelope.to_users(access.members.clone());
+            }
+            inner.bus.publish(envelope);
+        }
     }
 }
 

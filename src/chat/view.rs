@@ -249,6 +249,37 @@ fn ChatView(snapshot: ChatSnapshot) -> impl IntoView {
         }
     });
     on_cleanup(move || link.set_value(None));
+    // Other rooms' badges move as the page-wide notification stream says they have new
+    // messages (`room-activity`, public rooms and mine), whatever this page's transport.
+    if let Some(crate::notify::Feed(feed)) = use_context::<crate::notify::Feed>() {
+        let current = room.clone();
+        Effect::new(move |_| {
+            let Some(crate::notify::Heard::Activity(name, last, private)) = feed.get() else {
+                return;
+            };
+            if name == current {
+                return;
+            }
+            rooms.update(|list| match list.iter_mut().find(|r| r.name == name) {
+                Some(r) if last > r.last_message_id => {
+                    r.unread += last - r.last_message_id.max(r.last_read_id);
+                    r.last_message_id = last;
+                    r.last_id = last;
+                }
+                Some(_) => {}
+                None => list.push(RoomInfo {
+                    name,
+                    last_id: last,
+                    members: 0,
+                    private,
+                    owner: None,
+                    last_message_id: last,
+                    last_read_id: 0,
+                    unread: last,
+                }),
+            });
+        });
+    }
     // The current room is read as it is shown; the others' counts are read again now and then
     // (and at once when another tab reads).
     Effect::new(move |_| {

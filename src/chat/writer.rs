@@ -43,6 +43,7 @@ pub(super) async fn write_loop(
     shutdown: Shutdown,
     keep: i64,
     mut rx: mpsc::Receiver<Pending>,
+    activity: Activity,
 ) {
     let mut batch: Vec<Pending> = Vec::with_capacity(WRITE_BATCH);
     let mut stop = std::pin::pin!(shutdown.cancelled_owned());
@@ -66,6 +67,7 @@ pub(super) async fn write_loop(
         match store.append_chat_messages(&messages, keep).await {
             Ok(rows) => {
                 for (pending, row) in batch.drain(..).zip(rows) {
+                    activity.note(&row);
                     publish(&*bus, &row);
                     let _ = pending.reply.send(Some(row));
                 }
@@ -97,12 +99,31 @@ pub(super) async fn write_loop(
                         }
                     }
                     if let Some(row) = &stored {
+                        activity.note(row);
                         publish(&*bus, row);
                     }
                     let _ = pending.reply.send(stored);
                 }
             }
         }
+    }
+}
+
+/// The rooms that had new messages since the last [`Activity::take`], with their newest id.
+#[derive(Clone, Default)]
+pub(super) struct Activity(Arc<std::sync::Mutex<std::collections::HashMap<String, i64>>>);
+
+impl Activity {
+    fn note(&self, row: &ChatRow) {
+        let mut rooms = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let last = rooms.entry(row.room.clone()).or_default();
+        *last = (*last).max(row.id);
+    }
+
+    /// What was noted, and forgets it.
+    pub(super) fn take(&self) -> Vec<(String, i64)> {
+        let mut rooms = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        rooms.drain().collect()
     }
 }
 

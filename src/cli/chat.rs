@@ -201,7 +201,9 @@ fn line_for(msg: &ServerMsg, last: &mut i64, room: &mut String) -> Option<String
             g.after_id + 1,
             g.first_available_id - 1
         )),
-        ServerMsg::ChatRead { .. } | ServerMsg::NotificationsRead { .. } => None,
+        ServerMsg::ChatRead { .. }
+        | ServerMsg::NotificationsRead { .. }
+        | ServerMsg::RoomActivity { .. } => None,
     }
 }
 

@@ -17,6 +17,8 @@ pub enum Heard {
     New(Notification),
     /// My inbox was read up to this id (in this tab or another).
     Read(i64),
+    /// A room I may read has messages up to this id (room, id, private).
+    Activity(String, i64, bool),
 }
 
 /// `GET /api/notifications?limit=`: my latest notifications and how many are unread.
@@ -45,10 +47,15 @@ pub async fn send(request: &SendNotification) -> Result<NotificationSent, String
 pub fn open(on_heard: impl Fn(Heard) + 'static) -> Result<EventStream, String> {
     EventStream::open(
         "/api/notifications/events",
-        &["notification", "notifications-read"],
+        &["notification", "notifications-read", "room-activity"],
         move |received| match serde_json::from_str::<ServerMsg>(&received.data) {
             Ok(ServerMsg::Notification(n)) => on_heard(Heard::New(n)),
             Ok(ServerMsg::NotificationsRead { up_to }) => on_heard(Heard::Read(up_to)),
+            Ok(ServerMsg::RoomActivity {
+                room,
+                last_message_id,
+                private,
+            }) => on_heard(Heard::Activity(room, last_message_id, private)),
             _ => {}
         },
         |_| {},

@@ -19,6 +19,7 @@ pub use server::router;
 mod client;
 mod view;
 
+pub use client::Heard;
 pub use view::{Bell, Feed, NotifyPage, Toasts};
 
 use leptos::prelude::*;

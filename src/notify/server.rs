@@ -288,7 +288,9 @@ async fn events(
                             last = m.id;
                         }
                     }
-                    Received::Message(m) if m.kind == "notifications-read" => {
+                    Received::Message(m)
+                        if m.kind == "notifications-read" || m.kind == "room-activity" =>
+                    {
                         if tx.send(&Event::new(m.text()).name(&m.kind)).await.is_err() {
                             return;
                         }

@@ -17,7 +17,7 @@ use crate::{
 /// What the page-wide notification stream last brought, shared by the toasts (which own the
 /// stream) and the bell: one connection for both.
 #[derive(Clone, Copy)]
-pub struct Feed(RwSignal<Option<Heard>>);
+pub struct Feed(pub RwSignal<Option<Heard>>);
 
 impl Feed {
     /// The app's feed (provided once, by the app).
@@ -83,7 +83,7 @@ pub fn Bell() -> impl IntoView {
             }
             // Read elsewhere: the server knows the exact count.
             Some(Heard::Read(_)) => load(),
-            None => {}
+            Some(Heard::Activity(..)) | None => {}
         });
     }
     let mark_all = move |_| {

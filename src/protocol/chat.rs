@@ -258,6 +258,14 @@ pub enum ServerMsg {
     NotificationsRead {
         up_to: i64,
     },
+    /// A room I may read has new messages up to `last_message_id` (at most one a second per
+    /// room): pages move its unread badge without following the room.
+    #[serde(rename_all = "camelCase")]
+    RoomActivity {
+        room: String,
+        last_message_id: i64,
+        private: bool,
+    },
 }
 
 /// `GET /api/rooms/{room}/messages?after=&limit=`.

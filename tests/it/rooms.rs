@@ -642,3 +642,50 @@ async fn an_admin_sees_every_connection_and_disconnects_a_user_everywhere() {
         "{list}"
     );
 }
+
+#[tokio::test]
+async fn room_activity_reaches_the_readers_of_the_room_only_at_most_once_a_second() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    let carol = server.user("carol").await;
+    assert_eq!(
+        create_room(&server, &alice, "club", true).await.status(),
+        201
+    );
+    assert_eq!(
+        member(&server, &alice, true, "club", "bob").await.status(),
+        204
+    );
+    let events = server.url("/api/notifications/events");
+    let mut bob_sse = Sse::open(bob.http.get(&events)).await;
+    bob_sse.next_named("ready").await;
+    let mut carol_ws = connect(&server, &carol).await;
+
+    for text in ["one", "two", "three"] {
+        post_ok(&server, &alice, "club", text).await;
+    }
+    post_ok(&server, &alice, "general", "public").await;
+    let mut seen = std::collections::HashMap::new();
+    while seen.len() < 2 {
+        let got = bob_sse.next_named("room-activity").await;
+        seen.insert(
+            got.data["room"].as_str().unwrap().to_string(),
+            (
+                got.data["lastMessageId"].as_i64().unwrap(),
+                got.data["private"].as_bool().unwrap(),
+            ),
+        );
+    }
+    // Coalesced: the three messages of #club are one activity naming the last.
+    assert_eq!(seen["club"], (3, true));
+    assert_eq!(seen["general"], (1, false));
+    // Carol hears #general's but never the private room's.
+    let heard = collect_for(&mut carol_ws, Duration::from_millis(1500)).await;
+    let activity: Vec<&Value> = heard
+        .iter()
+        .filter(|v| v["type"] == "room-activity")
+        .collect();
+    assert!(activity.iter().any(|v| v["room"] == "general"), "{heard:?}");
+    assert!(activity.iter().all(|v| v["room"] != "club"), "{heard:?}");
+}
