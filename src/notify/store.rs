@@ -126,25 +126,6 @@ impl Store {
         Ok(row.try_get::<Option<i64>, _>(0)?.unwrap_or(0))
     }
 
-    /// Up to `limit` notifications after id `after`, oldest first.
-    pub async fn notifications_after(
-        &self,
-        after: i64,
-        limit: i64,
-    ) -> sqlx::Result<Vec<NotificationRow>> {
-        sqlx::query(
-            "SELECT id, kind, title, message, sender, created_at FROM notifications
-             WHERE id > $1 ORDER BY id LIMIT $2",
-        )
-        .bind(after)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(row_of)
-        .collect()
-    }
-
     /// Stores a notification to `to` (`None`: everyone) and returns it with its id; the
     /// table then keeps the latest `keep`.
     #[allow(clippy::too_many_arguments)]
