@@ -225,6 +225,13 @@ impl Access {
         Ok(access)
     }
 
+    /// Checks again that a pass still holds (a member removed since is refused): a cached
+    /// lookup, without making a new pass, for the post path.
+    pub async fn recheck(&self, pass: &RoomPass) -> Result<(), Refused> {
+        let access = self.lookup(&pass.room).await?;
+        decide(&pass.room, &access, &pass.user)
+    }
+
     /// Checks `user` may use `room`: the pass every room read, subscription and post takes.
     pub async fn admit(&self, room: &str, user: &str) -> Result<RoomPass, Refused> {
         if let Some(problem) = room_name_problem(room) {

@@ -270,7 +270,11 @@ impl Hub {
     /// is looked at again (cached): a member removed since the pass was made is refused.
     pub async fn post(&self, pass: &RoomPass, text: &str) -> Result<ChatMessage, PostError> {
         let (room, author) = (pass.room(), pass.user());
-        self.admit(room, author).await.map_err(PostError::Refused)?;
+        self.inner
+            .access
+            .recheck(pass)
+            .await
+            .map_err(PostError::Refused)?;
         if let Some(problem) = text_problem(text) {
             return Err(PostError::Invalid(problem));
         }

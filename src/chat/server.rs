@@ -202,7 +202,7 @@ async fn owned(
     hub: &Hub,
     room: &str,
     user: &CurrentUser,
-) -> Result<std::sync::Arc<crate::chat::store::RoomAccessRow>, ApiError> {
+) -> Result<crate::chat::store::RoomAccessRow, ApiError> {
     checked_room(room)?;
     let Some(access) = hub.store().room_access(room).await? else {
         return Err(ApiError::NotFound(format!(
@@ -221,7 +221,7 @@ async fn owned(
             access.owner.as_deref().unwrap_or("nobody")
         )));
     }
-    Ok(std::sync::Arc::new(access))
+    Ok(access)
 }
 
 /// `GET /api/rooms/{room}/members`: a private room's members (for its members), or who is

@@ -116,8 +116,13 @@ pub(super) struct Activity(Arc<std::sync::Mutex<std::collections::HashMap<String
 impl Activity {
     fn note(&self, row: &ChatRow) {
         let mut rooms = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let last = rooms.entry(row.room.clone()).or_default();
-        *last = (*last).max(row.id);
+        // The room's name is copied once per tick, not once per message.
+        match rooms.get_mut(&row.room) {
+            Some(last) => *last = (*last).max(row.id),
+            None => {
+                rooms.insert(row.room.clone(), row.id);
+            }
+        }
     }
 
     /// What was noted, and forgets it.

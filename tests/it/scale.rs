@@ -43,16 +43,9 @@ async fn join(ws: &mut Ws, room: &str, after: Option<i64>) -> Value {
 /// The next text frame of type `kind`, parsed.
 async fn next_of(ws: &mut Ws, kind: &str) -> Value {
     loop {
-        let frame = timeout(WAIT, ws.next())
-            .await
-            .unwrap_or_else(|_| panic!("a {kind} in time"))
-            .expect("the socket stays open")
-            .expect("a frame");
-        if let Message::Text(t) = frame {
-            let v: Value = serde_json::from_str(t.as_str()).unwrap();
-            if v["type"] == kind {
-                return v;
-            }
+        let v = next_of_any(ws).await;
+        if v["type"] == kind {
+            return v;
         }
     }
 }
