@@ -841,7 +841,12 @@ async fn publish(
             return None;
         }
         let text = format!("t={};p={};n={sent}", now_us(), plan.number);
-        let frame = serde_json::to_string(&ClientMsg::ChatMessage { text }).expect("serializable");
+        let frame = serde_json::to_string(&ClientMsg::ChatMessage {
+            text,
+            room: None,
+            client_id: None,
+        })
+        .expect("serializable");
         if let Err(e) = sink.send(Message::text(frame)).await {
             return Some(format!("sending failed: {e}"));
         }

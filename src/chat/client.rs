@@ -231,6 +231,8 @@ impl LinkSender {
             };
             let frame = serde_json::to_string(&ClientMsg::ChatMessage {
                 text: text.to_string(),
+                room: None,
+                client_id: None,
             })
             .expect("serializable");
             return socket
@@ -368,7 +370,8 @@ fn open_socket(inner: &Rc<Inner>) -> Result<(), String> {
             ServerMsg::Notification(_)
             | ServerMsg::NotificationsGap(_)
             | ServerMsg::NotificationsRead { .. }
-            | ServerMsg::RoomActivity { .. } => {}
+            | ServerMsg::RoomActivity { .. }
+            | ServerMsg::ChatAck { .. } => {}
             ServerMsg::ChatTyping { display_name, .. } => inner.tell(News::Typing(display_name)),
             ServerMsg::ChatDelete { id, .. } => inner.tell(News::Deleted(id)),
             ServerMsg::ChatRead { room, last_read_id } => {

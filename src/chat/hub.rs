@@ -269,6 +269,18 @@ impl Hub {
     /// published to every member once stored. Returns the stored message. The room's access
     /// is looked at again (cached): a member removed since the pass was made is refused.
     pub async fn post(&self, pass: &RoomPass, text: &str) -> Result<ChatMessage, PostError> {
+        self.send(pass, text, None).await.map(|(m, _)| m)
+    }
+
+    /// [`Hub::post`] with the sender's `clientId` or `Idempotency-Key`: the same key from the
+    /// same user within 24 h stores nothing new and returns the first message, with `true`
+    /// (a repeat, published already).
+    pub async fn send(
+        &self,
+        pass: &RoomPass,
+        text: &str,
+        key: Option<&str>,
+    ) -> Result<(ChatMessage, bool), PostError> {
         let (room, author) = (pass.room(), pass.user());
         self.inner
             .access
@@ -288,6 +300,7 @@ impl Hub {
                 author: author.to_string(),
                 text: text.to_string(),
                 at: clock::now_ms(),
+                key: key.map(str::to_string),
             },
             reply,
         };
@@ -297,7 +310,7 @@ impl Hub {
             .await
             .map_err(|_| PostError::Unavailable)?;
         match stored.await {
-            Ok(Some(row)) => Ok(message_of(&row)),
+            Ok(Some(row)) => Ok((message_of(&row), row.repeat)),
             _ => Err(PostError::Unavailable),
         }
     }

@@ -376,11 +376,31 @@ async fn publish(
     Extension(hub): Extension<Hub>,
     user: CurrentUser,
     Path(room): Path<String>,
+    headers: axum::http::HeaderMap,
     ApiJson(body): ApiJson<PostMessage>,
 ) -> Result<Response, ApiError> {
+    let key = idempotency_key(&headers)?;
     let pass = hub.admit(&room, &user.user.username).await?;
-    let message = hub.post(&pass, &body.text).await?;
+    // A repeat of the key gets the first 201 body, and nothing is stored again.
+    let (message, _) = hub.send(&pass, &body.text, key.as_deref()).await?;
     Ok((StatusCode::CREATED, Json::<ChatMessage>(message)).into_response())
+}
+
+/// The `Idempotency-Key` header, checked like a `clientId` (1–64 characters).
+fn idempotency_key(headers: &axum::http::HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = value.to_str().map_err(|_| {
+        ApiError::bad_request(
+            "invalid_idempotency_key",
+            "`Idempotency-Key` must be visible ASCII.",
+        )
+    })?;
+    match crate::protocol::chat::client_id_problem(key, "Idempotency-Key") {
+        Some(problem) => Err(ApiError::bad_request("invalid_idempotency_key", problem)),
+        None => Ok(Some(key.to_string())),
+    }
 }
 
 /// The `/chat` page's composer without JavaScript.

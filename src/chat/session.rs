@@ -5,7 +5,7 @@
 //! - the **reader** parses frames, answers mistakes with `chat-error` (the connection
 //!   survives every bad message), joins and leaves rooms (holding the [`Presence`]), and
 //!   posts messages through the hub;
-//! - the **writer** owns everything outbound: the reader's replies, the joined room's bus
+//! - the **writer** owns everything outbound: the reader's replies, the joined rooms' (up to 32) bus
 //!   subscription and the notifications. It writes whatever is waiting as one burst and
 //!   flushes once (a thousand sockets in a busy room cost a write each per burst, not per
 //!   message), pings an idle peer, and closes a peer that stopped answering.
@@ -61,7 +61,8 @@ use super::hub::{json, Hub, Presence, RoomPass};
 use crate::{
     notify::replay,
     protocol::chat::{
-        ClientMsg, ServerMsg, CLIENT_TYPES, JOIN_FIRST, JOIN_HISTORY, NOT_JSON, UNKNOWN_TYPE,
+        client_id_problem, too_many_rooms, ClientMsg, ServerMsg, CLIENT_TYPES, JOIN_FIRST,
+        JOIN_HISTORY, NOT_JSON, ROOMS_PER_SOCKET, UNKNOWN_TYPE,
     },
     server::{
         access::streams::Held,
@@ -116,8 +117,8 @@ enum Out {
     Frame(Box<Message>),
     /// Now in a room (boxed: an idle socket's queue holds a block of these).
     Join(Box<Joined>),
-    /// Out of the room.
-    Leave,
+    /// Out of this room.
+    Leave(String),
     /// Replay the user's notifications after this id.
     NotesSince(i64),
     /// Close the connection with this code and reason.
@@ -216,7 +217,7 @@ impl Outbox {
         let size = match &out {
             Out::Frame(m) => size(m),
             Out::Join(j) => size(&j.joined) + j.gap.as_ref().map_or(0, size),
-            Out::Leave | Out::NotesSince(_) | Out::Close(..) => 0,
+            Out::Leave(_) | Out::NotesSince(_) | Out::Close(..) => 0,
         };
         let bytes = ws::QueuedBytes::take(&self.budget, size.min(QUEUE_BYTES))
             .await
@@ -241,7 +242,8 @@ async fn read_loop<R>(
 ) where
     R: Stream<Item = Result<Message, axum::Error>> + Unpin + Send,
 {
-    let mut joined: Option<RoomPass> = None;
+    // The rooms joined, the last joined last.
+    let mut joined: Vec<RoomPass> = Vec::new();
     let mut stop = std::pin::pin!(shutdown.cancelled_owned());
     let mut writer_gone = std::pin::pin!(dead.cancelled_owned());
     loop {
@@ -314,8 +316,20 @@ fn close_for(e: axum::Error) -> Option<Out> {
     }
 }
 
+/// The joined room a message names (`None`: the one joined last), or the sentence saying why
+/// there is none.
+fn named<'a>(joined: &'a [RoomPass], room: Option<&str>) -> Result<&'a RoomPass, String> {
+    match room {
+        None => joined.last().ok_or_else(|| JOIN_FIRST.to_string()),
+        Some(room) => joined
+            .iter()
+            .find(|p| p.room() == room)
+            .ok_or_else(|| format!("Join #{room} first: this connection is not in it.")),
+    }
+}
+
 /// Answers one text frame: `None` when there is nothing to send back directly.
-async fn handle(hub: &Hub, user: &str, frame: &str, joined: &mut Option<RoomPass>) -> Option<Out> {
+async fn handle(hub: &Hub, user: &str, frame: &str, joined: &mut Vec<RoomPass>) -> Option<Out> {
     let reply = |m: Message| Some(Out::Frame(Box::new(m)));
     let value: serde_json::Value = match serde_json::from_str(frame) {
         Ok(v) => v,
@@ -344,6 +358,10 @@ async fn handle(hub: &Hub, user: &str, frame: &str, joined: &mut Option<RoomPass
                 Ok(pass) => pass,
                 Err(refused) => return reply(error(refused.sentence())),
             };
+            let rejoin = joined.iter().any(|p| p.room() == room);
+            if !rejoin && joined.len() >= ROOMS_PER_SOCKET {
+                return reply(error(too_many_rooms()));
+            }
             // Enter first (so the joiner's own `joined` is not echoed to it; the members
             // list says it), then subscribe before reading history: nothing published in
             // between is missed. Entering before leaving the old room keeps a rejoin of the
@@ -383,7 +401,8 @@ async fn handle(hub: &Hub, user: &str, frame: &str, joined: &mut Option<RoomPass
                 members: hub.members(&room),
                 history,
             });
-            *joined = Some(pass.clone());
+            joined.retain(|p| p.room() != room);
+            joined.push(pass.clone());
             Some(Out::Join(Box::new(Joined {
                 pass,
                 presence,
@@ -394,33 +413,53 @@ async fn handle(hub: &Hub, user: &str, frame: &str, joined: &mut Option<RoomPass
                 behind,
             })))
         }
-        ClientMsg::ChatMessage { text: body } => {
-            let Some(pass) = joined.as_ref() else {
-                return reply(error(JOIN_FIRST));
+        ClientMsg::ChatMessage {
+            text: body,
+            room,
+            client_id,
+        } => {
+            let pass = match named(joined, room.as_deref()) {
+                Ok(pass) => pass,
+                Err(sentence) => return reply(error(sentence)),
             };
-            match hub.post(pass, &body).await {
-                // Everyone, the sender included, gets it from the room's subscription.
-                Ok(_) => None,
+            if let Some(problem) = client_id
+                .as_deref()
+                .and_then(|id| client_id_problem(id, "clientId"))
+            {
+                return reply(error(problem));
+            }
+            match hub.send(pass, &body, client_id.as_deref()).await {
+                // Everyone, the sender included, gets it from the room's subscription; the
+                // sender's ack comes straight back (a repeat's too: its first was lost).
+                Ok((message, _)) => client_id.map(|client_id| {
+                    Out::Frame(Box::new(text(&ServerMsg::ChatAck {
+                        client_id,
+                        id: message.id,
+                        room: message.room,
+                    })))
+                }),
                 Err(e) => reply(error(e.sentence())),
             }
         }
-        ClientMsg::ChatLeave => {
-            if joined.take().is_none() {
-                return reply(error(JOIN_FIRST));
-            }
-            Some(Out::Leave)
+        ClientMsg::ChatLeave { room } => {
+            let at = match room.as_deref() {
+                None if joined.is_empty() => None,
+                None => Some(joined.len() - 1),
+                Some(r) => joined.iter().position(|p| p.room() == r),
+            };
+            let Some(at) = at else {
+                return reply(error(match room {
+                    Some(r) => format!("This connection is not in #{r}."),
+                    None => JOIN_FIRST.to_string(),
+                }));
+            };
+            Some(Out::Leave(joined.remove(at).room().to_string()))
         }
         ClientMsg::ChatTyping { room } => {
-            let Some(pass) = joined.as_ref() else {
-                return reply(error(JOIN_FIRST));
+            let pass = match named(joined, room.as_deref()) {
+                Ok(pass) => pass,
+                Err(sentence) => return reply(error(sentence)),
             };
-            if room.as_deref().is_some_and(|r| r != pass.room()) {
-                return reply(error(format!(
-                    "Join #{} first: this socket is in #{}.",
-                    room.unwrap_or_default(),
-                    pass.room()
-                )));
-            }
             // Held back past one every 2 s: typing is a hint, so nothing is said.
             hub.typing(pass).await;
             None
@@ -479,10 +518,31 @@ enum Next {
     Close(u16, &'static str),
 }
 
-async fn next_in(room: &mut Option<Room>) -> Received {
-    match room {
-        Some(r) => r.subscription.recv().await,
-        None => std::future::pending().await,
+/// The next delivery of any joined room, with the room's place in `rooms`.
+async fn next_in(rooms: &mut [Room]) -> (usize, Received) {
+    match rooms {
+        [] => std::future::pending().await,
+        // The common case without an allocation per wakeup.
+        [one] => (0, one.subscription.recv().await),
+        many => {
+            let (r, i, _) = futures::future::select_all(
+                many.iter_mut().map(|r| Box::pin(r.subscription.recv())),
+            )
+            .await;
+            (i, r)
+        }
+    }
+}
+
+/// Tells the stream registry which topics this socket follows now.
+fn follow(held: &Option<Arc<Held>>, rooms: &[Room]) {
+    if let Some(held) = held {
+        let mut topics: Vec<String> = rooms
+            .iter()
+            .map(|r| format!("room:{}", r.pass.room()))
+            .collect();
+        topics.push("notifications".into());
+        held.set_topics(topics);
     }
 }
 
@@ -504,7 +564,7 @@ async fn write_loop<S>(
     let interval = hub.config().ping_interval;
     let slow = ends.slow_client;
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
-    let mut room: Option<Room> = None;
+    let mut rooms: Vec<Room> = Vec::new();
     let mut burst: Vec<Message> = Vec::with_capacity(8);
     // Both kept across iterations (see `Shutdown::cancelled_owned`): the notification
     // subscription is shared by every socket, and a `recv()` future dropped each time
@@ -522,18 +582,23 @@ async fn write_loop<S>(
     let mut written_shares: Vec<ws::QueuedBytes> = Vec::new();
     loop {
         let mut close: Option<(u16, &'static str)> = None;
-        if room.as_ref().is_some_and(|r| r.behind) {
+        if let Some(at) = rooms.iter().position(|r| r.behind) {
             // Catching up, a page at a time: each page is written before the next is read.
             let next = Box::pin(take(
                 &hub,
                 &user,
-                &mut room,
+                &mut rooms[at],
                 Received::Lagged(0),
                 &mut burst,
             ))
             .await;
-            if let Next::Close(code, reason) = next {
-                close = Some((code, reason));
+            match next {
+                Next::Go => {}
+                Next::RoomEnded => {
+                    rooms.remove(at);
+                    follow(&ends.held, &rooms);
+                }
+                Next::Close(code, reason) => close = Some((code, reason)),
             }
         } else {
             tokio::select! {
@@ -549,26 +614,25 @@ async fn write_loop<S>(
                                 // The gap first, as before every replay (the contract's order).
                                 burst.extend(gap);
                                 burst.push(joined);
-                                if let Some(held) = &ends.held {
-                                    held.set_topics(vec![
-                                        format!("room:{}", pass.room()),
-                                        "notifications".into(),
-                                    ]);
-                                }
-                                room = Some(Room {
+                                // A rejoin replaces the room in place (its presence was
+                                // entered again first, so it does not flap).
+                                let room = Room {
                                     pass,
                                     _presence: presence,
                                     subscription,
                                     last_id,
                                     behind,
                                     lags: Vec::new(),
-                                });
-                            }
-                            Out::Leave => {
-                                room = None;
-                                if let Some(held) = &ends.held {
-                                    held.set_topics(vec!["notifications".into()]);
+                                };
+                                match rooms.iter().position(|r| r.pass.room() == room.pass.room()) {
+                                    Some(at) => rooms[at] = room,
+                                    None => rooms.push(room),
                                 }
+                                follow(&ends.held, &rooms);
+                            }
+                            Out::Leave(name) => {
+                                rooms.retain(|r| r.pass.room() != name);
+                                follow(&ends.held, &rooms);
                             }
                             Out::NotesSince(after) => {
                                 match Box::pin(notes_back(&hub, &user, after, true, &mut burst)).await {
@@ -580,18 +644,21 @@ async fn write_loop<S>(
                         }
                     }
                 },
-                r = next_in(&mut room) => {
-                    let mut next = Box::pin(take(&hub, &user, &mut room, r, &mut burst)).await;
+                (at, r) = next_in(&mut rooms) => {
+                    let mut next = Box::pin(take(&hub, &user, &mut rooms[at], r, &mut burst)).await;
                     // Whatever else is already waiting goes out in the same write.
                     while matches!(next, Next::Go) && burst.len() < BURST {
-                        let Some(r) = room.as_mut().and_then(|r| r.subscription.try_recv()) else {
+                        let Some(r) = rooms[at].subscription.try_recv() else {
                             break;
                         };
-                        next = Box::pin(take(&hub, &user, &mut room, r, &mut burst)).await;
+                        next = Box::pin(take(&hub, &user, &mut rooms[at], r, &mut burst)).await;
                     }
                     match next {
                         Next::Go => {}
-                        Next::RoomEnded => room = None,
+                        Next::RoomEnded => {
+                            rooms.remove(at);
+                            follow(&ends.held, &rooms);
+                        }
                         Next::Close(code, reason) => {
                             if code == CLOSE_POLICY {
                                 ws::record_slow_disconnect();
@@ -722,13 +789,10 @@ async fn notes_back(
 async fn take(
     hub: &Hub,
     user: &str,
-    room: &mut Option<Room>,
+    current: &mut Room,
     r: Received,
     burst: &mut Vec<Message>,
 ) -> Next {
-    let Some(current) = room.as_mut() else {
-        return Next::Go;
-    };
     match r {
         Received::Message(m) if !m.is_for(user) => {}
         Received::Message(m) if m.kind == "chat-removed" => {
@@ -854,6 +918,7 @@ mod tests {
             author: "bob".into(),
             text: text.into(),
             at: 0,
+            key: None,
         };
         let rows = store
             .append_chat_messages(&[new("one"), new("two"), new("three")], 100)
@@ -998,6 +1063,78 @@ mod tests {
             let m = fast.next().await;
             if m["type"] == "chat-message" {
                 assert_eq!(m["text"], "still flowing");
+                break;
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn one_socket_follows_many_rooms_acks_sends_and_refuses_a_33rd_room() {
+        let (_dir, hub) = hub().await;
+        let mut c = connect(&hub, "alice");
+        for n in 0..ROOMS_PER_SOCKET {
+            c.send(serde_json::json!({"type":"chat-join","room":format!("r{n}")}));
+            assert_eq!(c.next().await["type"], "chat-joined");
+        }
+        c.send(serde_json::json!({"type":"chat-join","room":"one-too-many"}));
+        assert_eq!(c.next().await["message"], too_many_rooms());
+        // A rejoin is not a new room.
+        c.send(serde_json::json!({"type":"chat-join","room":"r0"}));
+        assert_eq!(c.next().await["type"], "chat-joined");
+        // A message to a room not joined, a bad clientId: chat-error, the socket stays.
+        c.send(serde_json::json!({"type":"chat-message","room":"nope","text":"x"}));
+        assert!(c.next().await["message"]
+            .as_str()
+            .unwrap()
+            .contains("#nope"));
+        c.send(serde_json::json!({"type":"chat-message","room":"r3","text":"x","clientId":"x".repeat(65)}));
+        assert!(c.next().await["message"]
+            .as_str()
+            .unwrap()
+            .contains("clientId"));
+        // Sent to r3 (not the last joined) with a clientId: acked, and heard in r3; the same
+        // clientId again is acked with the same id and heard nowhere.
+        for _ in 0..2 {
+            c.send(serde_json::json!({"type":"chat-message","room":"r3","text":"hello","clientId":"c-1"}));
+        }
+        let (mut acks, mut heard) = (Vec::new(), Vec::new());
+        while acks.len() < 2 || heard.is_empty() {
+            let m = c.next().await;
+            match m["type"].as_str() {
+                Some("chat-ack") => {
+                    acks.push((m["clientId"].clone(), m["id"].clone(), m["room"].clone()))
+                }
+                Some("chat-message") => heard.push((m["room"].clone(), m["id"].clone())),
+                _ => {}
+            }
+        }
+        let ack = (
+            serde_json::json!("c-1"),
+            serde_json::json!(1),
+            serde_json::json!("r3"),
+        );
+        assert_eq!(acks, [ack.clone(), ack]);
+        assert_eq!(heard, [(serde_json::json!("r3"), serde_json::json!(1))]);
+        // Leaving r3 by name: its messages stop; the others still come.
+        c.send(serde_json::json!({"type":"chat-leave","room":"r3"}));
+        c.send(serde_json::json!({"type":"chat-leave","room":"r3"}));
+        assert!(c.next().await["message"]
+            .as_str()
+            .unwrap()
+            .contains("not in #r3"));
+        let bob = |room: &str| {
+            let (hub, room) = (hub.clone(), room.to_string());
+            async move {
+                let pass = hub.admit(&room, "bob").await.unwrap();
+                hub.post(&pass, &format!("to {room}")).await.unwrap();
+            }
+        };
+        bob("r3").await;
+        bob("r4").await;
+        loop {
+            let m = c.next().await;
+            if m["type"] == "chat-message" {
+                assert_eq!(m["text"], "to r4", "nothing from the room left");
                 break;
             }
         }

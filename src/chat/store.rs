@@ -20,7 +20,13 @@ pub struct NewChatMessage {
     pub author: String,
     pub text: String,
     pub at: i64,
+    /// The sender's `clientId` or `Idempotency-Key`: a repeat within [`SEND_KEY_MS`] of the
+    /// first is not stored again; its row comes back with `repeat` set.
+    pub key: Option<String>,
 }
+
+/// How long a send key is remembered (24 h).
+pub const SEND_KEY_MS: i64 = 24 * 60 * 60 * 1000;
 
 /// A stored message.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -33,6 +39,17 @@ pub struct ChatRow {
     pub created_at: i64,
     /// Deleted (a tombstone: the text is gone).
     pub deleted: bool,
+    /// Not stored now: the sender's key was used before, and this is the first message.
+    pub repeat: bool,
+}
+
+/// The first message of a repeated send key.
+#[derive(Clone)]
+enum First {
+    /// Stored before this batch.
+    Stored(ChatRow),
+    /// Earlier in this batch, at this position.
+    InBatch(usize),
 }
 
 /// What a room holds: the first kept id (`None` while empty) and the last id handed out.
@@ -57,6 +74,7 @@ fn chat_from(row: &sqlx::any::AnyRow) -> sqlx::Result<ChatRow> {
         text: row.try_get(3)?,
         created_at: row.try_get(4)?,
         deleted: row.try_get::<i64, _>(5)? != 0,
+        repeat: false,
     })
 }
 
@@ -90,9 +108,72 @@ impl Store {
     ) -> sqlx::Result<Vec<ChatRow>> {
         let mut ids = vec![0i64; batch.len()];
         let mut tx = self.pool.begin().await?;
+        // Keys first: a key used before names its first message, and that message is not
+        // stored again (`firsts[i]`: the repeat's first, as a stored row or a batch position).
+        let mut firsts: Vec<Option<First>> = vec![None; batch.len()];
+        let mut claimed: Vec<(&str, &str, usize)> = Vec::new();
+        for (i, m) in batch.iter().enumerate() {
+            let Some(key) = m.key.as_deref() else {
+                continue;
+            };
+            if let Some(&(_, _, at)) = claimed.iter().find(|(a, k, _)| *a == m.author && *k == key)
+            {
+                firsts[i] = Some(First::InBatch(at));
+                continue;
+            }
+            sqlx::query("DELETE FROM chat_sends WHERE author = $1 AND send_key = $2 AND at < $3")
+                .bind(m.author.as_str())
+                .bind(key)
+                .bind(m.at - SEND_KEY_MS)
+                .execute(&mut *tx)
+                .await?;
+            let fresh = sqlx::query(
+                "INSERT INTO chat_sends (author, send_key, room, message_id, at) VALUES ($1, $2, $3, 0, $4)
+                 ON CONFLICT (author, send_key) DO NOTHING",
+            )
+            .bind(m.author.as_str())
+            .bind(key)
+            .bind(m.room.as_str())
+            .bind(m.at)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+                == 1;
+            if fresh {
+                claimed.push((&m.author, key, i));
+                continue;
+            }
+            let row = sqlx::query(
+                "SELECT s.room, s.message_id, m.author, m.text, m.created_at, m.deleted
+                 FROM chat_sends s LEFT JOIN chat_messages m ON m.room = s.room AND m.id = s.message_id
+                 WHERE s.author = $1 AND s.send_key = $2",
+            )
+            .bind(m.author.as_str())
+            .bind(key)
+            .fetch_one(&mut *tx)
+            .await?;
+            let room: String = row.try_get(0)?;
+            let id: i64 = row.try_get(1)?;
+            // Trimmed from the history since: the ack needs only the id.
+            let stored = ChatRow {
+                id,
+                author: row
+                    .try_get::<Option<String>, _>(2)?
+                    .unwrap_or_else(|| m.author.clone()),
+                text: row.try_get::<Option<String>, _>(3)?.unwrap_or_default(),
+                created_at: row.try_get::<Option<i64>, _>(4)?.unwrap_or(m.at),
+                deleted: row.try_get::<Option<i64>, _>(5)?.is_some_and(|d| d != 0),
+                room,
+                repeat: true,
+            };
+            firsts[i] = Some(First::Stored(stored));
+        }
         // Rooms in order of first appearance, each with the positions of its messages.
         let mut rooms: Vec<(&str, Vec<usize>)> = Vec::new();
         for (i, m) in batch.iter().enumerate() {
+            if firsts[i].is_some() {
+                continue;
+            }
             match rooms.iter_mut().find(|(r, _)| *r == m.room) {
                 Some((_, at)) => at.push(i),
                 None => rooms.push((&m.room, vec![i])),
@@ -140,19 +221,50 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
+        for &(author, key, i) in &claimed {
+            sqlx::query(
+                "UPDATE chat_sends SET message_id = $3 WHERE author = $1 AND send_key = $2",
+            )
+            .bind(author)
+            .bind(key)
+            .bind(ids[i])
+            .execute(&mut *tx)
+            .await?;
+        }
         tx.commit().await?;
-        Ok(batch
-            .iter()
-            .zip(ids)
-            .map(|(m, id)| ChatRow {
+        let stored = |i: usize| {
+            let m = &batch[i];
+            ChatRow {
                 room: m.room.clone(),
-                id,
+                id: ids[i],
                 author: m.author.clone(),
                 text: m.text.clone(),
                 created_at: m.at,
                 deleted: false,
+                repeat: false,
+            }
+        };
+        Ok(firsts
+            .into_iter()
+            .enumerate()
+            .map(|(i, first)| match first {
+                None => stored(i),
+                Some(First::Stored(row)) => row,
+                Some(First::InBatch(at)) => ChatRow {
+                    repeat: true,
+                    ..stored(at)
+                },
             })
             .collect())
+    }
+
+    /// Forgets send keys older than [`SEND_KEY_MS`] before `now`; returns how many.
+    pub async fn forget_send_keys(&self, now: i64) -> sqlx::Result<u64> {
+        Ok(sqlx::query("DELETE FROM chat_sends WHERE at < $1")
+            .bind(now - SEND_KEY_MS)
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
     }
 
     /// Up to `limit` messages of `room` after id `after`, oldest first.
@@ -409,6 +521,7 @@ mod tests {
             author: "alice".into(),
             text: text.into(),
             at: 1_000,
+            key: None,
         }
     }
 
@@ -517,6 +630,93 @@ mod tests {
         assert_eq!(
             store.chat_room_bounds("nowhere").await.unwrap(),
             RoomBounds::default()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_repeated_send_key_stores_once_and_answers_with_the_first_message() {
+        let (_dir, store) = store().await;
+        let keyed = |text: &str, key: &str| NewChatMessage {
+            key: Some(key.into()),
+            ..new("general", text)
+        };
+        // In one batch: the second use of "k1" is the first's message.
+        let rows = store
+            .append_chat_messages(
+                &[
+                    keyed("one", "k1"),
+                    keyed("one again", "k1"),
+                    new("general", "plain"),
+                ],
+                100,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            rows.iter()
+                .map(|r| (r.id, r.repeat, r.text.as_str()))
+                .collect::<Vec<_>>(),
+            [(1, false, "one"), (1, true, "one"), (2, false, "plain")]
+        );
+        // In a later batch, and from another room: still the first message.
+        let again = store
+            .append_chat_messages(
+                &[NewChatMessage {
+                    room: "other".into(),
+                    ..keyed("x", "k1")
+                }],
+                100,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            (
+                again[0].room.as_str(),
+                again[0].id,
+                again[0].repeat,
+                again[0].text.as_str()
+            ),
+            ("general", 1, true, "one")
+        );
+        // Another author's "k1" is theirs.
+        let bob = store
+            .append_chat_messages(
+                &[NewChatMessage {
+                    author: "bob".into(),
+                    ..keyed("bob's", "k1")
+                }],
+                100,
+            )
+            .await
+            .unwrap();
+        assert_eq!((bob[0].id, bob[0].repeat), (3, false));
+        assert_eq!(
+            store
+                .chat_messages_after("general", 0, 10)
+                .await
+                .unwrap()
+                .len(),
+            3
+        );
+        // A day later the key is free again.
+        let later = store
+            .append_chat_messages(
+                &[NewChatMessage {
+                    at: 1_000 + SEND_KEY_MS + 1,
+                    ..keyed("new day", "k1")
+                }],
+                100,
+            )
+            .await
+            .unwrap();
+        assert_eq!((later[0].id, later[0].repeat), (4, false));
+        assert_eq!(
+            store
+                .forget_send_keys(1_000 + SEND_KEY_MS + 2)
+                .await
+                .unwrap(),
+            1,
+            "bob's old key goes"
         );
     }
 }

@@ -48,6 +48,9 @@ pub(super) async fn write_loop(
     let mut batch: Vec<Pending> = Vec::with_capacity(WRITE_BATCH);
     let mut stop = std::pin::pin!(shutdown.cancelled_owned());
     let mut closing = false;
+    // Send keys older than a day are forgotten now and then (each is also replaced when
+    // reused after a day).
+    let mut forget = tokio::time::interval(Duration::from_secs(600));
     loop {
         let received = tokio::select! {
             biased;
@@ -59,6 +62,12 @@ pub(super) async fn write_loop(
             }
             // Whatever arrived meanwhile, up to a batch; 0: closed and drained.
             n = rx.recv_many(&mut batch, WRITE_BATCH) => n,
+            _ = forget.tick(), if !closing => {
+                if let Err(e) = store.forget_send_keys(crate::server::clock::now_ms()).await {
+                    tracing::warn!(error = %e, "forgetting old chat send keys failed");
+                }
+                continue;
+            }
         };
         if received == 0 {
             break;
@@ -67,8 +76,10 @@ pub(super) async fn write_loop(
         match store.append_chat_messages(&messages, keep).await {
             Ok(rows) => {
                 for (pending, row) in batch.drain(..).zip(rows) {
-                    activity.note(&row);
-                    publish(&*bus, &row);
+                    if !row.repeat {
+                        activity.note(&row);
+                        publish(&*bus, &row);
+                    }
                     let _ = pending.reply.send(Some(row));
                 }
             }
@@ -98,7 +109,7 @@ pub(super) async fn write_loop(
                             }
                         }
                     }
-                    if let Some(row) = &stored {
+                    if let Some(row) = stored.as_ref().filter(|r| !r.repeat) {
                         activity.note(row);
                         publish(&*bus, row);
                     }

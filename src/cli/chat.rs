@@ -8,6 +8,9 @@
 //! (or end of input) leaves. `--rooms` prints the list and exits; `--private` makes `--room`
 //! private first; `--add USER` adds members to it. When the connection drops it reconnects by itself with backoff and
 //! rejoins with `lastMessageId`, so the room continues exactly after the last message shown.
+//! Every line is sent with a `clientId` and kept until the server's `chat-ack`: after a
+//! reconnect the unacknowledged ones are sent again with the same ids, so a line typed into a
+//! dying connection is neither lost nor stored twice.
 //! Text from others is printed with control characters replaced, so a message cannot drive
 //! the terminal.
 //!
@@ -202,9 +205,67 @@ fn line_for(msg: &ServerMsg, last: &mut i64, room: &mut String) -> Option<String
             g.first_available_id - 1
         )),
         ServerMsg::ChatRead { .. }
+        | ServerMsg::ChatAck { .. }
         | ServerMsg::NotificationsRead { .. }
         | ServerMsg::RoomActivity { .. } => None,
     }
+}
+
+/// Lines sent but not yet acknowledged, oldest first: sent again after a reconnect.
+#[derive(Default)]
+struct Unacked {
+    /// This run's prefix for client ids (random, so two runs never share one).
+    prefix: String,
+    next: u64,
+    lines: Vec<(String, String, String)>,
+}
+
+/// Unacknowledged lines kept at most; past it, new lines are refused until some are acked.
+const UNACKED_MAX: usize = 1000;
+
+impl Unacked {
+    fn new() -> Self {
+        let mut bytes = [0u8; 6];
+        let _ = getrandom::getrandom(&mut bytes);
+        Self {
+            prefix: bytes.iter().map(|b| format!("{b:02x}")).collect(),
+            ..Self::default()
+        }
+    }
+
+    /// The frame for a new line to `room`, kept until acknowledged; `None` when full.
+    fn add(&mut self, room: &str, text: &str) -> Option<Message> {
+        if self.lines.len() >= UNACKED_MAX {
+            return None;
+        }
+        self.next += 1;
+        let id = format!("{}-{}", self.prefix, self.next);
+        self.lines
+            .push((id.clone(), room.to_string(), text.to_string()));
+        Some(frame(room, text, &id))
+    }
+
+    fn acked(&mut self, client_id: &str) {
+        self.lines.retain(|(id, _, _)| id != client_id);
+    }
+
+    /// The frames to send again once `room` is joined.
+    fn again(&self, room: &str) -> Vec<Message> {
+        self.lines
+            .iter()
+            .filter(|(_, r, _)| r == room)
+            .map(|(id, r, text)| frame(r, text, id))
+            .collect()
+    }
+}
+
+fn frame(room: &str, text: &str, client_id: &str) -> Message {
+    let msg = ClientMsg::ChatMessage {
+        text: text.to_string(),
+        room: Some(room.to_string()),
+        client_id: Some(client_id.to_string()),
+    };
+    Message::Text(serde_json::to_string(&msg).expect("serializable").into())
 }
 
 /// Why a connection ended.
@@ -261,6 +322,7 @@ pub async fn run(args: ChatArgs) -> anyhow::Result<()> {
 
     let mut room = args.room.clone();
     let mut last = 0i64;
+    let mut unacked = Unacked::new();
     let mut failures = 0u32;
     let mut signed_in = false;
     let rooms = Rooms {
@@ -312,6 +374,7 @@ pub async fn run(args: ChatArgs) -> anyhow::Result<()> {
                 &rooms,
                 &mut room,
                 &mut last,
+                &mut unacked,
                 &mut lines,
                 &mut failures,
             )
@@ -353,6 +416,7 @@ async fn session(
     rooms: &Rooms<'_>,
     room: &mut String,
     last: &mut i64,
+    unacked: &mut Unacked,
     lines: &mut tokio::sync::mpsc::Receiver<Option<String>>,
     failures: &mut u32,
 ) -> Ended {
@@ -377,6 +441,13 @@ async fn session(
         };
         Message::Text(serde_json::to_string(&msg).expect("serializable").into())
     };
+    // One room at a time here: a switch leaves the old one (its unsent lines wait for it).
+    let leave = |room: &str| {
+        let msg = ClientMsg::ChatLeave {
+            room: Some(room.to_string()),
+        };
+        Message::Text(serde_json::to_string(&msg).expect("serializable").into())
+    };
     if let Err(e) = tx.send(join(room, *last)).await {
         return Ended::Dropped(e.to_string());
     }
@@ -391,8 +462,16 @@ async fn session(
             }) {
                 Some(Ok(Message::Text(t))) => match serde_json::from_str::<ServerMsg>(t.as_str()) {
                     Ok(msg) => {
-                        if matches!(msg, ServerMsg::ChatJoined { .. }) {
+                        if let ServerMsg::ChatJoined { room: joined, .. } = &msg {
                             *failures = 0;
+                            for again in unacked.again(joined) {
+                                if let Err(e) = tx.send(again).await {
+                                    return Ended::Dropped(e.to_string());
+                                }
+                            }
+                        }
+                        if let ServerMsg::ChatAck { client_id, .. } = &msg {
+                            unacked.acked(client_id);
                         }
                         if let Some(line) = line_for(&msg, last, room) {
                             println!("{line}");
@@ -441,6 +520,9 @@ async fn session(
                         continue;
                     }
                     eprintln!("* made #{next}, private, with you as its owner");
+                    if let Err(e) = tx.send(leave(room)).await {
+                        return Ended::Dropped(e.to_string());
+                    }
                     *room = next.to_string();
                     *last = 0;
                     join(room, 0)
@@ -450,12 +532,20 @@ async fn session(
                         eprintln!("! {problem}");
                         continue;
                     }
+                    if let Err(e) = tx.send(leave(room)).await {
+                        return Ended::Dropped(e.to_string());
+                    }
                     *room = next.to_string();
                     *last = 0;
                     join(room, 0)
                 } else {
-                    let msg = ClientMsg::ChatMessage { text: line.to_string() };
-                    Message::Text(serde_json::to_string(&msg).expect("serializable").into())
+                    match unacked.add(room, line) {
+                        Some(frame) => frame,
+                        None => {
+                            eprintln!("! {UNACKED_MAX} lines wait for the server; try again once they are sent");
+                            continue;
+                        }
+                    }
                 };
                 if let Err(e) = tx.send(frame).await {
                     return Ended::Dropped(e.to_string());

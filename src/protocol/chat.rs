@@ -26,6 +26,30 @@ pub fn not_a_member(room: &str) -> String {
     format!("You are not a member of #{room}.")
 }
 
+/// Rooms one WebSocket may be in at once.
+pub const ROOMS_PER_SOCKET: usize = 32;
+/// Longest `clientId` (and `Idempotency-Key`), in characters.
+pub const CLIENT_ID_MAX: usize = 64;
+
+/// The sentence for a join past [`ROOMS_PER_SOCKET`].
+pub fn too_many_rooms() -> String {
+    format!("A connection can be in at most {ROOMS_PER_SOCKET} rooms; leave one first.")
+}
+
+/// What is wrong with a `clientId` or `Idempotency-Key`, if anything.
+pub fn client_id_problem(id: &str, name: &str) -> Option<String> {
+    let chars = id.chars().count();
+    if chars == 0 || chars > CLIENT_ID_MAX {
+        Some(format!(
+            "`{name}` is 1 to {CLIENT_ID_MAX} characters; this one has {chars}."
+        ))
+    } else if id.chars().any(char::is_control) {
+        Some(format!("`{name}` cannot hold control characters."))
+    } else {
+        None
+    }
+}
+
 /// How often one user's `chat-typing` in one room is passed on at most.
 pub const TYPING_EVERY_MS: u64 = 2000;
 
@@ -39,11 +63,23 @@ pub enum ClientMsg {
         #[serde(default)]
         last_message_id: Option<i64>,
     },
+    /// A message to `room` (one the socket joined; without it, the room joined last).
+    /// With `clientId`, the sender gets `chat-ack` once it is stored, and the same id again
+    /// (a resend after a reconnect) stores nothing new.
+    #[serde(rename_all = "camelCase")]
     ChatMessage {
         text: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        room: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        client_id: Option<String>,
     },
-    ChatLeave,
-    /// "I am typing" in the joined room (`room` names it; without it, the room joined).
+    /// Leave `room` (without it, the room joined last).
+    ChatLeave {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        room: Option<String>,
+    },
+    /// "I am typing" in `room` (without it, the room joined last).
     ChatTyping {
         #[serde(default)]
         room: Option<String>,
@@ -51,9 +87,7 @@ pub enum ClientMsg {
     /// Replay the notifications after this id (a `notifications-gap` first when some are no
     /// longer kept), then go on live from there.
     #[serde(rename_all = "camelCase")]
-    NotificationsSince {
-        last_notification_id: i64,
-    },
+    NotificationsSince { last_notification_id: i64 },
 }
 
 /// The client message types the server knows (others get [`UNKNOWN_TYPE`]).
@@ -228,6 +262,14 @@ pub enum ServerMsg {
     ChatGap(ChatGap),
     ChatError {
         message: String,
+    },
+    /// The sender's message with this `clientId` is stored as `id` (sent once per send,
+    /// repeats included).
+    #[serde(rename_all = "camelCase")]
+    ChatAck {
+        client_id: String,
+        id: i64,
+        room: String,
     },
     Notification(Notification),
     /// A private room's owner removed me: the room's stream ends here.
@@ -437,9 +479,28 @@ mod tests {
         ));
         let text: ClientMsg =
             serde_json::from_value(json!({"type":"chat-message","text":"hi"})).unwrap();
-        assert_eq!(text, ClientMsg::ChatMessage { text: "hi".into() });
+        assert_eq!(
+            text,
+            ClientMsg::ChatMessage {
+                text: "hi".into(),
+                room: None,
+                client_id: None
+            }
+        );
+        let acked: ClientMsg = serde_json::from_value(
+            json!({"type":"chat-message","text":"hi","room":"ops","clientId":"c-1"}),
+        )
+        .unwrap();
+        assert_eq!(
+            acked,
+            ClientMsg::ChatMessage {
+                text: "hi".into(),
+                room: Some("ops".into()),
+                client_id: Some("c-1".into())
+            }
+        );
         let leave: ClientMsg = serde_json::from_value(json!({"type":"chat-leave"})).unwrap();
-        assert_eq!(leave, ClientMsg::ChatLeave);
+        assert_eq!(leave, ClientMsg::ChatLeave { room: None });
         assert!(serde_json::from_value::<ClientMsg>(json!({"type":"chat-dance"})).is_err());
     }
 

@@ -1318,6 +1318,7 @@ async fn joins_to_a_socket_that_does_not_read_pin_a_bounded_amount_of_memory() {
             author: format!("u{i}"),
             text: long.clone(),
             at: 0,
+            key: None,
         })
         .collect();
     for chunk in rows.chunks(100) {

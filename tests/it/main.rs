@@ -16,6 +16,7 @@ mod auth;
 mod binary;
 mod chat;
 mod chat_cli;
+mod connections;
 mod dashboard;
 mod deploy;
 mod export;
