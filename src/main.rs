@@ -40,6 +40,8 @@ async fn main() -> std::process::ExitCode {
         /// Chat in a room over the WebSocket: type to send, `/join <room>`, `/quit`;
         /// reconnects and resumes by itself.
         Chat(tidings::cli::chat::ChatArgs),
+        /// API keys for other servers (admin): `create NAME`, `list`, `revoke ID`.
+        Keys(tidings::cli::keys::KeysArgs),
         /// Manage accounts in DATABASE_URL's database (`users add NAME [--admin]`).
         #[command(subcommand)]
         Users(tidings::auth::users::UsersCommand),
@@ -53,6 +55,7 @@ async fn main() -> std::process::ExitCode {
         Command::Export(args) => tidings::cli::export::run(args).await.map(|_| ()),
         Command::Tail(args) => tidings::cli::tail::run(args).await.map(|_| ()),
         Command::Chat(args) => tidings::cli::chat::run(args).await,
+        Command::Keys(args) => tidings::cli::keys::run(args).await,
         Command::Users(command) => tidings::auth::users::run(command).await,
     };
     match result {

@@ -42,7 +42,7 @@ use crate::{
         POLL_LIMIT_DEFAULT, POLL_LIMIT_MAX,
     },
     server::{
-        access::identity::{CurrentUser, StreamUser},
+        access::identity::{CurrentUser, Publisher, StreamUser},
         clock,
         error::number_param,
         fanout::bus::Received,
@@ -374,13 +374,14 @@ async fn delete_message(
 /// `POST /api/rooms/{room}/messages {"text"}` → 201 the stored message.
 async fn publish(
     Extension(hub): Extension<Hub>,
-    user: CurrentUser,
+    publisher: Publisher,
     Path(room): Path<String>,
     headers: axum::http::HeaderMap,
     ApiJson(body): ApiJson<PostMessage>,
 ) -> Result<Response, ApiError> {
     let key = idempotency_key(&headers)?;
-    let pass = hub.admit(&room, &user.user.username).await?;
+    // A user, or another server by its API key (the key's name signs the message).
+    let pass = hub.admit(&room, publisher.name()).await?;
     // A repeat of the key gets the first 201 body, and nothing is stored again.
     let (message, _) = hub.send(&pass, &body.text, key.as_deref()).await?;
     Ok((StatusCode::CREATED, Json::<ChatMessage>(message)).into_response())

@@ -7,6 +7,7 @@
 //!   drops and restarts ([`tail`]).
 //! - `tidings chat`: a terminal chat over the WebSocket (tokio-tungstenite) that reconnects
 //!   and resumes after the last message shown ([`chat`]).
+//! - `tidings keys`: an admin's API keys for other servers ([`keys`]).
 //!
 //! These import only `protocol` and `retry`, never the server or a feature. (`tidings users
 //! add` and `tidings seed` talk to the database, not to a server: they live with their
@@ -21,6 +22,7 @@
 
 pub mod chat;
 pub mod export;
+pub mod keys;
 pub mod tail;
 
 pub use crate::retry::{backoff, retryable};

@@ -7,15 +7,22 @@
 //!   `server::observe::logs`.
 //! - `view` and `client`: the `/dashboard` page; [`dashboard_page`] gives its first render.
 //!
-//! Wire types: `protocol::metrics`.
+//! - `keys` (ssr): the admin's API keys for other servers (`/api/keys`).
+//!
+//! Wire types: `protocol::metrics`, `protocol::keys`.
 //! Tests: unit tests in `server::observe::metrics`, `server::observe::logs` and `view`; `tests/it/dashboard.rs`;
 //! `end2end/tests/dashboard.spec.ts`.
 
 #[cfg(feature = "ssr")]
+mod keys;
+#[cfg(feature = "ssr")]
 mod server;
 
+/// The dashboard's routes: its streams, the admin's connection list, and the API keys.
 #[cfg(feature = "ssr")]
-pub use server::router;
+pub fn router() -> axum::Router<crate::server::AppState> {
+    server::router().merge(keys::router())
+}
 
 mod client;
 mod view;

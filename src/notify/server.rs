@@ -25,7 +25,7 @@ use crate::{
         NOTIFICATION_KINDS, NOTIFICATION_MAX_CHARS,
     },
     server::{
-        access::identity::{AdminUser, CurrentUser, StreamUser},
+        access::identity::{CurrentUser, Publisher, StreamUser},
         clock,
         error::number_param,
         fanout::bus::{Envelope, Received, NOTIFICATIONS},
@@ -107,9 +107,11 @@ fn checked(body: &SendNotification) -> Result<String, ApiError> {
 /// `POST /api/notifications`.
 async fn send(
     State(state): State<AppState>,
-    AdminUser(admin): AdminUser,
+    publisher: Publisher,
     ApiJson(body): ApiJson<SendNotification>,
 ) -> Result<Json<NotificationSent>, ApiError> {
+    // An admin, or another server by its API key.
+    let publisher = publisher.admin_or_key()?;
     let title = checked(&body)?;
     let to = match &body.to {
         None => None,
@@ -135,7 +137,7 @@ async fn send(
             &body.kind,
             &title,
             body.message.trim(),
-            &admin.user.username,
+            publisher.name(),
             now,
             to.as_deref(),
             KEEP,

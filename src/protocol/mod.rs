@@ -15,6 +15,7 @@ pub mod csv;
 pub mod error;
 pub mod export_read;
 pub mod jobs;
+pub mod keys;
 pub mod metrics;
 pub mod ndjson;
 

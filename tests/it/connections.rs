@@ -3,10 +3,13 @@
 //!
 //! - one WebSocket in several rooms, `room` on every message, a 33rd room refused;
 //! - `clientId` acks, and a resend on a new socket after a drop stored once;
-//! - `Idempotency-Key` on `POST`: the repeat gets the first 201 body.
+//! - `Idempotency-Key` on `POST`: the repeat gets the first 201 body;
+//! - API keys (the dashboard's routes and `tidings keys`): a key publishes to rooms and sends
+//!   notifications with no cookie and a foreign `Origin`, is nothing else, and stops at once
+//!   when revoked.
 
 use crate::chat::{collect_for, connect, join, next_of, poll, send_json};
-use crate::common::{error_code, TestServer};
+use crate::common::{error_code, get_json, plain_client, post_json, TestServer, PASSWORD};
 
 use std::time::Duration;
 
@@ -106,4 +109,144 @@ async fn an_idempotency_key_makes_a_repeated_post_return_the_first_message() {
     let too_long = post(&"k".repeat(65)).await.unwrap();
     assert_eq!(too_long.status(), 400);
     assert_eq!(error_code(too_long).await, "invalid_idempotency_key");
+}
+
+/// `tidings keys ARGS…` as `admin` against `server`; stdout on success.
+async fn keys_cli(server: &TestServer, args: &[&str]) -> String {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_tidings"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("TIDINGS_PASSWORD", PASSWORD)
+        .env("RUST_LOG", "warn")
+        .args(["keys", "--server", &server.base, "--username", "admin"])
+        .args(args)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "tidings keys {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn an_api_key_publishes_without_a_cookie_until_it_is_revoked_and_is_nothing_else() {
+    let server = TestServer::start().await;
+    let admin = server.user("admin").await;
+    let alice = server.user("alice").await;
+    // Made with the CLI: the key alone on stdout.
+    let key = keys_cli(&server, &["create", "deploy-bot"])
+        .await
+        .trim()
+        .to_string();
+    assert!(key.starts_with("tdk_"), "{key}");
+    let listed = keys_cli(&server, &["list"]).await;
+    assert!(
+        listed.contains("deploy-bot") && !listed.contains(&key),
+        "{listed}"
+    );
+    // Not an admin: 403; a bad name and a taken one: 400 and 409.
+    let res = post_json(
+        &alice.http,
+        &server.url("/api/keys"),
+        json!({"name":"mine"}),
+    )
+    .await;
+    assert_eq!(res.status(), 403);
+    let res = post_json(
+        &admin.http,
+        &server.url("/api/keys"),
+        json!({"name":"Bad Name"}),
+    )
+    .await;
+    assert_eq!(error_code(res).await, "invalid_key_name");
+    let res = post_json(
+        &admin.http,
+        &server.url("/api/keys"),
+        json!({"name":"alice"}),
+    )
+    .await;
+    assert_eq!(error_code(res).await, "name_taken");
+
+    // A plain client, no cookie, a foreign Origin: posts to a room and sends a notification.
+    let mut ws = connect(&server, &alice).await;
+    join(&mut ws, "deploys", None).await;
+    let plain = plain_client();
+    let bearer = |req: reqwest::RequestBuilder, key: &str| {
+        req.header("authorization", format!("Bearer {key}"))
+            .header("origin", "https://ci.example.net")
+    };
+    let res = bearer(plain.post(server.url("/api/rooms/deploys/messages")), &key)
+        .json(&json!({"text":"v1.2.3 is live"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let heard = next_of(&mut ws, "chat-message").await;
+    assert_eq!(
+        (heard["displayName"].as_str(), heard["text"].as_str()),
+        (Some("deploy-bot"), Some("v1.2.3 is live"))
+    );
+    let res = bearer(plain.post(server.url("/api/notifications")), &key)
+        .json(&json!({"kind":"deploy","message":"v1.2.3 is live"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(next_of(&mut ws, "notification").await["kind"], "deploy");
+
+    // The key is nothing else: not a session for jobs or keys, and not accepted as a cookie.
+    for (path, body) in [
+        ("/api/jobs", json!({"kind":"sleep"})),
+        ("/api/keys", json!({"name":"more"})),
+    ] {
+        let res = bearer(plain.post(server.url(path)), &key)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 401, "{path}");
+    }
+    let res = plain
+        .get(server.url("/api/keys"))
+        .header("cookie", format!("tidings_session={key}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    // Unknown, malformed: 401 `invalid_key`.
+    for bad in ["Bearer tdk_unknown", "Basic abc", "Bearer "] {
+        let res = plain
+            .post(server.url("/api/rooms/deploys/messages"))
+            .header("authorization", bad)
+            .json(&json!({"text":"x"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 401, "{bad}");
+        assert_eq!(error_code(res).await, "invalid_key", "{bad}");
+    }
+
+    // Revoked with the CLI: refused at once; the list no longer has it.
+    let list: Value = get_json(&admin.http, &server.url("/api/keys")).await;
+    let id = list["keys"][0]["id"].as_str().unwrap().to_string();
+    assert!(list["keys"][0]["lastUsedAt"].is_string(), "{list}");
+    keys_cli(&server, &["revoke", &id]).await;
+    let res = bearer(plain.post(server.url("/api/rooms/deploys/messages")), &key)
+        .json(&json!({"text":"again"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    let list: Value = get_json(&admin.http, &server.url("/api/keys")).await;
+    assert_eq!(list["keys"], json!([]));
+    let res = admin
+        .http
+        .delete(server.url(&format!("/api/keys/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404);
 }

@@ -5,6 +5,9 @@
 //!   (for an EventSource on another origin). For GET stream routes only.
 //! - [`AdminUser`]: a `CurrentUser` with the admin role, else 403.
 //! - [`MaybeUser`]: never refuses; pages use it to show who is signed in.
+//! - [`Publisher`]: a signed-in user, or another server with an API key
+//!   (`Authorization: Bearer tdk_…`). Only the routes that publish take it, so a key is never
+//!   a session for anything else (it cannot make keys or jobs).
 //!
 //! The cookie holds 32 random bytes; the database keeps only their SHA-256, so a leaked
 //! database holds no usable session. Each request looks its session up once (cached in the
@@ -134,6 +137,76 @@ impl FromRequestParts<AppState> for AdminUser {
             Ok(Self(user))
         } else {
             Err(ApiError::Forbidden("Only admins may do this.".into()))
+        }
+    }
+}
+
+/// Who publishes a message or a notification: a signed-in user, or an API key.
+#[derive(Clone, Debug)]
+pub enum Publisher {
+    User(CurrentUser),
+    /// Another server, by its key (the key's name signs what it publishes).
+    Key(crate::server::storage::api_keys::ApiKeyRow),
+}
+
+impl Publisher {
+    /// The name its messages carry: the username, or the key's name.
+    pub fn name(&self) -> &str {
+        match self {
+            Self::User(u) => &u.user.username,
+            Self::Key(k) => &k.name,
+        }
+    }
+
+    /// A key, or a user with the admin role; else 403.
+    pub fn admin_or_key(self) -> Result<Self, ApiError> {
+        match &self {
+            Self::User(u) if !u.user.is_admin() => {
+                Err(ApiError::Forbidden("This needs the admin role.".into()))
+            }
+            _ => Ok(self),
+        }
+    }
+}
+
+/// The bearer credential of a request, if it has an `Authorization` header: `Err` when the
+/// header is there but is not `Bearer <key>`.
+pub fn bearer(parts: &Parts) -> Option<Result<&str, ()>> {
+    let value = parts.headers.get(axum::http::header::AUTHORIZATION)?;
+    Some(
+        value
+            .to_str()
+            .ok()
+            .and_then(|v| {
+                let (scheme, key) = v.split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then(|| key.trim())
+            })
+            .filter(|k| !k.is_empty())
+            .ok_or(()),
+    )
+}
+
+impl FromRequestParts<AppState> for Publisher {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let refused = |message: &str| {
+            ApiError::refused(axum::http::StatusCode::UNAUTHORIZED, "invalid_key", message)
+        };
+        match bearer(parts) {
+            None => Ok(Self::User(
+                CurrentUser::from_request_parts(parts, state).await?,
+            )),
+            Some(Err(())) => Err(refused(
+                "`Authorization` must be `Bearer <key>` with an API key from an admin.",
+            )),
+            Some(Ok(key)) => match state.store.use_api_key(key, clock::now_ms()).await? {
+                Some(row) => Ok(Self::Key(row)),
+                None => Err(refused("That API key is unknown or was revoked.")),
+            },
         }
     }
 }

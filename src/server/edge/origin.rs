@@ -5,7 +5,9 @@
 //! `http://` or `https://` (a `Host` the host check let through: an address or `localhost`);
 //! plus `TIDINGS_ALLOWED_ORIGINS` either way. Requests without `Origin` (command-line clients) pass: the
 //! SameSite=Lax cookie already keeps browsers from sending the session cross-site on those.
-//! This is the defence against CSRF and cross-site WebSocket hijacking.
+//! This is the defence against CSRF and cross-site WebSocket hijacking. A request that carries
+//! `Authorization: Bearer` and no cookie passes too: an API key is not sent by a browser on
+//! its own, so there is nothing to forge (the key routes take no cookie from it).
 //!
 //! Tests: the unit tests below, and `tests/it/auth.rs` over the real server.
 
@@ -54,6 +56,14 @@ pub fn foreign_origin(
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
     let safe = matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) && !is_upgrade;
     if safe {
+        return None;
+    }
+    let bearer_only = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.len() > 7 && v[..7].eq_ignore_ascii_case("bearer "))
+        && !headers.contains_key(header::COOKIE);
+    if bearer_only && !is_upgrade {
         return None;
     }
     let origin = headers.get(header::ORIGIN)?;
@@ -137,6 +147,25 @@ mod tests {
         assert!(foreign_origin(&Method::GET, &ws, HOST, &[], &[]).is_some());
         let null = headers(&[("origin", "null")]);
         assert!(foreign_origin(&Method::POST, &null, HOST, &[], &[]).is_some());
+    }
+
+    #[test]
+    fn a_bearer_key_without_a_cookie_passes_but_not_with_one() {
+        let post = Method::POST;
+        let key = headers(&[
+            ("origin", "https://ci.example"),
+            ("authorization", "Bearer tdk_x"),
+        ]);
+        assert_eq!(
+            foreign_origin(&post, &key, Some("localhost:3000"), &[], &[]),
+            None
+        );
+        let with_cookie = headers(&[
+            ("origin", "https://ci.example"),
+            ("authorization", "Bearer tdk_x"),
+            ("cookie", "tidings_session=abc"),
+        ]);
+        assert!(foreign_origin(&post, &with_cookie, Some("localhost:3000"), &[], &[]).is_some());
     }
 
     #[test]

@@ -17,6 +17,7 @@ use std::{
 };
 
 pub mod accounts;
+pub mod api_keys;
 pub mod audit;
 
 pub use accounts::{SessionRow, UserRow};
