@@ -12,7 +12,7 @@ use axum::{
     http::{header, HeaderName, Method},
     middleware,
     response::{IntoResponse, Response},
-    routing::any,
+    routing::{any, get},
     Router,
 };
 use leptos_axum::{generate_route_list, AxumRouteListing, LeptosRoutes};
@@ -34,7 +34,7 @@ use crate::{
         edge::http::{self, HttpLimits},
         edge::origin::refuse_foreign_origins,
         error::{api_method_not_allowed, api_not_found},
-        observe::health,
+        observe::{health, prometheus},
         ApiError, AppState,
     },
     settings::Settings,
@@ -80,6 +80,7 @@ pub fn app(state: AppState, services: &Services) -> Router {
 
     let mut router = Router::new()
         .merge(health::router())
+        .route("/metrics", get(prometheus::scrape))
         .merge(api)
         .leptos_routes_with_context(&state, route_list(), provide_request_nonce, {
             let options = state.leptos_options.clone();
@@ -122,6 +123,10 @@ pub fn app(state: AppState, services: &Services) -> Router {
             security_headers,
         ))
         .layer(CatchPanicLayer::custom(panic_response))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            prometheus::record_request,
+        ))
         .layer(middleware::from_fn(log_request))
         .layer(TraceLayer::new_for_http())
         .with_state(state)

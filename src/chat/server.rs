@@ -48,6 +48,7 @@ use crate::{
         fanout::bus::Received,
         fanout::sse::{self, Event, SseOptions},
         fanout::ws,
+        observe::metrics,
         ApiError, ApiJson, AppState,
     },
 };
@@ -384,6 +385,7 @@ async fn publish(
     let pass = hub.admit(&room, publisher.name()).await?;
     // A repeat of the key gets the first 201 body, and nothing is stored again.
     let (message, _) = hub.send(&pass, &body.text, key.as_deref()).await?;
+    metrics::record_received(metrics::Inbound::Http);
     Ok((StatusCode::CREATED, Json::<ChatMessage>(message)).into_response())
 }
 

@@ -69,6 +69,7 @@ use crate::{
         clock,
         fanout::bus::{Received, Subscription},
         fanout::ws,
+        observe::metrics,
         shutdown::Shutdown,
     },
 };
@@ -428,7 +429,11 @@ async fn handle(hub: &Hub, user: &str, frame: &str, joined: &mut Vec<RoomPass>) 
             {
                 return reply(error(problem));
             }
-            match hub.send(pass, &body, client_id.as_deref()).await {
+            let sent = hub.send(pass, &body, client_id.as_deref()).await;
+            if sent.is_ok() {
+                metrics::record_received(metrics::Inbound::WebSocket);
+            }
+            match sent {
                 // Everyone, the sender included, gets it from the room's subscription; the
                 // sender's ack comes straight back (a repeat's too: its first was lost).
                 Ok((message, _)) => client_id.map(|client_id| {
@@ -706,6 +711,12 @@ async fn write_loop<S>(
             })));
         }
         if !burst.is_empty() {
+            ws::record_deliveries(
+                burst
+                    .iter()
+                    .filter(|m| matches!(m, Message::Text(_)))
+                    .count() as u64,
+            );
             // Most writes finish at once (the kernel takes them): only one that has to wait
             // gets a timer. Boxed: it exists only while writing, not in every idle task.
             let written = {

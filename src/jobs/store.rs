@@ -181,6 +181,13 @@ impl Store {
             .await
     }
 
+    /// How many jobs are in each status (for `GET /metrics`).
+    pub async fn jobs_by_status(&self) -> sqlx::Result<Vec<(String, i64)>> {
+        sqlx::query_as("SELECT status, COUNT(*) FROM jobs GROUP BY status ORDER BY status")
+            .fetch_all(&self.pool)
+            .await
+    }
+
     /// Queued and running jobs, in one query (for the live metrics).
     pub async fn job_counts(&self) -> sqlx::Result<(i64, i64)> {
         sqlx::query_as(

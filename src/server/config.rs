@@ -73,7 +73,26 @@ pub struct Config {
     /// `TIDINGS_MAX_CONNECTIONS` (default 20000): open HTTP connections at most; more are
     /// refused at once.
     pub max_connections: usize,
+    /// `TIDINGS_METRICS_TOKEN` (at least 16 characters): lets a Prometheus server scrape
+    /// `GET /metrics` with `Authorization: Bearer <token>`; unset, only an admin session can.
+    pub metrics_token: Option<String>,
+    /// `TIDINGS_TLS_CERT` and `TIDINGS_TLS_KEY` (PEM files, both or neither): serve HTTPS
+    /// with h2 and http/1.1 on `LEPTOS_SITE_ADDR` instead of plain HTTP.
+    pub tls: Option<TlsFiles>,
 }
+
+/// The certificate chain and private key that `TIDINGS_TLS_CERT`/`TIDINGS_TLS_KEY` name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+}
+
+/// The metrics token of [`Config::for_tests`].
+pub const TEST_METRICS_TOKEN: &str = "tests-only metrics token";
+
+/// Shortest `TIDINGS_METRICS_TOKEN`.
+pub const METRICS_TOKEN_MIN_CHARS: usize = 16;
 
 /// One of `TIDINGS_PUBLIC_ORIGIN`'s origins, taken apart for matching `Host`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -316,6 +335,25 @@ impl Config {
             limits,
             max_connections: vars.number("TIDINGS_MAX_CONNECTIONS", 20_000, 1, 10_000_000)?
                 as usize,
+            metrics_token: match vars.get("TIDINGS_METRICS_TOKEN") {
+                Some(t) if t.chars().count() < METRICS_TOKEN_MIN_CHARS => anyhow::bail!(
+                    "TIDINGS_METRICS_TOKEN must be at least {METRICS_TOKEN_MIN_CHARS} characters (it has {}); \
+                     generate one with `openssl rand -hex 16`",
+                    t.chars().count()
+                ),
+                other => other,
+            },
+            tls: match (vars.get("TIDINGS_TLS_CERT"), vars.get("TIDINGS_TLS_KEY")) {
+                (None, None) => None,
+                (Some(cert), Some(key)) => Some(TlsFiles {
+                    cert: cert.into(),
+                    key: key.into(),
+                }),
+                _ => anyhow::bail!(
+                    "TIDINGS_TLS_CERT and TIDINGS_TLS_KEY go together: set both (PEM files) for HTTPS, or neither; \
+                     `tidings dev-cert --out DIR` writes a pair for localhost"
+                ),
+            },
         })
     }
 
@@ -337,6 +375,8 @@ impl Config {
             slow_client: Duration::from_secs(10),
             limits: Limits::open(),
             max_connections: 20_000,
+            metrics_token: Some(TEST_METRICS_TOKEN.to_string()),
+            tls: None,
         }
     }
 

@@ -26,6 +26,7 @@ use crate::server::{
     fanout::bus::{Bus, LocalBus},
     fanout::redis_bus::RedisBus,
     observe::metrics::Sampler,
+    observe::prometheus::HttpMetrics,
     random,
     shutdown::Shutdown,
     storage::Store,
@@ -63,6 +64,8 @@ pub struct AppState {
     pub bus: Arc<dyn Bus>,
     /// The live metrics, sampled once a second for every dashboard.
     pub metrics: Sampler,
+    /// The request-duration histogram `GET /metrics` reports.
+    pub http_metrics: HttpMetrics,
     /// This instance's id, made once here: the bus between instances and the job queue's
     /// claims both name the instance by it.
     pub instance: Arc<str>,
@@ -122,6 +125,7 @@ impl AppState {
             redis,
             listening: Arc::new(OnceLock::new()),
             metrics,
+            http_metrics: HttpMetrics::default(),
             shutdown,
             bus,
             instance,

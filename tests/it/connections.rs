@@ -250,3 +250,92 @@ async fn an_api_key_publishes_without_a_cookie_until_it_is_revoked_and_is_nothin
         .unwrap();
     assert_eq!(res.status(), 404);
 }
+
+#[tokio::test]
+async fn metrics_are_in_the_prometheus_format_for_an_admin_or_the_token_only() {
+    let server = TestServer::start().await;
+    let admin = server.user("admin").await;
+    let alice = server.user("alice").await;
+    // Some traffic to count: a message over HTTP and one over the WebSocket.
+    let mut ws = connect(&server, &alice).await;
+    join(&mut ws, "general", None).await;
+    send_json(
+        &mut ws,
+        json!({"type":"chat-message","text":"over the socket"}),
+    )
+    .await;
+    next_of(&mut ws, "chat-message").await;
+    let res = post_json(
+        &alice.http,
+        &server.url("/api/rooms/general/messages"),
+        json!({"text":"over http"}),
+    )
+    .await;
+    assert_eq!(res.status(), 201);
+
+    let plain = plain_client();
+    let scrape = |auth: Option<&str>| {
+        let mut req = plain.get(server.url("/metrics"));
+        if let Some(auth) = auth {
+            req = req.header("authorization", auth);
+        }
+        req.send()
+    };
+    let token = format!("Bearer {}", tidings::server::config::TEST_METRICS_TOKEN);
+    let res = scrape(Some(&token)).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(res.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/openmetrics-text"));
+    let text = res.text().await.unwrap();
+    for needle in [
+        "tidings_messages_total{transport=\"websocket\"}",
+        "tidings_messages_total{transport=\"http\"}",
+        "tidings_deliveries_total{transport=\"websocket\"}",
+        "tidings_deliveries_total{transport=\"sse\"}",
+        "tidings_slow_client_disconnects_total{transport=\"sse\"}",
+        "tidings_slow_client_drops_total{transport=\"websocket\"}",
+        "tidings_rows_exported_total",
+        "# TYPE tidings_jobs gauge",
+        "# TYPE tidings_http_request_duration_seconds histogram",
+        "method=\"POST\",route=\"/api/rooms/{room}/messages\",status=\"2xx\"",
+        "tidings_rss_bytes",
+        "# EOF",
+    ] {
+        assert!(text.contains(needle), "no {needle:?} in\n{text}");
+    }
+    // The counters are the process's: other tests' sockets may add to them.
+    let sockets: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("tidings_connections{transport=\"websocket\"} "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no websocket gauge in\n{text}"));
+    assert!(sockets >= 1, "{text}");
+    // An admin session may scrape; another user may not; a wrong token is 401.
+    assert_eq!(
+        admin
+            .http
+            .get(server.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        alice
+            .http
+            .get(server.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    assert_eq!(scrape(None).await.unwrap().status(), 401);
+    assert_eq!(
+        scrape(Some("Bearer not-the-token")).await.unwrap().status(),
+        401
+    );
+}

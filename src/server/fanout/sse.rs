@@ -261,6 +261,13 @@ impl Sender {
 static LIVE: AtomicU64 = AtomicU64::new(0);
 /// Streams ended since start because a send waited past its `send_limit`.
 static SLOW: AtomicU64 = AtomicU64::new(0);
+/// Events handed to clients since start (keep-alives not counted).
+static DELIVERED: AtomicU64 = AtomicU64::new(0);
+
+/// How many events all streams have taken since start.
+pub fn deliveries() -> u64 {
+    DELIVERED.load(Ordering::Relaxed)
+}
 
 /// How many streams were ended for being too slow (see [`SseOptions::send_limit`]).
 pub fn slow_disconnects() -> u64 {
@@ -382,18 +389,24 @@ fn body(
                 _ = async { st.end.as_mut()?.as_mut().await; Some(()) }, if st.end.is_some() => return None,
                 chunk = st.rx.recv() => {
                     let mut chunk = chunk?;
+                    let mut events = 1;
                     // Whatever else is queued goes out in the same write.
                     if let Ok(next) = st.rx.try_recv() {
                         let mut joined = bytes::BytesMut::from(&chunk[..]);
                         joined.extend_from_slice(&next);
+                        events += 1;
                         while joined.len() < 64 * 1024 {
                             match st.rx.try_recv() {
-                                Ok(more) => joined.extend_from_slice(&more),
+                                Ok(more) => {
+                                    joined.extend_from_slice(&more);
+                                    events += 1;
+                                }
                                 Err(_) => break,
                             }
                         }
                         chunk = joined.freeze();
                     }
+                    DELIVERED.fetch_add(events, Ordering::Relaxed);
                     break chunk;
                 }
                 _ = st.idle.as_mut() => {

@@ -36,6 +36,17 @@ static QUEUED: AtomicU64 = AtomicU64::new(0);
 static QUEUED_PEAK: AtomicU64 = AtomicU64::new(0);
 static QUEUE_DROPS: AtomicU64 = AtomicU64::new(0);
 static SLOW_DISCONNECTS: AtomicU64 = AtomicU64::new(0);
+static DELIVERED: AtomicU64 = AtomicU64::new(0);
+
+/// Counts `n` frames written to a client (pings and closes not counted).
+pub fn record_deliveries(n: u64) {
+    DELIVERED.fetch_add(n, Ordering::Relaxed);
+}
+
+/// Frames written to clients since start.
+pub fn deliveries() -> u64 {
+    DELIVERED.load(Ordering::Relaxed)
+}
 
 /// Open WebSockets in this process.
 pub fn live_connections() -> u64 {

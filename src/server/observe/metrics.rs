@@ -31,12 +31,39 @@ pub const INTERVAL: Duration = Duration::from_secs(1);
 const JOB_COUNT_LIMIT: Duration = Duration::from_millis(800);
 
 static MESSAGES: AtomicU64 = AtomicU64::new(0);
+/// Chat messages accepted from clients, per transport they came in on.
+static RECEIVED_WS: AtomicU64 = AtomicU64::new(0);
+static RECEIVED_HTTP: AtomicU64 = AtomicU64::new(0);
 static ROWS_EXPORTED: AtomicU64 = AtomicU64::new(0);
 static EXPORTS_LIVE: AtomicU64 = AtomicU64::new(0);
 
 /// Counts `n` messages published to users (chat messages, notifications).
 pub fn record_messages(n: u64) {
     MESSAGES.fetch_add(n, Ordering::Relaxed);
+}
+
+/// The transport a chat message came in on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Inbound {
+    WebSocket,
+    Http,
+}
+
+/// Counts one chat message accepted from a client over `via`.
+pub fn record_received(via: Inbound) {
+    match via {
+        Inbound::WebSocket => &RECEIVED_WS,
+        Inbound::Http => &RECEIVED_HTTP,
+    }
+    .fetch_add(1, Ordering::Relaxed);
+}
+
+/// Chat messages accepted over the WebSocket and over HTTP since start.
+pub fn received() -> (u64, u64) {
+    (
+        RECEIVED_WS.load(Ordering::Relaxed),
+        RECEIVED_HTTP.load(Ordering::Relaxed),
+    )
 }
 
 /// Counts `n` audit rows sent by an export.
@@ -79,6 +106,12 @@ impl Drop for Live {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+/// How long this process has run (from the first time anything asked).
+pub fn uptime() -> Duration {
+    static STARTED: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    STARTED.get_or_init(Instant::now).elapsed()
 }
 
 /// This process's resident memory in bytes (`VmRSS`), or 0 where `/proc` is missing.
@@ -152,7 +185,7 @@ impl Sampler {
 }
 
 async fn sample_loop(store: Store, shutdown: Shutdown, tx: watch::Sender<Arc<Metrics>>) {
-    let started = Instant::now();
+    let _ = uptime();
     let mut tick = tokio::time::interval(INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last = (Instant::now(), messages(), rows_exported());
@@ -191,7 +224,7 @@ async fn sample_loop(store: Store, shutdown: Shutdown, tx: watch::Sender<Arc<Met
                 queue_drops: ws::queue_drops(),
                 disconnects: ws::slow_disconnects() + sse::slow_disconnects(),
             },
-            uptime_seconds: started.elapsed().as_secs(),
+            uptime_seconds: uptime().as_secs(),
         };
         last = now;
         tx.send_replace(Arc::new(sample));
