@@ -40,6 +40,13 @@ async fn main() -> std::process::ExitCode {
         /// Chat in a room over the WebSocket: type to send, `/join <room>`, `/quit`;
         /// reconnects and resumes by itself.
         Chat(tidings::cli::chat::ChatArgs),
+        /// Write a self-signed certificate for localhost and 127.0.0.1: `DIR/cert.pem` and
+        /// `DIR/key.pem`, for TIDINGS_TLS_CERT and TIDINGS_TLS_KEY.
+        DevCert {
+            /// The folder to write them in (made if missing).
+            #[arg(long)]
+            out: std::path::PathBuf,
+        },
         /// API keys for other servers (admin): `create NAME`, `list`, `revoke ID`.
         Keys(tidings::cli::keys::KeysArgs),
         /// Manage accounts in DATABASE_URL's database (`users add NAME [--admin]`).
@@ -56,6 +63,14 @@ async fn main() -> std::process::ExitCode {
         Command::Tail(args) => tidings::cli::tail::run(args).await.map(|_| ()),
         Command::Chat(args) => tidings::cli::chat::run(args).await,
         Command::Keys(args) => tidings::cli::keys::run(args).await,
+        Command::DevCert { out } => tidings::server::edge::tls::write_dev_cert(&out).map(|f| {
+            println!("wrote {} and {}", f.cert.display(), f.key.display());
+            println!(
+                "serve HTTPS with TIDINGS_TLS_CERT={} TIDINGS_TLS_KEY={}",
+                f.cert.display(),
+                f.key.display()
+            );
+        }),
         Command::Users(command) => tidings::auth::users::run(command).await,
     };
     match result {
@@ -77,6 +92,10 @@ async fn serve() -> anyhow::Result<()> {
     };
 
     let settings = Settings::from_env()?;
+    // A certificate that cannot serve stops the start here, with the file named.
+    if let Some(files) = &settings.server.tls {
+        tidings::server::edge::tls::acceptor(files)?;
+    }
     let leptos_options = get_configuration(None)?.leptos_options;
     let addr = leptos_options.site_addr;
     let shutdown = Shutdown::new();
@@ -85,7 +104,12 @@ async fn serve() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
-    tracing::info!("listening on http://{}", listener.local_addr()?);
+    let scheme = if state.config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    tracing::info!("listening on {scheme}://{}", listener.local_addr()?);
     tidings::routes::serve(listener, state, settings).await?;
     tracing::info!("stopped");
     Ok(())

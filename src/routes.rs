@@ -194,8 +194,21 @@ pub async fn serve(
         let _ = state.listening.set(addr);
     }
     let limits = HttpLimits::new(state.config.max_connections);
+    let tls = match &state.config.tls {
+        Some(files) => Some(crate::server::edge::tls::acceptor(files).map_err(|e| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{e:#}"))
+        })?),
+        None => None,
+    };
     let services = Services::start(&state, &settings);
-    let result = http::serve(listener, app(state, &services), limits, shutdown.clone()).await;
+    let result = http::serve(
+        listener,
+        app(state, &services),
+        limits,
+        tls,
+        shutdown.clone(),
+    )
+    .await;
     shutdown.trigger();
     shutdown.drain(DRAIN_LIMIT).await;
     store.close().await;

@@ -25,7 +25,7 @@ use axum::{
     extract::{ws::WebSocketUpgrade, Path, Query, State},
     http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
-    routing::{delete, get, post, put},
+    routing::{any, delete, get, post, put},
     Extension, Json, Router,
 };
 use futures::StreamExt;
@@ -63,7 +63,7 @@ const ROOMS_LISTED: i64 = 100;
 /// The routes, with the hub (writer, presence) started on `state`.
 pub fn router(hub: Hub) -> Router<AppState> {
     Router::new()
-        .route("/ws", get(socket))
+        .route("/ws", any(socket))
         .route("/api/rooms", get(rooms).post(create))
         .route("/api/rooms/{room}/events", get(events))
         .route("/api/rooms/{room}/messages", get(poll).post(publish))

@@ -65,7 +65,12 @@ impl TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
-        let base = format!("http://{}", listener.local_addr().unwrap());
+        let scheme = if settings.server.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let base = format!("{scheme}://{}", listener.local_addr().unwrap());
         tokio::spawn(tidings::routes::serve(listener, state.clone(), settings));
         Self {
             base,
@@ -198,7 +203,10 @@ pub fn wait_for_listening_logged(child: &mut std::process::Child) -> (String, Ve
     std::thread::spawn(move || {
         let mut before = Vec::new();
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(i) = line.find("listening on http://") {
+            if let Some(i) = line
+                .find("listening on http://")
+                .or_else(|| line.find("listening on https://"))
+            {
                 let base = line[i + "listening on ".len()..].trim().to_string();
                 let _ = tx.send((base, std::mem::take(&mut before)));
             } else {

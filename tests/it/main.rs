@@ -28,3 +28,4 @@ mod proxy;
 mod rooms;
 mod scale;
 mod tail_cli;
+mod tls;

@@ -40,7 +40,12 @@ pub async fn client_info(State(state): State<AppState>, mut req: Request, next: 
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip());
-    let client = resolve(peer, req.headers(), &state.config);
+    let mut client = resolve(peer, req.headers(), &state.config);
+    // TLS ended here, not at a proxy.
+    client.https |= req
+        .extensions()
+        .get::<crate::server::edge::tls::DirectTls>()
+        .is_some();
     req.extensions_mut().insert(client);
     next.run(req).await
 }

@@ -20,7 +20,13 @@
 //! `into_make_service_with_connect_info`. Shutdown stops accepting, asks every connection to
 //! finish (streams and sockets end on the same signal) and waits for them.
 //!
-//! Tests: the unit tests below (timeouts on a real socket); `tests/it/deploy.rs`.
+//! With `tls` (`edge::tls`), each connection is a TLS one: the handshake runs in the
+//! connection's own task (within the header timeout), ALPN picks h2 or http/1.1, and every
+//! request is marked [`DirectTls`]. On h2 a WebSocket is an extended CONNECT answered 200
+//! (RFC 8441), which counts as an upgrade like a 101 does.
+//!
+//! Tests: the unit tests below (timeouts on a real socket); `tests/it/deploy.rs`;
+//! `tests/it/connections.rs` (TLS, h2).
 
 use std::{
     convert::Infallible,
@@ -54,7 +60,7 @@ use tokio::{
 };
 use tower::ServiceExt;
 
-use crate::server::Shutdown;
+use crate::server::{edge::tls::DirectTls, Shutdown};
 
 /// The limits of [`serve`].
 #[derive(Clone, Copy, Debug)]
@@ -102,6 +108,7 @@ pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: HttpLimits,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: Shutdown,
 ) -> io::Result<()> {
     let open = Arc::new(AtomicUsize::new(0));
@@ -141,16 +148,23 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let counted = Counted::new(open.clone());
         let state = Arc::new(ConnState::new());
-        let io = TokioIo::new(Watched::new(stream, state.clone(), limits));
+        let watched = Watched::new(stream, state.clone(), limits);
+        let direct_tls = tls.is_some();
         let service = {
             let app = app.clone();
             tower::service_fn(move |mut req: Request<Incoming>| {
                 req.extensions_mut().insert(ConnectInfo(peer));
+                if direct_tls {
+                    req.extensions_mut().insert(DirectTls);
+                }
+                let connect = req.method() == axum::http::Method::CONNECT;
                 let in_flight = InFlight::begin(state.clone());
                 let app = app.clone();
                 async move {
                     let response = app.oneshot(req.map(Body::new)).await?;
-                    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+                    let upgraded = response.status() == StatusCode::SWITCHING_PROTOCOLS
+                        || (connect && response.status().is_success());
+                    if upgraded {
                         in_flight.state.upgraded.store(true, Ordering::Relaxed);
                     }
                     Ok::<_, Infallible>(response.map(|body| {
@@ -162,16 +176,44 @@ pub async fn serve(
                 }
             })
         };
-        let conn = builder
-            .serve_connection_with_upgrades(io, TowerToHyperService::new(service))
-            .into_owned();
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::trace!(error = %e, "a connection ended with an error");
+        let service = TowerToHyperService::new(service);
+        match &tls {
+            None => {
+                let conn = builder
+                    .serve_connection_with_upgrades(TokioIo::new(watched), service)
+                    .into_owned();
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::trace!(error = %e, "a connection ended with an error");
+                    }
+                    drop(counted);
+                });
             }
-            drop(counted);
-        });
+            Some(acceptor) => {
+                // The handshake in the connection's task: a slow one holds up no one else,
+                // and the header clock in `Watched` cuts off one that never finishes.
+                let accept = acceptor.accept(watched);
+                let builder = builder.clone();
+                let watcher = graceful.watcher();
+                tokio::spawn(async move {
+                    let stream = match accept.await {
+                        Ok(s) => s,
+                        Err(e) => {
+                            tracing::debug!(error = %e, "a TLS handshake failed");
+                            return;
+                        }
+                    };
+                    let conn = builder
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                        .into_owned();
+                    if let Err(e) = watcher.watch(conn).await {
+                        tracing::trace!(error = %e, "a connection ended with an error");
+                    }
+                    drop(counted);
+                });
+            }
+        }
     }
     drop(listener);
     graceful.shutdown().await;
@@ -442,7 +484,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let shutdown = Shutdown::new();
-        tokio::spawn(serve(listener, app, limits, shutdown.clone()));
+        tokio::spawn(serve(listener, app, limits, None, shutdown.clone()));
         (addr, shutdown)
     }
 

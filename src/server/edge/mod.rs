@@ -1,4 +1,5 @@
-//! The edge of every request: the HTTP server and its connection limits, trusted proxies, the host and origin checks, security headers, the body limit.
+//! The edge of every request: the HTTP server and its connection limits, TLS, trusted
+//! proxies, the host and origin checks, security headers, the body limit.
 
 pub mod body_limit;
 pub mod forwarded;
@@ -6,3 +7,4 @@ pub mod headers;
 pub mod host;
 pub mod http;
 pub mod origin;
+pub mod tls;
