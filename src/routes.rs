@@ -5,7 +5,7 @@
 //! `serve` starts the [`Services`] once, then runs `app(state, services)` (a pure builder
 //! that tests may call) on `server::edge::http`.
 
-use std::any::Any;
+use std::{any::Any, sync::Arc};
 
 use axum::{
     extract::DefaultBodyLimit,
@@ -34,6 +34,7 @@ use crate::{
         edge::http::{self, HttpLimits},
         edge::origin::refuse_foreign_origins,
         error::{api_method_not_allowed, api_not_found},
+        fanout::topics::{self, Topics},
         observe::{health, prometheus},
         ApiError, AppState,
     },
@@ -51,16 +52,27 @@ pub struct Services {
     pub jobs: jobs::runner::Jobs,
     /// The export's reader choice and running-export permits.
     pub exports: export::Exports,
+    /// The topics `GET /api/events` serves, one kind per feature.
+    pub topics: Topics,
 }
 
 impl Services {
     /// Starts every service for `state` with the features' `settings` (they stop with the
     /// state's shutdown signal).
     pub fn start(state: &AppState, settings: &Settings) -> Self {
+        let hub = chat::start(state, &settings.chat);
+        let topics = Topics::new(vec![
+            Arc::new(chat::RoomTopic(hub.clone())),
+            Arc::new(jobs::JobTopic),
+            Arc::new(notify::NotificationsTopic),
+            Arc::new(dashboard::MetricsTopic),
+            Arc::new(dashboard::LogsTopic),
+        ]);
         Self {
-            hub: chat::start(state, &settings.chat),
+            hub,
             jobs: jobs::start(state, &settings.jobs),
             exports: export::start(settings.export),
+            topics,
         }
     }
 }
@@ -75,6 +87,7 @@ pub fn app(state: AppState, services: &Services) -> Router {
         .merge(chat::router(services.hub.clone()))
         .merge(notify::router())
         .merge(dashboard::router())
+        .merge(topics::router(services.topics.clone()))
         .route("/api/{*rest}", any(api_not_found))
         .method_not_allowed_fallback(api_method_not_allowed);
 

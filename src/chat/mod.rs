@@ -32,7 +32,7 @@ mod wire;
 mod writer;
 
 #[cfg(feature = "ssr")]
-pub use server::{router, start};
+pub use server::{router, start, RoomTopic};
 
 mod client;
 mod view;

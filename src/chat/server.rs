@@ -28,11 +28,11 @@ use axum::{
     routing::{any, delete, get, post, put},
     Extension, Json, Router,
 };
-use futures::StreamExt;
+use futures::{future::BoxFuture, StreamExt};
 
 use super::settings::ChatConfig;
 use super::{
-    hub::{json, Hub, Resume, RoomPass},
+    hub::{json, Hub, Presence, Resume, RoomPass},
     session::{self, READBACK_PAGE},
 };
 use crate::{
@@ -46,7 +46,9 @@ use crate::{
         clock,
         error::number_param,
         fanout::bus::Received,
+        fanout::bus::Subscription,
         fanout::sse::{self, Event, SseOptions},
+        fanout::topics::{Producer, TopicKind},
         fanout::ws,
         observe::metrics,
         ApiError, ApiJson, AppState,
@@ -501,7 +503,7 @@ async fn events(
         pass: pass.clone(),
         key: user.0.session_id.to_string(),
     });
-    let mut subscription = hub.subscribe(&pass);
+    let subscription = hub.subscribe(&pass);
     let options = SseOptions {
         timeout: Some(if once {
             LONG_POLL
@@ -516,11 +518,83 @@ async fn events(
         send_limit: Some(state.config.slow_client),
         ..base
     };
+    let produce = follow(
+        hub,
+        pass,
+        username,
+        after,
+        once,
+        presence,
+        lease,
+        subscription,
+    );
+    Ok(sse::stream(options, state.shutdown.clone(), produce))
+}
+
+/// The `room:<name>` topic of `GET /api/events`: the same stream as
+/// `GET /api/rooms/{room}/events` (a private room's outsider is refused), and the user is
+/// present in the room while it lasts.
+pub struct RoomTopic(pub Hub);
+
+impl TopicKind for RoomTopic {
+    fn name(&self) -> &'static str {
+        "room"
+    }
+
+    fn problem(&self, arg: Option<&str>) -> Option<String> {
+        match arg {
+            None => Some("`room:` takes a room name, like `room:general`.".into()),
+            Some(room) => room_name_problem(room),
+        }
+    }
+
+    fn open<'a>(
+        &'a self,
+        _state: &'a AppState,
+        user: &'a CurrentUser,
+        arg: Option<&'a str>,
+        after: Option<i64>,
+    ) -> BoxFuture<'a, Result<Producer, ApiError>> {
+        Box::pin(async move {
+            let hub = self.0.clone();
+            let pass = hub
+                .admit(arg.unwrap_or_default(), &user.user.username)
+                .await?;
+            let presence = hub.enter(&pass);
+            let subscription = hub.subscribe(&pass);
+            let username = user.user.username.clone();
+            Ok(follow(
+                hub,
+                pass,
+                username,
+                after,
+                false,
+                presence,
+                None,
+                subscription,
+            ))
+        })
+    }
+}
+
+/// The producer of a room's stream: `chat-joined` (its id: where the replay starts), the
+/// messages after `after` (or the latest), then live ones; with `once`, it ends after the
+/// first message sent.
+#[allow(clippy::too_many_arguments)]
+fn follow(
+    hub: Hub,
+    pass: RoomPass,
+    username: String,
+    after: Option<i64>,
+    once: bool,
+    presence: Presence,
+    lease: Option<LeaseOnExit>,
+    mut subscription: Subscription,
+) -> Producer {
     let page = READBACK_PAGE.min(hub.config().history);
-    Ok(sse::stream(
-        options,
-        state.shutdown.clone(),
-        move |tx| async move {
+    let room = pass.room().to_string();
+    Box::new(move |tx: sse::Sender| {
+        Box::pin(async move {
             let _presence = presence;
             // Declared after the presence, so dropped before it: the lease holds the user.
             let _lease = lease;
@@ -596,8 +670,8 @@ async fn events(
                     Received::Closed => return,
                 }
             }
-        },
-    ))
+        }) as BoxFuture<'static, ()>
+    })
 }
 
 /// Renews a poller's presence lease when its long poll ends.

@@ -17,6 +17,8 @@
 mod keys;
 #[cfg(feature = "ssr")]
 mod server;
+#[cfg(feature = "ssr")]
+pub use server::{LogsTopic, MetricsTopic};
 
 /// The dashboard's routes: its streams, the admin's connection list, and the API keys.
 #[cfg(feature = "ssr")]

@@ -15,6 +15,8 @@
 
 use std::time::Duration;
 
+use futures::future::BoxFuture;
+
 use axum::{
     extract::{Path, Query, State},
     http::{HeaderMap, StatusCode},
@@ -29,9 +31,10 @@ use crate::{
         LogLevel, LogReady, LOG_EVENT, LOG_GAP_EVENT, LOG_READY_EVENT, METRICS_EVENT,
     },
     server::{
-        access::identity::AdminUser,
+        access::identity::{AdminUser, CurrentUser},
         clock,
         fanout::sse::{self, Event, Gone, SseOptions},
+        fanout::topics::{Producer, TopicKind},
         observe::logs,
         observe::metrics,
         ApiError, AppState, StreamUser,
@@ -148,7 +151,6 @@ async fn metrics_events(
         admin_only(&user)?;
     }
     let after = log_id(&headers, &query)?;
-    let mut samples = state.metrics.subscribe();
     let topics: &[&str] = if level.is_some() {
         &["metrics", "logs"]
     } else {
@@ -157,9 +159,18 @@ async fn metrics_events(
     Ok(sse::stream(
         options(&state, &user, topics)?,
         state.shutdown.clone(),
-        move |tx| async move {
-            let mut tail = match level {
-                Some(level) => match LogTail::start(&tx, after, level).await {
+        samples(&state, level.map(|l| (l, after))),
+    ))
+}
+
+/// The producer of the metrics stream: a sample at once and then one a second, and with
+/// `tail` the log records at that level after that id on the same stream.
+fn samples(state: &AppState, tail: Option<(LogLevel, Option<u64>)>) -> Producer {
+    let mut samples = state.metrics.subscribe();
+    Box::new(move |tx: sse::Sender| {
+        Box::pin(async move {
+            let mut tail = match tail {
+                Some((level, after)) => match LogTail::start(&tx, after, level).await {
                     Ok(tail) => Some(tail),
                     Err(Gone) => return,
                 },
@@ -193,8 +204,8 @@ async fn metrics_events(
                     }
                 }
             }
-        },
-    ))
+        }) as BoxFuture<'static, ()>
+    })
 }
 
 /// `GET /api/logs/events`: see the module docs.
@@ -210,7 +221,14 @@ async fn log_events(
     Ok(sse::stream(
         options(&state, &user, &["logs"])?,
         state.shutdown.clone(),
-        move |tx| async move {
+        log_tail(level, after),
+    ))
+}
+
+/// The producer of the log tail: `ready`, the replay, then each new record.
+fn log_tail(level: LogLevel, after: Option<u64>) -> Producer {
+    Box::new(move |tx: sse::Sender| {
+        Box::pin(async move {
             let Ok(mut tail) = LogTail::start(&tx, after, level).await else {
                 return;
             };
@@ -224,8 +242,65 @@ async fn log_events(
                     }
                 }
             }
-        },
-    ))
+        }) as BoxFuture<'static, ()>
+    })
+}
+
+/// The `metrics` topic of `GET /api/events`: the samples of `GET /api/metrics/events`.
+pub struct MetricsTopic;
+
+impl TopicKind for MetricsTopic {
+    fn name(&self) -> &'static str {
+        "metrics"
+    }
+
+    fn problem(&self, arg: Option<&str>) -> Option<String> {
+        arg.map(|_| "`metrics` takes nothing after it.".to_string())
+    }
+
+    fn open<'a>(
+        &'a self,
+        state: &'a AppState,
+        _user: &'a CurrentUser,
+        _arg: Option<&'a str>,
+        _after: Option<i64>,
+    ) -> BoxFuture<'a, Result<Producer, ApiError>> {
+        Box::pin(async move { Ok(samples(state, None)) })
+    }
+}
+
+/// The `logs` topic of `GET /api/events` (admins): the log tail at `info` and above, or at
+/// the level after the colon (`logs:warn`).
+pub struct LogsTopic;
+
+impl TopicKind for LogsTopic {
+    fn name(&self) -> &'static str {
+        "logs"
+    }
+
+    fn problem(&self, arg: Option<&str>) -> Option<String> {
+        let names: Vec<&str> = LogLevel::ALL.iter().map(|l| l.as_str()).collect();
+        arg.filter(|a| LogLevel::parse(a).is_none())
+            .map(|a| format!("the level is one of {}, not {a:?}.", names.join(", ")))
+    }
+
+    fn open<'a>(
+        &'a self,
+        _state: &'a AppState,
+        user: &'a CurrentUser,
+        arg: Option<&'a str>,
+        after: Option<i64>,
+    ) -> BoxFuture<'a, Result<Producer, ApiError>> {
+        Box::pin(async move {
+            if !user.user.is_admin() {
+                return Err(ApiError::Forbidden(
+                    "only admins may read the server log.".into(),
+                ));
+            }
+            let level = arg.and_then(LogLevel::parse).unwrap_or(LogLevel::Info);
+            Ok(log_tail(level, after.map(|a| a.max(0) as u64)))
+        })
+    }
 }
 
 /// One stream's place in the log.

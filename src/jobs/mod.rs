@@ -26,7 +26,7 @@ pub mod store;
 mod view;
 
 #[cfg(feature = "ssr")]
-pub use server::{router, start};
+pub use server::{router, start, JobTopic};
 pub use view::JobsPage;
 
 use leptos::prelude::*;

@@ -16,6 +16,7 @@ use axum::{
     routing::{get, post},
     Extension, Json, Router,
 };
+use futures::future::BoxFuture;
 use serde_json::json;
 
 use super::store::JobRow;
@@ -34,6 +35,7 @@ use crate::{
         clock,
         fanout::bus::Received,
         fanout::sse::{self, Event, SseOptions},
+        fanout::topics::{Producer, TopicKind},
         storage::{Backend, Store},
         ApiError, ApiJson, AppState,
     },
@@ -341,15 +343,56 @@ async fn events(
         // The client has the terminal event: 204 tells EventSource to stop reconnecting.
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
+    let produce = follow(&state, &job, after);
+    let options = SseOptions::for_stream(&state, &user.0, vec![format!("job:{}", job.id)])?;
+    Ok(sse::stream(options, state.shutdown.clone(), produce))
+}
+
+/// The `job:<id>` topic of `GET /api/events`: the same stream as `GET /api/jobs/{id}/events`
+/// (another user's job, or none, is refused). A stream that has a job's terminal event hears
+/// nothing more of it.
+pub struct JobTopic;
+
+impl TopicKind for JobTopic {
+    fn name(&self) -> &'static str {
+        "job"
+    }
+
+    fn problem(&self, arg: Option<&str>) -> Option<String> {
+        match arg.map(str::parse::<i64>) {
+            Some(Ok(id)) if id > 0 => None,
+            _ => Some("`job:` takes a job id, like `job:42`.".into()),
+        }
+    }
+
+    fn open<'a>(
+        &'a self,
+        state: &'a AppState,
+        user: &'a CurrentUser,
+        arg: Option<&'a str>,
+        after: Option<i64>,
+    ) -> BoxFuture<'a, Result<Producer, ApiError>> {
+        Box::pin(async move {
+            let job = visible_job(state, user, arg.unwrap_or_default()).await?;
+            let after = after.unwrap_or(0);
+            let finished = JobState::parse(&job.status).is_some_and(JobState::is_final);
+            if finished && after > 0 && after >= job.last_event_id {
+                return Ok(Box::new(|_tx| Box::pin(async {}) as BoxFuture<'static, ()>) as Producer);
+            }
+            Ok(follow(state, &job, after))
+        })
+    }
+}
+
+/// Subscribes to `job`'s events and returns the producer that sends those after `after`:
+/// the stored ones, then live ones, until the terminal event.
+fn follow(state: &AppState, job: &JobRow, after: i64) -> Producer {
     // Subscribe before reading the backlog: nothing published in between is missed.
     let subscription = state.bus.subscribe(&topic(job.id));
     let store = state.store.clone();
     let job_id = job.id;
-    let options = SseOptions::for_stream(&state, &user.0, vec![format!("job:{job_id}")])?;
-    Ok(sse::stream(
-        options,
-        state.shutdown.clone(),
-        move |tx| async move {
+    Box::new(move |tx: sse::Sender| {
+        Box::pin(async move {
             let mut subscription = subscription;
             let mut last = after;
             if !matches!(replay(&store, &tx, job_id, &mut last).await, Ok(false)) {
@@ -378,8 +421,8 @@ async fn events(
                     Received::Closed => return,
                 }
             }
-        },
-    ))
+        }) as BoxFuture<'static, ()>
+    })
 }
 
 /// Sends the stored events after `*last`, page by page. `Ok(true)` once the terminal event

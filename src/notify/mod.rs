@@ -14,7 +14,7 @@ mod server;
 pub mod store;
 
 #[cfg(feature = "ssr")]
-pub use server::router;
+pub use server::{router, NotificationsTopic};
 
 mod client;
 mod view;

@@ -10,6 +10,8 @@
 //!
 //! Tests: `tests/it/notify.rs` (per-user delivery, inbox, replay), `tests/it/chat.rs`.
 
+use futures::future::BoxFuture;
+
 use axum::{
     extract::{Query, State},
     http::{HeaderMap, StatusCode},
@@ -30,6 +32,7 @@ use crate::{
         error::number_param,
         fanout::bus::{Envelope, Received, NOTIFICATIONS},
         fanout::sse::{self, Event, SseOptions},
+        fanout::topics::{Producer, TopicKind},
         fanout::ws,
         observe::metrics,
         ApiError, ApiJson, AppState,
@@ -246,6 +249,47 @@ async fn events(
     Query(query): Query<Vec<(String, String)>>,
 ) -> Result<Response, ApiError> {
     let asked = sse::last_event_id(&headers, &query)?;
+    let produce = open(&state, &user.0, asked).await?;
+    let options = SseOptions {
+        send_limit: Some(state.config.slow_client),
+        ..SseOptions::for_stream(&state, &user.0, vec!["notifications".into()])?
+    };
+    Ok(sse::stream(options, state.shutdown.clone(), produce))
+}
+
+/// The `notifications` topic of `GET /api/events`: the same stream as
+/// `GET /api/notifications/events`.
+pub struct NotificationsTopic;
+
+impl TopicKind for NotificationsTopic {
+    fn name(&self) -> &'static str {
+        "notifications"
+    }
+
+    fn problem(&self, arg: Option<&str>) -> Option<String> {
+        arg.map(|_| "`notifications` takes nothing after it.".to_string())
+    }
+
+    fn open<'a>(
+        &'a self,
+        state: &'a AppState,
+        user: &'a CurrentUser,
+        _arg: Option<&'a str>,
+        after: Option<i64>,
+    ) -> BoxFuture<'a, Result<Producer, ApiError>> {
+        Box::pin(open(state, user, after))
+    }
+}
+
+/// Subscribes `user` to their notifications after `asked` (`None`: from now), and returns
+/// the producer that sends them: a `ready` event first when starting from now (its id is
+/// where "now" is), then the replay, then live ones; also `notifications-read`, `chat-read`
+/// and `room-activity` of theirs.
+async fn open(
+    state: &AppState,
+    user: &CurrentUser,
+    asked: Option<i64>,
+) -> Result<Producer, ApiError> {
     // A first connect starts from now. The id is read before subscribing and the replay
     // below covers anything stored in between, so nothing falls through the gap.
     let after = match asked {
@@ -254,15 +298,9 @@ async fn events(
     };
     let mut subscription = state.bus.subscribe(NOTIFICATIONS);
     let store = state.store.clone();
-    let me = user.0.user.username.clone();
-    let options = SseOptions {
-        send_limit: Some(state.config.slow_client),
-        ..SseOptions::for_stream(&state, &user.0, vec!["notifications".into()])?
-    };
-    Ok(sse::stream(
-        options,
-        state.shutdown.clone(),
-        move |tx| async move {
+    let me = user.user.username.clone();
+    Ok(Box::new(move |tx: sse::Sender| {
+        Box::pin(async move {
             if asked.is_none() {
                 // Say where "now" is with an id: the browser sends it back when it reconnects,
                 // so what was sent while it was away is replayed, not lost.
@@ -291,7 +329,10 @@ async fn events(
                         }
                     }
                     Received::Message(m)
-                        if m.kind == "notifications-read" || m.kind == "room-activity" =>
+                        if matches!(
+                            m.kind.as_str(),
+                            "notifications-read" | "room-activity" | "chat-read"
+                        ) =>
                     {
                         if tx.send(&Event::new(m.text()).name(&m.kind)).await.is_err() {
                             return;
@@ -309,8 +350,8 @@ async fn events(
                     Received::Closed => return,
                 }
             }
-        },
-    ))
+        }) as BoxFuture<'static, ()>
+    }))
 }
 
 /// Sends `user`'s notifications after `after` (a `gap` first when some are no longer kept), a

@@ -6,10 +6,16 @@
 //! - `Idempotency-Key` on `POST`: the repeat gets the first 201 body;
 //! - API keys (the dashboard's routes and `tidings keys`): a key publishes to rooms and sends
 //!   notifications with no cookie and a foreign `Origin`, is nothing else, and stops at once
-//!   when revoked.
+//!   when revoked;
+//! - `GET /metrics` for an admin or the metrics token;
+//! - `GET /api/events`: rooms, notifications, a job and metrics on one stream, every event
+//!   tagged with its topic, one cursor resuming them all (with a room's gap told), and every
+//!   topic checked (400 or 403 naming it).
 
-use crate::chat::{collect_for, connect, join, next_of, poll, send_json};
-use crate::common::{error_code, get_json, plain_client, post_json, TestServer, PASSWORD};
+use crate::chat::{collect_for, connect, join, next_of, poll, post_ok, send_json};
+use crate::common::{
+    error_code, get_json, plain_client, post_json, Got, Sse, TestServer, PASSWORD,
+};
 
 use std::time::Duration;
 
@@ -338,4 +344,210 @@ async fn metrics_are_in_the_prometheus_format_for_an_admin_or_the_token_only() {
         scrape(Some("Bearer not-the-token")).await.unwrap().status(),
         401
     );
+}
+
+/// `GET /api/events` with these topics as `user`, resuming from `cursor`.
+fn events_request(
+    server: &TestServer,
+    user: &crate::common::User,
+    topics: &[&str],
+    cursor: Option<&str>,
+) -> reqwest::RequestBuilder {
+    let query: Vec<(&str, &str)> = topics.iter().map(|t| ("topic", *t)).collect();
+    let mut req = user.http.get(server.url("/api/events")).query(&query);
+    if let Some(cursor) = cursor {
+        req = req.header("last-event-id", cursor);
+    }
+    req
+}
+
+/// Reads events until `done` says so; returns them all.
+async fn read_until(sse: &mut Sse, mut done: impl FnMut(&[Got]) -> bool) -> Vec<Got> {
+    let mut got = Vec::new();
+    while !done(&got) {
+        let e = sse
+            .next_within(Duration::from_secs(10))
+            .await
+            .unwrap_or_else(|| panic!("the stream ended or went quiet; so far {got:?}"));
+        got.push(e);
+    }
+    got
+}
+
+fn texts_of(got: &[Got], topic: &str) -> Vec<String> {
+    got.iter()
+        .filter(|e| e.event == "chat-message" && e.data["topic"] == topic)
+        .map(|e| e.data["text"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn one_event_stream_carries_rooms_notifications_and_a_job_and_resumes_them_all_at_once() {
+    let server = TestServer::start_with(|s| {
+        s.chat.history = 5;
+        s.chat.rate_per_second = 1000;
+    })
+    .await;
+    let admin = server.user("admin").await;
+    let alice = server.user("alice").await;
+    let job = post_json(
+        &alice.http,
+        &server.url("/api/jobs"),
+        json!({"kind":"demo","steps":3,"stepMs":20}),
+    )
+    .await;
+    assert_eq!(job.status(), 201);
+    let job_id = job.json::<Value>().await.unwrap()["id"].as_i64().unwrap();
+    let job_topic = format!("job:{job_id}");
+    let topics = [
+        "room:ops",
+        "room:dev",
+        "notifications",
+        job_topic.as_str(),
+        "metrics",
+    ];
+    let mut sse = Sse::open(events_request(&server, &alice, &topics, None)).await;
+    // Every topic speaks: the rooms' joins, the job to its end, a metrics sample.
+    let first = read_until(&mut sse, |got| {
+        got.iter().any(|e| e.event == "complete")
+            && got.iter().any(|e| e.event == "metrics")
+            && got.iter().filter(|e| e.event == "chat-joined").count() == 2
+            && got.iter().any(|e| e.event == "ready")
+    })
+    .await;
+    for e in &first {
+        assert!(topics.contains(&e.data["topic"].as_str().unwrap()), "{e:?}");
+    }
+    let progress: Vec<&Got> = first
+        .iter()
+        .filter(|e| e.data["topic"] == job_topic.as_str())
+        .collect();
+    assert!(progress.len() >= 4, "{progress:?}");
+    post_ok(&server, &alice, "ops", "ops one").await;
+    post_ok(&server, &alice, "dev", "dev one").await;
+    let live = read_until(&mut sse, |got| {
+        texts_of(got, "room:dev").len() == 1 && texts_of(got, "room:ops").len() == 1
+    })
+    .await;
+    let cursor = live.last().unwrap().id.clone();
+    assert!(!cursor.is_empty() && cursor.len() < 40, "{cursor}");
+    drop(sse);
+
+    // While away: two more in ops, eight in dev (past its kept history of 5), a notification.
+    for t in ["ops two", "ops three"] {
+        post_ok(&server, &alice, "ops", t).await;
+    }
+    for n in 2..10 {
+        post_ok(&server, &alice, "dev", &format!("dev {n}")).await;
+    }
+    let res = post_json(
+        &admin.http,
+        &server.url("/api/notifications"),
+        json!({"kind":"info","message":"while you were away","to":["alice"]}),
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+
+    // One reconnect with the browser's Last-Event-ID resumes every topic.
+    let mut sse = Sse::open(events_request(&server, &alice, &topics, Some(&cursor))).await;
+    let back = read_until(&mut sse, |got| {
+        texts_of(got, "room:dev").contains(&"dev 9".to_string())
+            && texts_of(got, "room:ops").len() == 2
+            && got.iter().any(|e| e.event == "notification")
+    })
+    .await;
+    assert_eq!(
+        texts_of(&back, "room:ops"),
+        ["ops two", "ops three"],
+        "exactly what was missed"
+    );
+    let gap = back
+        .iter()
+        .find(|e| e.event == "gap")
+        .expect("dev's gap is told");
+    assert_eq!(
+        (gap.data["topic"].as_str(), gap.data["afterId"].as_i64()),
+        (Some("room:dev"), Some(1))
+    );
+    assert_eq!(
+        texts_of(&back, "room:dev"),
+        ["dev 5", "dev 6", "dev 7", "dev 8", "dev 9"]
+    );
+    let note = back.iter().find(|e| e.event == "notification").unwrap();
+    assert_eq!(
+        (note.data["topic"].as_str(), note.data["message"].as_str()),
+        (Some("notifications"), Some("while you were away"))
+    );
+    assert!(
+        back.iter().all(|e| e.event != "complete"),
+        "the finished job is not replayed"
+    );
+}
+
+#[tokio::test]
+async fn every_topic_is_checked_and_a_refusal_names_it() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    let res = post_json(
+        &alice.http,
+        &server.url("/api/rooms"),
+        json!({"name":"secret","private":true}),
+    )
+    .await;
+    assert_eq!(res.status(), 201);
+    let job = post_json(
+        &alice.http,
+        &server.url("/api/jobs"),
+        json!({"kind":"demo","steps":1}),
+    )
+    .await;
+    let job_id = job.json::<Value>().await.unwrap()["id"].as_i64().unwrap();
+    let refused = |topics: Vec<String>, cursor: Option<&'static str>| {
+        let topics: Vec<String> = topics;
+        let req = {
+            let t: Vec<&str> = topics.iter().map(String::as_str).collect();
+            events_request(&server, &bob, &t, cursor)
+        };
+        async move {
+            let res = req.send().await.unwrap();
+            let status = res.status().as_u16();
+            let body: Value = res.json().await.unwrap();
+            (
+                status,
+                body["error"].as_str().unwrap_or("").to_string(),
+                body["message"].as_str().unwrap_or("").to_string(),
+            )
+        }
+    };
+    let t = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    for (topics, status, code, named) in [
+        (t(&["room:Bad Name"]), 400, "invalid_topic", "room:Bad Name"),
+        (t(&["weather"]), 400, "invalid_topic", "weather"),
+        (t(&["job:abc"]), 400, "invalid_topic", "job:abc"),
+        (t(&["metrics:x"]), 400, "invalid_topic", "metrics:x"),
+        (t(&[]), 400, "invalid_topic", "topic"),
+        (
+            t(&["room:secret", "metrics"]),
+            403,
+            "forbidden_topic",
+            "room:secret",
+        ),
+        (
+            vec!["metrics".to_string(), format!("job:{job_id}")],
+            403,
+            "forbidden_topic",
+            "job:",
+        ),
+        (t(&["logs"]), 403, "forbidden_topic", "logs"),
+    ] {
+        let (s, c, m) = refused(topics.clone(), None).await;
+        assert_eq!((s, c.as_str()), (status, code), "{topics:?}: {m}");
+        assert!(m.contains(named), "{topics:?}: {m}");
+    }
+    let many: Vec<String> = (0..33).map(|i| format!("room:r{i}")).collect();
+    let (s, c, _) = refused(many, None).await;
+    assert_eq!((s, c.as_str()), (400, "too_many_topics"));
+    let (s, c, _) = refused(t(&["metrics"]), Some("not a cursor")).await;
+    assert_eq!((s, c.as_str()), (400, "invalid_cursor"));
 }

@@ -106,6 +106,33 @@ impl Event {
         out.push(b'\n');
     }
 
+    /// The id, if set.
+    pub fn id_str(&self) -> Option<&str> {
+        self.id.as_deref()
+    }
+
+    /// The same event with its id replaced (`None`: no id line).
+    pub fn with_id(mut self, id: Option<String>) -> Self {
+        self.id = id.map(|id| id.replace(['\r', '\n', '\0'], ""));
+        self
+    }
+
+    /// The same event with `"topic":"<topic>"` first in its JSON object data (data that is
+    /// not an object becomes `{"topic","data"}`).
+    pub fn with_topic(mut self, topic: &str) -> Self {
+        let topic = serde_json::to_string(topic).expect("a string");
+        let data = self.data.trim_start();
+        self.data = match data.strip_prefix('{') {
+            Some(rest) if rest.trim_start().starts_with('}') => format!("{{\"topic\":{topic}}}"),
+            Some(rest) => format!("{{\"topic\":{topic},{rest}"),
+            None => format!(
+                "{{\"topic\":{topic},\"data\":{}}}",
+                serde_json::to_string(&self.data).expect("a string")
+            ),
+        };
+        self
+    }
+
     /// The wire form of this event.
     pub fn encode(&self) -> Bytes {
         let mut out = Vec::with_capacity(self.data.len() + 64);
@@ -213,14 +240,37 @@ pub struct Gone;
 /// The producer's handle on one stream.
 #[derive(Debug)]
 pub struct Sender {
-    tx: mpsc::Sender<Bytes>,
+    out: Out,
     send_limit: Option<Duration>,
 }
 
+/// Where a producer's events go: the response body, or (one topic of a multi-topic stream)
+/// the merger that tags them with their topic and the stream's cursor (`fanout::topics`).
+#[derive(Debug)]
+enum Out {
+    Body(mpsc::Sender<Bytes>),
+    Topic {
+        index: u8,
+        tx: mpsc::Sender<(u8, Event)>,
+    },
+}
+
 impl Sender {
+    /// A producer's sender for topic `index` of a multi-topic stream: its events go to
+    /// `tx` as they are (the merger encodes them), its comments nowhere.
+    pub fn for_topic(index: u8, tx: mpsc::Sender<(u8, Event)>) -> Self {
+        Self {
+            out: Out::Topic { index, tx },
+            send_limit: None,
+        }
+    }
+
     /// Sends an event, waiting while the client is slow; `Err(Gone)` once it left.
     pub async fn send(&self, event: &Event) -> Result<(), Gone> {
-        self.raw(event.encode()).await
+        match &self.out {
+            Out::Body(_) => self.raw(event.encode()).await,
+            Out::Topic { index, tx } => tx.send((*index, event.clone())).await.map_err(|_| Gone),
+        }
     }
 
     /// Sends a comment line (ignored by browsers; useful for debugging and padding).
@@ -228,12 +278,18 @@ impl Sender {
         self.raw(comment(text)).await
     }
 
-    /// Sends already encoded bytes.
+    /// Sends already encoded bytes (on a topic of a multi-topic stream: nothing, as only
+    /// events can be tagged with their topic).
     pub async fn raw(&self, bytes: Bytes) -> Result<(), Gone> {
-        let Some(limit) = self.send_limit else {
-            return self.tx.send(bytes).await.map_err(|_| Gone);
+        let tx = match &self.out {
+            Out::Body(tx) => tx,
+            Out::Topic { tx, .. } if tx.is_closed() => return Err(Gone),
+            Out::Topic { .. } => return Ok(()),
         };
-        match tokio::time::timeout(limit, self.tx.send(bytes)).await {
+        let Some(limit) = self.send_limit else {
+            return tx.send(bytes).await.map_err(|_| Gone);
+        };
+        match tokio::time::timeout(limit, tx.send(bytes)).await {
             Ok(sent) => sent.map_err(|_| Gone),
             Err(_) => {
                 SLOW.fetch_add(1, Ordering::Relaxed);
@@ -245,12 +301,18 @@ impl Sender {
 
     /// Whether the client has gone (or the stream ended by timeout or shutdown).
     pub fn is_gone(&self) -> bool {
-        self.tx.is_closed()
+        match &self.out {
+            Out::Body(tx) => tx.is_closed(),
+            Out::Topic { tx, .. } => tx.is_closed(),
+        }
     }
 
     /// Resolves when the client has gone; use it in `select!` while waiting for work.
     pub async fn gone(&self) {
-        self.tx.closed().await
+        match &self.out {
+            Out::Body(tx) => tx.closed().await,
+            Out::Topic { tx, .. } => tx.closed().await,
+        }
     }
 
     /// Ends the stream cleanly after what was sent (dropping the sender does the same).
@@ -315,7 +377,7 @@ where
     // already counts this stream.
     let live = crate::server::observe::metrics::Live::new(&LIVE);
     tokio::spawn(produce(Sender {
-        tx,
+        out: Out::Body(tx),
         send_limit: options.send_limit,
     }));
     let first = options.retry.map(retry);

@@ -1,0 +1,444 @@
+//! `GET /api/events?topic=<t>&topic=<t>…`: one event stream for several topics (at most
+//! [`TOPICS_MAX`]), so a page holds one connection for all its live parts (docs/interface.md,
+//! "One connection per page").
+//!
+//! The features say what a topic is: each registers a [`TopicKind`] (`room:<name>`,
+//! `job:<id>`, `notifications`, `metrics`, `logs`) at start-up, which checks a topic's
+//! argument (400 naming the topic), checks that the user may read it (403 naming it) and
+//! subscribes, then hands back the same producer its own stream route runs. Here each
+//! producer writes to an [`sse::Sender`] for its topic; the merger adds `"topic"` to each
+//! event's data, keeps every event's name, and gives each the stream's [`Cursor`] as its SSE
+//! `id`. So the browser's own `Last-Event-ID` resumes every topic at once, each with its own
+//! gap rule (a `gap` event with the topic when some of it is no longer kept).
+//!
+//! The cursor is opaque, short and the same on every instance: base64url of a version byte,
+//! then per topic that has a position, 2 bytes of the topic's FNV-1a hash and the position as
+//! a LEB128 varint. A page of 32 rooms with ids below 2 million is under 220 characters; a
+//! usual page (a room, the notifications, a job) about 20. It names topics by hash, not by
+//! their place in the URL, so a page that adds or drops a topic can pass its last cursor
+//! (`?lastEventId=`) and keep the positions of the topics it still follows. Two topics of
+//! one stream whose hashes collide (rare: 16 bits) both resume from the lower position: a
+//! few repeats, which clients drop by id, never a loss.
+//!
+//! Tests: the unit tests below (cursor round trips, collisions, malformed cursors);
+//! `tests/it/connections.rs` over the real server.
+
+use std::sync::Arc;
+
+use axum::{
+    extract::{Query, State},
+    http::{HeaderMap, StatusCode},
+    response::Response,
+    routing::get,
+    Extension, Router,
+};
+use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
+use futures::future::BoxFuture;
+use tokio::sync::mpsc;
+
+use crate::server::{
+    access::identity::{CurrentUser, StreamUser},
+    fanout::sse::{self, Event, SseOptions},
+    ApiError, AppState,
+};
+
+/// Topics one stream follows at most.
+pub const TOPICS_MAX: usize = 32;
+/// Events queued from the topics' producers to the merger.
+const MERGE_QUEUE: usize = 64;
+
+/// A topic's producer: runs until its topic ends or the stream does.
+pub type Producer = Box<dyn FnOnce(sse::Sender) -> BoxFuture<'static, ()> + Send>;
+
+/// One kind of topic, as a feature serves it.
+pub trait TopicKind: Send + Sync {
+    /// What comes before the `:` (or the whole topic when it takes no argument).
+    fn name(&self) -> &'static str;
+    /// What is wrong with the argument (`None` for a topic without `:`), if anything.
+    fn problem(&self, arg: Option<&str>) -> Option<String>;
+    /// Checks that `user` may read the topic and subscribes; the producer then sends what
+    /// came after `after` (`None`: the topic's fresh start, as without `Last-Event-ID`).
+    fn open<'a>(
+        &'a self,
+        state: &'a AppState,
+        user: &'a CurrentUser,
+        arg: Option<&'a str>,
+        after: Option<i64>,
+    ) -> BoxFuture<'a, Result<Producer, ApiError>>;
+}
+
+/// Every topic kind the features registered.
+#[derive(Clone, Default)]
+pub struct Topics {
+    kinds: Arc<Vec<Arc<dyn TopicKind>>>,
+}
+
+impl Topics {
+    pub fn new(kinds: Vec<Arc<dyn TopicKind>>) -> Self {
+        Self {
+            kinds: Arc::new(kinds),
+        }
+    }
+
+    fn kind(&self, name: &str) -> Option<&Arc<dyn TopicKind>> {
+        self.kinds.iter().find(|k| k.name() == name)
+    }
+
+    /// The sentence listing the topics there are.
+    fn known(&self) -> String {
+        let names: Vec<String> = self
+            .kinds
+            .iter()
+            .map(|k| match k.problem(None) {
+                Some(_) => format!("{}:…", k.name()),
+                None => k.name().to_string(),
+            })
+            .collect();
+        names.join(", ")
+    }
+}
+
+/// `GET /api/events`.
+pub fn router(topics: Topics) -> Router<AppState> {
+    Router::new()
+        .route("/api/events", get(events))
+        .layer(Extension(topics))
+}
+
+fn bad_topic(message: String) -> ApiError {
+    ApiError::bad_request("invalid_topic", message)
+}
+
+async fn events(
+    State(state): State<AppState>,
+    Extension(kinds): Extension<Topics>,
+    user: StreamUser,
+    headers: HeaderMap,
+    Query(query): Query<Vec<(String, String)>>,
+) -> Result<Response, ApiError> {
+    let mut topics: Vec<String> = Vec::new();
+    for (k, v) in &query {
+        if k == "topic" && !topics.contains(v) {
+            topics.push(v.clone());
+        }
+    }
+    if topics.is_empty() {
+        return Err(bad_topic(format!(
+            "Name at least one `topic` ({}).",
+            kinds.known()
+        )));
+    }
+    if topics.len() > TOPICS_MAX {
+        return Err(ApiError::bad_request(
+            "too_many_topics",
+            format!(
+                "One stream follows at most {TOPICS_MAX} topics; this asks for {}.",
+                topics.len()
+            ),
+        ));
+    }
+    let mut parsed = Vec::with_capacity(topics.len());
+    for topic in &topics {
+        let (name, arg) = match topic.split_once(':') {
+            Some((n, a)) => (n, Some(a)),
+            None => (topic.as_str(), None),
+        };
+        let Some(kind) = kinds.kind(name) else {
+            return Err(bad_topic(format!(
+                "{topic:?} is not a topic; topics are {}.",
+                kinds.known()
+            )));
+        };
+        if let Some(problem) = kind.problem(arg) {
+            return Err(bad_topic(format!("{topic:?}: {problem}")));
+        }
+        parsed.push((kind.clone(), arg));
+    }
+    let cursor = match resume_from(&headers, &query) {
+        Some(text) => Cursor::decode(text, &topics).map_err(|why| {
+            ApiError::bad_request(
+                "invalid_cursor",
+                format!("`Last-Event-ID` is not a cursor of this stream: {why}."),
+            )
+        })?,
+        None => Cursor::new(topics.len()),
+    };
+    let mut producers = Vec::with_capacity(parsed.len());
+    for (i, (kind, arg)) in parsed.iter().enumerate() {
+        let opened = kind.open(&state, &user.0, *arg, cursor.after(i)).await;
+        match opened {
+            Ok(p) => producers.push(p),
+            Err(e) if matches!(e.status(), StatusCode::FORBIDDEN | StatusCode::NOT_FOUND) => {
+                return Err(ApiError::refused(
+                    StatusCode::FORBIDDEN,
+                    "forbidden_topic",
+                    format!("You may not read {}: {}", topics[i], e.message()),
+                ));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let options = SseOptions {
+        send_limit: Some(state.config.slow_client),
+        ..SseOptions::for_stream(&state, &user.0, topics.clone())?
+    };
+    Ok(sse::stream(options, state.shutdown.clone(), move |tx| {
+        merge(tx, topics, producers, cursor)
+    }))
+}
+
+/// The client's cursor: the `Last-Event-ID` header, else `?lastEventId=`.
+fn resume_from<'a>(headers: &'a HeaderMap, query: &'a [(String, String)]) -> Option<&'a str> {
+    headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| {
+            query
+                .iter()
+                .find(|(k, _)| k == "lastEventId")
+                .map(|(_, v)| v.as_str())
+        })
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
+/// Runs every topic's producer and passes their events on, tagged, in the order they come.
+async fn merge(tx: sse::Sender, topics: Vec<String>, producers: Vec<Producer>, mut cursor: Cursor) {
+    let (topic_tx, mut from_topics) = mpsc::channel::<(u8, Event)>(MERGE_QUEUE);
+    let mut running = Vec::with_capacity(producers.len());
+    for (i, produce) in producers.into_iter().enumerate() {
+        running.push(tokio::spawn(produce(sse::Sender::for_topic(
+            i as u8,
+            topic_tx.clone(),
+        ))));
+    }
+    drop(topic_tx);
+    // The producers end with the stream: when the client leaves, when one is too slow.
+    let _stop = AbortOnDrop(running);
+    loop {
+        let (i, event) = tokio::select! {
+            m = from_topics.recv() => match m {
+                Some(m) => m,
+                // Every topic ended (a finished job, say): so does the stream.
+                None => return,
+            },
+            _ = tx.gone() => return,
+        };
+        let i = usize::from(i);
+        if let Some(position) = event.id_str().and_then(|id| id.parse::<i64>().ok()) {
+            cursor.set(i, position);
+        }
+        let id = (!cursor.is_empty()).then(|| cursor.encode(&topics));
+        let event = event.with_topic(&topics[i]).with_id(id);
+        if tx.send(&event).await.is_err() {
+            return;
+        }
+    }
+}
+
+struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
+
+/// Where a stream is in each of its topics (`None`: nothing with a position seen yet).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cursor {
+    positions: Vec<Option<i64>>,
+}
+
+const CURSOR_VERSION: u8 = 1;
+
+/// 16 bits of the FNV-1a hash of a topic.
+fn hash16(topic: &str) -> u16 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in topic.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    ((h >> 16) ^ (h & 0xffff)) as u16
+}
+
+impl Cursor {
+    pub fn new(topics: usize) -> Self {
+        Self {
+            positions: vec![None; topics],
+        }
+    }
+
+    pub fn after(&self, topic: usize) -> Option<i64> {
+        self.positions.get(topic).copied().flatten()
+    }
+
+    pub fn set(&mut self, topic: usize, position: i64) {
+        if let Some(p) = self.positions.get_mut(topic) {
+            *p = Some(position);
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.positions.iter().all(Option::is_none)
+    }
+
+    /// The cursor's text for a stream of `topics`.
+    pub fn encode(&self, topics: &[String]) -> String {
+        let mut out = Vec::with_capacity(1 + self.positions.len() * 5);
+        out.push(CURSOR_VERSION);
+        for (topic, position) in topics.iter().zip(&self.positions) {
+            let Some(position) = position else { continue };
+            out.extend_from_slice(&hash16(topic).to_be_bytes());
+            let mut v = (*position).max(0) as u64;
+            loop {
+                let byte = (v & 0x7f) as u8;
+                v >>= 7;
+                if v == 0 {
+                    out.push(byte);
+                    break;
+                }
+                out.push(byte | 0x80);
+            }
+        }
+        URL_SAFE_NO_PAD.encode(out)
+    }
+
+    /// Reads a cursor for a stream of `topics`: topics it does not name start fresh; a
+    /// malformed one says why.
+    pub fn decode(text: &str, topics: &[String]) -> Result<Self, &'static str> {
+        if text.len() > 1024 {
+            return Err("it is too long");
+        }
+        let bytes = URL_SAFE_NO_PAD
+            .decode(text)
+            .map_err(|_| "it is not base64url")?;
+        let (&version, mut rest) = bytes.split_first().ok_or("it is empty")?;
+        if version != CURSOR_VERSION {
+            return Err("its version is unknown");
+        }
+        let mut cursor = Self::new(topics.len());
+        let hashes: Vec<u16> = topics.iter().map(|t| hash16(t)).collect();
+        while !rest.is_empty() {
+            if rest.len() < 3 {
+                return Err("it is cut short");
+            }
+            let hash = u16::from_be_bytes([rest[0], rest[1]]);
+            rest = &rest[2..];
+            let mut value: u64 = 0;
+            let mut shift = 0;
+            loop {
+                let (&byte, tail) = rest.split_first().ok_or("it is cut short")?;
+                rest = tail;
+                if shift > 56 {
+                    return Err("a position is too large");
+                }
+                value |= u64::from(byte & 0x7f) << shift;
+                shift += 7;
+                if byte & 0x80 == 0 {
+                    break;
+                }
+            }
+            let position = i64::try_from(value).map_err(|_| "a position is too large")?;
+            for (i, h) in hashes.iter().enumerate() {
+                if *h == hash {
+                    // A collision: the lower position, so nothing is skipped.
+                    let p = &mut cursor.positions[i];
+                    *p = Some(p.map_or(position, |q| q.min(position)));
+                }
+            }
+        }
+        Ok(cursor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topics(names: &[&str]) -> Vec<String> {
+        names.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn a_cursor_round_trips_and_keeps_positions_when_topics_change() {
+        let t = topics(&["room:general", "notifications", "job:7", "metrics"]);
+        let mut c = Cursor::new(t.len());
+        c.set(0, 1234);
+        c.set(1, 0);
+        c.set(2, 20);
+        let text = c.encode(&t);
+        assert!(text.len() < 24, "{text}");
+        assert_eq!(Cursor::decode(&text, &t).unwrap(), c);
+        // Another order, a topic dropped and one added: the kept topics keep their places.
+        let other = topics(&["job:7", "room:ops", "room:general"]);
+        let d = Cursor::decode(&text, &other).unwrap();
+        assert_eq!(
+            (d.after(0), d.after(1), d.after(2)),
+            (Some(20), None, Some(1234))
+        );
+    }
+
+    #[test]
+    fn thirty_two_rooms_fit_in_a_short_cursor() {
+        let t: Vec<String> = (0..32).map(|i| format!("room:team-{i}")).collect();
+        let mut c = Cursor::new(32);
+        for i in 0..32 {
+            c.set(i, 1_999_999 - i as i64);
+        }
+        let text = c.encode(&t);
+        assert!(text.len() <= 216, "{} characters", text.len());
+        assert_eq!(Cursor::decode(&text, &t).unwrap(), c);
+    }
+
+    #[test]
+    fn colliding_topics_both_resume_from_the_lower_position() {
+        // Find two topics whose hashes collide.
+        let mut seen = std::collections::HashMap::new();
+        let (a, b) = (0..200_000)
+            .find_map(|i| {
+                let t = format!("room:r{i}");
+                seen.insert(hash16(&t), t.clone()).map(|other| (other, t))
+            })
+            .unwrap();
+        let t = vec![a, b];
+        let mut c = Cursor::new(2);
+        c.set(0, 50);
+        c.set(1, 40);
+        let d = Cursor::decode(&c.encode(&t), &t).unwrap();
+        assert_eq!((d.after(0), d.after(1)), (Some(40), Some(40)));
+    }
+
+    #[test]
+    fn malformed_cursors_say_why() {
+        let t = topics(&["metrics"]);
+        assert_eq!(Cursor::decode("!!", &t), Err("it is not base64url"));
+        assert_eq!(Cursor::decode("", &t), Err("it is empty"));
+        assert_eq!(Cursor::decode("Ag", &t), Err("its version is unknown"));
+        let cut = URL_SAFE_NO_PAD.encode([1u8, 0, 1, 0x80]);
+        assert_eq!(Cursor::decode(&cut, &t), Err("it is cut short"));
+        let huge = URL_SAFE_NO_PAD.encode([
+            1u8, 0, 1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f,
+        ]);
+        assert_eq!(Cursor::decode(&huge, &t), Err("a position is too large"));
+        // A number (a single topic's old Last-Event-ID) is not a cursor either.
+        assert!(Cursor::decode("42", &t).is_err());
+    }
+
+    #[test]
+    fn events_gain_their_topic() {
+        let e = Event::new(r#"{"id":3,"text":"hi"}"#).with_topic("room:general");
+        let mut out = Vec::new();
+        e.encode_into(&mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "data: {\"topic\":\"room:general\",\"id\":3,\"text\":\"hi\"}\n\n"
+        );
+        let empty = Event::new("{}").with_topic("notifications");
+        assert!(empty
+            .encode()
+            .starts_with(b"data: {\"topic\":\"notifications\"}\n"));
+    }
+}
