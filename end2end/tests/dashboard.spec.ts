@@ -90,17 +90,18 @@ test('the dashboard shows when it is cut off and recovers by itself', async ({ b
   const page = await user(browser, uniqueName('cut'), '/dashboard');
   const status = page.getByTestId('dash-status');
   await expect(status).toHaveAttribute('data-state', 'live');
-  // The server goes away: streams (which the server ends every 3 s here) cannot reconnect.
-  await page.route('**/api/metrics/events**', (route) => route.abort('connectionrefused'));
+  // The server goes away: the page's one stream (which the server ends every 3 s here)
+  // cannot reconnect.
+  await page.route('**/api/events**', (route) => route.abort('connectionrefused'));
   await expect(status).toHaveAttribute('data-state', 'reconnecting', { timeout: 10_000 });
   await expect(status).toContainText('Disconnected');
   // It comes back: the browser's own retry gets through.
-  await page.unroute('**/api/metrics/events**');
+  await page.unroute('**/api/events**');
   await expect(status).toHaveAttribute('data-state', 'live', { timeout: 15_000 });
   // A refusal closes the stream for good; the page opens a new one after a pause.
-  await page.route('**/api/metrics/events**', (route) => route.fulfill({ status: 503, body: 'down' }));
+  await page.route('**/api/events**', (route) => route.fulfill({ status: 503, body: 'down' }));
   await expect(status).toHaveAttribute('data-state', 'closed', { timeout: 10_000 });
-  await page.unroute('**/api/metrics/events**');
+  await page.unroute('**/api/events**');
   await expect(status).toHaveAttribute('data-state', 'live', { timeout: 15_000 });
   await page.context().close();
 });

@@ -9,6 +9,12 @@
 //!   `POST`.
 //! - **Polling**: `GET /api/rooms/{room}/messages?after=…` every second; sends with `POST`.
 //!
+//! Sending never loses a message silently: each gets a `clientId` and is shown as pending
+//! ([`News::Pending`]) until the server says it is stored (`chat-ack` on the socket, the 201
+//! of a `POST` with the id as `Idempotency-Key`). Unacknowledged messages are kept across a
+//! reconnect and sent again with the same id (so the server stores each once); a refusal
+//! (too long, not a member, slow down) drops it and says why.
+//!
 //! Whatever the transport, a message is passed on once (ids only rise), its state is told as
 //! the shared [`LinkState`], and a broken connection (a refused event stream included) is
 //! retried with exponential backoff (1 s, 2 s, 4 s … 15 s) until the link is dropped.
@@ -25,7 +31,7 @@ use web_sys::{CloseEvent, MessageEvent, WebSocket};
 
 use crate::{
     events::{EventStream, LinkState},
-    fetch::{post_json, refusal, UNREACHABLE},
+    fetch::{refusal, UNREACHABLE},
     protocol::chat::{
         ChatGap, ChatMessage, ChatPresence, ClientMsg, MessagePage, PostMessage, ServerMsg,
         POLL_LIMIT_DEFAULT,
@@ -95,6 +101,8 @@ pub enum News {
     Deleted(i64),
     /// My read position in a room moved (another tab, say).
     Read(String, i64),
+    /// The messages sent but not yet stored, oldest first.
+    Pending(Vec<String>),
 }
 
 /// Waits `ms` milliseconds (a `setTimeout` as a future).
@@ -127,6 +135,13 @@ struct Inner {
     news: Box<dyn Fn(News)>,
     socket: RefCell<Option<(WebSocket, Vec<Listener>)>>,
     source: RefCell<Option<EventStream>>,
+    /// Sent but not acknowledged: `(clientId, text)`, oldest first.
+    unacked: RefCell<Vec<(String, String)>>,
+    /// This page's prefix for client ids, and the next number.
+    id_prefix: String,
+    next_id: Cell<u32>,
+    /// A resend over HTTP is under way (one at a time keeps the order).
+    resending: Cell<bool>,
 }
 
 impl Inner {
@@ -141,6 +156,36 @@ impl Inner {
         if m.id > self.last_id.get() {
             self.last_id.set(m.id);
             self.tell(News::Message(m));
+        }
+    }
+
+    fn tell_pending(&self) {
+        let texts = self
+            .unacked
+            .borrow()
+            .iter()
+            .map(|(_, t)| t.clone())
+            .collect();
+        self.tell(News::Pending(texts));
+    }
+
+    /// The message with this client id is stored (or refused): stop waiting for it.
+    fn settled(&self, client_id: &str) {
+        self.unacked.borrow_mut().retain(|(id, _)| id != client_id);
+        self.tell_pending();
+    }
+
+    /// Sends every unacknowledged message over the socket, if it is joined.
+    fn resend_on_socket(&self) {
+        let socket = self.socket.borrow();
+        let Some((socket, _)) = socket
+            .as_ref()
+            .filter(|(s, _)| s.ready_state() == WebSocket::OPEN && self.joined.get())
+        else {
+            return;
+        };
+        for (id, text) in self.unacked.borrow().iter() {
+            let _ = socket.send_with_str(&frame(&self.room, text, id));
         }
     }
 
@@ -179,6 +224,10 @@ impl Link {
             news: Box::new(news),
             socket: RefCell::new(None),
             source: RefCell::new(None),
+            unacked: RefCell::new(Vec::new()),
+            id_prefix: format!("{:08x}", (js_sys::Math::random() * 4_294_967_295.0) as u32),
+            next_id: Cell::new(0),
+            resending: Cell::new(false),
         });
         connect(&inner);
         Self { inner }
@@ -215,40 +264,100 @@ pub struct LinkSender {
 }
 
 impl LinkSender {
-    /// Sends a message: over the socket, or with `POST` for the other transports.
+    /// Sends a message: over the socket, or with `POST` for the other transports. It is
+    /// pending until stored; while the link is down it waits and goes out on reconnect.
+    /// `Err`: refused, with the sentence to show.
     pub async fn send(&self, text: &str) -> Result<(), String> {
         let inner = self
             .inner
             .upgrade()
             .ok_or_else(|| "The connection was closed; try again.".to_string())?;
+        inner.next_id.set(inner.next_id.get() + 1);
+        let id = format!("{}-{}", inner.id_prefix, inner.next_id.get());
+        inner
+            .unacked
+            .borrow_mut()
+            .push((id.clone(), text.to_string()));
+        inner.tell_pending();
         if inner.transport == Transport::WebSocket {
+            // Sent now if joined, else on the next `chat-joined`.
             let socket = inner.socket.borrow();
-            let open = socket
+            if let Some((socket, _)) = socket
                 .as_ref()
-                .filter(|(s, _)| s.ready_state() == WebSocket::OPEN);
-            let Some((socket, _)) = open else {
-                return Err("Not connected yet; wait for the status to say connected.".into());
-            };
-            let frame = serde_json::to_string(&ClientMsg::ChatMessage {
-                text: text.to_string(),
-                room: None,
-                client_id: None,
-            })
-            .expect("serializable");
-            return socket
-                .send_with_str(&frame)
-                .map_err(|_| "The message could not be sent; try again.".to_string());
+                .filter(|(s, _)| s.ready_state() == WebSocket::OPEN && inner.joined.get())
+            {
+                let _ = socket.send_with_str(&frame(&inner.room, text, &id));
+            }
+            return Ok(());
         }
-        let body = PostMessage {
-            text: text.to_string(),
-        };
-        post_json::<_, ChatMessage>(&format!("/api/rooms/{}/messages", inner.room), &body).await?;
-        if inner.transport == Transport::Polling {
-            // Show it without waiting for the next tick.
-            poll_once(&inner).await;
-        }
-        Ok(())
+        post_pending(&inner, &id, text).await
     }
+}
+
+/// A `chat-message` frame with its client id.
+fn frame(room: &str, text: &str, client_id: &str) -> String {
+    serde_json::to_string(&ClientMsg::ChatMessage {
+        text: text.to_string(),
+        room: Some(room.to_string()),
+        client_id: Some(client_id.to_string()),
+    })
+    .expect("serializable")
+}
+
+/// `POST`s one pending message with its id as `Idempotency-Key`. Stored: settled. Refused
+/// (4xx): dropped, and the sentence returned. Not reached or a 5xx: kept, and all pending
+/// ones are sent again in 2 s.
+async fn post_pending(inner: &Rc<Inner>, id: &str, text: &str) -> Result<(), String> {
+    let body = PostMessage {
+        text: text.to_string(),
+    };
+    let request = Request::post(&format!("/api/rooms/{}/messages", inner.room))
+        .header("Idempotency-Key", id)
+        .json(&body)
+        .map_err(|e| e.to_string())?;
+    match request.send().await {
+        Ok(res) if res.ok() => {
+            inner.settled(id);
+            if inner.transport == Transport::Polling {
+                // Show it without waiting for the next tick.
+                poll_once(inner).await;
+            }
+            Ok(())
+        }
+        Ok(res) if res.status() < 500 => {
+            inner.settled(id);
+            Err(refusal(res).await)
+        }
+        _ => {
+            let weak = Rc::downgrade(inner);
+            leptos::task::spawn_local(async move {
+                sleep(2000).await;
+                if let Some(inner) = live(&weak) {
+                    resend_posts(&inner).await;
+                }
+            });
+            Ok(())
+        }
+    }
+}
+
+/// Sends every pending message again over HTTP, oldest first (one resend at a time).
+async fn resend_posts(inner: &Rc<Inner>) {
+    if inner.resending.replace(true) {
+        return;
+    }
+    let pending = inner.unacked.borrow().clone();
+    for (id, text) in pending {
+        if let Err(why) = post_pending(inner, &id, &text).await {
+            inner.tell(News::Problem(why));
+        }
+        if !inner.unacked.borrow().iter().any(|(i, _)| *i == id) {
+            continue;
+        }
+        // Still pending: the server is not reachable; the retry is already planned.
+        break;
+    }
+    inner.resending.set(false);
 }
 
 impl Drop for Link {
@@ -352,11 +461,18 @@ fn open_socket(inner: &Rc<Inner>) -> Result<(), String> {
                 for m in history {
                     inner.message(m);
                 }
+                // What was sent into the old connection and not acknowledged goes again
+                // (the same ids: stored once).
+                inner.resend_on_socket();
             }
+            ServerMsg::ChatAck { client_id, .. } => inner.settled(&client_id),
             ServerMsg::ChatMessage(m) => inner.message(m),
             ServerMsg::ChatPresence(p) => inner.tell(News::Presence(p)),
             ServerMsg::ChatGap(g) => inner.tell(News::Gap(g)),
-            ServerMsg::ChatError { message } => {
+            ServerMsg::ChatError { message, client_id } => {
+                if let Some(id) = client_id {
+                    inner.settled(&id);
+                }
                 inner.tell(News::Problem(message));
                 if !inner.joined.get() {
                     // The join itself was refused (the history could not be read): try again.
@@ -370,8 +486,7 @@ fn open_socket(inner: &Rc<Inner>) -> Result<(), String> {
             ServerMsg::Notification(_)
             | ServerMsg::NotificationsGap(_)
             | ServerMsg::NotificationsRead { .. }
-            | ServerMsg::RoomActivity { .. }
-            | ServerMsg::ChatAck { .. } => {}
+            | ServerMsg::RoomActivity { .. } => {}
             ServerMsg::ChatTyping { display_name, .. } => inner.tell(News::Typing(display_name)),
             ServerMsg::ChatDelete { id, .. } => inner.tell(News::Deleted(id)),
             ServerMsg::ChatRead { room, last_read_id } => {
@@ -397,10 +512,6 @@ fn open_socket(inner: &Rc<Inner>) -> Result<(), String> {
 
 fn open_source(inner: &Rc<Inner>) -> Result<(), String> {
     let last = inner.last_id.get();
-    let mut url = format!("/api/rooms/{}/events", inner.room);
-    if last > 0 {
-        url.push_str(&format!("?lastEventId={last}"));
-    }
     let named: [(&'static str, OnData); 7] = [
         ("chat-joined", |inner, d| {
             if let Ok(ServerMsg::ChatJoined { members, .. }) = serde_json::from_str(&d) {
@@ -441,8 +552,11 @@ fn open_source(inner: &Rc<Inner>) -> Result<(), String> {
     ];
     let weak = Rc::downgrade(inner);
     let on_state = weak.clone();
-    let stream = EventStream::open(
-        &url,
+    // The room is a topic of the page's one shared stream (`/api/events`), not a stream of
+    // its own: the toasts, the badges and the room share one connection.
+    let stream = EventStream::topic(
+        &format!("room:{}", inner.room),
+        (last > 0).then_some(last),
         &named.map(|(name, _)| name),
         move |received| {
             let Some(inner) = live(&weak) else { return };
@@ -457,6 +571,10 @@ fn open_source(inner: &Rc<Inner>) -> Result<(), String> {
                 LinkState::Open => {
                     inner.attempts.set(0);
                     inner.tell(News::State(LinkState::Open));
+                    if !inner.unacked.borrow().is_empty() {
+                        let inner = inner.clone();
+                        leptos::task::spawn_local(async move { resend_posts(&inner).await });
+                    }
                 }
                 // Refused (signed out, a bad room): the browser gave up, so try again later.
                 LinkState::Closed => retry_later(&inner),

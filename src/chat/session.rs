@@ -133,6 +133,7 @@ fn text(msg: &ServerMsg) -> Message {
 fn error(message: impl Into<String>) -> Message {
     text(&ServerMsg::ChatError {
         message: message.into(),
+        client_id: None,
     })
 }
 
@@ -429,6 +430,13 @@ async fn handle(hub: &Hub, user: &str, frame: &str, joined: &mut Vec<RoomPass>) 
             {
                 return reply(error(problem));
             }
+            // A refusal names the clientId, so the sender stops waiting for its ack.
+            let refused = |message: String, client_id: Option<String>| {
+                Some(Out::Frame(Box::new(text(&ServerMsg::ChatError {
+                    message,
+                    client_id,
+                }))))
+            };
             let sent = hub.send(pass, &body, client_id.as_deref()).await;
             if sent.is_ok() {
                 metrics::record_received(metrics::Inbound::WebSocket);
@@ -443,7 +451,7 @@ async fn handle(hub: &Hub, user: &str, frame: &str, joined: &mut Vec<RoomPass>) 
                         room: message.room,
                     })))
                 }),
-                Err(e) => reply(error(e.sentence())),
+                Err(e) => refused(e.sentence(), client_id),
             }
         }
         ClientMsg::ChatLeave { room } => {

@@ -124,6 +124,8 @@ fn ChatView(snapshot: ChatSnapshot) -> impl IntoView {
     let state = RwSignal::new(LinkState::Connecting);
     let opened = RwSignal::new(0u32);
     let problem = RwSignal::new(None::<String>);
+    // Sent, not yet stored: shown below the messages until the server's ack.
+    let pending = RwSignal::new(Vec::<String>::new());
     let last_id = StoredValue::new(snapshot.last_id);
     let seq = StoredValue::new(0u64);
     let link = StoredValue::new(None::<SendWrapper<Link>>);
@@ -199,6 +201,7 @@ fn ChatView(snapshot: ChatSnapshot) -> impl IntoView {
                 ),
             ),
             News::Problem(p) => problem.set(Some(p)),
+            News::Pending(p) => pending.set(p),
             News::Typing(who) => {
                 typing_seq.update_value(|s| *s += 1);
                 let mine = typing_seq.get_value();
@@ -439,6 +442,11 @@ fn ChatView(snapshot: ChatSnapshot) -> impl IntoView {
                         }}
                     </For>
                 </ol>
+                <ul class="pending" data-testid="pending">
+                    {move || pending.get().into_iter().map(|t| view! {
+                        <li class="message pending"><span class="text">{t}</span>" "<span class="sending">"sending…"</span></li>
+                    }).collect_view()}
+                </ul>
                 <p class="typing" data-testid="typing" aria-live="polite">
                     {move || typing_line(&typing.get())}
                 </p>

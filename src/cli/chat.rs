@@ -186,7 +186,7 @@ fn line_for(msg: &ServerMsg, last: &mut i64, room: &mut String) -> Option<String
             g.after_id + 1,
             g.first_available_id - 1
         )),
-        ServerMsg::ChatError { message } => Some(format!("! {}", printable(message))),
+        ServerMsg::ChatError { message, .. } => Some(format!("! {}", printable(message))),
         ServerMsg::Notification(n) => Some(format!(
             "[{}] {}",
             printable(&n.title),

@@ -1,5 +1,5 @@
-//! The browser half of the dashboard: the one stream the page holds (on the shared
-//! [`EventStream`]), parsed into the shared wire types. Compiled everywhere; only ever called
+//! The browser half of the dashboard: its topics on the page's one shared stream
+//! ([`EventStream::topic`]), parsed into the shared wire types. Compiled everywhere; only ever called
 //! in the browser.
 
 use crate::{
@@ -19,20 +19,25 @@ pub enum News {
     Link(LinkState),
 }
 
-/// `/api/metrics/events`, with the log tail at `logs` or above when given (admins).
-pub fn url(logs: Option<LogLevel>) -> String {
-    match logs {
-        Some(level) => format!("/api/metrics/events?logs={}", level.as_str()),
-        None => "/api/metrics/events".to_string(),
+/// Follows the dashboard's topics on the page's shared stream (`/api/events`): `metrics`,
+/// and `logs:<level>` when given (admins); `news` hears everything they bring.
+pub fn open(
+    logs: Option<LogLevel>,
+    news: impl Fn(News) + 'static,
+) -> Result<Vec<EventStream>, String> {
+    let news = std::rc::Rc::new(news);
+    let mut streams = vec![follow("metrics", news.clone())?];
+    if let Some(level) = logs {
+        streams.push(follow(&format!("logs:{}", level.as_str()), news)?);
     }
+    Ok(streams)
 }
 
-/// Opens the dashboard's stream; `news` hears everything it brings.
-pub fn open(logs: Option<LogLevel>, news: impl Fn(News) + 'static) -> Result<EventStream, String> {
-    let news = std::rc::Rc::new(news);
+fn follow(topic: &str, news: std::rc::Rc<impl Fn(News) + 'static>) -> Result<EventStream, String> {
     let on_state = news.clone();
-    EventStream::open(
-        &url(logs),
+    EventStream::topic(
+        topic,
+        None,
         &[METRICS_EVENT, LOG_EVENT, LOG_GAP_EVENT, LOG_READY_EVENT],
         move |received| {
             let data = received.data;

@@ -180,7 +180,7 @@ fn Dashboard(snapshot: DashboardSnapshot) -> impl IntoView {
     let reopen = RwSignal::new(0u32);
     // Bumped whenever the stream opens or closes (a reconnect's timer checks it).
     let link_changes = RwSignal::new(0u32);
-    let stream = StoredValue::new(None::<SendWrapper<EventStream>>);
+    let stream = StoredValue::new(None::<SendWrapper<Vec<EventStream>>>);
     let log_box = NodeRef::<html::Ol>::new();
 
     let on_news = move |news: client::News| {

@@ -90,8 +90,9 @@ pub enum WatchNews {
     Link(LinkState),
 }
 
-/// Opens `/api/jobs/{id}/events?lastEventId=<after>` (the browser sends `Last-Event-ID` on
-/// its own reconnects); `news` hears everything. The stream closes when dropped.
+/// Follows the `job:<id>` topic of the page's shared stream (`/api/events`) after event
+/// `after` (the browser sends `Last-Event-ID` on its own reconnects); `news` hears
+/// everything. It stops when dropped.
 pub fn watch(
     id: i64,
     after: i64,
@@ -99,8 +100,9 @@ pub fn watch(
 ) -> Result<EventStream, String> {
     let news = Rc::new(news);
     let on_state = news.clone();
-    EventStream::open(
-        &format!("/api/jobs/{id}/events?lastEventId={after}"),
+    EventStream::topic(
+        &format!("job:{id}"),
+        Some(after),
         &KINDS.map(JobEventKind::as_str),
         move |received| {
             let (Some(kind), Ok(id), Ok(data)) = (

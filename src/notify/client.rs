@@ -41,12 +41,14 @@ pub async fn send(request: &SendNotification) -> Result<NotificationSent, String
     post_json("/api/notifications", request).await
 }
 
-/// Opens `/api/notifications/events`; `on_heard` hears each notification and each inbox
-/// mark. The stream closes when the returned handle is dropped; the browser reconnects by
-/// itself and, with `Last-Event-ID`, gets what it missed meanwhile.
+/// Follows the `notifications` topic of the page's shared stream (`/api/events`); `on_heard`
+/// hears each notification and each inbox mark. It stops when the returned handle is
+/// dropped; the browser reconnects by itself and, with `Last-Event-ID`, gets what it missed
+/// meanwhile.
 pub fn open(on_heard: impl Fn(Heard) + 'static) -> Result<EventStream, String> {
-    EventStream::open(
-        "/api/notifications/events",
+    EventStream::topic(
+        "notifications",
+        None,
         &["notification", "notifications-read", "room-activity"],
         move |received| match serde_json::from_str::<ServerMsg>(&received.data) {
             Ok(ServerMsg::Notification(n)) => on_heard(Heard::New(n)),

@@ -262,6 +262,10 @@ pub enum ServerMsg {
     ChatGap(ChatGap),
     ChatError {
         message: String,
+        /// The `clientId` of the message refused, when it had one (so the sender stops
+        /// waiting for its ack).
+        #[serde(default, rename = "clientId", skip_serializing_if = "Option::is_none")]
+        client_id: Option<String>,
     },
     /// The sender's message with this `clientId` is stored as `id` (sent once per send,
     /// repeats included).
@@ -551,6 +555,7 @@ mod tests {
         );
         assert_eq!(
             serde_json::to_value(ServerMsg::ChatError {
+                client_id: None,
                 message: SLOW_DOWN.into()
             })
             .unwrap(),

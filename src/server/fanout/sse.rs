@@ -117,16 +117,24 @@ impl Event {
         self
     }
 
-    /// The same event with `"topic":"<topic>"` first in its JSON object data (data that is
-    /// not an object becomes `{"topic","data"}`).
+    /// The same event with `"topic":"<topic>"` first in its JSON object data, and with its
+    /// own id (the topic's position) as `"eventId"` (data that is not an object becomes
+    /// `{"topic","data"}`).
     pub fn with_topic(mut self, topic: &str) -> Self {
-        let topic = serde_json::to_string(topic).expect("a string");
+        let mut head = format!(
+            "{{\"topic\":{}",
+            serde_json::to_string(topic).expect("a string")
+        );
+        if let Some(id) = &self.id {
+            head.push_str(",\"eventId\":");
+            head.push_str(&serde_json::to_string(id).expect("a string"));
+        }
         let data = self.data.trim_start();
         self.data = match data.strip_prefix('{') {
-            Some(rest) if rest.trim_start().starts_with('}') => format!("{{\"topic\":{topic}}}"),
-            Some(rest) => format!("{{\"topic\":{topic},{rest}"),
+            Some(rest) if rest.trim_start().starts_with('}') => format!("{head}}}"),
+            Some(rest) => format!("{head},{rest}"),
             None => format!(
-                "{{\"topic\":{topic},\"data\":{}}}",
+                "{head},\"data\":{}}}",
                 serde_json::to_string(&self.data).expect("a string")
             ),
         };

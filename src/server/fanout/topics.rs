@@ -7,7 +7,8 @@
 //! argument (400 naming the topic), checks that the user may read it (403 naming it) and
 //! subscribes, then hands back the same producer its own stream route runs. Here each
 //! producer writes to an [`sse::Sender`] for its topic; the merger adds `"topic"` to each
-//! event's data, keeps every event's name, and gives each the stream's [`Cursor`] as its SSE
+//! event's data (and the topic's own id, when the event has one, as `"eventId"`: what the
+//! topic's own route would have sent as the SSE id), keeps every event's name, and gives each the stream's [`Cursor`] as its SSE
 //! `id`. So the browser's own `Last-Event-ID` resumes every topic at once, each with its own
 //! gap rule (a `gap` event with the topic when some of it is no longer kept).
 //!
@@ -16,7 +17,8 @@
 //! a LEB128 varint. A page of 32 rooms with ids below 2 million is under 220 characters; a
 //! usual page (a room, the notifications, a job) about 20. It names topics by hash, not by
 //! their place in the URL, so a page that adds or drops a topic can pass its last cursor
-//! (`?lastEventId=`) and keep the positions of the topics it still follows. Two topics of
+//! (`?lastEventId=`) and keep the positions of the topics it still follows; for a topic the
+//! cursor does not cover, `?start=<id>:<topic>` says what the page already has of it. Two topics of
 //! one stream whose hashes collide (rare: 16 bits) both resume from the lower position: a
 //! few repeats, which clients drop by id, never a loss.
 //!
@@ -163,6 +165,28 @@ async fn events(
         })?,
         None => Cursor::new(topics.len()),
     };
+    // `start=<id>:<topic>`: where a topic the cursor does not cover starts (what the page
+    // already shows of it).
+    let mut cursor = cursor;
+    for (k, v) in &query {
+        if k != "start" {
+            continue;
+        }
+        let parsed = v
+            .split_once(':')
+            .and_then(|(id, topic)| Some((id.parse::<i64>().ok().filter(|i| *i >= 0)?, topic)));
+        let Some((id, topic)) = parsed else {
+            return Err(ApiError::bad_parameter(
+                "start",
+                format!("is `<id>:<topic>`, like `41:room:general`, not {v:?}."),
+            ));
+        };
+        if let Some(i) = topics.iter().position(|t| t == topic) {
+            if cursor.after(i).is_none() {
+                cursor.set(i, id);
+            }
+        }
+    }
     let mut producers = Vec::with_capacity(parsed.len());
     for (i, (kind, arg)) in parsed.iter().enumerate() {
         let opened = kind.open(&state, &user.0, *arg, cursor.after(i)).await;
@@ -429,12 +453,15 @@ mod tests {
 
     #[test]
     fn events_gain_their_topic() {
-        let e = Event::new(r#"{"id":3,"text":"hi"}"#).with_topic("room:general");
+        let e = Event::new(r#"{"id":3,"text":"hi"}"#)
+            .id(3)
+            .with_topic("room:general")
+            .with_id(None);
         let mut out = Vec::new();
         e.encode_into(&mut out);
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            "data: {\"topic\":\"room:general\",\"id\":3,\"text\":\"hi\"}\n\n"
+            "data: {\"topic\":\"room:general\",\"eventId\":\"3\",\"id\":3,\"text\":\"hi\"}\n\n"
         );
         let empty = Event::new("{}").with_topic("notifications");
         assert!(empty

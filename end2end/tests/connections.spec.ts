@@ -1,0 +1,125 @@
+import { expect, test, type Page } from '@playwright/test';
+import { signIn, uniqueName, waitForHydration } from './helpers';
+
+// One connection per page: every live part of a page (toasts, chat room, job progress,
+// dashboard) rides the page's one `/api/events` stream; over HTTPS (h2) every tab's stream
+// shares one connection, so eight tabs are live at once and a ninth page still loads.
+
+const HTTPS = `https://127.0.0.1:${process.env.TIDINGS_E2E_HTTPS_PORT ?? '3918'}`;
+
+/** The event-stream URLs a page opens, recorded from now on. */
+function streamsOf(page: Page): string[] {
+  const urls: string[] = [];
+  page.on('request', (r) => {
+    if (r.resourceType() === 'eventsource' || r.headers()['accept'] === 'text/event-stream') {
+      urls.push(new URL(r.url()).pathname);
+    }
+  });
+  return urls;
+}
+
+test('a page holds one event stream for all its live parts', async ({ page }) => {
+  const streams = streamsOf(page);
+  await signIn(page, uniqueName('one'));
+  // The dashboard: metrics and the toasts' notifications, on one stream.
+  await page.goto('/dashboard');
+  await waitForHydration(page);
+  const uptime = page.getByTestId('num-uptime').locator('dd');
+  await expect(uptime).not.toHaveText('');
+  const first = await uptime.textContent();
+  await expect(uptime).not.toHaveText(first ?? '');
+  expect(streams.length).toBeGreaterThan(0);
+  expect(new Set(streams)).toEqual(new Set(['/api/events']));
+  // A chat room over SSE joins the same kind of stream.
+  await page.goto('/chat?room=onestream');
+  await waitForHydration(page);
+  await page.locator('#transport-sse').check();
+  const status = page.getByTestId('chat-status');
+  await expect(status).toHaveAttribute('data-transport', 'sse');
+  await expect(status).toHaveAttribute('data-state', 'open');
+  expect(new Set(streams)).toEqual(new Set(['/api/events']));
+});
+
+test('over HTTPS eight tabs are live at once and a ninth page still loads at once', async ({ browser }) => {
+  const context = await browser.newContext({ ignoreHTTPSErrors: true, baseURL: HTTPS });
+  const first = await context.newPage();
+  await signIn(first, uniqueName('tabs'));
+  const tabs: Page[] = [first];
+  for (let i = 1; i < 8; i++) tabs.push(await context.newPage());
+  await Promise.all(tabs.map(async (tab) => {
+    await tab.goto('/dashboard');
+    await waitForHydration(tab);
+  }));
+  // Every tab's metrics move: all eight streams are live.
+  for (const tab of tabs) {
+    const uptime = tab.getByTestId('num-uptime').locator('dd');
+    await expect(uptime).not.toHaveText('');
+    const was = await uptime.textContent();
+    await expect(uptime).not.toHaveText(was ?? '');
+  }
+  // A ninth page loads while the eight stream.
+  const ninth = await context.newPage();
+  const started = Date.now();
+  await ninth.goto('/guide');
+  await expect(ninth.locator('h1')).toBeVisible();
+  expect(Date.now() - started).toBeLessThan(5_000);
+  // The page went over HTTP/2.
+  const protocol = await ninth.evaluate(
+    () => (performance.getEntriesByType('navigation')[0] as PerformanceNavigationTiming).nextHopProtocol,
+  );
+  expect(protocol).toBe('h2');
+  await context.close();
+});
+
+test('over HTTPS one page holds more than six live streams', async ({ browser }) => {
+  const context = await browser.newContext({ ignoreHTTPSErrors: true, baseURL: HTTPS });
+  const page = await context.newPage();
+  await signIn(page, uniqueName('many'));
+  await page.goto('/guide');
+  // Ten streams of the metrics topic at once, each must hear a sample.
+  const heard = await page.evaluate(async () => {
+    const sources = Array.from({ length: 10 }, () => new EventSource('/api/events?topic=metrics'));
+    const got = await Promise.all(
+      sources.map((s) => new Promise<boolean>((resolve) => {
+        s.addEventListener('metrics', () => resolve(true), { once: true });
+        setTimeout(() => resolve(false), 8_000);
+      })),
+    );
+    sources.forEach((s) => s.close());
+    return got;
+  });
+  expect(heard).toEqual(Array(10).fill(true));
+  await context.close();
+});
+
+test('a message sent while the server cannot be reached stays pending, then is sent once', async ({ page }) => {
+  await signIn(page, uniqueName('ack'));
+  const room = uniqueName('acked').replace(/_/g, '-').toLowerCase();
+  await page.goto(`/chat?room=${room}`);
+  await waitForHydration(page);
+  await page.locator('#transport-sse').check();
+  await expect(page.getByTestId('chat-status')).toHaveAttribute('data-state', 'open');
+  // Every POST fails as if the network dropped: the message waits, shown as pending.
+  let refused = 0;
+  await page.route('**/api/rooms/*/messages', (route) => {
+    if (route.request().method() === 'POST') {
+      refused++;
+      return route.abort('internetdisconnected');
+    }
+    return route.continue();
+  });
+  const composer = page.getByTestId('composer');
+  await composer.getByLabel('Message').fill('kept until stored');
+  await composer.getByRole('button', { name: 'Send' }).click();
+  const pending = page.getByTestId('pending');
+  await expect(pending).toContainText('kept until stored');
+  await expect.poll(() => refused).toBeGreaterThan(1);
+  // The network is back: the resend (same Idempotency-Key) is stored once and shown once.
+  await page.unroute('**/api/rooms/*/messages');
+  const messages = page.getByTestId('messages');
+  await expect(messages.getByText('kept until stored')).toHaveCount(1);
+  await expect(pending).not.toContainText('kept until stored');
+  const stored = await page.request.get(`/api/rooms/${room}/messages`);
+  const texts = (await stored.json()).messages.map((m: { text: string }) => m.text);
+  expect(texts.filter((t: string) => t === 'kept until stored')).toHaveLength(1);
+});
