@@ -10,6 +10,9 @@
 //!   arrival), latency p50/p99/max, and whether every client got every message once, in order.
 //! - `sse`: the same with N subscribers of `GET /api/rooms/{room}/events` and P WebSocket
 //!   publishers beside them.
+//! - `events`: the same with N subscribers of one `GET /api/events` stream each, following 4
+//!   rooms (`<room>-0` … `<room>-3`), the publishers taking turns over the rooms: the
+//!   multi-topic stream's delivery, order per room and latency.
 //! - `idle`: N WebSockets opened (and joined to an empty room unless `--no-join`), then held
 //!   for a while; prints the server's resident memory growth per connection (VmRSS of `--pid`)
 //!   and whether all N stayed open at once.
@@ -74,6 +77,7 @@ use tokio_tungstenite::{
 const USAGE: &str = "\
 usage: chat ws   [--clients N] [--publishers P] [--rate R] [--secs S] [--room NAME]
        chat sse  [--clients N] [--publishers P] [--rate R] [--secs S] [--room NAME]
+       chat events [--clients N] [--publishers P] [--rate R] [--secs S] [--room NAME]
        chat idle [--clients N] [--hold S] [--room NAME | --no-join]
   every mode: [--url URL] [--pid PID] [--connect-at-once K] [--drain S] [--threads T]
   (--url and --pid default to BENCH_URL and BENCH_SERVER_PID; see scripts/bench-chat.sh)";
@@ -121,8 +125,13 @@ fn now_us() -> u64 {
 enum Mode {
     Ws,
     Sse,
+    /// SSE subscribers of one `/api/events` stream each, over [`TOPICS`] rooms.
+    Events,
     Idle,
 }
+
+/// Rooms each subscriber of the `events` mode follows on its one stream.
+const TOPICS: usize = 4;
 
 struct Opts {
     mode: Mode,
@@ -153,6 +162,7 @@ fn parse_args() -> Option<Opts> {
     let mode = match args.next()?.as_str() {
         "ws" => Mode::Ws,
         "sse" => Mode::Sse,
+        "events" => Mode::Events,
         "idle" => Mode::Idle,
         "-h" | "--help" | "help" => return None,
         other => die(&format!("unknown mode {other:?}\n{USAGE}")),
@@ -162,9 +172,21 @@ fn parse_args() -> Option<Opts> {
         mode,
         url: env("BENCH_URL").unwrap_or_else(|| "http://127.0.0.1:3000".to_string()),
         clients: if mode == Mode::Idle { 10_000 } else { 1000 },
-        publishers: if mode == Mode::Sse { 20 } else { 200 },
-        rate: if mode == Mode::Sse { 100.0 } else { 1000.0 },
-        secs: if mode == Mode::Sse { 15.0 } else { 20.0 },
+        publishers: if matches!(mode, Mode::Sse | Mode::Events) {
+            20
+        } else {
+            200
+        },
+        rate: if matches!(mode, Mode::Sse | Mode::Events) {
+            100.0
+        } else {
+            1000.0
+        },
+        secs: if matches!(mode, Mode::Sse | Mode::Events) {
+            15.0
+        } else {
+            20.0
+        },
         room: Some(
             if mode == Mode::Idle {
                 "bench-idle"
@@ -250,7 +272,7 @@ fn main() {
         .expect("a tokio runtime");
     runtime.block_on(async {
         match opts.mode {
-            Mode::Ws | Mode::Sse => load(&opts).await,
+            Mode::Ws | Mode::Sse | Mode::Events => load(&opts).await,
             Mode::Idle => idle(&opts).await,
         }
     });
@@ -533,15 +555,32 @@ fn ms(us: u64) -> f64 {
 }
 
 /// `(id, sent at)` of a benchmark `chat-message` (a WebSocket frame or an SSE data line).
-fn scan(s: &str) -> Option<(u64, u64)> {
-    let rest = s.strip_prefix(KIND_MESSAGE)?;
+/// A chat message's room slot (its topic's number on a multi-topic stream, else 0), id and
+/// send time.
+fn scan(s: &str) -> Option<(usize, u64, u64)> {
+    const TOPIC: &str = r#"{"topic":""#;
+    const TYPE: &str = r#""type":"chat-message","#;
+    let (slot, rest) = match s.strip_prefix(TOPIC) {
+        Some(tagged) => {
+            let end = tagged.find('"')?;
+            let slot = tagged[..end]
+                .rsplit('-')
+                .next()
+                .and_then(|k| k.parse::<usize>().ok())
+                .unwrap_or(0)
+                % TOPICS;
+            let at = tagged.find(TYPE)?;
+            (slot, &tagged[at + TYPE.len()..])
+        }
+        None => (0, s.strip_prefix(KIND_MESSAGE)?),
+    };
     let at = rest.find(MARK)?;
     let sent = leading_number(&rest[at + MARK.len()..])?;
     let id = rest
         .find(ID)
         .and_then(|i| leading_number(&rest[i + ID.len()..]))
         .unwrap_or(0);
-    Some((id, sent))
+    Some((slot, id, sent))
 }
 
 fn leading_number(s: &str) -> Option<u64> {
@@ -561,7 +600,8 @@ fn leading_number(s: &str) -> Option<u64> {
 struct Tally {
     latency: Histogram,
     received: u64,
-    last_id: u64,
+    /// The newest id per room (one room, or [`TOPICS`] on a multi-topic stream).
+    last_id: [u64; TOPICS],
     /// Ids at or below one already seen (duplicates or reordering).
     out_of_order: u64,
     /// `chat-gap` notices (messages no longer kept, so never delivered).
@@ -577,7 +617,7 @@ impl Tally {
         Self {
             latency: Histogram::new(),
             received: 0,
-            last_id: 0,
+            last_id: [0; TOPICS],
             out_of_order: 0,
             gaps: 0,
             errors: 0,
@@ -589,16 +629,16 @@ impl Tally {
     /// One text frame (or SSE data line). Messages sent before `since` (an earlier run's,
     /// replayed as history) are not counted.
     fn frame(&mut self, s: &str, since: u64, slot: &Slot) {
-        if let Some((id, sent)) = scan(s) {
+        if let Some((room, id, sent)) = scan(s) {
             if sent < since {
                 return;
             }
             let now = now_us();
             self.latency.record(now.saturating_sub(sent));
-            if id <= self.last_id {
+            if id <= self.last_id[room] {
                 self.out_of_order += 1;
             } else {
-                self.last_id = id;
+                self.last_id[room] = id;
             }
             self.received += 1;
             slot.received.store(self.received, Relaxed);
@@ -859,7 +899,8 @@ async fn publish(
 // ws and sse
 
 async fn load(o: &Opts) {
-    let sse = o.mode == Mode::Sse;
+    let sse = matches!(o.mode, Mode::Sse | Mode::Events);
+    let topics = o.mode == Mode::Events;
     let room_name = o.room.clone().expect("checked: loaded runs join a room");
     let since = now_us();
     let http = reqwest::Client::new();
@@ -906,7 +947,20 @@ async fn load(o: &Opts) {
     let ws: Vec<Arc<str>> = bases.iter().map(|b| Arc::from(ws_url(b))).collect();
     let events: Vec<Arc<str>> = bases
         .iter()
-        .map(|b| Arc::from(format!("{b}/api/rooms/{room_name}/events")))
+        .map(|b| {
+            if topics {
+                let query: Vec<String> = (0..TOPICS)
+                    .map(|k| format!("topic=room:{room_name}-{k}"))
+                    .collect();
+                Arc::from(format!("{b}/api/events?{}", query.join("&")))
+            } else {
+                Arc::from(format!("{b}/api/rooms/{room_name}/events"))
+            }
+        })
+        .collect();
+    // In the events mode the publishers take turns over the rooms.
+    let rooms: Vec<Arc<str>> = (0..TOPICS)
+        .map(|k| Arc::from(format!("{room_name}-{k}")))
         .collect();
     let room: Arc<str> = room_name.clone().into();
     let receiver: Arc<str> = receiver.into();
@@ -944,11 +998,16 @@ async fn load(o: &Opts) {
             } else {
                 receiver.clone()
             };
+            let room = if topics && publisher {
+                rooms[(i - publisher_slots.start) % TOPICS].clone()
+            } else {
+                room.clone()
+            };
             tokio::spawn(ws_client(
                 ctx,
                 ws[i % ws.len()].clone(),
                 cookie,
-                room.clone(),
+                room,
                 publisher,
             ))
         };

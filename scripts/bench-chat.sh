@@ -8,6 +8,10 @@
 #   2. sse:  SSE_CLIENTS SSE subscribers (default CLIENTS) of the room, SSE_PUBLISHERS WebSocket
 #            publishers (default SSE_RATE/5) sending SSE_RATE msgs/s (default 100) for SSE_SECS
 #            seconds (default 15): the same figures.
+#   events (not in the default PHASES): EVENTS_CLIENTS subscribers (default CLIENTS) of one
+#            /api/events stream each over 4 rooms, EVENTS_RATE msgs/s (default 100: 25 per
+#            room) for EVENTS_SECS seconds: delivery, order per room, latency (target: p99
+#            under 100 ms at 1,000 subscribers).
 #   3. idle: IDLE WebSockets (default 10000) opened and held: server memory per connection.
 #   4. ws2 (not in the default PHASES): the ws scenario across two instances on one throwaway
 #            PostgreSQL and one Redis (scripts/postgres.sh, Debian's redis-server), clients and
@@ -100,6 +104,16 @@ for phase in $phases; do
       run_client sse --clients "$sse_clients" --publishers "$sse_publishers" --rate "$sse_rate" --secs "$sse_secs"
       stop_server
       ;;
+    events)
+      # The multi-topic stream: EVENTS_CLIENTS subscribers (default CLIENTS), each on one
+      # /api/events stream of 4 rooms, 25 msgs/s per room (EVENTS_RATE, default 100, in all).
+      events_rate="${EVENTS_RATE:-100}"
+      events_publishers="${EVENTS_PUBLISHERS:-$(((events_rate + 4) / 5))}"
+      fresh_server events TIDINGS_CHAT_RATE="$(chat_rate "$events_rate" "$events_publishers")"
+      run_client events --clients "${EVENTS_CLIENTS:-$clients}" --publishers "$events_publishers" \
+        --rate "$events_rate" --secs "${EVENTS_SECS:-$sse_secs}"
+      stop_server
+      ;;
     ws2)
       # Two instances on one PostgreSQL and one Redis, clients and publishers spread over
       # both: the cross-instance fan-out.
@@ -135,7 +149,7 @@ for phase in $phases; do
       stop_server
       ;;
     *)
-      echo "bench: unknown phase $phase (ws, sse, idle, ws2)" >&2
+      echo "bench: unknown phase $phase (ws, sse, events, idle, ws2)" >&2
       exit 1
       ;;
   esac

@@ -58,7 +58,8 @@ pub fn DashboardPage() -> impl IntoView {
                     let admin = s.admin;
                     let live = view! { <Dashboard snapshot=s/> }.into_any();
                     let connections = admin.then(|| view! { <Connections/> }.into_any());
-                    view! { {live} {connections} }.into_any()
+                    let keys = admin.then(|| view! { <ApiKeys/> }.into_any());
+                    view! { {live} {connections} {keys} }.into_any()
                 }
                 Ok(_) => view! {
                     <p class="card" data-testid="dash-signin">
@@ -148,6 +149,108 @@ fn Connections() -> impl IntoView {
                                 <td><button type="button" data-testid="disconnect"
                                     aria-label=format!("Disconnect {}", c.username)
                                     on:click=move |_| disconnect(who.clone())>"Disconnect"</button></td>
+                            </tr>
+                        }
+                    }).collect_view()}
+                </tbody>
+            </table>
+        </section>
+    }
+}
+
+/// The admin's API keys for other servers: make one (shown once, to copy), see when each was
+/// last used, revoke one (refused at once on every instance).
+#[component]
+fn ApiKeys() -> impl IntoView {
+    use crate::{
+        fetch::{get_json, post_json, send, Method},
+        protocol::keys::{key_name_problem, CreateKey, CreatedKey, KeyInfo, KeyList},
+    };
+    let keys = RwSignal::new(Vec::<KeyInfo>::new());
+    let problem = RwSignal::new(None::<String>);
+    let made = RwSignal::new(None::<CreatedKey>);
+    let name = RwSignal::new(String::new());
+    let load = move || {
+        leptos::task::spawn_local(async move {
+            let got = get_json::<KeyList>("/api/keys").await;
+            if keys.is_disposed() {
+                return;
+            }
+            match got {
+                Ok(list) => keys.set(list.keys),
+                Err(e) => problem.set(Some(e)),
+            }
+        });
+    };
+    Effect::new(move |_| load());
+    let create = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        let wanted = name.get_untracked().trim().to_string();
+        if let Some(why) = key_name_problem(&wanted) {
+            problem.set(Some(why));
+            return;
+        }
+        leptos::task::spawn_local(async move {
+            let result = post_json::<_, CreatedKey>("/api/keys", &CreateKey { name: wanted }).await;
+            if keys.is_disposed() {
+                return;
+            }
+            match result {
+                Ok(key) => {
+                    made.set(Some(key));
+                    name.set(String::new());
+                    problem.set(None);
+                    load();
+                }
+                Err(e) => problem.set(Some(e)),
+            }
+        });
+    };
+    let revoke = move |id: String| {
+        leptos::task::spawn_local(async move {
+            let result = send::<()>(Method::Delete, &format!("/api/keys/{id}"), None).await;
+            if keys.is_disposed() {
+                return;
+            }
+            match result {
+                Ok(()) => {
+                    if made.get_untracked().is_some_and(|k| k.id == id) {
+                        made.set(None);
+                    }
+                    load();
+                }
+                Err(e) => problem.set(Some(e)),
+            }
+        });
+    };
+    view! {
+        <section class="card wide" data-testid="api-keys">
+            <h2>"API keys"</h2>
+            <p class="hint">"For other servers (a deploy script, a billing service): "
+                <code>"Authorization: Bearer <key>"</code>" posts to rooms and sends notifications, nothing else."</p>
+            <form class="inline" on:submit=create data-testid="new-key-form">
+                <input name="name" placeholder="deploy-bot" aria-label="Key name" maxlength="32" bind:value=name/>
+                <button type="submit">"Make a key"</button>
+            </form>
+            {move || problem.get().map(|p| view! { <p class="error" role="alert">{p}</p> })}
+            {move || made.get().map(|k| view! {
+                <p class="ok" role="status">"Key " <strong>{k.name.clone()}</strong>
+                    " made. It is shown only now; copy it: " <code data-testid="new-key">{k.key.clone()}</code></p>
+            })}
+            <table class="keys">
+                <thead><tr><th>"Name"</th><th>"Made"</th><th>"By"</th><th>"Last used"</th><th></th></tr></thead>
+                <tbody>
+                    {move || keys.get().into_iter().map(|k| {
+                        let id = k.id.clone();
+                        view! {
+                            <tr data-key=k.name.clone()>
+                                <td>{k.name.clone()}</td>
+                                <td><time datetime=k.created_at.clone()>{clock_of(&k.created_at).to_string()}</time></td>
+                                <td>{k.created_by.clone()}</td>
+                                <td>{k.last_used_at.as_deref().map_or("never".to_string(), |t| clock_of(t).to_string())}</td>
+                                <td><button type="button" data-testid="revoke-key"
+                                    aria-label=format!("Revoke {}", k.name)
+                                    on:click=move |_| revoke(id.clone())>"Revoke"</button></td>
                             </tr>
                         }
                     }).collect_view()}
