@@ -78,7 +78,8 @@ const USAGE: &str = "\
 usage: chat ws   [--clients N] [--publishers P] [--rate R] [--secs S] [--room NAME]
        chat sse  [--clients N] [--publishers P] [--rate R] [--secs S] [--room NAME]
        chat events [--clients N] [--publishers P] [--rate R] [--secs S] [--room NAME]
-       chat idle [--clients N] [--hold S] [--room NAME | --no-join]
+       chat idle [--clients N] [--hold S] [--rooms K] [--room NAME | --no-join]
+  ws: [--acks] puts a clientId on every message (the server acks each)
   every mode: [--url URL] [--pid PID] [--connect-at-once K] [--drain S] [--threads T]
   (--url and --pid default to BENCH_URL and BENCH_SERVER_PID; see scripts/bench-chat.sh)";
 
@@ -147,6 +148,11 @@ struct Opts {
     connect_at_once: usize,
     drain: f64,
     threads: usize,
+    /// Publishers put a `clientId` on every message (and get `chat-ack`s back).
+    acks: bool,
+    /// Rooms each idle socket joins (`<room>`, `<room>-1`, …): the cost of a subscription
+    /// on a connection that is already open.
+    rooms: usize,
 }
 
 fn number<T: std::str::FromStr>(flag: &str, value: &str) -> T {
@@ -200,10 +206,16 @@ fn parse_args() -> Option<Opts> {
         connect_at_once: 50,
         drain: 10.0,
         threads: 2,
+        acks: false,
+        rooms: 1,
     };
     while let Some(flag) = args.next() {
         if flag == "--no-join" {
             o.room = None;
+            continue;
+        }
+        if flag == "--acks" {
+            o.acks = true;
             continue;
         }
         let Some(value) = args.next() else {
@@ -221,6 +233,7 @@ fn parse_args() -> Option<Opts> {
             "--connect-at-once" => o.connect_at_once = number(&flag, &value),
             "--drain" => o.drain = number(&flag, &value),
             "--threads" => o.threads = number(&flag, &value),
+            "--rooms" => o.rooms = number(&flag, &value),
             _ => die(&format!("unknown option {flag}\n{USAGE}")),
         }
     }
@@ -858,6 +871,8 @@ struct Plan {
     rate: f64,
     start: tokio::time::Instant,
     end: tokio::time::Instant,
+    /// Send a `clientId` with each message.
+    acks: bool,
 }
 
 /// Sends `rate / publishers` messages a second from `start` to `end`; `Some(why)` if sending
@@ -881,10 +896,11 @@ async fn publish(
             return None;
         }
         let text = format!("t={};p={};n={sent}", now_us(), plan.number);
+        let client_id = plan.acks.then(|| format!("p{}-{sent}", plan.number));
         let frame = serde_json::to_string(&ClientMsg::ChatMessage {
             text,
             room: None,
-            client_id: None,
+            client_id,
         })
         .expect("serializable");
         if let Err(e) = sink.send(Message::text(frame)).await {
@@ -1060,6 +1076,7 @@ async fn load(o: &Opts) {
                 rate: o.rate,
                 start,
                 end,
+                acks: o.acks,
             };
             tokio::spawn(publish(sink, plan, slots.clone(), index))
         })
@@ -1240,7 +1257,13 @@ async fn load(o: &Opts) {
 // idle
 
 /// An idle WebSocket: connects (and joins), then only answers pings until stopped.
-async fn idle_client(ctx: Ctx, url: Arc<str>, cookie: Arc<str>, room: Option<Arc<str>>) {
+async fn idle_client(
+    ctx: Ctx,
+    url: Arc<str>,
+    cookie: Arc<str>,
+    room: Option<Arc<str>>,
+    rooms: usize,
+) {
     let Ctx {
         index,
         slots,
@@ -1255,6 +1278,9 @@ async fn idle_client(ctx: Ctx, url: Arc<str>, cookie: Arc<str>, room: Option<Arc
         let mut ws = open_ws(&url, &cookie, READ_BUFFER_IDLE).await?;
         if let Some(room) = room.as_deref() {
             join(&mut ws, room).await?;
+            for k in 1..rooms {
+                join(&mut ws, &format!("{room}-{k}")).await?;
+            }
         }
         Ok::<Ws, String>(ws)
     })
@@ -1331,6 +1357,7 @@ async fn idle(o: &Opts) {
             url.clone(),
             cookie.clone(),
             room.clone(),
+            o.rooms,
         )));
     }
     drop(ready_tx);

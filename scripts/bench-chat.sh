@@ -12,6 +12,10 @@
 #            /api/events stream each over 4 rooms, EVENTS_RATE msgs/s (default 100: 25 per
 #            room) for EVENTS_SECS seconds: delivery, order per room, latency (target: p99
 #            under 100 ms at 1,000 subscribers).
+#   ACKS=1: the ws scenario's publishers put a clientId on every message (the server acks
+#            each and remembers the id for 24 h): compare with a run without.
+#   IDLE_ROOMS=K: each idle socket joins K rooms: the cost of a subscription on a connection
+#            already open is the difference from a K=1 run, per extra room.
 #   3. idle: IDLE WebSockets (default 10000) opened and held: server memory per connection.
 #   4. ws2 (not in the default PHASES): the ws scenario across two instances on one throwaway
 #            PostgreSQL and one Redis (scripts/postgres.sh, Debian's redis-server), clients and
@@ -96,7 +100,7 @@ for phase in $phases; do
   case "$phase" in
     ws)
       fresh_server ws TIDINGS_CHAT_RATE="$(chat_rate "$rate" "$publishers")"
-      run_client ws --clients "$clients" --publishers "$publishers" --rate "$rate" --secs "$secs"
+      run_client ws --clients "$clients" --publishers "$publishers" --rate "$rate" --secs "$secs" ${ACKS:+--acks}
       stop_server
       ;;
     sse)
@@ -145,7 +149,7 @@ for phase in $phases; do
       ;;
     idle)
       fresh_server idle
-      run_client idle --clients "$idle"
+      run_client idle --clients "$idle" --rooms "${IDLE_ROOMS:-1}"
       stop_server
       ;;
     *)
