@@ -50,7 +50,7 @@ DATABASE_URL="sqlite://$scratch/e2e.db?mode=rwc" \
 LEPTOS_SITE_ADDR="127.0.0.1:$port" \
 TIDINGS_E2E_URL="http://127.0.0.1:$port" \
 DATABASE_URL="sqlite://$scratch/e2e.db?mode=rwc" \
-TIDINGS_ADMINS=e2e_admin,e2e_exporter,e2e_notifier,e2e_watcher,e2e_moderator \
+TIDINGS_ADMINS=e2e_admin,e2e_exporter,e2e_notifier,e2e_watcher,e2e_moderator,e2e_keeper,e2e_counter \
 TIDINGS_SETUP_TOKEN=e2e-setup-token-0123456789 \
 TIDINGS_SIGNUP_PER_HOUR=0 \
 TIDINGS_SSE_MAX_SECS=3 \

@@ -24,6 +24,12 @@
 //! closed for its parts alone and the stream goes on with the rest; signed out (401) closes
 //! them all; anything else is tried again in 3 s.
 //!
+//! A connection the page holds anyway can carry a topic instead ([`provide`]): the chat's
+//! WebSocket already brings the user's notifications, so while it is open the shared stream
+//! leaves `notifications` out (and closes when nothing else is followed) and the socket hands
+//! those events to the same subscribers ([`deliver`]). A page stays at one connection either
+//! way.
+//!
 //! Compiled everywhere so the views need no `cfg`; only ever called in the browser. Like
 //! `fetch`, it sits below the features.
 
@@ -75,6 +81,26 @@ struct Own {
     source: EventSource,
     /// Each listener with the event it listens to, so a drop can take them off.
     listeners: Vec<(&'static str, Listener)>,
+}
+
+/// While held, `topic` comes from another connection of the page (see [`provide`]).
+pub struct Provided(u32);
+
+impl Drop for Provided {
+    fn drop(&mut self) {
+        shared::unprovide(self.0);
+    }
+}
+
+/// Says that another connection of the page now brings `topic`'s events (handed over with
+/// [`deliver`]): the shared stream leaves it out until the returned guard is dropped.
+pub fn provide(topic: &str) -> Provided {
+    Provided(shared::provide(topic))
+}
+
+/// Hands an event of `topic` that arrived on another connection to the topic's subscribers.
+pub fn deliver(topic: &str, name: &'static str, data: String) {
+    shared::deliver(topic, name, data);
 }
 
 impl EventStream {
@@ -230,6 +256,8 @@ mod shared {
         refused: Vec<String>,
         /// Bumped on every (re)open: a diagnosis of an older stream's refusal is ignored.
         generation: u32,
+        /// Topics another connection brings (see [`super::provide`]).
+        provided: Vec<(u32, String)>,
     }
 
     thread_local! {
@@ -271,6 +299,41 @@ mod shared {
         }
     }
 
+    pub fn provide(topic: &str) -> u32 {
+        let id = SHARED.with(|s| {
+            let mut s = s.borrow_mut();
+            s.next += 1;
+            let id = s.next;
+            s.provided.push((id, topic.to_string()));
+            id
+        });
+        schedule();
+        id
+    }
+
+    pub fn unprovide(id: u32) {
+        SHARED.with(|s| s.borrow_mut().provided.retain(|(i, _)| *i != id));
+        schedule();
+    }
+
+    pub fn deliver(topic: &str, name: &'static str, data: String) {
+        let hearers: Vec<Rc<dyn Fn(Received)>> = SHARED.with(|s| {
+            s.borrow()
+                .subs
+                .iter()
+                .filter(|sub| sub.topic == topic && sub.names.contains(&name))
+                .map(|sub| sub.on_event.clone())
+                .collect()
+        });
+        for hear in hearers {
+            hear(Received {
+                name,
+                id: String::new(),
+                data: data.clone(),
+            });
+        }
+    }
+
     /// Reopens at the end of this tick if the set of topics changed.
     fn schedule() {
         let due = SHARED.with(|s| !std::mem::replace(&mut s.borrow_mut().scheduled, true));
@@ -285,7 +348,7 @@ mod shared {
             .subs
             .iter()
             .map(|sub| sub.topic.clone())
-            .filter(|t| !s.refused.contains(t))
+            .filter(|t| !s.refused.contains(t) && !s.provided.iter().any(|(_, p)| p == t))
             .collect();
         topics.sort();
         topics.dedup();

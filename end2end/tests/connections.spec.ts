@@ -40,6 +40,29 @@ test('a page holds one event stream for all its live parts', async ({ page }) =>
   expect(new Set(streams)).toEqual(new Set(['/api/events']));
 });
 
+test('the chat over its WebSocket is the page\'s only connection: the toasts ride the socket', async ({ page }) => {
+  // An admin of its own (TIDINGS_ADMINS in scripts/test.sh), so no other spec's tabs count.
+  await signIn(page, 'e2e_counter');
+  await page.goto('/chat?room=onesocket');
+  await waitForHydration(page);
+  const status = page.getByTestId('chat-status');
+  await expect(status).toHaveAttribute('data-transport', 'ws');
+  await expect(status).toHaveAttribute('data-state', 'open');
+  // The server's own list of this user's connections: the socket, and no event stream.
+  await expect.poll(async () => {
+    const list = await (await page.request.get('/api/admin/connections')).json();
+    return list.connections
+      .filter((c: { username: string }) => c.username === 'e2e_counter')
+      .map((c: { transport: string }) => c.transport)
+      .sort();
+  }).toEqual(['websocket']);
+  // And a notification still shows as a toast, brought by the socket.
+  const text = `over the socket ${uniqueName('n')}`;
+  const sent = await page.request.post('/api/notifications', { data: { kind: 'info', message: text, to: ['e2e_counter'] } });
+  expect(sent.status()).toBe(200);
+  await expect(page.getByText(text)).toBeVisible();
+});
+
 test('over HTTPS eight tabs are live at once and a ninth page still loads at once', async ({ browser }) => {
   // Eight pages hydrating at once on two cores take a while; the ninth must still be quick.
   test.setTimeout(90_000);
@@ -129,7 +152,7 @@ test('a message sent while the server cannot be reached stays pending, then is s
 test('an admin makes an API key on the dashboard, a script posts with it, and revoking stops it', async ({ browser, playwright }) => {
   const context = await browser.newContext();
   const page = await context.newPage();
-  await signIn(page, 'e2e_admin');
+  await signIn(page, 'e2e_keeper');
   await page.goto('/dashboard');
   await waitForHydration(page);
   const panel = page.getByTestId('api-keys');

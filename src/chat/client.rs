@@ -142,6 +142,9 @@ struct Inner {
     next_id: Cell<u32>,
     /// A resend over HTTP is under way (one at a time keeps the order).
     resending: Cell<bool>,
+    /// While the socket is open it brings the page's notifications: the shared stream
+    /// leaves them out, so the page keeps one connection.
+    provided: RefCell<Option<crate::events::Provided>>,
 }
 
 impl Inner {
@@ -190,6 +193,7 @@ impl Inner {
     }
 
     fn close_all(&self) {
+        drop(self.provided.borrow_mut().take());
         if let Some((socket, _)) = self.socket.borrow_mut().take() {
             socket.set_onopen(None);
             socket.set_onmessage(None);
@@ -228,6 +232,7 @@ impl Link {
             id_prefix: format!("{:08x}", (js_sys::Math::random() * 4_294_967_295.0) as u32),
             next_id: Cell::new(0),
             resending: Cell::new(false),
+            provided: RefCell::new(None),
         });
         connect(&inner);
         Self { inner }
@@ -438,6 +443,7 @@ fn open_socket(inner: &Rc<Inner>) -> Result<(), String> {
         let socket = socket.clone();
         listener(&weak, move |inner, _| {
             inner.joined.set(false);
+            *inner.provided.borrow_mut() = Some(crate::events::provide("notifications"));
             let last = inner.last_id.get();
             let join = ClientMsg::ChatJoin {
                 room: inner.room.clone(),
@@ -447,7 +453,10 @@ fn open_socket(inner: &Rc<Inner>) -> Result<(), String> {
         })
     };
     let on_message = listener(&weak, |inner, e| {
-        let Some(msg) = data_of(&e).and_then(|d| serde_json::from_str::<ServerMsg>(&d).ok()) else {
+        let Some(data) = data_of(&e) else {
+            return;
+        };
+        let Ok(msg) = serde_json::from_str::<ServerMsg>(&data) else {
             return;
         };
         match msg {
@@ -482,11 +491,18 @@ fn open_socket(inner: &Rc<Inner>) -> Result<(), String> {
             ServerMsg::ChatRemoved { room } => {
                 inner.tell(News::Problem(format!("You were removed from #{room}.")));
             }
-            // Toasts and the bell come from the page's notification stream.
-            ServerMsg::Notification(_)
-            | ServerMsg::NotificationsGap(_)
-            | ServerMsg::NotificationsRead { .. }
-            | ServerMsg::RoomActivity { .. } => {}
+            // The toasts, the bell and the badges hear these from the socket while it is
+            // open (the shared stream leaves `notifications` out meanwhile).
+            ServerMsg::Notification(_) => {
+                crate::events::deliver("notifications", "notification", data)
+            }
+            ServerMsg::NotificationsRead { .. } => {
+                crate::events::deliver("notifications", "notifications-read", data)
+            }
+            ServerMsg::RoomActivity { .. } => {
+                crate::events::deliver("notifications", "room-activity", data)
+            }
+            ServerMsg::NotificationsGap(_) => {}
             ServerMsg::ChatTyping { display_name, .. } => inner.tell(News::Typing(display_name)),
             ServerMsg::ChatDelete { id, .. } => inner.tell(News::Deleted(id)),
             ServerMsg::ChatRead { room, last_read_id } => {
@@ -495,6 +511,8 @@ fn open_socket(inner: &Rc<Inner>) -> Result<(), String> {
         }
     });
     let on_close = listener(&weak, |inner, e| {
+        // The shared stream brings the notifications again.
+        drop(inner.provided.borrow_mut().take());
         if let Some(close) = e.dyn_ref::<CloseEvent>() {
             let reason = close.reason();
             if !reason.is_empty() {

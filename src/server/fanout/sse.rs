@@ -252,24 +252,43 @@ pub struct Sender {
     send_limit: Option<Duration>,
 }
 
-/// Where a producer's events go: the response body, or (one topic of a multi-topic stream)
-/// the merger that tags them with their topic and the stream's cursor (`fanout::topics`).
-#[derive(Debug)]
+/// Tags the events of one topic of a multi-topic stream (`fanout::topics`): encodes `event`
+/// of topic `index` with the stream's cursor and hands the bytes to `send`, all under one
+/// lock, so the order in the body is the order of the cursor.
+pub trait Tagger: Send + Sync {
+    fn tag(&self, index: u8, event: &Event, send: &mut dyn FnMut(Bytes));
+}
+
+/// Where a producer's events go: the response body as they are, or (one topic of a
+/// multi-topic stream) the same body tagged by the stream's [`Tagger`].
 enum Out {
     Body(mpsc::Sender<Bytes>),
     Topic {
         index: u8,
-        tx: mpsc::Sender<(u8, Event)>,
+        tx: mpsc::Sender<Bytes>,
+        tagger: Arc<dyn Tagger>,
     },
 }
 
+impl std::fmt::Debug for Out {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Body(_) => f.write_str("Body"),
+            Self::Topic { index, .. } => write!(f, "Topic({index})"),
+        }
+    }
+}
+
 impl Sender {
-    /// A producer's sender for topic `index` of a multi-topic stream: its events go to
-    /// `tx` as they are (the merger encodes them), its comments nowhere.
-    pub fn for_topic(index: u8, tx: mpsc::Sender<(u8, Event)>) -> Self {
+    /// A producer's sender for topic `index` of the multi-topic stream `body` writes:
+    /// its events go to the same body, tagged by `tagger`; its comments nowhere.
+    pub fn for_topic(body: &Sender, index: u8, tagger: Arc<dyn Tagger>) -> Self {
+        let tx = match &body.out {
+            Out::Body(tx) | Out::Topic { tx, .. } => tx.clone(),
+        };
         Self {
-            out: Out::Topic { index, tx },
-            send_limit: None,
+            out: Out::Topic { index, tx, tagger },
+            send_limit: body.send_limit,
         }
     }
 
@@ -277,7 +296,27 @@ impl Sender {
     pub async fn send(&self, event: &Event) -> Result<(), Gone> {
         match &self.out {
             Out::Body(_) => self.raw(event.encode()).await,
-            Out::Topic { index, tx } => tx.send((*index, event.clone())).await.map_err(|_| Gone),
+            Out::Topic { index, tx, tagger } => {
+                // A place in the queue first; then tagging and queueing are one step.
+                let permit = match self.send_limit {
+                    None => tx.reserve().await.map_err(|_| Gone)?,
+                    Some(limit) => match tokio::time::timeout(limit, tx.reserve()).await {
+                        Ok(permit) => permit.map_err(|_| Gone)?,
+                        Err(_) => {
+                            SLOW.fetch_add(1, Ordering::Relaxed);
+                            tracing::info!("ending an event stream too slow to take its events");
+                            return Err(Gone);
+                        }
+                    },
+                };
+                let mut permit = Some(permit);
+                tagger.tag(*index, event, &mut |bytes| {
+                    if let Some(p) = permit.take() {
+                        p.send(bytes);
+                    }
+                });
+                Ok(())
+            }
         }
     }
 

@@ -5,11 +5,13 @@
 //! The features say what a topic is: each registers a [`TopicKind`] (`room:<name>`,
 //! `job:<id>`, `notifications`, `metrics`, `logs`) at start-up, which checks a topic's
 //! argument (400 naming the topic), checks that the user may read it (403 naming it) and
-//! subscribes, then hands back the same producer its own stream route runs. Here each
-//! producer writes to an [`sse::Sender`] for its topic; the merger adds `"topic"` to each
-//! event's data (and the topic's own id, when the event has one, as `"eventId"`: what the
-//! topic's own route would have sent as the SSE id), keeps every event's name, and gives each the stream's [`Cursor`] as its SSE
-//! `id`. So the browser's own `Last-Event-ID` resumes every topic at once, each with its own
+//! subscribes, then hands back the same producer its own stream route runs. Here all the
+//! producers run in the stream's one task, each writing to an [`sse::Sender`] for its topic.
+//! That sender adds `"topic"` to each event's data (and the topic's own id, when the event
+//! has one, as `"eventId"`: what the topic's own route would have sent as the SSE id), keeps
+//! every event's name, and gives each the stream's [`Cursor`] as its SSE `id`, under one lock
+//! with the queueing, so the order in the body is the cursor's. So the browser's own
+//! `Last-Event-ID` resumes every topic at once, each with its own
 //! gap rule (a `gap` event with the topic when some of it is no longer kept).
 //!
 //! The cursor is opaque, short and the same on every instance: base64url of a version byte,
@@ -36,7 +38,6 @@ use axum::{
 };
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
 use futures::future::BoxFuture;
-use tokio::sync::mpsc;
 
 use crate::server::{
     access::identity::{CurrentUser, StreamUser},
@@ -46,8 +47,6 @@ use crate::server::{
 
 /// Topics one stream follows at most.
 pub const TOPICS_MAX: usize = 32;
-/// Events queued from the topics' producers to the merger.
-const MERGE_QUEUE: usize = 64;
 
 /// A topic's producer: runs until its topic ends or the stream does.
 pub type Producer = Box<dyn FnOnce(sse::Sender) -> BoxFuture<'static, ()> + Send>;
@@ -226,47 +225,44 @@ fn resume_from<'a>(headers: &'a HeaderMap, query: &'a [(String, String)]) -> Opt
         .filter(|t| !t.is_empty())
 }
 
-/// Runs every topic's producer and passes their events on, tagged, in the order they come.
-async fn merge(tx: sse::Sender, topics: Vec<String>, producers: Vec<Producer>, mut cursor: Cursor) {
-    let (topic_tx, mut from_topics) = mpsc::channel::<(u8, Event)>(MERGE_QUEUE);
-    let mut running = Vec::with_capacity(producers.len());
-    for (i, produce) in producers.into_iter().enumerate() {
-        running.push(tokio::spawn(produce(sse::Sender::for_topic(
-            i as u8,
-            topic_tx.clone(),
-        ))));
-    }
-    drop(topic_tx);
-    // The producers end with the stream: when the client leaves, when one is too slow.
-    let _stop = AbortOnDrop(running);
-    loop {
-        let (i, event) = tokio::select! {
-            m = from_topics.recv() => match m {
-                Some(m) => m,
-                // Every topic ended (a finished job, say): so does the stream.
-                None => return,
-            },
-            _ = tx.gone() => return,
-        };
-        let i = usize::from(i);
+/// Runs every topic's producer in this one task, each writing straight to the body through
+/// a sender that tags its events (no hop through another task). The body ends when every
+/// producer has (a finished job, say), or when the client leaves.
+async fn merge(tx: sse::Sender, topics: Vec<String>, producers: Vec<Producer>, cursor: Cursor) {
+    let tagger: Arc<dyn sse::Tagger> = Arc::new(Merge {
+        topics,
+        cursor: std::sync::Mutex::new(cursor),
+    });
+    let running: Vec<_> = producers
+        .into_iter()
+        .enumerate()
+        .map(|(i, produce)| produce(sse::Sender::for_topic(&tx, i as u8, tagger.clone())))
+        .collect();
+    drop(tx);
+    futures::future::join_all(running).await;
+}
+
+/// The stream's topics and its cursor, shared by its topics' senders.
+struct Merge {
+    topics: Vec<String>,
+    cursor: std::sync::Mutex<Cursor>,
+}
+
+impl sse::Tagger for Merge {
+    fn tag(&self, index: u8, event: &Event, send: &mut dyn FnMut(bytes::Bytes)) {
+        let i = usize::from(index);
+        let mut cursor = self.cursor.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(position) = event.id_str().and_then(|id| id.parse::<i64>().ok()) {
             cursor.set(i, position);
         }
-        let id = (!cursor.is_empty()).then(|| cursor.encode(&topics));
-        let event = event.with_topic(&topics[i]).with_id(id);
-        if tx.send(&event).await.is_err() {
-            return;
-        }
-    }
-}
-
-struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        for task in &self.0 {
-            task.abort();
-        }
+        let id = (!cursor.is_empty()).then(|| cursor.encode(&self.topics));
+        send(
+            event
+                .clone()
+                .with_topic(&self.topics[i])
+                .with_id(id)
+                .encode(),
+        );
     }
 }
 
