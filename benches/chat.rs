@@ -1181,8 +1181,17 @@ async fn load(o: &Opts) {
         && lost.is_empty();
     let yes = |b: bool| if b { "yes" } else { "no" };
 
-    let mode = if sse { "sse" } else { "ws" };
-    if sse {
+    let mode = match o.mode {
+        Mode::Events => "events",
+        _ if sse => "sse",
+        _ => "ws",
+    };
+    if o.mode == Mode::Events {
+        println!(
+            "chat events: {} subscribers of one /api/events stream each over {TOPICS} rooms ({room_name}-0..{}), {} WebSocket publishers, {:.0} msgs/s offered for {} s",
+            o.clients, TOPICS - 1, o.publishers, o.rate, o.secs
+        );
+    } else if sse {
         println!(
             "chat sse: {} SSE subscribers of room {room_name}, {} WebSocket publishers, {:.0} msgs/s offered for {} s",
             o.clients, o.publishers, o.rate, o.secs

@@ -166,8 +166,8 @@ awk '
     delete f
     for (i = 2; i <= NF; i++) { split($i, kv, "="); f[kv[1]] = kv[2] }
   }
-  f["mode"] == "ws" || f["mode"] == "sse" {
-    kind = f["mode"] == "ws" ? "WebSocket" : "SSE      "
+  f["mode"] == "ws" || f["mode"] == "sse" || f["mode"] == "events" {
+    kind = f["mode"] == "ws" ? "WebSocket" : (f["mode"] == "sse" ? "SSE      " : "Events   ")
     if (f["instances"] + 0 > 1) kind = "WS, " f["instances"] " inst"
     p99_target = f["mode"] == "ws" ? 250 : 100
     rate_target = 0.8 * f["clients"] * f["rate"]
