@@ -551,3 +551,24 @@ async fn every_topic_is_checked_and_a_refusal_names_it() {
     let (s, c, _) = refused(t(&["metrics"]), Some("not a cursor")).await;
     assert_eq!((s, c.as_str()), (400, "invalid_cursor"));
 }
+
+#[tokio::test]
+async fn a_cursor_from_one_instance_resumes_on_another() {
+    // Two instances of one deployment share the database; the cursor holds no instance state.
+    let dir = tempfile::tempdir().unwrap();
+    let url = crate::common::fresh_database(dir.path()).await;
+    let a = TestServer::start_on(&url, |_| {}).await;
+    let b = TestServer::start_on(&url, |_| {}).await;
+    let alice = a.user("alice").await;
+    let topics = ["room:handover", "notifications"];
+    let mut sse = Sse::open(events_request(&a, &alice, &topics, None)).await;
+    post_ok(&a, &alice, "handover", "before").await;
+    let got = read_until(&mut sse, |got| texts_of(got, "room:handover").len() == 1).await;
+    let cursor = got.last().unwrap().id.clone();
+    drop(sse);
+    post_ok(&a, &alice, "handover", "while away").await;
+    // The same user's client, now at the other instance, with the same Last-Event-ID.
+    let mut sse = Sse::open(events_request(&b, &alice, &topics, Some(&cursor))).await;
+    let back = read_until(&mut sse, |got| !texts_of(got, "room:handover").is_empty()).await;
+    assert_eq!(texts_of(&back, "room:handover"), ["while away"]);
+}
