@@ -386,8 +386,10 @@ async fn publish(
     // A user, or another server by its API key (the key's name signs the message).
     let pass = hub.admit(&room, publisher.name()).await?;
     // A repeat of the key gets the first 201 body, and nothing is stored again.
-    let (message, _) = hub.send(&pass, &body.text, key.as_deref()).await?;
-    metrics::record_received(metrics::Inbound::Http);
+    let (message, repeat) = hub.send(&pass, &body.text, key.as_deref()).await?;
+    if !repeat {
+        metrics::record_received(metrics::Inbound::Http);
+    }
     Ok((StatusCode::CREATED, Json::<ChatMessage>(message)).into_response())
 }
 

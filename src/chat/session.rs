@@ -438,7 +438,8 @@ async fn handle(hub: &Hub, user: &str, frame: &str, joined: &mut Vec<RoomPass>) 
                 }))))
             };
             let sent = hub.send(pass, &body, client_id.as_deref()).await;
-            if sent.is_ok() {
+            // A repeat (a resend of a stored message) is not counted again.
+            if matches!(sent, Ok((_, false))) {
                 metrics::record_received(metrics::Inbound::WebSocket);
             }
             match sent {
