@@ -8,6 +8,7 @@
 //!
 //! Test with `cargo test --features ssr protocol` (round trips against the documented JSON).
 
+pub mod ai;
 pub mod audit;
 pub mod auth;
 pub mod chat;
