@@ -19,6 +19,9 @@
 //!   beside the features; they import only `protocol` and `retry`.
 //! - `server` (ssr): infrastructure that knows no feature: storage, access, edge, fanout,
 //!   observe (see its map).
+//! - `upstream` (ssr): the SSE client for AI providers (a POST with a JSON body, timeouts,
+//!   `Retry-After`, the OpenAI and Anthropic formats of `protocol::ai`), below `cli` and
+//!   `server` like `retry`.
 //! - `retry` (ssr): the retry policy every client of another server follows (the command-line
 //!   clients, the import job, the job event writer), below both `cli` and `server`.
 //! - `protocol`: wire types only, for wasm32 and native alike.
@@ -49,6 +52,8 @@ pub mod routes;
 pub mod server;
 #[cfg(feature = "ssr")]
 pub mod settings;
+#[cfg(feature = "ssr")]
+pub mod upstream;
 
 /// Browser entry point: attaches the server-rendered page to the WASM app.
 #[cfg(feature = "hydrate")]

@@ -144,35 +144,12 @@ mod tests {
 
     /// An OpenAI chat-completions stream with `stream_options: {"include_usage": true}`, as
     /// its streaming documentation shows it: a role chunk, content chunks, the finish chunk,
-    /// the usage chunk, `[DONE]`.
-    const OPENAI: &str = concat!(
-        "data: {\"id\":\"chatcmpl-123\",\"object\":\"chat.completion.chunk\",\"created\":1694268190,\"model\":\"gpt-4o-mini\",\"system_fingerprint\":\"fp_44709d6fcb\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"logprobs\":null,\"finish_reason\":null}]}\n\n",
-        "data: {\"id\":\"chatcmpl-123\",\"object\":\"chat.completion.chunk\",\"created\":1694268190,\"model\":\"gpt-4o-mini\",\"system_fingerprint\":\"fp_44709d6fcb\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hello\"},\"logprobs\":null,\"finish_reason\":null}]}\n\n",
-        "data: {\"id\":\"chatcmpl-123\",\"object\":\"chat.completion.chunk\",\"created\":1694268190,\"model\":\"gpt-4o-mini\",\"system_fingerprint\":\"fp_44709d6fcb\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\" world\\n```rs\"},\"logprobs\":null,\"finish_reason\":null}]}\n\n",
-        "data: {\"id\":\"chatcmpl-123\",\"object\":\"chat.completion.chunk\",\"created\":1694268190,\"model\":\"gpt-4o-mini\",\"system_fingerprint\":\"fp_44709d6fcb\",\"choices\":[{\"index\":0,\"delta\":{},\"logprobs\":null,\"finish_reason\":\"stop\"}]}\n\n",
-        "data: {\"id\":\"chatcmpl-123\",\"object\":\"chat.completion.chunk\",\"created\":1694268190,\"model\":\"gpt-4o-mini\",\"system_fingerprint\":\"fp_44709d6fcb\",\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":12,\"total_tokens\":21}}\n\n",
-        "data: [DONE]\n\n",
-    );
+    /// the usage chunk, `[DONE]` (byte for byte in `tests/fixtures/ai/`, which the upstream
+    /// client's integration tests serve too).
+    const OPENAI: &str = include_str!("../../tests/fixtures/ai/openai-chat.sse");
 
     /// An Anthropic Messages stream as its streaming documentation shows it, with a `ping`.
-    const ANTHROPIC: &str = concat!(
-        "event: message_start\n",
-        "data: {\"type\": \"message_start\", \"message\": {\"id\": \"msg_1nZdL29xx5MUA1yADyHTEsnR8uuvGzszyY\", \"type\": \"message\", \"role\": \"assistant\", \"content\": [], \"model\": \"claude-3-5-sonnet-20241022\", \"stop_reason\": null, \"stop_sequence\": null, \"usage\": {\"input_tokens\": 25, \"output_tokens\": 1}}}\n\n",
-        "event: content_block_start\n",
-        "data: {\"type\": \"content_block_start\", \"index\": 0, \"content_block\": {\"type\": \"text\", \"text\": \"\"}}\n\n",
-        "event: ping\n",
-        "data: {\"type\": \"ping\"}\n\n",
-        "event: content_block_delta\n",
-        "data: {\"type\": \"content_block_delta\", \"index\": 0, \"delta\": {\"type\": \"text_delta\", \"text\": \"Hello\"}}\n\n",
-        "event: content_block_delta\n",
-        "data: {\"type\": \"content_block_delta\", \"index\": 0, \"delta\": {\"type\": \"text_delta\", \"text\": \"!\"}}\n\n",
-        "event: content_block_stop\n",
-        "data: {\"type\": \"content_block_stop\", \"index\": 0}\n\n",
-        "event: message_delta\n",
-        "data: {\"type\": \"message_delta\", \"delta\": {\"stop_reason\": \"end_turn\", \"stop_sequence\":null}, \"usage\": {\"output_tokens\": 15}}\n\n",
-        "event: message_stop\n",
-        "data: {\"type\": \"message_stop\"}\n\n",
-    );
+    const ANTHROPIC: &str = include_str!("../../tests/fixtures/ai/anthropic-messages.sse");
 
     /// The events of `wire` as the WHATWG parser reads it when it arrives in two chunks split
     /// at byte `at`.

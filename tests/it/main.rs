@@ -29,3 +29,4 @@ mod rooms;
 mod scale;
 mod tail_cli;
 mod tls;
+mod upstream;
