@@ -83,6 +83,17 @@ struct Own {
     listeners: Vec<(&'static str, Listener)>,
 }
 
+/// Waits `ms` milliseconds (a `setTimeout` as a future).
+pub async fn sleep(ms: u32) {
+    let ms = i32::try_from(ms).unwrap_or(i32::MAX);
+    let promise = js_sys::Promise::new(&mut |resolve, _| {
+        if let Some(w) = web_sys::window() {
+            let _ = w.set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, ms);
+        }
+    });
+    let _ = wasm_bindgen_futures::JsFuture::from(promise).await;
+}
+
 /// While held, `topic` comes from another connection of the page (see [`provide`]).
 pub struct Provided(u32);
 
@@ -498,19 +509,9 @@ mod shared {
             tell(LinkState::Closed);
         }
         if refused.is_empty() {
-            gloo_timers_sleep(3000).await;
+            super::sleep(3000).await;
         }
         reopen(true);
-    }
-
-    /// Waits `ms` milliseconds.
-    async fn gloo_timers_sleep(ms: i32) {
-        let promise = js_sys::Promise::new(&mut |resolve, _| {
-            if let Some(w) = web_sys::window() {
-                let _ = w.set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, ms);
-            }
-        });
-        let _ = wasm_bindgen_futures::JsFuture::from(promise).await;
     }
 
     mod url {

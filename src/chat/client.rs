@@ -30,7 +30,7 @@ use wasm_bindgen::{closure::Closure, JsCast};
 use web_sys::{CloseEvent, MessageEvent, WebSocket};
 
 use crate::{
-    events::{EventStream, LinkState},
+    events::{sleep, EventStream, LinkState},
     fetch::{refusal, UNREACHABLE},
     protocol::chat::{
         ChatGap, ChatMessage, ChatPresence, ClientMsg, MessagePage, PostMessage, ServerMsg,
@@ -103,17 +103,6 @@ pub enum News {
     Read(String, i64),
     /// The messages sent but not yet stored, oldest first.
     Pending(Vec<String>),
-}
-
-/// Waits `ms` milliseconds (a `setTimeout` as a future).
-pub async fn sleep(ms: u32) {
-    let ms = i32::try_from(ms).unwrap_or(i32::MAX);
-    let promise = js_sys::Promise::new(&mut |resolve, _| {
-        if let Some(w) = web_sys::window() {
-            let _ = w.set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, ms);
-        }
-    });
-    let _ = wasm_bindgen_futures::JsFuture::from(promise).await;
 }
 
 /// The backoff before attempt `n` (0-based): 1 s, 2 s, 4 s … at most 15 s.

@@ -171,8 +171,8 @@ impl Publisher {
 
 /// The bearer credential of a request, if it has an `Authorization` header: `Err` when the
 /// header is there but is not `Bearer <key>`.
-pub fn bearer(parts: &Parts) -> Option<Result<&str, ()>> {
-    let value = parts.headers.get(axum::http::header::AUTHORIZATION)?;
+pub fn bearer(headers: &axum::http::HeaderMap) -> Option<Result<&str, ()>> {
+    let value = headers.get(axum::http::header::AUTHORIZATION)?;
     Some(
         value
             .to_str()
@@ -196,7 +196,7 @@ impl FromRequestParts<AppState> for Publisher {
         let refused = |message: &str| {
             ApiError::refused(axum::http::StatusCode::UNAUTHORIZED, "invalid_key", message)
         };
-        match bearer(parts) {
+        match bearer(&parts.headers) {
             None => Ok(Self::User(
                 CurrentUser::from_request_parts(parts, state).await?,
             )),

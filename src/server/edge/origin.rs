@@ -58,11 +58,10 @@ pub fn foreign_origin(
     if safe {
         return None;
     }
-    let bearer_only = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.len() > 7 && v[..7].eq_ignore_ascii_case("bearer "))
-        && !headers.contains_key(header::COOKIE);
+    let bearer_only = matches!(
+        crate::server::access::identity::bearer(headers),
+        Some(Ok(_))
+    ) && !headers.contains_key(header::COOKIE);
     if bearer_only && !is_upgrade {
         return None;
     }

@@ -544,12 +544,9 @@ pub fn last_event_id(
     headers: &HeaderMap,
     query: &[(String, String)],
 ) -> Result<Option<i64>, ApiError> {
-    let parse = |name: &str, value: &str| -> Result<Option<i64>, ApiError> {
-        let value = value.trim();
-        if value.is_empty() {
-            return Ok(None);
-        }
-        value
+    match last_event_text(headers, query)? {
+        None => Ok(None),
+        Some((name, value)) => value
             .parse::<i64>()
             .ok()
             .filter(|n| *n >= 0)
@@ -559,18 +556,30 @@ pub fn last_event_id(
                     name,
                     format!("must be an event id (a whole number ≥ 0), not {value:?}."),
                 )
-            })
+            }),
+    }
+}
+
+/// The client's last event id as sent, trimmed (`None` when absent or empty), with where it
+/// came from (`Last-Event-ID` or `lastEventId`): for ids that are not numbers (the
+/// multi-topic stream's cursor).
+pub fn last_event_text<'a>(
+    headers: &'a HeaderMap,
+    query: &'a [(String, String)],
+) -> Result<Option<(&'static str, &'a str)>, ApiError> {
+    let (name, value) = match headers.get("last-event-id") {
+        Some(v) => (
+            "Last-Event-ID",
+            v.to_str()
+                .map_err(|_| ApiError::bad_parameter("Last-Event-ID", "must be an event id."))?,
+        ),
+        None => match query.iter().find(|(k, _)| k == "lastEventId") {
+            Some((_, v)) => ("lastEventId", v.as_str()),
+            None => return Ok(None),
+        },
     };
-    if let Some(v) = headers.get("last-event-id") {
-        let v = v
-            .to_str()
-            .map_err(|_| ApiError::bad_parameter("Last-Event-ID", "must be an event id."))?;
-        return parse("Last-Event-ID", v);
-    }
-    match query.iter().find(|(k, _)| k == "lastEventId") {
-        Some((_, v)) => parse("lastEventId", v),
-        None => Ok(None),
-    }
+    let value = value.trim();
+    Ok((!value.is_empty()).then_some((name, value)))
 }
 
 #[cfg(test)]

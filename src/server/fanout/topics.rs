@@ -155,8 +155,8 @@ async fn events(
         }
         parsed.push((kind.clone(), arg));
     }
-    let cursor = match resume_from(&headers, &query) {
-        Some(text) => Cursor::decode(text, &topics).map_err(|why| {
+    let cursor = match sse::last_event_text(&headers, &query)? {
+        Some((_, text)) => Cursor::decode(text, &topics).map_err(|why| {
             ApiError::bad_request(
                 "invalid_cursor",
                 format!("`Last-Event-ID` is not a cursor of this stream: {why}."),
@@ -208,21 +208,6 @@ async fn events(
     Ok(sse::stream(options, state.shutdown.clone(), move |tx| {
         merge(tx, topics, producers, cursor)
     }))
-}
-
-/// The client's cursor: the `Last-Event-ID` header, else `?lastEventId=`.
-fn resume_from<'a>(headers: &'a HeaderMap, query: &'a [(String, String)]) -> Option<&'a str> {
-    headers
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .or_else(|| {
-            query
-                .iter()
-                .find(|(k, _)| k == "lastEventId")
-                .map(|(_, v)| v.as_str())
-        })
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
 }
 
 /// Runs every topic's producer in this one task, each writing straight to the body through

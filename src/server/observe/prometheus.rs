@@ -240,7 +240,10 @@ fn is_token(given: &str, token: &str) -> bool {
 /// `GET /metrics`.
 pub async fn scrape(State(state): State<AppState>, req: Request) -> Result<Response, ApiError> {
     let (mut parts, _) = req.into_parts();
-    let token_ok = match (bearer(&parts), state.config.metrics_token.as_deref()) {
+    let token_ok = match (
+        bearer(&parts.headers),
+        state.config.metrics_token.as_deref(),
+    ) {
         (Some(Ok(given)), Some(token)) => is_token(given, token),
         (Some(_), _) => {
             return Err(ApiError::refused(
