@@ -54,5 +54,6 @@ TIDINGS_ADMINS=e2e_admin,e2e_exporter,e2e_notifier,e2e_watcher,e2e_moderator,e2e
 TIDINGS_SETUP_TOKEN=e2e-setup-token-0123456789 \
 TIDINGS_SIGNUP_PER_HOUR=0 \
 TIDINGS_SSE_MAX_SECS=3 \
+TIDINGS_AI_TOKENS_PER_SEC=15 \
 RUST_LOG="${RUST_LOG:-warn}" \
   cargo leptos end-to-end

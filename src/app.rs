@@ -11,6 +11,7 @@ use leptos_router::{
 };
 
 use crate::{
+    assistant::AssistantPage,
     auth::{LoginPage, Session, SignupPage, UserMenu},
     chat::ChatPage,
     dashboard::DashboardPage,
@@ -49,6 +50,7 @@ const NAV: &[(&str, &str)] = &[
     ("/chat", "Chat"),
     ("/notifications", "Notify"),
     ("/dashboard", "Dashboard"),
+    ("/assistant", "Assistant"),
 ];
 
 /// The application: session, header, routes.
@@ -88,6 +90,7 @@ pub fn App() -> impl IntoView {
                     <Route path=StaticSegment("chat") view=ChatPage ssr=SsrMode::InOrder/>
                     <Route path=StaticSegment("notifications") view=NotifyPage ssr=SsrMode::InOrder/>
                     <Route path=StaticSegment("dashboard") view=DashboardPage ssr=SsrMode::InOrder/>
+                    <Route path=StaticSegment("assistant") view=AssistantPage ssr=SsrMode::InOrder/>
                 </Routes>
             </main>
             <Toasts/>

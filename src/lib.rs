@@ -14,7 +14,8 @@
 //!   decision guide), `export` (the audit log streamed as NDJSON or CSV, its viewer, its
 //!   seeding command), `jobs` (durable jobs watched over SSE or polling, imports), `chat`
 //!   (rooms over WebSocket, SSE + POST and polling, with presence), `notify` (admin
-//!   notifications shown as toasts), `dashboard` (live metrics and the admin's log tail).
+//!   notifications shown as toasts), `dashboard` (live metrics and the admin's log tail),
+//!   `assistant` (an AI model's answer relayed token by token, stored as it streams).
 //! - `cli` (ssr): the command-line network clients (`tidings export`, `tail`, `chat`),
 //!   beside the features; they import only `protocol` and `retry`.
 //! - `server` (ssr): infrastructure that knows no feature: storage, access, edge, fanout,
@@ -32,6 +33,7 @@
 //! the code, `tests/it/` against a real server), `cargo leptos end-to-end` (Playwright).
 
 pub mod app;
+pub mod assistant;
 pub mod auth;
 pub mod chat;
 #[cfg(feature = "ssr")]

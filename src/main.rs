@@ -6,6 +6,7 @@
 //! - `tidings export …`: streams a server's audit log to a file (see `cli::export`).
 //! - `tidings tail URL` and `tidings chat`: follow an event stream, chat in a terminal
 //!   (`cli::tail`, `cli::chat`).
+//! - `tidings ask "question"`: an AI answer streamed to the terminal (`cli::ask`).
 //! - `tidings users add NAME [--admin]`: creates an account in `DATABASE_URL`'s database.
 
 #[cfg(feature = "ssr")]
@@ -47,6 +48,9 @@ async fn main() -> std::process::ExitCode {
             #[arg(long)]
             out: std::path::PathBuf,
         },
+        /// Ask the assistant: the answer streams to the terminal (through Tidings, resuming
+        /// after drops; or straight from a provider with --upstream URL --api-key-env VAR).
+        Ask(tidings::cli::ask::AskArgs),
         /// API keys for other servers (admin): `create NAME`, `list`, `revoke ID`.
         Keys(tidings::cli::keys::KeysArgs),
         /// Manage accounts in DATABASE_URL's database (`users add NAME [--admin]`).
@@ -63,6 +67,7 @@ async fn main() -> std::process::ExitCode {
         Command::Tail(args) => tidings::cli::tail::run(args).await.map(|_| ()),
         Command::Chat(args) => tidings::cli::chat::run(args).await,
         Command::Keys(args) => tidings::cli::keys::run(args).await,
+        Command::Ask(args) => tidings::cli::ask::run(args).await.map(|_| ()),
         Command::DevCert { out } => tidings::server::edge::tls::write_dev_cert(&out).map(|f| {
             println!("wrote {} and {}", f.cert.display(), f.key.display());
             println!(

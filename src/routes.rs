@@ -25,7 +25,7 @@ use tower_http::{
 
 use crate::{
     app::{shell, App},
-    auth, chat, dashboard, export, jobs, notify,
+    assistant, auth, chat, dashboard, export, jobs, notify,
     server::{
         edge::body_limit::{limit_request_body, MAX_BODY_BYTES},
         edge::forwarded::client_info,
@@ -52,6 +52,8 @@ pub struct Services {
     pub jobs: jobs::runner::Jobs,
     /// The export's reader choice and running-export permits.
     pub exports: export::Exports,
+    /// The assistant's answers being written.
+    pub assistant: assistant::runner::Assistant,
     /// The topics `GET /api/events` serves, one kind per feature.
     pub topics: Topics,
 }
@@ -67,11 +69,13 @@ impl Services {
             Arc::new(notify::NotificationsTopic),
             Arc::new(dashboard::MetricsTopic),
             Arc::new(dashboard::LogsTopic),
+            Arc::new(assistant::ChatTopic),
         ]);
         Self {
             hub,
             jobs: jobs::start(state, &settings.jobs),
             exports: export::start(settings.export),
+            assistant: assistant::start(state, &settings.assistant),
             topics,
         }
     }
@@ -87,6 +91,7 @@ pub fn app(state: AppState, services: &Services) -> Router {
         .merge(chat::router(services.hub.clone()))
         .merge(notify::router())
         .merge(dashboard::router())
+        .merge(assistant::router(services.assistant.clone(), &state))
         .merge(topics::router(services.topics.clone()))
         .route("/api/{*rest}", any(api_not_found))
         .method_not_allowed_fallback(api_method_not_allowed);

@@ -6,6 +6,7 @@
 //! [`Settings::for_tests`] and change what they need.
 
 use crate::{
+    assistant::settings::AssistantConfig,
     chat::settings::ChatConfig,
     export::settings::ExportReader,
     jobs::settings::JobsConfig,
@@ -23,6 +24,8 @@ pub struct Settings {
     pub jobs: JobsConfig,
     /// How the export reads SQLite.
     pub export: ExportReader,
+    /// Which model answers the assistant, and its limits.
+    pub assistant: AssistantConfig,
 }
 
 impl Settings {
@@ -38,6 +41,7 @@ impl Settings {
             chat: ChatConfig::from(vars)?,
             jobs: JobsConfig::from(vars)?,
             export: ExportReader::from(vars)?,
+            assistant: AssistantConfig::from(vars)?,
         })
     }
 
@@ -49,6 +53,7 @@ impl Settings {
             chat: ChatConfig::for_tests(),
             jobs: JobsConfig::for_tests(),
             export: ExportReader::default(),
+            assistant: AssistantConfig::for_tests(),
         }
     }
 }

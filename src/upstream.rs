@@ -36,7 +36,8 @@ pub struct Upstream {
     pub url: String,
     pub method: reqwest::Method,
     pub headers: Vec<(String, String)>,
-    pub body: Option<serde_json::Value>,
+    /// The request's body (sent as JSON unless a `content-type` header says otherwise).
+    pub body: Option<String>,
     pub format: Format,
     pub connect_timeout: Duration,
     pub idle_timeout: Duration,
@@ -50,7 +51,7 @@ impl Upstream {
             url: url.to_string(),
             method: reqwest::Method::POST,
             headers: Vec::new(),
-            body: Some(body),
+            body: Some(body.to_string()),
             format,
             connect_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
@@ -61,11 +62,49 @@ impl Upstream {
         self.headers.push((name.to_string(), value.to_string()));
         self
     }
+
+    /// A provider's chat request for `prompt`: OpenAI's `POST {base}/chat/completions` (the
+    /// key as `Authorization: Bearer`, usage asked for) or Anthropic's `POST {base}/messages`
+    /// (the key as `x-api-key`, with its version header). The server's relay and
+    /// `tidings ask --upstream` both send this.
+    pub fn chat(
+        base: &str,
+        format: Format,
+        model: &str,
+        key: Option<&str>,
+        max_tokens: u32,
+        prompt: &str,
+    ) -> Self {
+        let base = base.trim_end_matches('/');
+        let messages = serde_json::json!([{"role": "user", "content": prompt}]);
+        let up = match format {
+            Format::OpenAi => Self::post(
+                &format!("{base}/chat/completions"),
+                format,
+                serde_json::json!({"model": model, "messages": messages, "stream": true,
+                    "max_tokens": max_tokens, "stream_options": {"include_usage": true}}),
+            ),
+            Format::Anthropic => Self::post(
+                &format!("{base}/messages"),
+                format,
+                serde_json::json!({"model": model, "messages": messages, "stream": true,
+                    "max_tokens": max_tokens}),
+            )
+            .header("anthropic-version", "2023-06-01"),
+        };
+        match (key, format) {
+            (Some(key), Format::OpenAi) => up.header("authorization", &format!("Bearer {key}")),
+            (Some(key), Format::Anthropic) => up.header("x-api-key", key),
+            (None, _) => up,
+        }
+    }
 }
 
 /// Why a provider's stream failed, as a sentence fit to show (never a header or a key).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum UpstreamError {
+    #[error("the server says the stream is over (204)")]
+    Over,
     #[error("could not reach the provider: {0}")]
     Unreachable(String),
     #[error("the provider refused the request ({status}): {message}")]
@@ -119,6 +158,19 @@ pub type Pieces = Pin<Box<dyn Stream<Item = Result<Piece, UpstreamError>> + Send
 
 /// Sends the request (trying a 429 or 503 again as the provider asks) and returns its pieces.
 pub async fn open(client: &reqwest::Client, up: &Upstream) -> Result<Pieces, UpstreamError> {
+    let res = connect(client, up, None).await?;
+    Ok(pieces(res, up.format, up.idle_timeout))
+}
+
+/// Sends the request, with `Last-Event-ID` when given, trying a 429 or 503 again as the
+/// server asks, and returns the response once it is an event stream: a 204 is
+/// [`UpstreamError::Over`], any other refusal [`UpstreamError::Refused`] with the server's
+/// sentence. `tidings tail` follows any stream with it.
+pub async fn connect(
+    client: &reqwest::Client,
+    up: &Upstream,
+    last_event_id: Option<&str>,
+) -> Result<reqwest::Response, UpstreamError> {
     let mut tries = 0;
     let res = loop {
         tries += 1;
@@ -128,8 +180,14 @@ pub async fn open(client: &reqwest::Client, up: &Upstream) -> Result<Pieces, Ups
         for (k, v) in &up.headers {
             req = req.header(k.as_str(), v.as_str());
         }
+        if let Some(id) = last_event_id {
+            req = req.header("last-event-id", id);
+        }
         if let Some(body) = &up.body {
-            req = req.json(body);
+            if !up.headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-type")) {
+                req = req.header(reqwest::header::CONTENT_TYPE, "application/json");
+            }
+            req = req.body(body.clone());
         }
         let res = tokio::time::timeout(up.connect_timeout, req.send())
             .await
@@ -145,6 +203,9 @@ pub async fn open(client: &reqwest::Client, up: &Upstream) -> Result<Pieces, Ups
                 })
             })?;
         let status = res.status().as_u16();
+        if status == 204 {
+            return Err(UpstreamError::Over);
+        }
         if status == 429 || status == 503 {
             if tries >= TRIES {
                 return Err(UpstreamError::Busy { status });
@@ -174,7 +235,7 @@ pub async fn open(client: &reqwest::Client, up: &Upstream) -> Result<Pieces, Ups
             body: sentence(&body),
         });
     }
-    Ok(pieces(res, up.format, up.idle_timeout))
+    Ok(res)
 }
 
 fn pieces(res: reqwest::Response, format: Format, idle: Duration) -> Pieces {

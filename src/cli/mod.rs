@@ -8,6 +8,8 @@
 //! - `tidings chat`: a terminal chat over the WebSocket (tokio-tungstenite) that reconnects
 //!   and resumes after the last message shown ([`chat`]).
 //! - `tidings keys`: an admin's API keys for other servers ([`keys`]).
+//! - `tidings ask`: an AI answer streamed to the terminal, through Tidings or straight from a
+//!   provider ([`ask`]).
 //!
 //! These import only `protocol` and `retry`, never the server or a feature. (`tidings users
 //! add` and `tidings seed` talk to the database, not to a server: they live with their
@@ -20,6 +22,7 @@
 //! Tests: `tests/it/export_cli.rs` and `tests/it/tail_cli.rs` run the real binary through a proxy
 //! that cuts its connection; the retry policy's unit tests are in `crate::retry`.
 
+pub mod ask;
 pub mod chat;
 pub mod export;
 pub mod keys;

@@ -16,7 +16,15 @@
 //!   408 and 429 is final (exit code 1 with the server's sentence); 5xx, 408, 429 and network
 //!   errors are retried, up to `--max-retries` attempts in a row.
 //!
-//! Tests: `tests/it/tail_cli.rs` runs the real binary against a job stream cut by a proxy.
+//! - Other servers' streams too: `--method POST --header 'Authorization: Bearer …' --data
+//!   '{…}'` asks an AI provider for an answer (the request goes through
+//!   [`crate::upstream::connect`], the client the server's relay uses: `Retry-After` on 429
+//!   and 503, the server's sentence on a refusal); `--done-marker '[DONE]'` ends at that data
+//!   instead of reconnecting; `--timeout` gives up on a connection silent that long;
+//!   `--max-reconnects` bounds the reconnections in all.
+//!
+//! Tests: `tests/it/tail_cli.rs` runs the real binary against a job stream cut by a proxy,
+//! and against the built-in model with a POST body and `--done-marker`.
 
 use std::{
     io::Write,
@@ -28,7 +36,8 @@ use anyhow::Context;
 use eventsource_stream::Eventsource;
 use futures::StreamExt;
 
-use super::{backoff, http_client, refusal, retryable, sign_in};
+use super::{backoff, http_client, retryable, sign_in};
+use crate::upstream::{connect, Upstream, UpstreamError};
 
 /// `tidings tail`: follow an SSE stream, resuming after drops and restarts.
 #[derive(Clone, Debug, clap::Args)]
@@ -65,13 +74,67 @@ pub struct TailArgs {
     /// Stop after this many events (0: follow until the stream says it is over).
     #[arg(long, default_value_t = 0)]
     pub count: u64,
+    /// The request's method (an AI provider's stream is a POST).
+    #[arg(long, default_value = "GET")]
+    pub method: String,
+    /// A request header, `Name: value` (repeat for more). Give secrets through the
+    /// environment, e.g. `--header "Authorization: Bearer $KEY"`: they are never printed.
+    #[arg(long = "header", value_name = "NAME: VALUE")]
+    pub headers: Vec<String>,
+    /// The request's body (JSON unless a `Content-Type` header says otherwise); `@FILE` reads
+    /// it from a file.
+    #[arg(long)]
+    pub data: Option<String>,
+    /// Stop when an event's data is exactly this (OpenAI's streams end with `[DONE]`).
+    #[arg(long)]
+    pub done_marker: Option<String>,
+    /// Give up on a connection that sends nothing (not even a keep-alive) for this many
+    /// seconds; it is reconnected like a drop.
+    #[arg(long, default_value_t = 90)]
+    pub timeout: u64,
+    /// Reconnections in all before giving up, whether or not they brought events
+    /// (0: no limit; `--max-retries` counts failures in a row).
+    #[arg(long, default_value_t = 0)]
+    pub max_reconnects: u32,
+}
+
+/// The request `args` describe, checked.
+fn request_of(args: &TailArgs, url: &str) -> anyhow::Result<Upstream> {
+    let method = reqwest::Method::from_bytes(args.method.to_ascii_uppercase().as_bytes())
+        .map_err(|_| anyhow::anyhow!("--method {:?} is not an HTTP method", args.method))?;
+    let mut headers = Vec::new();
+    for h in &args.headers {
+        let (name, value) = h
+            .split_once(':')
+            .filter(|(n, _)| !n.trim().is_empty())
+            // Not the text itself: it may be a key.
+            .context("each --header must be `Name: value` (the one given is not shown)")?;
+        headers.push((name.trim().to_string(), value.trim().to_string()));
+    }
+    let body = match args.data.as_deref() {
+        Some(d) if d.starts_with('@') => Some(
+            std::fs::read_to_string(&d[1..]).with_context(|| format!("cannot read {}", &d[1..]))?,
+        ),
+        Some(d) => Some(d.to_string()),
+        None => None,
+    };
+    let timeout = Duration::from_secs(args.timeout.max(1));
+    Ok(Upstream {
+        url: url.to_string(),
+        method,
+        headers,
+        body,
+        format: crate::protocol::ai::Format::OpenAi,
+        connect_timeout: timeout.min(Duration::from_secs(30)),
+        idle_timeout: timeout,
+    })
 }
 
 /// How one connection ended.
 enum Ended {
     /// The server said the stream is over (204).
     Over,
-    /// `--count` events were printed.
+    /// `--count` events were printed, or the done marker came.
     Enough,
     /// The connection closed or broke: reconnect (`delivered`: it brought events).
     Again { delivered: bool, why: String },
@@ -85,9 +148,10 @@ pub async fn run(args: TailArgs) -> anyhow::Result<u64> {
         args.url.clone()
     };
     reqwest::Url::parse(&url).with_context(|| format!("{url:?} is not a URL"))?;
+    let request = request_of(&args, &url)?;
     // No read timeout beyond a generous idle limit: streams are long and may be quiet, but a
     // server that sends nothing (not even keep-alives) for this long is gone.
-    let client = http_client(Duration::from_secs(90))?;
+    let client = http_client(request.idle_timeout)?;
     if let Some(username) = &args.username {
         let password = args
             .password
@@ -104,11 +168,12 @@ pub async fn run(args: TailArgs) -> anyhow::Result<u64> {
     let max_wait = Duration::from_millis(args.max_wait_ms);
     let mut printed = 0u64;
     let mut failures = 0u32;
+    let mut reconnects = 0u32;
     let stdout = std::io::stdout();
     loop {
         let ended = follow(
             &client,
-            &url,
+            &request,
             &args,
             &mut last_id,
             &mut retry,
@@ -126,6 +191,10 @@ pub async fn run(args: TailArgs) -> anyhow::Result<u64> {
             }
         };
         failures += 1;
+        reconnects += 1;
+        if args.max_reconnects > 0 && reconnects > args.max_reconnects {
+            anyhow::bail!("giving up after {} reconnections: {why}", reconnects - 1);
+        }
         if args.max_retries > 0 && failures > args.max_retries {
             anyhow::bail!("giving up after {} failed attempts: {why}", failures - 1);
         }
@@ -146,52 +215,29 @@ pub async fn run(args: TailArgs) -> anyhow::Result<u64> {
 /// One connection: prints its events until it ends.
 async fn follow(
     client: &reqwest::Client,
-    url: &str,
+    request: &Upstream,
     args: &TailArgs,
     last_id: &mut Option<String>,
     retry: &mut Duration,
     printed: &mut u64,
     stdout: &std::io::Stdout,
 ) -> anyhow::Result<Ended> {
-    let mut request = client
-        .get(url)
-        .header(reqwest::header::ACCEPT, "text/event-stream")
-        .header(reqwest::header::CACHE_CONTROL, "no-cache");
-    if let Some(id) = last_id.as_deref() {
-        request = request.header("last-event-id", id);
-    }
-    let res = match request.send().await {
+    let res = match connect(client, request, last_id.as_deref()).await {
         Ok(res) => res,
+        Err(UpstreamError::Over) => return Ok(Ended::Over),
+        Err(UpstreamError::Refused { status, message }) if !retryable(status) => {
+            anyhow::bail!("the server refused the stream: {message} ({status})")
+        }
+        Err(e @ UpstreamError::NotAStream { .. }) => {
+            anyhow::bail!("{} is not an event stream: {e}", request.url)
+        }
         Err(e) => {
             return Ok(Ended::Again {
                 delivered: false,
-                why: format!("cannot connect ({e})"),
+                why: e.to_string(),
             })
         }
     };
-    let status = res.status();
-    if status == reqwest::StatusCode::NO_CONTENT {
-        return Ok(Ended::Over);
-    }
-    if !status.is_success() {
-        let sentence = refusal(res).await;
-        if retryable(status.as_u16()) {
-            return Ok(Ended::Again {
-                delivered: false,
-                why: format!("the server answered {sentence}"),
-            });
-        }
-        anyhow::bail!("the server refused the stream: {sentence}");
-    }
-    let content_type = res
-        .headers()
-        .get(reqwest::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    if !content_type.starts_with("text/event-stream") {
-        anyhow::bail!("{url} is not an event stream (Content-Type {content_type:?})");
-    }
     let scanner = std::sync::Arc::new(std::sync::Mutex::new(RetryScanner::default()));
     let seen = scanner.clone();
     let mut events = res
@@ -203,7 +249,17 @@ async fn follow(
         })
         .eventsource();
     let mut delivered = false;
-    while let Some(event) = events.next().await {
+    loop {
+        let event = match tokio::time::timeout(request.idle_timeout, events.next()).await {
+            Ok(Some(event)) => event,
+            Ok(None) => break,
+            Err(_) => {
+                return Ok(Ended::Again {
+                    delivered,
+                    why: format!("nothing arrived for {} s", request.idle_timeout.as_secs()),
+                })
+            }
+        };
         let event = match event {
             Ok(event) => event,
             Err(e) => {
@@ -218,6 +274,9 @@ async fn follow(
             .or_else(|| scanner.lock().expect("scanner").found.take())
         {
             *retry = r;
+        }
+        if args.done_marker.as_deref() == Some(event.data.as_str()) {
+            return Ok(Ended::Enough);
         }
         if !event.id.is_empty() {
             *last_id = Some(event.id.clone());

@@ -54,7 +54,11 @@ const PATTERNS: &[Pattern] = &[
             "The browser sends as often as it receives (chat, games): WebSockets.",
             "Binary payloads, or more than a handful of streams per page on HTTP/1.1.",
         ],
-        demos: &[("/jobs", "Watch a job’s progress"), ("/dashboard", "Open the live dashboard")],
+        demos: &[
+            ("/jobs", "Watch a job’s progress"),
+            ("/dashboard", "Open the live dashboard"),
+            ("/assistant", "Ask the assistant (AI tokens)"),
+        ],
     },
     Pattern {
         name: "WebSockets",

@@ -89,6 +89,7 @@ pub const AUDIT_ACTIONS: &[&str] = &[
     "JOB_CREATE",
     "JOB_CANCEL",
     "NOTIFY",
+    "ASSISTANT_ASK",
 ];
 
 /// Rows read per database page: the documented range and default.

@@ -9,6 +9,7 @@
 //! Test with `cargo test --features ssr protocol` (round trips against the documented JSON).
 
 pub mod ai;
+pub mod assistant;
 pub mod audit;
 pub mod auth;
 pub mod chat;

@@ -12,6 +12,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod assistant;
 mod auth;
 mod binary;
 mod chat;
