@@ -216,7 +216,10 @@ async fn read_relayed(
 }
 
 fn report(name: &str, seen: Vec<Seen>) {
-    let mut lat: Vec<i64> = seen.iter().flat_map(|s| s.latencies.iter().copied()).collect();
+    let mut lat: Vec<i64> = seen
+        .iter()
+        .flat_map(|s| s.latencies.iter().copied())
+        .collect();
     lat.sort_unstable();
     let first = seen.iter().map(|s| s.first_emit).min().unwrap();
     let last = seen.iter().map(|s| s.last_arrival).max().unwrap();

@@ -184,7 +184,11 @@ pub async fn connect(
             req = req.header("last-event-id", id);
         }
         if let Some(body) = &up.body {
-            if !up.headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-type")) {
+            if !up
+                .headers
+                .iter()
+                .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+            {
                 req = req.header(reqwest::header::CONTENT_TYPE, "application/json");
             }
             req = req.body(body.clone());

@@ -9,7 +9,9 @@ use gloo_net::http::Request;
 use crate::{
     events::{EventStream, LinkState},
     fetch::{post_json, refusal, UNREACHABLE},
-    protocol::assistant::{ChatCreated, DoneData, ErrorData, NewChat, TokenData, DONE, ERROR, TOKEN},
+    protocol::assistant::{
+        ChatCreated, DoneData, ErrorData, NewChat, TokenData, DONE, ERROR, TOKEN,
+    },
 };
 
 /// `POST /api/assistant/chats`.

@@ -83,7 +83,11 @@ pub fn prompt_tokens(prompt: &str) -> u32 {
 /// cut it).
 pub fn answer(prompt: &str, max_tokens: u32) -> (Vec<String>, &'static str) {
     let mut tokens = Vec::new();
-    let topic: String = prompt.split_whitespace().take(12).collect::<Vec<_>>().join(" ");
+    let topic: String = prompt
+        .split_whitespace()
+        .take(12)
+        .collect::<Vec<_>>()
+        .join(" ");
     tokenize(&format!("You asked: “{topic}”.\n\n"), &mut tokens);
     let start = (fnv(prompt) % PARAGRAPHS.len() as u64) as usize;
     let mut i = 0;
@@ -234,7 +238,10 @@ pub async fn completions(State(model): State<BuiltIn>, body: axum::body::Bytes) 
             }
         },
     };
-    let name = body["model"].as_str().unwrap_or(super::settings::BUILT_IN_MODEL).to_string();
+    let name = body["model"]
+        .as_str()
+        .unwrap_or(super::settings::BUILT_IN_MODEL)
+        .to_string();
     let id = format!("chatcmpl-tidings-{:016x}", fnv(&prompt));
     let created = clock::now_ms() / 1000;
     let chunk = move |delta: serde_json::Value, finish: Option<&str>| {
@@ -259,9 +266,8 @@ pub async fn completions(State(model): State<BuiltIn>, body: axum::body::Bytes) 
         };
         Ok::<_, std::convert::Infallible>(bytes::Bytes::from(format!("data: {data}\n\n")))
     });
-    let opening = futures::stream::once(async move {
-        Ok(bytes::Bytes::from(format!("data: {first}\n\n")))
-    });
+    let opening =
+        futures::stream::once(async move { Ok(bytes::Bytes::from(format!("data: {first}\n\n"))) });
     let shutdown = model.shutdown.clone();
     let body = opening
         .chain(events)
@@ -298,7 +304,10 @@ mod tests {
         let (short, why) = answer("How does SSE resume?", 5);
         assert_eq!((short.len(), why), (5, "length"));
         // Some prompt lands on the paragraph with a code block.
-        assert!((0..20).any(|i| answer(&format!("q{i}"), 1024).0.concat().contains("```sh\n")));
+        assert!((0..20).any(|i| answer(&format!("q{i}"), 1024)
+            .0
+            .concat()
+            .contains("```sh\n")));
     }
 
     #[test]

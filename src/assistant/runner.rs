@@ -193,7 +193,11 @@ impl Assistant {
 
     /// Stores a chat for `owner_id` and starts its answer. `Err(n)`: the owner already has
     /// `n` answers running, the most allowed.
-    pub async fn create(&self, owner_id: i64, prompt: &str) -> anyhow::Result<Result<ChatRow, i64>> {
+    pub async fn create(
+        &self,
+        owner_id: i64,
+        prompt: &str,
+    ) -> anyhow::Result<Result<ChatRow, i64>> {
         let inner = &self.inner;
         let max = inner.config.running_per_user;
         let now = clock::now_ms();
@@ -229,7 +233,13 @@ impl Assistant {
     /// Stops a chat's answer: at once if this instance generates it, else through the
     /// database flag. Returns its status before (`None`: no such chat).
     pub async fn cancel(&self, chat_id: i64) -> anyhow::Result<Option<String>> {
-        if let Some(token) = self.inner.running.lock().expect("running lock").get(&chat_id) {
+        if let Some(token) = self
+            .inner
+            .running
+            .lock()
+            .expect("running lock")
+            .get(&chat_id)
+        {
             token.cancel();
         }
         Ok(self.inner.store.request_chat_cancel(chat_id).await?)
@@ -250,10 +260,17 @@ impl Assistant {
                 Duration::from_secs(1) / c.tokens_per_sec.max(1),
             )),
             Some(base) => {
-                let up = Upstream::chat(base, c.provider, &c.model, c.api_key.as_deref(), c.max_tokens, prompt);
+                let up = Upstream::chat(
+                    base,
+                    c.provider,
+                    &c.model,
+                    c.api_key.as_deref(),
+                    c.max_tokens,
+                    prompt,
+                );
                 upstream::open(&self.inner.client, &up)
-                .await
-                .map_err(|e| e.to_string())
+                    .await
+                    .map_err(|e| e.to_string())
             }
         }
     }
@@ -298,7 +315,12 @@ impl Assistant {
                             id: count,
                             text,
                         };
-                        if inner.writer.send(write).await.is_err() {
+                        // A full queue (the database is slow) must not hold up a Stop.
+                        let sent = tokio::select! {
+                            sent = inner.writer.send(write) => sent.is_ok(),
+                            _ = stop.cancelled() => break 'run Outcome::Cancelled,
+                        };
+                        if !sent {
                             break 'run Outcome::Failed(SHUT_DOWN.into());
                         }
                     }
@@ -327,7 +349,8 @@ impl Assistant {
             Outcome::Cancelled => ("cancelled", Some("cancelled".to_string()), None),
             Outcome::Failed(why) => {
                 tracing::warn!(chat = chat.id, tokens = count, error = %why, "an answer ended early");
-                ("failed", None, Some(why))
+                // PostgreSQL's text cannot hold NUL, which a provider's sentence might.
+                ("failed", None, Some(why.replace('\0', "")))
             }
         };
         let ending = Ending {
@@ -359,6 +382,7 @@ impl Assistant {
         let every = if sole { RENEW_EVERY } else { CHECK_EVERY };
         let mut ticks = tokio::time::interval(every);
         let mut n: u64 = 0;
+        let mut renewed = tokio::time::Instant::now();
         loop {
             tokio::select! {
                 _ = ticks.tick() => {}
@@ -372,6 +396,7 @@ impl Assistant {
                 .await
             {
                 Ok(cancelled) => {
+                    renewed = tokio::time::Instant::now();
                     let running = inner.running.lock().expect("running lock");
                     for id in cancelled {
                         if let Some(token) = running.get(&id) {
@@ -379,9 +404,20 @@ impl Assistant {
                         }
                     }
                 }
-                Err(e) => tracing::warn!(error = %e, "renewing the assistant's claims failed"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "renewing the assistant's claims failed");
+                    // Claims not renewed for a whole lease may have been taken as orphaned
+                    // by another instance, which ends those chats: stop generating them here.
+                    if renewed.elapsed() >= LEASE {
+                        for token in inner.running.lock().expect("running lock").values() {
+                            token.cancel();
+                        }
+                    }
+                }
             }
-            if !sole && (n * every.as_millis() as u64) % RENEW_EVERY.as_millis() as u64 == 0 {
+            if !sole
+                && (n * every.as_millis() as u64).is_multiple_of(RENEW_EVERY.as_millis() as u64)
+            {
                 self.end_orphans(false).await;
             }
         }
@@ -390,7 +426,11 @@ impl Assistant {
     /// Ends orphaned chats with `error`, keeping their stored tokens.
     async fn end_orphans(&self, sole: bool) {
         let inner = &self.inner;
-        let orphans = match inner.store.orphaned_chats(clock::now_ms(), sole).await {
+        let orphans = match inner
+            .store
+            .orphaned_chats(clock::now_ms(), sole, &inner.instance)
+            .await
+        {
             Ok(o) => o,
             Err(e) => {
                 tracing::warn!(error = %e, "looking for orphaned answers failed");
@@ -472,9 +512,16 @@ async fn write(store: Store, bus: Arc<dyn Bus>, shutdown: Shutdown, mut rx: mpsc
             }
         }
         // Retried until stored (a batch is idempotent); only shutdown gives up after a few.
+        // After [`ALONE_AFTER`] failures each chunk and end is tried alone, so one that can
+        // never be stored does not hold up every other chat's.
         let mut attempt = 0u32;
         let stored = loop {
-            match store.store_assistant_batch(&chunks, &endings).await {
+            let result = if attempt >= ALONE_AFTER {
+                store_alone(&store, &mut chunks, &mut endings).await
+            } else {
+                store.store_assistant_batch(&chunks, &endings).await
+            };
+            match result {
                 Ok(()) => break true,
                 Err(e) => {
                     attempt += 1;
@@ -501,4 +548,58 @@ async fn write(store: Store, bus: Arc<dyn Bus>, shutdown: Shutdown, mut rx: mpsc
             bus.publish(Envelope::new(topic(chat.id), chat.tokens + 1, kind, data));
         }
     }
+}
+
+/// Failed batches in a row before the writer stores each chunk and end alone.
+const ALONE_AFTER: u32 = 5;
+
+/// Stores each chunk and end of a failing batch alone. Those stored are taken out; one that
+/// fails again is logged and dropped (it would fail forever), unless the database itself is
+/// down (every one fails): then the batch stays, to be tried again.
+async fn store_alone(
+    store: &Store,
+    chunks: &mut Vec<Chunk>,
+    endings: &mut Vec<Ending>,
+) -> sqlx::Result<()> {
+    let mut failed: Vec<(String, sqlx::Error)> = Vec::new();
+    let mut stored = 0usize;
+    let mut kept_chunks = Vec::new();
+    for c in chunks.drain(..) {
+        match store
+            .store_assistant_batch(std::slice::from_ref(&c), &[])
+            .await
+        {
+            Ok(()) => stored += 1,
+            Err(e) => {
+                failed.push((format!("chat {} tokens from {}", c.chat_id, c.first_id), e));
+                kept_chunks.push(c);
+            }
+        }
+    }
+    let mut kept_endings = Vec::new();
+    for e in endings.drain(..) {
+        match store
+            .store_assistant_batch(&[], std::slice::from_ref(&e))
+            .await
+        {
+            Ok(()) => stored += 1,
+            Err(err) => {
+                failed.push((format!("chat {}'s end", e.chat_id), err));
+                kept_endings.push(e);
+            }
+        }
+    }
+    if failed.is_empty() {
+        return Ok(());
+    }
+    if stored == 0 {
+        // Nothing went in: the database is down, not one bad row. Keep them all.
+        *chunks = kept_chunks;
+        *endings = kept_endings;
+        return Err(failed.pop().expect("a failure").1);
+    }
+    for (what, e) in failed {
+        tracing::error!(error = %e, "{what} cannot be stored: dropped");
+    }
+    Ok(())
 }

@@ -48,9 +48,6 @@ use crate::{
 const LIST_LIMIT: i64 = 50;
 /// Tokens read from the database per replay page.
 const REPLAY_PAGE: i64 = 2000;
-/// How long a reader waits for tokens it saw live to be stored before it goes on without
-/// them (they were lost with their instance).
-const HOLE_WAIT: Duration = Duration::from_secs(3);
 
 /// The routes.
 pub fn router(assistant: Assistant, state: &AppState) -> Router<AppState> {
@@ -103,6 +100,12 @@ fn check_prompt(body: &NewChat, max_chars: u32) -> Result<String, ApiError> {
             message: "The prompt is empty: write a question.".into(),
         });
     }
+    if prompt.contains('\0') {
+        return Err(ApiError::BadRequest {
+            code: "bad_prompt",
+            message: "The prompt cannot contain the NUL character.".into(),
+        });
+    }
     let chars = prompt.chars().count();
     if chars > max_chars as usize {
         return Err(ApiError::BadRequest {
@@ -142,8 +145,7 @@ pub async fn view_of(store: &Store, chat: &ChatRow) -> Result<ChatView, ApiError
         status,
         text,
         last_event_id,
-        done: (status.is_final() && status != ChatState::Failed)
-            .then(|| runner::done_of(chat)),
+        done: (status.is_final() && status != ChatState::Failed).then(|| runner::done_of(chat)),
         error: chat.error.clone(),
         events_url: events_url(chat.id),
     })
@@ -158,15 +160,18 @@ async fn create(
 ) -> Result<Response, ApiError> {
     let prompt = check_prompt(&body, assistant.config().prompt_max_chars)?;
     let max = assistant.config().running_per_user;
-    let chat = assistant.create(user.user_id, &prompt).await?.map_err(|n| {
-        ApiError::too_many(
-            "too_many_answers",
-            format!(
-                "You have {n} answers being written, the most one user may have \
+    let chat = assistant
+        .create(user.user_id, &prompt)
+        .await?
+        .map_err(|n| {
+            ApiError::too_many(
+                "too_many_answers",
+                format!(
+                    "You have {n} answers being written, the most one user may have \
                  (TIDINGS_AI_RUNNING_PER_USER is {max}); wait for one or stop it."
-            ),
-        )
-    })?;
+                ),
+            )
+        })?;
     state
         .store
         .audit(
@@ -184,7 +189,10 @@ async fn create(
 }
 
 /// `GET /api/assistant/chats`: mine, newest first.
-async fn list(State(state): State<AppState>, user: CurrentUser) -> Result<Json<ChatList>, ApiError> {
+async fn list(
+    State(state): State<AppState>,
+    user: CurrentUser,
+) -> Result<Json<ChatList>, ApiError> {
     let rows = state.store.chats_of(user.user_id, LIST_LIMIT).await?;
     let mut chats = Vec::with_capacity(rows.len());
     for chat in &rows {
@@ -319,6 +327,13 @@ fn follow(state: &AppState, chat: &ChatRow, after: i64) -> Producer {
                     _ = tx.gone() => return,
                 };
                 match received {
+                    // An end at or before what was sent: the chat was ended by another
+                    // instance's sweep after its own died with tokens published but never
+                    // stored. Send the stored end.
+                    Received::Message(m) if m.kind != TOKEN && m.id <= last => {
+                        let _ = catch_up(&store, &tx, chat_id, &mut last, None).await;
+                        return;
+                    }
                     Received::Message(m) if m.id <= last => {}
                     Received::Message(m) => {
                         if m.id > last + 1 {
@@ -351,9 +366,10 @@ fn follow(state: &AppState, chat: &ChatRow, after: i64) -> Producer {
 }
 
 /// Sends the stored tokens after `*last`, and the end if the chat has ended. With `until`,
-/// waits (up to [`HOLE_WAIT`]) for the writer to store tokens up to that id first; tokens
-/// that never come are skipped (their instance died). `Ok(true)`: the end went out; `Err`:
-/// the client left or the database failed.
+/// waits for the writer to store tokens up to that id first, or for the chat to end (if
+/// their instance died, the lease sweep ends it with what was stored, and that end is
+/// sent): a token is never skipped. `Ok(true)`: the end went out; `Err`: the client left
+/// or the database failed.
 async fn catch_up(
     store: &Store,
     tx: &sse::Sender,
@@ -361,8 +377,8 @@ async fn catch_up(
     last: &mut i64,
     until: Option<i64>,
 ) -> Result<bool, ()> {
-    let fail = |e: sqlx::Error| tracing::warn!(error = %e, chat = chat_id, "replaying an answer failed");
-    let deadline = tokio::time::Instant::now() + HOLE_WAIT;
+    let fail =
+        |e: sqlx::Error| tracing::warn!(error = %e, chat = chat_id, "replaying an answer failed");
     loop {
         // The chat first: if it ended, every token is stored.
         let chat = store.chat(chat_id).await.map_err(fail)?.ok_or(())?;
@@ -392,11 +408,6 @@ async fn catch_up(
         }
         match until {
             Some(until) if *last < until => {
-                if tokio::time::Instant::now() >= deadline {
-                    tracing::warn!(chat = chat_id, from = *last + 1, until, "tokens never stored: skipped");
-                    *last = until;
-                    return Ok(false);
-                }
                 tokio::select! {
                     _ = tokio::time::sleep(runner::FLUSH_EVERY / 2) => {}
                     _ = tx.gone() => return Err(()),
@@ -430,7 +441,10 @@ mod tests {
             match ask(p) {
                 Err(ApiError::BadRequest { code: c, message }) => {
                     assert_eq!(c, code);
-                    assert!(message.ends_with('.') || message.ends_with(')'), "{message}");
+                    assert!(
+                        message.ends_with('.') || message.ends_with(')'),
+                        "{message}"
+                    );
                 }
                 other => panic!("{p:?}: {other:?}"),
             }

@@ -182,8 +182,8 @@ impl Store {
         for row in rows {
             let first: i64 = row.try_get(0)?;
             let texts: String = row.try_get(1)?;
-            let texts: Vec<String> = serde_json::from_str(&texts)
-                .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+            let texts: Vec<String> =
+                serde_json::from_str(&texts).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
             for (i, text) in texts.into_iter().enumerate() {
                 let id = first + i as i64;
                 if id > after {
@@ -281,17 +281,25 @@ impl Store {
     }
 
     /// Running chats nobody generates any more: every running one when `sole` (this process
-    /// is the database's only one, starting), else those whose claim ran out before `now`.
-    /// Returns each with the id of its last stored token.
-    pub async fn orphaned_chats(&self, now: i64, sole: bool) -> sqlx::Result<Vec<(i64, i64)>> {
+    /// is the database's only one, starting), else those whose claim ran out before `now`;
+    /// never those `instance` (the caller) claims, which it ends itself. Returns each with the
+    /// id of its last stored token.
+    pub async fn orphaned_chats(
+        &self,
+        now: i64,
+        sole: bool,
+        instance: &str,
+    ) -> sqlx::Result<Vec<(i64, i64)>> {
         sqlx::query_as(
             "SELECT c.id, COALESCE((SELECT MAX(t.last_id) FROM assistant_tokens t
                                     WHERE t.chat_id = c.id), 0)
              FROM assistant_chats c
-             WHERE c.status = 'running' AND ($1 OR c.lease_until < $2)",
+             WHERE c.status = 'running' AND ($1 OR c.lease_until < $2)
+               AND (c.claimed_by IS NULL OR c.claimed_by <> $3)",
         )
         .bind(sole)
         .bind(now)
+        .bind(instance)
         .fetch_all(&self.pool)
         .await
     }
@@ -349,16 +357,44 @@ mod tests {
             after2,
             vec![(3, "t3 ".into()), (4, "t4 ".into()), (5, "t5 ".into())]
         );
-        assert!(store.chat_tokens_after(chat.id, 5, 100).await.unwrap().is_empty());
-        // Orphaned at start (this process is alone), with 5 tokens stored.
-        assert_eq!(store.orphaned_chats(0, true).await.unwrap(), vec![(chat.id, 5)]);
-        assert!(store.orphaned_chats(5_000, false).await.unwrap().is_empty());
-        assert!(store.renew_chat_claims("i1", 20_000).await.unwrap().is_empty());
+        assert!(store
+            .chat_tokens_after(chat.id, 5, 100)
+            .await
+            .unwrap()
+            .is_empty());
+        // Orphaned at start (this process is alone), with 5 tokens stored; never to the
+        // instance that claims it.
+        assert_eq!(
+            store.orphaned_chats(0, true, "i2").await.unwrap(),
+            vec![(chat.id, 5)]
+        );
+        assert!(store
+            .orphaned_chats(0, true, "i1")
+            .await
+            .unwrap()
+            .is_empty());
+        assert!(store
+            .orphaned_chats(5_000, false, "i2")
+            .await
+            .unwrap()
+            .is_empty());
+        assert_eq!(
+            store.orphaned_chats(10_001, false, "i2").await.unwrap(),
+            vec![(chat.id, 5)]
+        );
+        assert!(store
+            .renew_chat_claims("i1", 20_000)
+            .await
+            .unwrap()
+            .is_empty());
         assert_eq!(
             store.request_chat_cancel(chat.id).await.unwrap().as_deref(),
             Some("running")
         );
-        assert_eq!(store.renew_chat_claims("i1", 20_000).await.unwrap(), vec![chat.id]);
+        assert_eq!(
+            store.renew_chat_claims("i1", 20_000).await.unwrap(),
+            vec![chat.id]
+        );
         let ending = Ending {
             chat_id: chat.id,
             status: "cancelled".into(),
@@ -370,7 +406,10 @@ mod tests {
             speed_centi: 2950,
             at: 9,
         };
-        store.store_assistant_batch(&[], &[ending.clone()]).await.unwrap();
+        store
+            .store_assistant_batch(&[], std::slice::from_ref(&ending))
+            .await
+            .unwrap();
         // The first ending stays.
         let mut later = ending;
         later.status = "failed".into();

@@ -94,7 +94,10 @@ fn AskForm() -> impl IntoView {
                 Ok(created) => {
                     error.set(None);
                     prompt.set(String::new());
-                    navigate(&format!("/assistant?chat={}", created.id), Default::default());
+                    navigate(
+                        &format!("/assistant?chat={}", created.id),
+                        Default::default(),
+                    );
                 }
                 Err(why) => error.set(Some(why)),
             }
@@ -136,7 +139,11 @@ fn Answer(chat: ChatView) -> impl IntoView {
     let status = RwSignal::new(chat.status);
     let done = RwSignal::new(chat.done.clone());
     let error = RwSignal::new(chat.error.clone());
-    let link = RwSignal::new(if chat.status.is_final() { "ended" } else { "connecting" });
+    let link = RwSignal::new(if chat.status.is_final() {
+        "ended"
+    } else {
+        "connecting"
+    });
     let stop_error = RwSignal::new(None::<String>);
     // Tokens heard live, and when the first of them came (for the rate while it streams).
     let live = RwSignal::new((0u32, 0.0f64, 0.0f64));
@@ -158,8 +165,9 @@ fn Answer(chat: ChatView) -> impl IntoView {
         }
         let opened = client::follow(id, last.get_untracked(), move |news| match news {
             News::Token(n, t) => {
-                // Exactly the next one; a repeat (after a reconnect) is skipped.
-                if n == last.get_untracked() + 1 {
+                // The server sends each token once, in order; a repeat (a replay after a
+                // reconnect) is skipped.
+                if n > last.get_untracked() {
                     last.set(n);
                     text.update(|s| s.push_str(&t));
                     let now = js_sys::Date::now();

@@ -228,8 +228,12 @@ async fn through_tidings(
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
     loop {
-        let res = match connect(&client, &stream, (last > 0).then(|| last.to_string()).as_deref())
-            .await
+        let res = match connect(
+            &client,
+            &stream,
+            (last > 0).then(|| last.to_string()).as_deref(),
+        )
+        .await
         {
             Ok(res) => res,
             Err(UpstreamError::Over) => {

@@ -64,7 +64,11 @@ async fn read_to_end(sse: Sse, after: i64) -> (String, Got) {
     let mut text = String::new();
     for (i, got) in all.iter().enumerate() {
         assert_eq!(got.event, "token", "{got:?}");
-        assert_eq!(got.id, (after + 1 + i as i64).to_string(), "ids run on without a hole");
+        assert_eq!(
+            got.id,
+            (after + 1 + i as i64).to_string(),
+            "ids run on without a hole"
+        );
         text.push_str(got.data["text"].as_str().unwrap());
     }
     assert!(end.event == "done" || end.event == "error", "{end:?}");
@@ -74,7 +78,11 @@ async fn read_to_end(sse: Sse, after: i64) -> (String, Got) {
 
 /// The chat as `GET /api/assistant/chats/{id}` shows it.
 async fn chat(server: &TestServer, user: &User, id: i64) -> Value {
-    common::get_json(&user.http, &server.url(&format!("/api/assistant/chats/{id}"))).await
+    common::get_json(
+        &user.http,
+        &server.url(&format!("/api/assistant/chats/{id}")),
+    )
+    .await
 }
 
 #[tokio::test]
@@ -194,7 +202,10 @@ async fn bad_prompts_and_strangers_are_refused_with_a_sentence() {
         .unwrap();
     assert_eq!(res.status(), 202);
     // Unknown and malformed ids.
-    for path in ["/api/assistant/chats/999999", "/api/assistant/chats/x/events"] {
+    for path in [
+        "/api/assistant/chats/999999",
+        "/api/assistant/chats/x/events",
+    ] {
         let res = ada.http.get(server.url(path)).send().await.unwrap();
         assert_eq!(res.status(), 404, "{path}");
     }
@@ -368,14 +379,20 @@ async fn stop_closes_the_providers_request_within_a_second() {
         if let Some(at) = *seen.dropped_at.lock().unwrap() {
             break at;
         }
-        assert!(Instant::now() < deadline, "the provider's stream was never dropped");
+        assert!(
+            Instant::now() < deadline,
+            "the provider's stream was never dropped"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
     let took = dropped.saturating_duration_since(asked);
     assert!(took < Duration::from_secs(1), "stopped after {took:?}");
     let stored = chat(&server, &ada, id).await;
     assert_eq!(stored["status"], "cancelled");
-    assert!(stored["text"].as_str().unwrap().starts_with(" t1 t2 t3"), "{stored}");
+    assert!(
+        stored["text"].as_str().unwrap().starts_with(" t1 t2 t3"),
+        "{stored}"
+    );
     assert_eq!(seen.calls.load(Ordering::SeqCst), 1);
 }
 
@@ -391,9 +408,15 @@ async fn provider_failures_end_in_error_and_keep_what_arrived() {
     let (text, end) = read_to_end(stream(&server, &ada, id, None).await, 0).await;
     assert_eq!(text, " c1 c2 c3 c4 c5");
     assert_eq!(end.event, "error");
-    assert!(end.data["message"].as_str().unwrap().contains("broke off"), "{end:?}");
+    assert!(
+        end.data["message"].as_str().unwrap().contains("broke off"),
+        "{end:?}"
+    );
     let stored = chat(&server, &ada, id).await;
-    assert_eq!((stored["status"].as_str(), stored["text"].as_str()), (Some("failed"), Some(" c1 c2 c3 c4 c5")));
+    assert_eq!(
+        (stored["status"].as_str(), stored["text"].as_str()),
+        (Some("failed"), Some(" c1 c2 c3 c4 c5"))
+    );
     drop(server);
 
     // Refused: the provider's own sentence, and no key in it.
@@ -412,7 +435,10 @@ async fn provider_failures_end_in_error_and_keep_what_arrived() {
     let ada = server.user("ai_busy").await;
     let id = ask(&server, &ada, "Tell me").await;
     let (text, end) = read_to_end(stream(&server, &ada, id, None).await, 0).await;
-    assert_eq!((text.as_str(), end.event.as_str()), ("late but here", "done"));
+    assert_eq!(
+        (text.as_str(), end.event.as_str()),
+        ("late but here", "done")
+    );
     drop(server);
 
     // Anthropic's format, with its key header.
@@ -452,7 +478,10 @@ async fn the_built_in_model_answers_through_the_real_client_path() {
     .await;
     assert_eq!(res.status(), 400);
     let body: Value = res.json().await.unwrap();
-    assert!(body["error"]["message"].as_str().unwrap().contains("stream"));
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("stream"));
     let res = post_json(
         &http,
         &model.url("/v1/chat/completions"),
@@ -485,9 +514,10 @@ async fn an_answer_cut_by_a_restart_keeps_what_arrived() {
     let second = TestServer::start_on(&database, |_| {}).await;
     let http = second.client();
     second.signup(&http, "ai_other").await;
-    let res = common::send(http.post(second.url("/api/auth/login")).json(
-        &json!({"username": "ai_restart", "password": common::PASSWORD}),
-    ))
+    let res = common::send(
+        http.post(second.url("/api/auth/login"))
+            .json(&json!({"username": "ai_restart", "password": common::PASSWORD})),
+    )
     .await;
     assert_eq!(res.status(), 200);
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -510,7 +540,10 @@ async fn an_answer_cut_by_a_restart_keeps_what_arrived() {
     .await;
     let end = events.last().unwrap();
     assert_eq!(end.event, "error");
-    assert!(end.data["message"].as_str().unwrap().contains("what arrived is kept"));
+    assert!(end.data["message"]
+        .as_str()
+        .unwrap()
+        .contains("what arrived is kept"));
 }
 
 #[tokio::test]
@@ -538,7 +571,10 @@ async fn another_instance_resumes_the_stream_and_stops_the_answer() {
     // The same session on B (one database), after token 5.
     let (text, end) = read_to_end(stream(&b, &ada, id, Some(5)).await, 5).await;
     assert_eq!(end.event, "done");
-    let whole = chat(&a, &ada, id).await["text"].as_str().unwrap().to_string();
+    let whole = chat(&a, &ada, id).await["text"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert!(whole.ends_with(&text) && whole.len() > text.len());
 
     // A stop asked on B stops A's answer within a second.
@@ -555,7 +591,11 @@ async fn another_instance_resumes_the_stream_and_stops_the_answer() {
     assert_eq!(res.status(), 202);
     let end = sse.next_named("done").await;
     assert_eq!(end.data["finishReason"], "cancelled");
-    assert!(asked.elapsed() < Duration::from_millis(1500), "{:?}", asked.elapsed());
+    assert!(
+        asked.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        asked.elapsed()
+    );
 }
 
 /// The real `tidings` binary with a clean environment.
@@ -577,11 +617,18 @@ async fn tidings_ask_streams_an_answer_through_tidings_and_straight_from_a_provi
     let (tokens, _) = tidings::assistant::model::answer(prompt, 1024);
 
     // Through Tidings: signed in, the whole answer on stdout, the figures on stderr.
-    let out = tidings(&["ask", prompt, "--server", &server.base, "--username", "ai_cli"])
-        .env("TIDINGS_PASSWORD", common::PASSWORD)
-        .output()
-        .await
-        .unwrap();
+    let out = tidings(&[
+        "ask",
+        prompt,
+        "--server",
+        &server.base,
+        "--username",
+        "ai_cli",
+    ])
+    .env("TIDINGS_PASSWORD", common::PASSWORD)
+    .output()
+    .await
+    .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert_eq!(String::from_utf8_lossy(&out.stdout), tokens.concat() + "\n");
@@ -593,7 +640,14 @@ async fn tidings_ask_streams_an_answer_through_tidings_and_straight_from_a_provi
     // Straight to a provider (here the built-in model), the key read from the variable named.
     let base = server.url("/v1");
     let out = tidings(&[
-        "ask", prompt, "--upstream", &base, "--api-key-env", "MY_KEY", "--max-tokens", "7",
+        "ask",
+        prompt,
+        "--upstream",
+        &base,
+        "--api-key-env",
+        "MY_KEY",
+        "--max-tokens",
+        "7",
     ])
     .env("MY_KEY", "sk-cli-secret")
     .output()
@@ -601,8 +655,14 @@ async fn tidings_ask_streams_an_answer_through_tidings_and_straight_from_a_provi
     .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    assert_eq!(String::from_utf8_lossy(&out.stdout), tokens[..7].concat() + "\n");
-    assert!(stderr.contains("7 tokens") && stderr.contains("finish: length"), "{stderr}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        tokens[..7].concat() + "\n"
+    );
+    assert!(
+        stderr.contains("7 tokens") && stderr.contains("finish: length"),
+        "{stderr}"
+    );
     assert!(!stderr.contains("sk-cli-secret"));
 
     // A variable that is not set, and a Tidings question without an account: a sentence.
@@ -612,7 +672,10 @@ async fn tidings_ask_streams_an_answer_through_tidings_and_straight_from_a_provi
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("NOT_SET: that variable is not set"));
-    let out = tidings(&["ask", " ", "--server", &server.base]).output().await.unwrap();
+    let out = tidings(&["ask", " ", "--server", &server.base])
+        .output()
+        .await
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("the question is empty"));
 }
@@ -625,9 +688,21 @@ async fn tidings_tail_posts_to_a_provider_and_stops_at_the_done_marker() {
     .to_string();
     let url = server.url("/v1/chat/completions");
     let out = tidings(&[
-        "tail", &url, "--method", "post", "--header", "Authorization: Bearer sk-tail",
-        "--data", &body, "--done-marker", "[DONE]", "--json", "--timeout", "10",
-        "--max-reconnects", "1",
+        "tail",
+        &url,
+        "--method",
+        "post",
+        "--header",
+        "Authorization: Bearer sk-tail",
+        "--data",
+        &body,
+        "--done-marker",
+        "[DONE]",
+        "--json",
+        "--timeout",
+        "10",
+        "--max-reconnects",
+        "1",
     ])
     .output()
     .await
@@ -636,7 +711,12 @@ async fn tidings_tail_posts_to_a_provider_and_stops_at_the_done_marker() {
     assert!(out.status.success(), "{stderr}");
     let text: String = String::from_utf8_lossy(&out.stdout)
         .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap()["data"].as_str().unwrap().to_string())
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["data"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
         .filter_map(|d| {
             serde_json::from_str::<Value>(&d).ok()?["choices"][0]["delta"]["content"]
                 .as_str()
@@ -648,16 +728,34 @@ async fn tidings_tail_posts_to_a_provider_and_stops_at_the_done_marker() {
     assert!(!String::from_utf8_lossy(&out.stdout).contains("[DONE]"));
 
     // A refused POST is final, with the server's sentence.
-    let out = tidings(&["tail", &url, "--method", "POST", "--data", "{}", "--max-reconnects", "1"])
+    let out = tidings(&[
+        "tail",
+        &url,
+        "--method",
+        "POST",
+        "--data",
+        "{}",
+        "--max-reconnects",
+        "1",
+    ])
+    .output()
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("stream") && stderr.contains("400"),
+        "{stderr}"
+    );
+    // A header without a colon is named, its value never printed.
+    let out = tidings(&["tail", &url, "--header", "Bearer-sk-zzz"])
         .output()
         .await
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("stream") && stderr.contains("400"), "{stderr}");
-    // A header without a colon is named, its value never printed.
-    let out = tidings(&["tail", &url, "--header", "Bearer-sk-zzz"]).output().await.unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("must be `Name: value`") && !stderr.contains("sk-zzz"), "{stderr}");
+    assert!(
+        stderr.contains("must be `Name: value`") && !stderr.contains("sk-zzz"),
+        "{stderr}"
+    );
 }

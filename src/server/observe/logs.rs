@@ -393,7 +393,10 @@ mod tests {
             ("authorization: Bearer xyz123", "authorization: [redacted]"),
             // The AI providers' key headers (OpenAI's is `authorization` above).
             ("x-api-key: sk-ant-api03-xyz", "x-api-key: [redacted]"),
-            ("TIDINGS_AI_API_KEY=sk-proj-xyz", "TIDINGS_AI_API_KEY=[redacted]"),
+            (
+                "TIDINGS_AI_API_KEY=sk-proj-xyz",
+                "TIDINGS_AI_API_KEY=[redacted]",
+            ),
             (
                 "sent Bearer xyz123 upstream",
                 "sent Bearer [redacted] upstream",
