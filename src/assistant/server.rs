@@ -135,10 +135,13 @@ pub fn summary_of(chat: &ChatRow, tokens: i64) -> ChatSummary {
 
 /// A chat with the answer as stored now.
 pub async fn view_of(store: &Store, chat: &ChatRow) -> Result<ChatView, ApiError> {
-    let tokens = store.chat_tokens_after(chat.id, 0, i64::MAX / 2).await?;
+    let status = ChatState::parse(&chat.status).unwrap_or(ChatState::Failed);
+    let mut tokens = store.chat_tokens_after(chat.id, 0, i64::MAX / 2).await?;
+    if status.is_final() {
+        tokens.retain(|t| t.0 <= chat.tokens);
+    }
     let last_event_id = tokens.last().map_or(0, |t| t.0);
     let text: String = tokens.into_iter().map(|t| t.1).collect();
-    let status = ChatState::parse(&chat.status).unwrap_or(ChatState::Failed);
     Ok(ChatView {
         id: chat.id,
         prompt: chat.prompt.clone(),
@@ -380,9 +383,12 @@ async fn catch_up(
     let fail =
         |e: sqlx::Error| tracing::warn!(error = %e, chat = chat_id, "replaying an answer failed");
     loop {
-        // The chat first: if it ended, every token is stored.
+        // The chat first: if it ended, every token is stored. Its count is the last token
+        // (one stored late, after another instance's sweep ended the chat, is not sent).
         let chat = store.chat(chat_id).await.map_err(fail)?.ok_or(())?;
-        loop {
+        let ended = ChatState::parse(&chat.status).is_some_and(ChatState::is_final);
+        let cap = if ended { chat.tokens } else { i64::MAX };
+        'pages: loop {
             let page = store
                 .chat_tokens_after(chat_id, *last, REPLAY_PAGE)
                 .await
@@ -391,6 +397,9 @@ async fn catch_up(
                 break;
             }
             for (id, text) in page {
+                if id > cap {
+                    break 'pages;
+                }
                 let data = serde_json::to_string(&TokenData { text }).unwrap_or_default();
                 tx.send(&Event::new(data).id(id).name(TOKEN))
                     .await
@@ -398,7 +407,7 @@ async fn catch_up(
                 *last = id;
             }
         }
-        if ChatState::parse(&chat.status).is_some_and(ChatState::is_final) {
+        if ended {
             let (name, data) = terminal_of(&chat);
             *last = chat.tokens + 1;
             tx.send(&Event::new(data).id(*last).name(name))

@@ -509,6 +509,7 @@ async fn an_answer_cut_by_a_restart_keeps_what_arrived() {
     }
     drop(sse);
     first.state.shutdown.trigger();
+    assert!(first.state.shutdown.drain(Duration::from_secs(20)).await);
     // The next process finds it ended (by the first at shutdown, or as orphaned at start),
     // with at least the five tokens read kept.
     let second = TestServer::start_on(&database, |_| {}).await;
