@@ -760,3 +760,53 @@ async fn tidings_tail_posts_to_a_provider_and_stops_at_the_done_marker() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn an_answer_whose_instance_died_is_ended_by_another_with_what_arrived() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = fresh_database(dir.path()).await;
+    let a = TestServer::start_on(&database, |_| {}).await;
+    let ada = a.user("ai_ghost").await;
+    // A chat claimed by an instance that died: its lease ran out, three tokens were stored.
+    let store = &a.state.store;
+    let owner = store.user_by_name("ai_ghost").await.unwrap().unwrap().id;
+    let ghost = store
+        .create_chat(owner, "Who was here?", "a-dead-instance", 1, 1, None)
+        .await
+        .unwrap()
+        .unwrap();
+    let texts: Vec<String> = ["One", " two", " three"].map(String::from).to_vec();
+    store
+        .store_assistant_batch(
+            &[tidings::assistant::store::Chunk {
+                chat_id: ghost.id,
+                first_id: 1,
+                texts,
+            }],
+            &[],
+        )
+        .await
+        .unwrap();
+    // Another instance's sweep (at its start when it is alone on the database, else every few
+    // seconds) ends it with `error`, keeping the three tokens.
+    let b = TestServer::start_on(&database, |_| {}).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let stored = loop {
+        let v = chat(&b, &ada, ghost.id).await;
+        if v["status"] != "running" {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "still running: {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(stored["status"], "failed");
+    assert_eq!(stored["text"], "One two three");
+    let (text, end) = read_to_end(stream(&b, &ada, ghost.id, None).await, 0).await;
+    assert_eq!(text, "One two three");
+    assert_eq!(end.event, "error");
+    assert_eq!(end.id, "4");
+    assert!(end.data["message"]
+        .as_str()
+        .unwrap()
+        .contains("what arrived is kept"));
+}
