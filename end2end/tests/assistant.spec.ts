@@ -45,7 +45,9 @@ test('the answer grows token by token, then shows its figures, and is listed', a
   expect(shown.replace(/\s+/g, ' ').trim()).toBe(chat.text.replace(/```\w*/g, '').replace(/\s+/g, ' ').trim());
   // Paragraphs as text with line breaks kept, and fenced code in a monospaced block.
   await expect(page.locator('.answer-text').first()).toHaveCSS('white-space', 'pre-wrap');
-  // The list of my chats has it.
+  // The list of my chats has it, and its line followed the answer without a reload.
+  await expect(page.locator(`[data-testid="assistant-chats"] li[data-chat="${id}"]`)).toHaveAttribute('data-status', 'completed');
+  await expect(page.locator(`[data-testid="assistant-chats"] li[data-chat="${id}"]`)).toContainText(`(completed, ${chat.lastEventId} tokens)`);
   await page.reload();
   await waitForHydration(page);
   await expect(page.locator(`[data-testid="assistant-chats"] li[data-chat="${id}"]`)).toHaveAttribute('data-status', 'completed');

@@ -58,19 +58,34 @@ fn AssistantView(snapshot: AssistantSnapshot) -> impl IntoView {
         .into_any();
     }
     let chats = snapshot.chats.clone();
+    // The open answer's state and token count, as it streams: its line in the list follows.
+    let shown = snapshot.chat.as_ref().map(|c| c.id);
+    let live = RwSignal::new(
+        snapshot
+            .chat
+            .as_ref()
+            .map_or((ChatState::Completed, 0), |c| (c.status, c.last_event_id)),
+    );
     view! {
         <AskForm/>
         {match snapshot.chat.clone() {
-            Some(chat) => view! { <Answer chat=chat/> }.into_any(),
+            Some(chat) => view! { <Answer chat=chat live=live/> }.into_any(),
             None => view! { <p class="hint">"Ask something, or pick an earlier chat below."</p> }.into_any(),
         }}
         <h2>"Your chats"</h2>
         <ul class="recent-jobs" data-testid="assistant-chats">
-            {chats.into_iter().map(|c| view! {
-                <li data-chat=c.id.to_string() data-status=c.status.as_str()>
-                    <a href=format!("/assistant?chat={}", c.id)>{c.prompt.clone()}</a>
-                    {format!(" ({}, {} tokens)", c.status.as_str(), c.tokens)}
-                </li>
+            {chats.into_iter().map(|c| {
+                let open = shown == Some(c.id);
+                let state = move || if open { live.get() } else { (c.status, c.tokens) };
+                view! {
+                    <li data-chat=c.id.to_string() data-status=move || state().0.as_str()>
+                        <a href=format!("/assistant?chat={}", c.id)>{c.prompt.clone()}</a>
+                        {move || {
+                            let (status, tokens) = state();
+                            format!(" ({}, {tokens} tokens)", status.as_str())
+                        }}
+                    </li>
+                }
             }).collect_view()}
         </ul>
     }
@@ -132,7 +147,7 @@ fn link_text(state: LinkState) -> &'static str {
 
 /// One answer: its text (growing while it streams), Stop, and its figures.
 #[component]
-fn Answer(chat: ChatView) -> impl IntoView {
+fn Answer(chat: ChatView, live: RwSignal<(ChatState, i64)>) -> impl IntoView {
     let id = chat.id;
     let text = RwSignal::new(chat.text.clone());
     let last = RwSignal::new(chat.last_event_id);
@@ -146,8 +161,10 @@ fn Answer(chat: ChatView) -> impl IntoView {
     });
     let stop_error = RwSignal::new(None::<String>);
     // Tokens heard live, and when the first of them came (for the rate while it streams).
-    let live = RwSignal::new((0u32, 0.0f64, 0.0f64));
+    let heard = RwSignal::new((0u32, 0.0f64, 0.0f64));
     let watch = StoredValue::new(None::<SendWrapper<EventStream>>);
+    // The list's line for this chat follows the answer.
+    Effect::new(move |_| live.set((status.get(), last.get())));
 
     let end = move |state: ChatState| {
         status.set(state);
@@ -171,7 +188,7 @@ fn Answer(chat: ChatView) -> impl IntoView {
                     last.set(n);
                     text.update(|s| s.push_str(&t));
                     let now = js_sys::Date::now();
-                    live.update(|(count, first, latest)| {
+                    heard.update(|(count, first, latest)| {
                         if *count == 0 {
                             *first = now;
                         }
@@ -223,7 +240,7 @@ fn Answer(chat: ChatView) -> impl IntoView {
             usage.completion_tokens, tokens_per_second, usage.prompt_tokens, finish_reason
         ),
         None => {
-            let (count, first, latest) = live.get();
+            let (count, first, latest) = heard.get();
             let rate = if count > 1 && latest > first {
                 f64::from(count - 1) * 1000.0 / (latest - first)
             } else {
@@ -242,7 +259,7 @@ fn Answer(chat: ChatView) -> impl IntoView {
                     Block::Code(c) => view! { <pre class="answer-code"><code>{c}</code></pre> }.into_any(),
                 }).collect_view()}
             </div>
-            <p class="stats" data-testid="answer-stats">{stats}</p>
+            <p class="answer-stats" data-testid="answer-stats">{stats}</p>
             <p class="link">"Stream: " <span data-testid="answer-link">{move || link.get()}</span></p>
             <div class="buttons">
                 <button type="button" data-testid="stop" on:click=on_stop
