@@ -27,7 +27,7 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 launch_server DATABASE_URL="sqlite://$work/bench.db?mode=rwc" \
   TIDINGS_AI_BASE_URL="http://127.0.0.1:$port/v1" \
   TIDINGS_AI_RUNNING_PER_USER=0 TIDINGS_AI_MAX_TOKENS=4096 \
-  RUST_LOG=warn
+  RUST_LOG=warn,tidings=info
 
 BENCH_URL="$base" BENCH_SERVER_PID="$server_pid" BENCH_CHATS="$chats" \
   BENCH_PROVIDER_ADDR="127.0.0.1:$port" "$client"

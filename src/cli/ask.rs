@@ -4,7 +4,8 @@
 //!   follows its `token` events, printing each text as it comes. A dropped connection is
 //!   resumed with `Last-Event-ID`, so nothing is printed twice and nothing is missed (the
 //!   server keeps generating meanwhile). Ctrl-C asks the server to stop the answer
-//!   (`POST …/cancel`), which aborts the provider's request.
+//!   (`POST …/cancel`), which aborts the provider's request, and prints what came until
+//!   its end; a second Ctrl-C leaves at once.
 //! - Straight to a provider: `--upstream URL --api-key-env VAR` sends the request itself
 //!   through [`crate::upstream`] (the client the server's relay uses), in OpenAI's format or
 //!   with `--provider anthropic` Anthropic's. The key is read from the environment variable
@@ -225,8 +226,7 @@ async fn through_tidings(
     let mut reconnects = 0u32;
     let mut failures = 0u32;
     let mut stopping = false;
-    let ctrl_c = tokio::signal::ctrl_c();
-    tokio::pin!(ctrl_c);
+    let mut ctrl_c = Box::pin(tokio::signal::ctrl_c());
     loop {
         let res = match connect(
             &client,
@@ -254,10 +254,16 @@ async fn through_tidings(
         loop {
             let next = tokio::select! {
                 next = tokio::time::timeout(idle, events.next()) => next,
-                _ = &mut ctrl_c, if !stopping => {
+                _ = &mut ctrl_c => {
+                    if stopping {
+                        // A second Ctrl-C: leave without waiting for the server.
+                        let _ = writeln!(out);
+                        anyhow::bail!("stopped; {last} tokens arrived");
+                    }
                     // Ctrl-C: the server stops the answer (and the provider's request); its
                     // `done` with `cancelled` still comes through this stream.
                     stopping = true;
+                    ctrl_c = Box::pin(tokio::signal::ctrl_c());
                     let _ = client.post(&cancel_url).send().await;
                     continue;
                 }

@@ -810,3 +810,48 @@ async fn an_answer_whose_instance_died_is_ended_by_another_with_what_arrived() {
         .unwrap()
         .contains("what arrived is kept"));
 }
+
+#[tokio::test]
+async fn ctrl_c_in_tidings_ask_stops_the_answer_on_the_server() {
+    use tokio::io::AsyncReadExt;
+    let server = TestServer::start_with(|s| s.assistant.tokens_per_sec = 10).await;
+    let ada = server.user("ai_ctrl_c").await;
+    let mut child = tidings(&[
+        "ask",
+        "Slowly, please",
+        "--server",
+        &server.base,
+        "--username",
+        "ai_ctrl_c",
+    ])
+    .env("TIDINGS_PASSWORD", common::PASSWORD)
+    .spawn()
+    .unwrap();
+    // Once the first tokens are on the terminal, Ctrl-C.
+    let mut stdout = child.stdout.take().unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 256];
+    while !String::from_utf8_lossy(&seen).contains("asked:") {
+        let n = stdout.read(&mut buf).await.unwrap();
+        assert!(n > 0, "the answer stopped before its first tokens");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    let pid = child.id().unwrap().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let out = tokio::time::timeout(Duration::from_secs(10), child.wait_with_output())
+        .await
+        .expect("tidings ask ends after Ctrl-C")
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("finish: cancelled"), "{stderr}");
+    // The server ended the answer as cancelled, long before its 100 tokens.
+    let list: Value = common::get_json(&ada.http, &server.url("/api/assistant/chats")).await;
+    let chat = &list["chats"][0];
+    assert_eq!(chat["status"], "cancelled", "{list}");
+    assert!(chat["tokens"].as_i64().unwrap() < 100, "{list}");
+}
