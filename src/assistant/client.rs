@@ -4,11 +4,9 @@
 //!
 //! Compiled everywhere so the view needs no `cfg`; only ever called in the browser.
 
-use gloo_net::http::Request;
-
 use crate::{
     events::{EventStream, LinkState},
-    fetch::{post_json, refusal, UNREACHABLE},
+    fetch::{post_json, send, Method},
     protocol::assistant::{
         ChatCreated, DoneData, ErrorData, NewChat, TokenData, DONE, ERROR, TOKEN,
     },
@@ -24,15 +22,12 @@ pub async fn ask(prompt: &str) -> Result<ChatCreated, String> {
 
 /// `POST /api/assistant/chats/{id}/cancel`.
 pub async fn stop(id: i64) -> Result<(), String> {
-    let response = Request::post(&format!("/api/assistant/chats/{id}/cancel"))
-        .send()
-        .await
-        .map_err(|_| UNREACHABLE.to_string())?;
-    if response.ok() {
-        Ok(())
-    } else {
-        Err(refusal(response).await)
-    }
+    send::<()>(
+        Method::Post,
+        &format!("/api/assistant/chats/{id}/cancel"),
+        None,
+    )
+    .await
 }
 
 /// What the stream brings the page.

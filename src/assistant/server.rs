@@ -38,7 +38,7 @@ use crate::{
         clock,
         fanout::bus::Received,
         fanout::sse::{self, Event, SseOptions},
-        fanout::topics::{Producer, TopicKind},
+        fanout::topics::{self, Producer, TopicKind},
         storage::{Backend, Store},
         ApiError, ApiJson, AppState,
     },
@@ -287,10 +287,7 @@ impl TopicKind for ChatTopic {
     }
 
     fn problem(&self, arg: Option<&str>) -> Option<String> {
-        match arg.map(str::parse::<i64>) {
-            Some(Ok(id)) if id > 0 => None,
-            _ => Some("`assistant:` takes a chat id, like `assistant:42`.".into()),
-        }
+        topics::id_problem(arg, "assistant", "chat")
     }
 
     fn open<'a>(

@@ -11,7 +11,7 @@ use gloo_net::http::Request;
 
 use crate::{
     events::{EventStream, LinkState},
-    fetch::{post_json, refusal, UNREACHABLE},
+    fetch::{post_json, refusal, send, Method, UNREACHABLE},
     protocol::jobs::{
         CreateJob, ImportRequest, JobCreated, JobEvent, JobEventData, JobEventKind, JobStatus,
     },
@@ -42,15 +42,7 @@ pub async fn import(source: &str) -> Result<JobCreated, String> {
 
 /// `POST /api/jobs/{id}/cancel`.
 pub async fn cancel(id: i64) -> Result<(), String> {
-    let response = Request::post(&format!("/api/jobs/{id}/cancel"))
-        .send()
-        .await
-        .map_err(|_| UNREACHABLE.to_string())?;
-    if response.ok() {
-        Ok(())
-    } else {
-        Err(refusal(response).await)
-    }
+    send::<()>(Method::Post, &format!("/api/jobs/{id}/cancel"), None).await
 }
 
 /// What one poll found.

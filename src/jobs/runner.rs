@@ -579,16 +579,9 @@ async fn write_events(
     let mut batch: Vec<Write> = Vec::with_capacity(WRITE_BATCH);
     loop {
         batch.clear();
-        let received = if shutdown.is_triggered() {
-            tokio::time::timeout(WRITE_LINGER, rx.recv_many(&mut batch, WRITE_BATCH))
-                .await
-                .unwrap_or(0)
-        } else {
-            tokio::select! {
-                n = rx.recv_many(&mut batch, WRITE_BATCH) => n,
-                _ = shutdown.cancelled() => continue,
-            }
-        };
+        let received = shutdown
+            .recv_batch(&mut rx, &mut batch, WRITE_BATCH, WRITE_LINGER)
+            .await;
         if received == 0 {
             return;
         }

@@ -35,7 +35,7 @@ use crate::{
         clock,
         fanout::bus::Received,
         fanout::sse::{self, Event, SseOptions},
-        fanout::topics::{Producer, TopicKind},
+        fanout::topics::{self, Producer, TopicKind},
         storage::{Backend, Store},
         ApiError, ApiJson, AppState,
     },
@@ -359,10 +359,7 @@ impl TopicKind for JobTopic {
     }
 
     fn problem(&self, arg: Option<&str>) -> Option<String> {
-        match arg.map(str::parse::<i64>) {
-            Some(Ok(id)) if id > 0 => None,
-            _ => Some("`job:` takes a job id, like `job:42`.".into()),
-        }
+        topics::id_problem(arg, "job", "job")
     }
 
     fn open<'a>(

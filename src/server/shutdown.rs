@@ -50,6 +50,29 @@ impl Shutdown {
         self.token.clone().cancelled_owned()
     }
 
+    /// The next batch of a writer's queue (at most `max`, appended to `batch`): what is there,
+    /// or the next to arrive. After shutdown began it keeps draining, until nothing arrives
+    /// for `linger`. 0: the queue is closed, or shutdown began and it is drained.
+    pub async fn recv_batch<T>(
+        &self,
+        rx: &mut tokio::sync::mpsc::Receiver<T>,
+        batch: &mut Vec<T>,
+        max: usize,
+        linger: Duration,
+    ) -> usize {
+        loop {
+            if self.is_triggered() {
+                return tokio::time::timeout(linger, rx.recv_many(batch, max))
+                    .await
+                    .unwrap_or(0);
+            }
+            tokio::select! {
+                n = rx.recv_many(batch, max) => return n,
+                _ = self.cancelled() => {}
+            }
+        }
+    }
+
     /// Spawns a task that [`drain`](Self::drain) waits for.
     pub fn spawn<F>(&self, task: F) -> JoinHandle<F::Output>
     where

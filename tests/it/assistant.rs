@@ -76,6 +76,16 @@ async fn read_to_end(sse: Sse, after: i64) -> (String, Got) {
     (text, end)
 }
 
+/// `POST /api/assistant/chats/{id}/cancel`'s status.
+async fn cancel(server: &TestServer, user: &User, id: i64) -> StatusCode {
+    user.http
+        .post(server.url(&format!("/api/assistant/chats/{id}/cancel")))
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
 /// The chat as `GET /api/assistant/chats/{id}` shows it.
 async fn chat(server: &TestServer, user: &User, id: i64) -> Value {
     common::get_json(
@@ -194,13 +204,7 @@ async fn bad_prompts_and_strangers_are_refused_with_a_sentence() {
     let res = post_json(&ada.http, &url, json!({"prompt": "second"})).await;
     assert_eq!(res.status(), 429);
     assert_eq!(error_code(res).await, "too_many_answers");
-    let res = ada
-        .http
-        .post(server.url(&format!("/api/assistant/chats/{id}/cancel")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 202);
+    assert_eq!(cancel(&server, &ada, id).await, 202);
     // Unknown and malformed ids.
     for path in [
         "/api/assistant/chats/999999",
@@ -364,13 +368,7 @@ async fn stop_closes_the_providers_request_within_a_second() {
     assert!(!shown.contains("sk-test-secret"), "{shown}");
 
     let asked = Instant::now();
-    let res = ada
-        .http
-        .post(server.url(&format!("/api/assistant/chats/{id}/cancel")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 202);
+    assert_eq!(cancel(&server, &ada, id).await, 202);
     let end = sse.next_named("done").await;
     assert_eq!(end.data["finishReason"], "cancelled");
     // The provider's response was dropped: its connection closed.
@@ -583,13 +581,7 @@ async fn another_instance_resumes_the_stream_and_stops_the_answer() {
     let mut sse = stream(&b, &ada, id, None).await;
     sse.next_named("token").await;
     let asked = Instant::now();
-    let res = ada
-        .http
-        .post(b.url(&format!("/api/assistant/chats/{id}/cancel")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 202);
+    assert_eq!(cancel(&b, &ada, id).await, 202);
     let end = sse.next_named("done").await;
     assert_eq!(end.data["finishReason"], "cancelled");
     assert!(

@@ -68,6 +68,15 @@ pub trait TopicKind: Send + Sync {
     ) -> BoxFuture<'a, Result<Producer, ApiError>>;
 }
 
+/// The problem of a topic whose argument must be a positive id (`job:42`): `None` when it
+/// is one, else the sentence naming the topic's form.
+pub fn id_problem(arg: Option<&str>, topic: &str, what: &str) -> Option<String> {
+    match arg.map(str::parse::<i64>) {
+        Some(Ok(id)) if id > 0 => None,
+        _ => Some(format!("`{topic}:` takes a {what} id, like `{topic}:42`.")),
+    }
+}
+
 /// Every topic kind the features registered.
 #[derive(Clone, Default)]
 pub struct Topics {
