@@ -24,16 +24,27 @@ start_test_postgres() {
     chown postgres "$pg_folder"
     pg_as=(runuser -u postgres --)
   fi
-  for port in $(seq 55432 55532); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || break
-  done
   "${pg_as[@]}" "$bin/initdb" -D "$pg_folder/data" -A trust -U tidings --no-sync >"$pg_folder/initdb.log" 2>&1 \
     || { cat "$pg_folder/initdb.log" >&2; return 1; }
-  # -F: no fsync, a throwaway cluster; listens on loopback only, its socket in the folder.
-  "${pg_as[@]}" "$bin/pg_ctl" -D "$pg_folder/data" -l "$pg_folder/server.log" -w \
-    -o "-h 127.0.0.1 -p $port -k $pg_folder -F -c max_connections=300" start >/dev/null \
-    || { cat "$pg_folder/server.log" >&2; return 1; }
-  export TIDINGS_TEST_POSTGRES="postgres://tidings@127.0.0.1:$port/postgres"
+  # A port nobody listens on may still be taken: these ports are in the kernel's ephemeral
+  # range, so a client socket left from the tests before can hold one. Then the next is tried.
+  local tries=0
+  for port in $(seq 55432 55532); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && continue
+    # -F: no fsync, a throwaway cluster; listens on loopback only, its socket in the folder.
+    if "${pg_as[@]}" "$bin/pg_ctl" -D "$pg_folder/data" -l "$pg_folder/server.log" -w \
+      -o "-h 127.0.0.1 -p $port -k $pg_folder -F -c max_connections=300" start >/dev/null; then
+      export TIDINGS_TEST_POSTGRES="postgres://tidings@127.0.0.1:$port/postgres"
+      return 0
+    fi
+    tries=$((tries + 1))
+    if [ "$tries" -ge 10 ] || ! grep -q "Address already in use" "$pg_folder/server.log"; then
+      cat "$pg_folder/server.log" >&2
+      return 1
+    fi
+  done
+  echo "test: no free port for PostgreSQL in 55432-55532." >&2
+  return 1
 }
 
 stop_test_postgres() {
