@@ -118,7 +118,7 @@ test('every pattern in the guide links to a live page that names its transport',
       hrefs.add(href);
     }
   }
-  expect([...hrefs].sort()).toEqual(['/chat', '/dashboard', '/export', '/jobs']);
+  expect([...hrefs].sort()).toEqual(['/assistant', '/chat', '/dashboard', '/export', '/jobs']);
   for (const href of hrefs) {
     await page.goto(href);
     await expect(page.locator('p.transport').first()).toBeVisible();

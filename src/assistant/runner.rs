@@ -67,6 +67,9 @@ const WRITE_BATCH: usize = 8192;
 const WRITE_QUEUE: usize = 65_536;
 /// After shutdown, the writer stops once nothing arrived for this long.
 const WRITE_LINGER: Duration = Duration::from_millis(300);
+/// How often chats past the retention are looked for, and how many go per transaction.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+const PRUNE_BATCH: i64 = 500;
 
 /// The sentence a chat ends with when its instance went away.
 pub const ORPHANED: &str =
@@ -188,6 +191,8 @@ impl Assistant {
         shutdown.spawn(write(store, bus, shutdown.clone(), rx));
         let keeper = assistant.clone();
         shutdown.spawn(async move { keeper.keep_claims(sole_instance).await });
+        let pruner = assistant.clone();
+        shutdown.spawn(async move { pruner.prune().await });
         assistant
     }
 
@@ -419,6 +424,38 @@ impl Assistant {
                 && (n * every.as_millis() as u64).is_multiple_of(RENEW_EVERY.as_millis() as u64)
             {
                 self.end_orphans(false).await;
+            }
+        }
+    }
+
+    /// Deletes chats that ended longer ago than `TIDINGS_AI_RETENTION_DAYS`, with their
+    /// answers: at start, then every [`PRUNE_EVERY`], until shutdown.
+    async fn prune(self) {
+        let inner = &self.inner;
+        let keep = Duration::from_secs(u64::from(inner.config.retention_days) * 86_400);
+        loop {
+            let before = clock::now_ms() - keep.as_millis() as i64;
+            let mut removed = 0;
+            loop {
+                match inner.store.prune_ended_chats(before, PRUNE_BATCH).await {
+                    Ok(n) => {
+                        removed += n;
+                        if n < PRUNE_BATCH as u64 || inner.shutdown.is_triggered() {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "pruning ended answers failed; trying again later");
+                        break;
+                    }
+                }
+            }
+            if removed > 0 {
+                tracing::info!(chats = removed, "ended answers past the retention deleted");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(PRUNE_EVERY) => {}
+                _ = inner.shutdown.cancelled() => return,
             }
         }
     }

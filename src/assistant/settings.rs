@@ -34,6 +34,9 @@ pub struct AssistantConfig {
     /// `TIDINGS_AI_MODEL_STREAMS` (default 256; 0: no limit): answers the built-in model's
     /// HTTP endpoint streams at once (more get 503 with `Retry-After`).
     pub model_streams: u32,
+    /// `TIDINGS_AI_RETENTION_DAYS` (default 30, 1–36500): ended chats are deleted, with their
+    /// answers, this long after they ended.
+    pub retention_days: u32,
 }
 
 impl std::fmt::Debug for AssistantConfig {
@@ -63,6 +66,7 @@ impl Default for AssistantConfig {
             prompt_max_chars: 4000,
             running_per_user: 3,
             model_streams: 256,
+            retention_days: 30,
         }
     }
 }
@@ -118,6 +122,12 @@ impl AssistantConfig {
                 0,
                 1_000_000,
             )? as u32,
+            retention_days: vars.number(
+                "TIDINGS_AI_RETENTION_DAYS",
+                d.retention_days.into(),
+                1,
+                36_500,
+            )? as u32,
         })
     }
 
@@ -163,6 +173,7 @@ mod tests {
             ("TIDINGS_AI_PROVIDER", "gemini"),
             ("TIDINGS_AI_BASE_URL", "ftp://x"),
             ("TIDINGS_AI_TOKENS_PER_SEC", "0"),
+            ("TIDINGS_AI_RETENTION_DAYS", "0"),
         ] {
             let e = AssistantConfig::from(&Env::from_fn(move |n| {
                 (n == name).then(|| value.to_string())

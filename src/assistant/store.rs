@@ -303,6 +303,36 @@ impl Store {
         .fetch_all(&self.pool)
         .await
     }
+
+    /// Deletes up to `limit` chats that ended before `before`, with their tokens; returns how
+    /// many went.
+    pub async fn prune_ended_chats(&self, before: i64, limit: i64) -> sqlx::Result<u64> {
+        let ids: Vec<i64> = sqlx::query_scalar(
+            "SELECT id FROM assistant_chats WHERE status <> 'running' AND ended_at < $1
+             ORDER BY id LIMIT $2",
+        )
+        .bind(before)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let mut tx = self.pool.begin().await?;
+        for chunk in ids.chunks(ROWS_PER_STATEMENT * 8) {
+            let list = placeholders(1, chunk.len());
+            for table_column in ["assistant_tokens WHERE chat_id", "assistant_chats WHERE id"] {
+                let sql = format!("DELETE FROM {table_column} IN {list}");
+                let mut query = sqlx::query(&sql);
+                for id in chunk {
+                    query = query.bind(*id);
+                }
+                query.execute(&mut *tx).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(ids.len() as u64)
+    }
 }
 
 #[cfg(test)]
@@ -417,5 +447,22 @@ mod tests {
         let ended = store.chat(chat.id).await.unwrap().unwrap();
         assert_eq!((ended.status.as_str(), ended.tokens), ("cancelled", 5));
         assert_eq!(store.chats_of(owner, 10).await.unwrap().len(), 1);
+
+        // Past the retention it goes, with its tokens; a running chat stays whatever its age.
+        let running = store
+            .create_chat(owner, "still going", "i1", 10_000, 1, None)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(store.prune_ended_chats(9, 100).await.unwrap(), 0);
+        assert_eq!(store.prune_ended_chats(10, 100).await.unwrap(), 1);
+        assert!(store.chat(chat.id).await.unwrap().is_none());
+        assert!(store
+            .chat_tokens_after(chat.id, 0, 100)
+            .await
+            .unwrap()
+            .is_empty());
+        assert_eq!(store.prune_ended_chats(i64::MAX, 100).await.unwrap(), 0);
+        assert!(store.chat(running.id).await.unwrap().is_some());
     }
 }
