@@ -248,6 +248,16 @@ fn rss_mb(pid: &str, field: &str) -> Option<f64> {
     Some(kb / 1024.0)
 }
 
+/// CPU seconds a process has used (user + system), from `/proc/PID/stat`.
+fn cpu_secs(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command's closing parenthesis: utime and stime are the 12th and 13th.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
 /// Opens the gate once `n` requests reached the provider and `n` readers are listening.
 async fn when_all_arrived(
     arrived: &AtomicUsize,
@@ -347,6 +357,8 @@ async fn main() {
         )));
     }
     when_all_arrived(&provider.arrived, &opened, n, &go_tx).await;
+    let cpu_before = cpu_secs(&pid);
+    let started = std::time::Instant::now();
     let mut seen = Vec::new();
     for r in readers {
         seen.push(
@@ -356,7 +368,18 @@ async fn main() {
                 .expect("a reader"),
         );
     }
+    let wall = started.elapsed().as_secs_f64();
+    let cpu = cpu_secs(&pid)
+        .zip(cpu_before)
+        .map(|(after, before)| after - before);
     report("relay", seen);
+    if let Some(cpu) = cpu {
+        println!(
+            "  server CPU {cpu:.2} s in {wall:.2} s ({:.2} cores; {:.1} µs a token)",
+            cpu / wall,
+            cpu * 1e6 / (n * tokens) as f64
+        );
+    }
     println!(
         "  every token delivered once, in order ({} answers checked)",
         n
