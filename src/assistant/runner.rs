@@ -238,6 +238,9 @@ impl Assistant {
     /// Stops a chat's answer: at once if this instance generates it, else through the
     /// database flag. Returns its status before (`None`: no such chat).
     pub async fn cancel(&self, chat_id: i64) -> anyhow::Result<Option<String>> {
+        // The status first: a local stop ends the chat at once, and the answer must say it
+        // was running when asked, not that it had ended.
+        let before = self.inner.store.request_chat_cancel(chat_id).await?;
         if let Some(token) = self
             .inner
             .running
@@ -247,7 +250,7 @@ impl Assistant {
         {
             token.cancel();
         }
-        Ok(self.inner.store.request_chat_cancel(chat_id).await?)
+        Ok(before)
     }
 
     /// Chats this process is generating now.
