@@ -47,7 +47,7 @@ use crate::{
     server::{
         clock,
         fanout::bus::{Bus, Envelope},
-        storage::Store,
+        storage::{prune_periodically, Store},
         Shutdown,
     },
     upstream::{self, Pieces, Upstream},
@@ -67,9 +67,6 @@ const WRITE_BATCH: usize = 8192;
 const WRITE_QUEUE: usize = 65_536;
 /// After shutdown, the writer stops once nothing arrived for this long.
 const WRITE_LINGER: Duration = Duration::from_millis(300);
-/// How often chats past the retention are looked for, and how many go per transaction.
-const PRUNE_EVERY: Duration = Duration::from_secs(3600);
-const PRUNE_BATCH: i64 = 500;
 
 /// The sentence a chat ends with when its instance went away.
 pub const ORPHANED: &str =
@@ -439,33 +436,17 @@ impl Assistant {
     /// Deletes chats that ended longer ago than `TIDINGS_AI_RETENTION_DAYS`, with their
     /// answers: at start, then every [`PRUNE_EVERY`], until shutdown.
     async fn prune(self) {
-        let inner = &self.inner;
-        let keep = Duration::from_secs(u64::from(inner.config.retention_days) * 86_400);
-        loop {
-            let before = clock::now_ms() - keep.as_millis() as i64;
-            let mut removed = 0;
-            loop {
-                match inner.store.prune_ended_chats(before, PRUNE_BATCH).await {
-                    Ok(n) => {
-                        removed += n;
-                        if n < PRUNE_BATCH as u64 || inner.shutdown.is_triggered() {
-                            break;
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "pruning ended answers failed; trying again later");
-                        break;
-                    }
-                }
-            }
-            if removed > 0 {
-                tracing::info!(chats = removed, "ended answers past the retention deleted");
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(PRUNE_EVERY) => {}
-                _ = inner.shutdown.cancelled() => return,
-            }
-        }
+        let store = self.inner.store.clone();
+        prune_periodically(
+            self.inner.shutdown.clone(),
+            Duration::from_secs(u64::from(self.inner.config.retention_days) * 86_400),
+            "ended answers",
+            |before, batch| {
+                let store = store.clone();
+                async move { store.prune_ended_chats(before, batch).await }
+            },
+        )
+        .await;
     }
 
     /// Ends orphaned chats with `error`, keeping their stored tokens.

@@ -315,22 +315,11 @@ impl Store {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        if ids.is_empty() {
-            return Ok(0);
-        }
-        let mut tx = self.pool.begin().await?;
-        for chunk in ids.chunks(ROWS_PER_STATEMENT * 8) {
-            let list = placeholders(1, chunk.len());
-            for table_column in ["assistant_tokens WHERE chat_id", "assistant_chats WHERE id"] {
-                let sql = format!("DELETE FROM {table_column} IN {list}");
-                let mut query = sqlx::query(&sql);
-                for id in chunk {
-                    query = query.bind(*id);
-                }
-                query.execute(&mut *tx).await?;
-            }
-        }
-        tx.commit().await?;
+        self.delete_ids(
+            &ids,
+            &["assistant_tokens WHERE chat_id", "assistant_chats WHERE id"],
+        )
+        .await?;
         Ok(ids.len() as u64)
     }
 }

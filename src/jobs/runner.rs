@@ -41,7 +41,7 @@ use crate::{
         access::token::Signer,
         clock,
         fanout::bus::{Bus, Envelope},
-        storage::Store,
+        storage::{prune_periodically, Store},
         Shutdown,
     },
 };
@@ -64,11 +64,6 @@ const WRITE_LINGER: Duration = Duration::from_millis(300);
 pub fn topic(job_id: i64) -> String {
     format!("job:{job_id}")
 }
-
-/// How often jobs that ended longer ago than the retention are deleted.
-const PRUNE_EVERY: Duration = Duration::from_secs(3600);
-/// Jobs deleted per statement batch when pruning.
-const PRUNE_BATCH: i64 = 500;
 
 /// How the queue shares its workers (`workers`, worked out from the settings) and how long it
 /// keeps ended jobs.
@@ -290,32 +285,17 @@ impl Jobs {
     /// Deletes jobs that ended longer ago than the retention, with their events: at start, then
     /// every [`PRUNE_EVERY`], until shutdown.
     async fn prune(self) {
-        let shutdown = self.inner.shutdown.clone();
-        loop {
-            let before = clock::now_ms() - self.inner.limits.retention.as_millis() as i64;
-            let mut removed = 0;
-            loop {
-                match self.inner.store.prune_ended_jobs(before, PRUNE_BATCH).await {
-                    Ok(n) => {
-                        removed += n;
-                        if n < PRUNE_BATCH as u64 || shutdown.is_triggered() {
-                            break;
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "pruning ended jobs failed; trying again later");
-                        break;
-                    }
-                }
-            }
-            if removed > 0 {
-                tracing::info!(jobs = removed, "ended jobs past the retention deleted");
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(PRUNE_EVERY) => {}
-                _ = shutdown.cancelled() => return,
-            }
-        }
+        let store = self.inner.store.clone();
+        prune_periodically(
+            self.inner.shutdown.clone(),
+            self.inner.limits.retention,
+            "ended jobs",
+            |before, batch| {
+                let store = store.clone();
+                async move { store.prune_ended_jobs(before, batch).await }
+            },
+        )
+        .await;
     }
 
     /// Runs one claimed job to its end (or until shutdown).

@@ -288,22 +288,8 @@ impl Store {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        if ids.is_empty() {
-            return Ok(0);
-        }
-        let mut tx = self.pool.begin().await?;
-        for chunk in ids.chunks(ROWS_PER_STATEMENT * 8) {
-            let list = placeholders(1, chunk.len());
-            for table_column in ["job_events WHERE job_id", "jobs WHERE id"] {
-                let sql = format!("DELETE FROM {table_column} IN {list}");
-                let mut query = sqlx::query(&sql);
-                for id in chunk {
-                    query = query.bind(*id);
-                }
-                query.execute(&mut *tx).await?;
-            }
-        }
-        tx.commit().await?;
+        self.delete_ids(&ids, &["job_events WHERE job_id", "jobs WHERE id"])
+            .await?;
         Ok(ids.len() as u64)
     }
 

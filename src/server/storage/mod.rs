@@ -97,6 +97,50 @@ pub(crate) fn placeholders(rows: usize, columns: usize) -> String {
     out
 }
 
+/// How often ended records past their retention are looked for, and how many go per
+/// transaction.
+pub(crate) const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+pub(crate) const PRUNE_BATCH: i64 = 500;
+
+/// Deletes what ended longer ago than `keep`, [`PRUNE_BATCH`] at a time through
+/// `prune(before, batch)` (which returns how many went): at start, then every
+/// [`PRUNE_EVERY`], until shutdown. `what` names them in the log.
+pub(crate) async fn prune_periodically<F, Fut>(
+    shutdown: crate::server::Shutdown,
+    keep: std::time::Duration,
+    what: &'static str,
+    mut prune: F,
+) where
+    F: FnMut(i64, i64) -> Fut,
+    Fut: std::future::Future<Output = sqlx::Result<u64>>,
+{
+    loop {
+        let before = crate::server::clock::now_ms() - keep.as_millis() as i64;
+        let mut removed = 0;
+        loop {
+            match prune(before, PRUNE_BATCH).await {
+                Ok(n) => {
+                    removed += n;
+                    if n < PRUNE_BATCH as u64 || shutdown.is_triggered() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "pruning {what} failed; trying again later");
+                    break;
+                }
+            }
+        }
+        if removed > 0 {
+            tracing::info!(removed, "{what} past the retention deleted");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(PRUNE_EVERY) => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
 /// The database. Cheap to clone (a pool handle).
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -156,6 +200,27 @@ async fn checkpoint_loop(pool: AnyPool) {
 }
 
 impl Store {
+    /// Deletes the rows whose `column` is in `ids` from each `table column` pair, in that
+    /// order and in one transaction (children before parents). The features' pruning uses it.
+    pub(crate) async fn delete_ids(&self, ids: &[i64], tables: &[&str]) -> sqlx::Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        for chunk in ids.chunks(ROWS_PER_STATEMENT * 8) {
+            let list = placeholders(1, chunk.len());
+            for table_column in tables {
+                let sql = format!("DELETE FROM {table_column} IN {list}");
+                let mut query = sqlx::query(&sql);
+                for id in chunk {
+                    query = query.bind(*id);
+                }
+                query.execute(&mut *tx).await?;
+            }
+        }
+        tx.commit().await
+    }
+
     /// Connects, creates the SQLite file's folder if needed, and applies migrations.
     /// Fails fast with a clear message when the database cannot be reached.
     pub async fn connect(url: &str) -> anyhow::Result<Self> {
