@@ -297,18 +297,23 @@ pub async fn post_json(
 
 /// Sends `req` as a well-behaved client does: a 503 with `Retry-After` (the password hashers
 /// are all busy, which happens when many test servers share one process) is tried again after
-/// the time it names, up to a minute in all. Any other answer is returned as it is.
+/// the time it names, up to a minute in all; so is a plain form's redirect that says
+/// `error=server_busy` (after a second, as a person would). Any other answer is returned as
+/// it is.
 pub async fn send(req: reqwest::RequestBuilder) -> reqwest::Response {
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
         let retry = req.try_clone().expect("a request with a plain body");
         let res = retry.send().await.expect("the server answers");
-        let wait = res
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        let header = |name| res.headers().get(name).and_then(|v| v.to_str().ok());
+        let busy_form = res.status() == 303
+            && header(reqwest::header::LOCATION).is_some_and(|l| l.contains("error=server_busy"));
+        let wait = header(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.parse::<u64>().ok())
+            .filter(|_| res.status() == 503)
+            .or(busy_form.then_some(1));
         match wait {
-            Some(secs) if res.status() == 503 && tokio::time::Instant::now() < deadline => {
+            Some(secs) if tokio::time::Instant::now() < deadline => {
                 tokio::time::sleep(std::time::Duration::from_secs(secs)).await;
             }
             _ => return res,
