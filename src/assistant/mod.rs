@@ -57,26 +57,15 @@ pub async fn assistant_page(id: Option<i64>) -> Result<AssistantSnapshot, Server
         return Ok(empty);
     };
     let store = &state.store;
-    let rows = store
-        .chats_of(user.user_id, LIST)
+    let chats = server::summaries(store, user.user_id, LIST)
         .await
         .map_err(server_fn_failed)?;
-    let mut chats = Vec::with_capacity(rows.len());
-    for c in &rows {
-        // A running chat's count is what is stored so far.
-        let tokens = if c.status == "running" {
-            store.stored_tokens(c.id).await.map_err(server_fn_failed)?
-        } else {
-            c.tokens
-        };
-        chats.push(server::summary_of(c, tokens));
-    }
     let chat = match id {
         Some(id) => match store.chat(id).await.map_err(server_fn_failed)? {
             Some(chat) if chat.owner_id == user.user_id => Some(
                 server::view_of(store, &chat)
                     .await
-                    .map_err(|e| ServerFnError::new(e.to_string()))?,
+                    .map_err(server_fn_failed)?,
             ),
             _ => None,
         },

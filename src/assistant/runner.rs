@@ -250,11 +250,6 @@ impl Assistant {
         Ok(before)
     }
 
-    /// Chats this process is generating now.
-    pub fn running(&self) -> usize {
-        self.inner.running.lock().expect("running lock").len()
-    }
-
     /// Opens the answer's pieces: the built-in model, or the provider.
     async fn open(&self, prompt: &str) -> Result<Pieces, String> {
         let c = &self.inner.config;
@@ -389,16 +384,25 @@ impl Assistant {
     async fn keep_claims(self, sole: bool) {
         let inner = &self.inner;
         self.end_orphans(sole).await;
-        let every = if sole { RENEW_EVERY } else { CHECK_EVERY };
-        let mut ticks = tokio::time::interval(every);
-        let mut n: u64 = 0;
+        let mut ticks = tokio::time::interval(if sole { RENEW_EVERY } else { CHECK_EVERY });
+        // Alone on the database, nobody else's chats can be orphaned after the start.
+        let mut sweeps = tokio::time::interval(RENEW_EVERY);
+        sweeps.reset();
         let mut renewed = tokio::time::Instant::now();
         loop {
             tokio::select! {
                 _ = ticks.tick() => {}
+                _ = sweeps.tick(), if !sole => {
+                    self.end_orphans(false).await;
+                    continue;
+                }
                 _ = inner.shutdown.cancelled() => return,
             }
-            n += 1;
+            // Nothing generating here: no claims to renew, no stop to look for.
+            if inner.running.lock().expect("running lock").is_empty() {
+                renewed = tokio::time::Instant::now();
+                continue;
+            }
             let now = clock::now_ms();
             match inner
                 .store
@@ -424,11 +428,6 @@ impl Assistant {
                         }
                     }
                 }
-            }
-            if !sole
-                && (n * every.as_millis() as u64).is_multiple_of(RENEW_EVERY.as_millis() as u64)
-            {
-                self.end_orphans(false).await;
             }
         }
     }

@@ -191,21 +191,27 @@ async fn create(
     Ok((StatusCode::CREATED, Json(created)).into_response())
 }
 
-/// `GET /api/assistant/chats`: mine, newest first.
-async fn list(
-    State(state): State<AppState>,
-    user: CurrentUser,
-) -> Result<Json<ChatList>, ApiError> {
-    let rows = state.store.chats_of(user.user_id, LIST_LIMIT).await?;
+/// `owner_id`'s newest `limit` chats; a running one counts the tokens stored so far.
+pub async fn summaries(store: &Store, owner_id: i64, limit: i64) -> sqlx::Result<Vec<ChatSummary>> {
+    let rows = store.chats_of(owner_id, limit).await?;
     let mut chats = Vec::with_capacity(rows.len());
     for chat in &rows {
-        let tokens = if chat.status == "running" {
-            state.store.stored_tokens(chat.id).await?
+        let tokens = if chat.status == ChatState::Running.as_str() {
+            store.stored_tokens(chat.id).await?
         } else {
             chat.tokens
         };
         chats.push(summary_of(chat, tokens));
     }
+    Ok(chats)
+}
+
+/// `GET /api/assistant/chats`: mine, newest first.
+async fn list(
+    State(state): State<AppState>,
+    user: CurrentUser,
+) -> Result<Json<ChatList>, ApiError> {
+    let chats = summaries(&state.store, user.user_id, LIST_LIMIT).await?;
     Ok(Json(ChatList { chats }))
 }
 
