@@ -2,8 +2,11 @@
 //! `demo` job.
 //!
 //! - **Workers** ([`JOB_WORKERS_DEFAULT`] unless `TIDINGS_JOB_WORKERS` says otherwise) claim the
-//!   oldest queued job with a lease, run it, and claim the next. A new job wakes one of them
-//!   at once; otherwise they look every [`POLL`] (jobs requeued by another instance).
+//!   oldest queued job with a lease, run it, and claim the next. A new job wakes one idle
+//!   worker at once: in this process through a `Notify`, and on every other instance of a
+//!   PostgreSQL database through `NOTIFY` on [`WAKE_CHANNEL`]. Polling
+//!   (`TIDINGS_JOB_POLL_MS`, 2 s) is only the fallback, for a wake-up lost while a listener
+//!   reconnects.
 //! - **Events** go through one writer task: it takes whatever events are waiting (from every
 //!   job), stores them in one transaction, and only then publishes them on the bus. So every
 //!   event has its per-job id in the database before anyone sees it, and hundreds of jobs
@@ -50,9 +53,9 @@ use crate::{
 pub const JOB_WORKERS_DEFAULT: usize = 16;
 /// How long a claim holds without being renewed.
 pub const LEASE: Duration = Duration::from_secs(15);
-/// How often idle workers look for queued jobs (besides being woken), and the sweeper for
-/// expired leases.
-pub const POLL: Duration = Duration::from_secs(2);
+/// The PostgreSQL channel a queued job is announced on; the payload is the instance that
+/// queued it (which has woken its own worker already).
+const WAKE_CHANNEL: &str = "tidings_jobs_queued";
 /// Events the writer stores in one transaction at most.
 const WRITE_BATCH: usize = 512;
 /// Events waiting for the writer at most (then `emit` waits: backpressure).
@@ -153,6 +156,22 @@ impl Jobs {
             }),
         };
         shutdown.spawn(write_events(store.clone(), bus, shutdown.clone(), rx));
+        if workers > 0 {
+            // Another instance's new job wakes one of ours (PostgreSQL only; returns at once
+            // on SQLite).
+            let listener = jobs.clone();
+            shutdown.spawn(async move {
+                let inner = &listener.inner;
+                inner
+                    .store
+                    .listen(WAKE_CHANNEL, inner.shutdown.clone(), |from| {
+                        if from != Some(inner.instance.as_str()) {
+                            inner.wake.notify_one();
+                        }
+                    })
+                    .await;
+            });
+        }
         let starter = jobs.clone();
         shutdown.spawn(async move {
             match store
@@ -167,7 +186,7 @@ impl Jobs {
                 Err(e) => tracing::error!(error = %e, "queueing stale jobs again failed"),
             }
             let tracker = starter.inner.shutdown.clone();
-            for n in 0..workers.max(1) {
+            for n in 0..workers {
                 let jobs = starter.clone();
                 tracker.spawn(async move { jobs.work(n).await });
             }
@@ -178,9 +197,18 @@ impl Jobs {
         jobs
     }
 
-    /// Wakes a worker for a newly queued job.
-    pub fn queued(&self) {
+    /// Wakes a worker for a newly queued job: one of this process's, and (on PostgreSQL)
+    /// one on every other instance, the first of which to claim it runs it.
+    pub async fn queued(&self) {
         self.inner.wake.notify_one();
+        if let Err(e) = self
+            .inner
+            .store
+            .notify(WAKE_CHANNEL, &self.inner.instance)
+            .await
+        {
+            tracing::warn!(error = %e, "announcing a queued job failed; other instances find it by polling");
+        }
     }
 
     /// Cancels a job: a queued one at once (the `cancelled` event is stored before this
@@ -241,14 +269,14 @@ impl Jobs {
                 Ok(None) => {
                     tokio::select! {
                         _ = self.inner.wake.notified() => {}
-                        _ = tokio::time::sleep(POLL) => {}
+                        _ = tokio::time::sleep(self.inner.config.poll) => {}
                         _ = shutdown.cancelled() => return,
                     }
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "claiming a job failed; trying again shortly");
                     tokio::select! {
-                        _ = tokio::time::sleep(POLL) => {}
+                        _ = tokio::time::sleep(self.inner.config.poll) => {}
                         _ = shutdown.cancelled() => return,
                     }
                 }
@@ -261,7 +289,7 @@ impl Jobs {
         let shutdown = self.inner.shutdown.clone();
         loop {
             tokio::select! {
-                _ = tokio::time::sleep(POLL) => {}
+                _ = tokio::time::sleep(self.inner.config.poll) => {}
                 _ = shutdown.cancelled() => return,
             }
             match self
@@ -273,7 +301,7 @@ impl Jobs {
                 Ok(ids) if !ids.is_empty() => {
                     tracing::warn!(jobs = ?ids, "jobs whose runner stopped renewing are queued again");
                     for _ in ids {
-                        self.queued();
+                        self.queued().await;
                     }
                 }
                 Ok(_) => {}

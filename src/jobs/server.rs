@@ -176,7 +176,7 @@ pub async fn queue(
             now,
         )
         .await?;
-    jobs.queued();
+    jobs.queued().await;
     let created = JobCreated {
         id: job.id,
         kind: job.kind.clone(),

@@ -10,8 +10,15 @@ use crate::server::config::Env;
 /// How the queue runs. Defaults are the safe ones; tests and benchmarks open the limits.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct JobsConfig {
-    /// `TIDINGS_JOB_WORKERS` (1–256): jobs run at once. Unset: the queue's default.
+    /// `TIDINGS_JOB_WORKERS` (0–256): jobs run at once on this instance. Unset: the
+    /// queue's default. 0: this instance queues jobs and serves their events but runs none
+    /// (another instance on the same PostgreSQL database does).
     pub workers: Option<usize>,
+    /// `TIDINGS_JOB_POLL_MS` (default 2000): how often idle workers look for queued jobs
+    /// without being woken, and how often expired leases are swept. A new job wakes a worker
+    /// at once (on every instance of a PostgreSQL database, through `NOTIFY`): this is only
+    /// the fallback.
+    pub poll: Duration,
     /// `TIDINGS_IMPORT_SOURCES`: URL prefixes imports may read from. Empty: this server's
     /// own origin only (the public origins, else the address it listens on).
     pub import_sources: Vec<String>,
@@ -32,6 +39,7 @@ impl Default for JobsConfig {
     fn default() -> Self {
         Self {
             workers: None,
+            poll: Duration::from_secs(2),
             import_sources: Vec::new(),
             active_per_user: 20,
             running_per_user: None,
@@ -47,8 +55,9 @@ impl JobsConfig {
         Ok(Self {
             workers: match vars.get("TIDINGS_JOB_WORKERS") {
                 None => None,
-                Some(_) => Some(vars.number("TIDINGS_JOB_WORKERS", 16, 1, 256)? as usize),
+                Some(_) => Some(vars.number("TIDINGS_JOB_WORKERS", 16, 0, 256)? as usize),
             },
+            poll: Duration::from_millis(vars.number("TIDINGS_JOB_POLL_MS", 2000, 50, 3_600_000)?),
             import_sources: vars.list("TIDINGS_IMPORT_SOURCES"),
             active_per_user: vars.number(
                 "TIDINGS_MAX_ACTIVE_JOBS_PER_USER",
@@ -101,7 +110,8 @@ mod tests {
             ("TIDINGS_MAX_ACTIVE_JOBS_PER_USER", "5"),
             ("TIDINGS_MAX_RUNNING_JOBS_PER_USER", "2"),
             ("TIDINGS_JOB_RETENTION_DAYS", "1"),
-            ("TIDINGS_JOB_WORKERS", "3"),
+            ("TIDINGS_JOB_WORKERS", "0"),
+            ("TIDINGS_JOB_POLL_MS", "600000"),
         ])
         .unwrap();
         assert_eq!(
@@ -109,10 +119,22 @@ mod tests {
                 c.active_per_user,
                 c.running_per_user,
                 c.retention,
-                c.workers
+                c.workers,
+                c.poll
             ),
-            (5, Some(2), Duration::from_secs(86_400), Some(3))
+            (
+                5,
+                Some(2),
+                Duration::from_secs(86_400),
+                Some(0),
+                Duration::from_secs(600)
+            )
         );
+        assert_eq!(d.poll, Duration::from_secs(2));
+        let e = read(&[("TIDINGS_JOB_POLL_MS", "10")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("TIDINGS_JOB_POLL_MS"), "{e}");
         let e = read(&[("TIDINGS_JOB_RETENTION_DAYS", "0")])
             .unwrap_err()
             .to_string();

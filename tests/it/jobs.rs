@@ -446,3 +446,48 @@ async fn a_job_left_running_by_a_stopped_server_continues_after_the_restart() {
         .collect();
     assert_eq!(steps, (1..=40).collect::<Vec<_>>());
 }
+
+/// Runs demo jobs one after another on `runner` (each queued on `queuer`, watched on
+/// `runner`); each must end within the stream's 30 s while polling is set to ten minutes, so
+/// only a wake-up can have started it.
+async fn queued_jobs_start_when_woken(
+    queuer: &TestServer,
+    runner: &TestServer,
+    client: &reqwest::Client,
+) {
+    for _ in 0..3 {
+        let id = demo(queuer, client, json!({"steps": 1, "stepMs": 0})).await;
+        let got = read_events(events(runner, client, id, None).await, |got| {
+            got.last().is_some_and(|g| g.event == "complete")
+        })
+        .await;
+        assert_eq!(got.last().map(|g| g.event.as_str()), Some("complete"));
+        assert_contiguous(&got, 1);
+    }
+}
+
+#[tokio::test]
+async fn a_queued_job_wakes_an_idle_worker_here_and_on_another_instance() {
+    let slow_poll = |c: &mut tidings::settings::Settings| {
+        c.jobs.poll = Duration::from_secs(600);
+    };
+    // One instance: the route wakes a worker of its own process.
+    let dir = tempfile::tempdir().unwrap();
+    let database = common::fresh_database(dir.path()).await;
+    let a = TestServer::start_on(&database, slow_poll).await;
+    let ann = a.client();
+    a.signup(&ann, "ann").await;
+    queued_jobs_start_when_woken(&a, &a, &ann).await;
+
+    // PostgreSQL: a job queued on an instance that runs none (`TIDINGS_JOB_WORKERS=0`) is
+    // announced with NOTIFY, and the other instance's idle worker takes it at once.
+    if !database.starts_with("postgres") {
+        return;
+    }
+    let b = TestServer::start_on(&database, |c| {
+        slow_poll(c);
+        c.jobs.workers = Some(0);
+    })
+    .await;
+    queued_jobs_start_when_woken(&b, &a, &ann).await;
+}

@@ -50,14 +50,14 @@ impl Store {
             .bind(action)
             .bind(username)
             .bind(detail.to_string())
-            .fetch_one(&self.pool)
+            .fetch_one(self.writer())
             .await
     }
 
     /// Appends many audit rows in one transaction, several hundred per statement; returns how
     /// many were written.
     pub async fn audit_many(&self, rows: &[NewAuditRow]) -> sqlx::Result<u64> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer().begin().await?;
         let mut written = 0;
         for chunk in rows.chunks(ROWS_PER_STATEMENT) {
             let sql = format!(
@@ -81,7 +81,7 @@ impl Store {
     /// Inserts rows with their own ids (an import), skipping ids already present; returns
     /// how many were new. Idempotent: importing the same rows again adds nothing.
     pub async fn audit_import(&self, rows: &[AuditRecord]) -> sqlx::Result<u64> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer().begin().await?;
         let mut inserted = 0;
         for chunk in rows.chunks(ROWS_PER_STATEMENT) {
             let sql = format!(

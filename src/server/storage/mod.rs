@@ -19,6 +19,7 @@ use std::{
 pub mod accounts;
 pub mod api_keys;
 pub mod audit;
+pub mod notify;
 
 pub use accounts::{SessionRow, UserRow};
 
@@ -147,11 +148,16 @@ pub struct Store {
     /// Every query's connections. Features' own `impl Store` blocks (`chat/store.rs`,
     /// `jobs/store.rs`, …) use it directly.
     pub(crate) pool: AnyPool,
+    /// Where the hot write paths run ([`Store::writer`]): on an SQLite file, one connection
+    /// of its own; otherwise the same pool.
+    writer: AnyPool,
     /// Which engine answers, for the few statements the two write differently.
     pub(crate) backend: Backend,
     /// The SQLite file, when there is one (not PostgreSQL, not `:memory:`): the export's
     /// rusqlite reader opens it directly.
     pub(crate) sqlite_file: Option<PathBuf>,
+    /// PostgreSQL's URL, for the connections that `LISTEN` ([`notify`]).
+    pub(crate) listen_url: Option<notify::ListenUrl>,
     /// The SQLite file's background checkpoints, stopped with the last clone of the store.
     _checkpoints: Option<Arc<Checkpoints>>,
 }
@@ -200,6 +206,14 @@ async fn checkpoint_loop(pool: AnyPool) {
 }
 
 impl Store {
+    /// The pool for the hot write paths (claims, job events, audit rows): on an SQLite
+    /// file its one writing connection, so those writers take turns in order; on PostgreSQL
+    /// (row locks, many writers at once) and in-memory SQLite, the one pool. A method that
+    /// holds it must not wait for it again (it has one connection).
+    pub(crate) fn writer(&self) -> &AnyPool {
+        &self.writer
+    }
+
     /// Deletes the rows whose `column` is in `ids` from each `table column` pair, in that
     /// order and in one transaction (children before parents). The features' pruning uses it.
     pub(crate) async fn delete_ids(&self, ids: &[i64], tables: &[&str]) -> sqlx::Result<()> {
@@ -250,24 +264,28 @@ impl Store {
             .map_err(|e| anyhow::anyhow!("cannot open the database at {}: {e}", redact(url)))?;
             let _ = probe.close().await;
         }
-        let pool = AnyPoolOptions::new()
-            .max_connections(if backend == Backend::Sqlite { 8 } else { 16 })
-            .acquire_timeout(std::time::Duration::from_secs(10))
-            .after_connect(move |conn, _meta| {
-                Box::pin(async move {
-                    if backend == Backend::Sqlite {
-                        // Durable enough with WAL, and much faster than FULL.
-                        conn.execute("PRAGMA synchronous = NORMAL").await?;
-                        // Checkpoints run in the background (see `checkpoint_loop`).
-                        conn.execute(
-                            format!("PRAGMA wal_autocheckpoint = {AUTOCHECKPOINT_PAGES}").as_str(),
-                        )
-                        .await?;
-                    }
-                    Ok(())
+        let pool_of = |connections: u32| {
+            AnyPoolOptions::new()
+                .max_connections(connections)
+                .acquire_timeout(std::time::Duration::from_secs(10))
+                .after_connect(move |conn, _meta| {
+                    Box::pin(async move {
+                        if backend == Backend::Sqlite {
+                            // Durable enough with WAL, and much faster than FULL.
+                            conn.execute("PRAGMA synchronous = NORMAL").await?;
+                            // Checkpoints run in the background (see `checkpoint_loop`).
+                            conn.execute(
+                                format!("PRAGMA wal_autocheckpoint = {AUTOCHECKPOINT_PAGES}")
+                                    .as_str(),
+                            )
+                            .await?;
+                        }
+                        Ok(())
+                    })
                 })
-            })
-            .connect_with(options)
+        };
+        let pool = pool_of(if backend == Backend::Sqlite { 8 } else { 16 })
+            .connect_with(options.clone())
             .await
             .map_err(|e| anyhow::anyhow!("cannot open the database at {}: {e}", redact(url)))?;
         if backend == Backend::Sqlite {
@@ -288,14 +306,27 @@ impl Store {
             Backend::Sqlite => sqlite_file(url),
             Backend::Postgres => None,
         };
+        let writer = match sqlite_file {
+            // One connection that writes: writers queue for it in order (the pool hands it
+            // over the moment it is free) instead of colliding in SQLite, whose busy handler
+            // sleeps 1, 2, 5, 10, 15, 20 … ms between tries. With 200 workers claiming at
+            // once those sleeps were most of a short job's life (scripts/bench-jobs.sh).
+            Some(_) => pool_of(1)
+                .connect_with(options)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot open the database at {}: {e}", redact(url)))?,
+            None => pool.clone(),
+        };
         let checkpoints = sqlite_file.is_some().then(|| {
             let task = tokio::spawn(checkpoint_loop(pool.clone()));
             Arc::new(Checkpoints(task.abort_handle()))
         });
         Ok(Self {
             pool,
+            writer,
             backend,
             sqlite_file,
+            listen_url: (backend == Backend::Postgres).then(|| notify::ListenUrl(url.to_string())),
             _checkpoints: checkpoints,
         })
     }
