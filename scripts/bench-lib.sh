@@ -3,6 +3,7 @@
 work="$(mktemp -d)"
 server_pid=""
 cleanup() {
+  [ -n "${BENCH_KEEP_LOGS:-}" ] && cp "$work"/*.log "$BENCH_KEEP_LOGS"/ 2>/dev/null
   [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null || true
   rm -rf "$work"
 }
