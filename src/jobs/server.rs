@@ -17,7 +17,6 @@ use axum::{
     Extension, Json, Router,
 };
 use futures::future::BoxFuture;
-use serde_json::json;
 
 use super::store::JobRow;
 use super::{
@@ -168,14 +167,6 @@ pub async fn queue(
                 ),
             )
         })?;
-    store
-        .audit(
-            "JOB_CREATE",
-            &user.user.username,
-            &json!({"jobId": job.id, "kind": job.kind}),
-            now,
-        )
-        .await?;
     jobs.queued().await;
     let created = JobCreated {
         id: job.id,

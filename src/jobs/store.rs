@@ -20,7 +20,9 @@
 
 use sqlx::Row;
 
-use crate::server::storage::{placeholders, Backend, Store, ROWS_PER_STATEMENT};
+use crate::server::storage::{
+    audit::insert_audit, placeholders, Backend, Store, ROWS_PER_STATEMENT,
+};
 
 /// A stored job.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -200,10 +202,10 @@ impl Store {
         .await
     }
 
-    /// Stores a new queued job unless its owner already has `max_open` queued
-    /// or running (`None`: no limit); `Err(open)` then. The count and the insert are one
-    /// step: on SQLite writes run one at a time, on PostgreSQL a lock on the owner keeps two
-    /// requests from both passing the count.
+    /// Stores a new queued job, with its `JOB_CREATE` audit row, unless its owner already has
+    /// `max_open` queued or running (`None`: no limit); `Err(open)` then. The count and the
+    /// insert are one step: on SQLite writes run one at a time, on PostgreSQL a lock on the
+    /// owner keeps two requests from both passing the count.
     pub async fn create_job_within(
         &self,
         job: &NewJob<'_>,
@@ -237,6 +239,9 @@ impl Store {
             }
         }
         let row = insert_job(&mut *tx, job).await?;
+        // Its audit row in the same commit: one commit per job instead of two.
+        let detail = serde_json::json!({"jobId": row.id, "kind": row.kind});
+        insert_audit(&mut *tx, "JOB_CREATE", job.owner, &detail, job.at).await?;
         tx.commit().await?;
         Ok(Ok(row))
     }
@@ -606,6 +611,11 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(refused.unwrap_err(), 2);
+        // Each stored job has its audit row (written in the same commit); the refused one none.
+        let audit = store.recent_audit(10).await.unwrap();
+        let created: Vec<_> = audit.iter().filter(|a| a.action == "JOB_CREATE").collect();
+        assert_eq!(created.len(), 2, "{audit:?}");
+        assert!(created.iter().all(|a| a.username == "ann"));
         // An ended job frees its place, and goes (with its events) once old enough.
         let job = store
             .claim_next_job("w", 10, 1000, 5)

@@ -36,6 +36,29 @@ pub struct RecentAudit {
     pub username: String,
 }
 
+/// Appends an audit row through `executor`: the pool, or the transaction of the write it
+/// records (so both are stored, or neither, in one commit); returns its id.
+pub(crate) async fn insert_audit<'e, E>(
+    executor: E,
+    action: &str,
+    username: &str,
+    detail: &serde_json::Value,
+    now_ms: i64,
+) -> sqlx::Result<i64>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
+    sqlx::query_scalar(
+        "INSERT INTO audit_log (at, action, username, detail) VALUES ($1, $2, $3, $4) RETURNING id",
+    )
+    .bind(now_ms)
+    .bind(action)
+    .bind(username)
+    .bind(detail.to_string())
+    .fetch_one(executor)
+    .await
+}
+
 impl Store {
     /// Appends an audit row for something the app did; returns its id.
     pub async fn audit(
@@ -45,13 +68,7 @@ impl Store {
         detail: &serde_json::Value,
         now_ms: i64,
     ) -> sqlx::Result<i64> {
-        sqlx::query_scalar("INSERT INTO audit_log (at, action, username, detail) VALUES ($1, $2, $3, $4) RETURNING id")
-            .bind(now_ms)
-            .bind(action)
-            .bind(username)
-            .bind(detail.to_string())
-            .fetch_one(self.writer())
-            .await
+        insert_audit(self.writer(), action, username, detail, now_ms).await
     }
 
     /// Appends many audit rows in one transaction, several hundred per statement; returns how
