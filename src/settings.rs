@@ -10,7 +10,10 @@ use crate::{
     chat::settings::ChatConfig,
     export::settings::ExportReader,
     jobs::settings::JobsConfig,
-    server::config::{Config, Env},
+    server::{
+        config::{Config, Env},
+        storage::Backend,
+    },
 };
 
 /// Everything the server and its features are configured with.
@@ -36,13 +39,22 @@ impl Settings {
 
     /// Reads every part from `vars`.
     pub fn from(vars: &Env<'_>) -> anyhow::Result<Self> {
-        Ok(Self {
+        let settings = Self {
             server: Config::from(vars)?,
             chat: ChatConfig::from(vars)?,
             jobs: JobsConfig::from(vars)?,
             export: ExportReader::from(vars)?,
             assistant: AssistantConfig::from(vars)?,
-        })
+        };
+        // An SQLite file has one instance: with no workers, its jobs would wait forever.
+        let backend = Backend::of_url(&settings.server.database_url).ok();
+        if settings.jobs.workers == Some(0) && backend != Some(Backend::Postgres) {
+            anyhow::bail!(
+                "TIDINGS_JOB_WORKERS=0 leaves the jobs to other instances, which need a shared \
+                 PostgreSQL database; on SQLite nothing would run them (give 1 to 256)"
+            );
+        }
+        Ok(settings)
     }
 
     /// The settings tests start from: [`Config::for_tests`] on `database_url`, and each
@@ -55,5 +67,40 @@ impl Settings {
             export: ExportReader::default(),
             assistant: AssistantConfig::for_tests(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(pairs: &'static [(&'static str, &'static str)]) -> anyhow::Result<Settings> {
+        Settings::from(&Env::from_fn(move |n| {
+            pairs
+                .iter()
+                .find(|(k, _)| *k == n)
+                .map(|(_, v)| v.to_string())
+        }))
+    }
+
+    #[test]
+    fn no_workers_needs_a_shared_postgresql_database() {
+        let e = read(&[
+            ("DATABASE_URL", "sqlite://tidings.db?mode=rwc"),
+            ("TIDINGS_JOB_WORKERS", "0"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("TIDINGS_JOB_WORKERS=0"), "{e}");
+        let pg = read(&[
+            ("DATABASE_URL", "postgres://tidings@127.0.0.1/tidings"),
+            (
+                "TIDINGS_SECRET",
+                "a secret of at least thirty-two bytes, for tests",
+            ),
+            ("TIDINGS_JOB_WORKERS", "0"),
+        ])
+        .unwrap();
+        assert_eq!(pg.jobs.workers, Some(0));
     }
 }

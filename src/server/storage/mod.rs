@@ -157,7 +157,7 @@ pub struct Store {
     /// rusqlite reader opens it directly.
     pub(crate) sqlite_file: Option<PathBuf>,
     /// PostgreSQL's URL, for the connections that `LISTEN` ([`notify`]).
-    pub(crate) listen_url: Option<notify::ListenUrl>,
+    listen_url: Option<notify::ListenUrl>,
     /// The SQLite file's background checkpoints, stopped with the last clone of the store.
     _checkpoints: Option<Arc<Checkpoints>>,
 }

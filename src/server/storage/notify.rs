@@ -18,7 +18,7 @@ use crate::{retry, server::Shutdown};
 
 /// The database URL a listener connects with. Its `Debug` hides the password.
 #[derive(Clone)]
-pub(crate) struct ListenUrl(pub(crate) String);
+pub(crate) struct ListenUrl(pub(super) String);
 
 impl std::fmt::Debug for ListenUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
