@@ -64,7 +64,7 @@ use tokio::{
     time::MissedTickBehavior,
 };
 use tokio_tungstenite::{
-    connect_async_with_config,
+    client_async_with_config, connect_async_with_config,
     tungstenite::{
         client::IntoClientRequest,
         http::{header, HeaderValue},
@@ -78,7 +78,8 @@ const USAGE: &str = "\
 usage: chat ws   [--clients N] [--publishers P] [--rate R] [--secs S] [--room NAME]
        chat sse  [--clients N] [--publishers P] [--rate R] [--secs S] [--room NAME]
        chat events [--clients N] [--publishers P] [--rate R] [--secs S] [--room NAME]
-       chat idle [--clients N] [--hold S] [--rooms K] [--room NAME | --no-join]
+       chat idle [--clients N] [--hold S] [--rooms K] [--room NAME | --no-join] [--sse]
+  idle: --sse holds SSE streams of the room instead of WebSockets
   ws: [--acks] puts a clientId on every message (the server acks each)
   every mode: [--url URL] [--pid PID] [--connect-at-once K] [--drain S] [--threads T]
   (--url and --pid default to BENCH_URL and BENCH_SERVER_PID; see scripts/bench-chat.sh)";
@@ -153,6 +154,8 @@ struct Opts {
     /// Rooms each idle socket joins (`<room>`, `<room>-1`, …): the cost of a subscription
     /// on a connection that is already open.
     rooms: usize,
+    /// Idle mode: SSE streams of the room instead of WebSockets.
+    sse: bool,
 }
 
 fn number<T: std::str::FromStr>(flag: &str, value: &str) -> T {
@@ -208,6 +211,7 @@ fn parse_args() -> Option<Opts> {
         threads: 2,
         acks: false,
         rooms: 1,
+        sse: false,
     };
     while let Some(flag) = args.next() {
         if flag == "--no-join" {
@@ -216,6 +220,10 @@ fn parse_args() -> Option<Opts> {
         }
         if flag == "--acks" {
             o.acks = true;
+            continue;
+        }
+        if flag == "--sse" && mode == Mode::Idle {
+            o.sse = true;
             continue;
         }
         let Some(value) = args.next() else {
@@ -248,6 +256,9 @@ fn parse_args() -> Option<Opts> {
         if let Some(problem) = tidings::protocol::chat::room_name_problem(room) {
             die(&problem);
         }
+    }
+    if o.sse && (o.room.is_none() || o.rooms != 1) {
+        die("idle --sse subscribes to one room: no --no-join or --rooms");
     }
     if mode != Mode::Idle {
         if o.room.is_none() {
@@ -378,7 +389,43 @@ fn ws_url(base: &str) -> String {
     format!("{}/ws", origin.trim_end_matches('/'))
 }
 
-async fn open_ws(url: &str, cookie: &str, read_buffer: usize) -> Result<Ws, String> {
+/// The source address of connection `index` to a loopback server: spread over 127.0.0.0/8
+/// (127.1.0.1, 127.1.0.2, …), so no one source address runs out of ports however many
+/// connections are open or lingering in TIME_WAIT.
+fn source_address(index: usize) -> std::net::SocketAddr {
+    let n = (index as u32 % 0x00fe_ffff) + 1;
+    let ip = std::net::Ipv4Addr::new(127, 1 + (n >> 16) as u8, (n >> 8) as u8, n as u8);
+    std::net::SocketAddr::from((ip, 0))
+}
+
+/// A TCP connection to `host:port`, from [`source_address`]`(index)` when the server is on
+/// IPv4 loopback.
+async fn connect_tcp(host: &str, port: u16, index: usize) -> Result<TcpStream, String> {
+    let addr = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|e| format!("resolving {host}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{host} has no address"))?;
+    if !(addr.is_ipv4() && addr.ip().is_loopback()) {
+        return TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("connecting to {addr}: {e}"));
+    }
+    let from = source_address(index);
+    let socket = tokio::net::TcpSocket::new_v4().map_err(|e| format!("a socket: {e}"))?;
+    socket
+        .bind(from)
+        .map_err(|e| format!("binding {from}: {e}"))?;
+    let stream = socket
+        .connect(addr)
+        .await
+        .map_err(|e| format!("connecting to {addr} from {from}: {e}"))?;
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
+}
+
+/// WebSocket `index` (which picks its source address) to `url`, signed in with `cookie`.
+async fn open_ws(url: &str, cookie: &str, read_buffer: usize, index: usize) -> Result<Ws, String> {
     let mut request = url
         .into_client_request()
         .map_err(|e| format!("bad WebSocket URL {url}: {e}"))?;
@@ -388,9 +435,19 @@ async fn open_ws(url: &str, cookie: &str, read_buffer: usize) -> Result<Ws, Stri
     let config = WebSocketConfig::default()
         .read_buffer_size(read_buffer)
         .write_buffer_size(0);
-    let (ws, _) = connect_async_with_config(request, Some(config), true)
-        .await
-        .map_err(|e| format!("connecting to {url}: {e}"))?;
+    let uri = request.uri().clone();
+    let (ws, _) = match (uri.scheme_str(), uri.host()) {
+        (Some("ws"), Some(host)) => {
+            let port = uri.port_u16().unwrap_or(80);
+            let tcp = connect_tcp(host, port, index).await?;
+            client_async_with_config(request, MaybeTlsStream::Plain(tcp), Some(config))
+                .await
+                .map_err(|e| format!("connecting to {url}: {e}"))?
+        }
+        _ => connect_async_with_config(request, Some(config), true)
+            .await
+            .map_err(|e| format!("connecting to {url}: {e}"))?,
+    };
     Ok(ws)
 }
 
@@ -730,7 +787,7 @@ async fn ws_client(
     let mut tally = Tally::new();
     let permit = gate.acquire_owned().await.expect("the gate stays open");
     let opened = tokio::time::timeout(CONNECT_TIMEOUT, async {
-        let mut ws = open_ws(&url, &cookie, READ_BUFFER_LOAD).await?;
+        let mut ws = open_ws(&url, &cookie, READ_BUFFER_LOAD, index).await?;
         join(&mut ws, &room).await?;
         Ok::<Ws, String>(ws)
     })
@@ -1249,7 +1306,7 @@ async fn load(o: &Opts) {
         println!("  {}", machine.join(", "));
     }
     println!(
-        "result mode={mode} instances={} clients={} publishers={} rate={:.0} secs={} expected={expected} delivered={delivered} min={least} per_s={per_s:.0} p50_ms={:.1} p99_ms={:.1} max_ms={:.1} all={}",
+        "result mode={mode} instances={} clients={} publishers={} rate={:.0} secs={} expected={expected} delivered={delivered} min={least} per_s={per_s:.0} p50_ms={:.1} p99_ms={:.1} max_ms={:.1} all={} rss_mb={} cpu={}",
         o.url.split(',').count(),
         o.clients,
         o.publishers,
@@ -1258,7 +1315,12 @@ async fn load(o: &Opts) {
         ms(latency.quantile(0.50)),
         ms(latency.quantile(0.99)),
         ms(latency.max),
-        yes(all)
+        yes(all),
+        o.pid
+            .as_deref()
+            .and_then(|p| status_kb(p, "VmHWM"))
+            .map_or("na".to_string(), |kb| format!("{:.1}", kb as f64 / 1024.0)),
+        server_cpu.map_or("na".to_string(), |c| format!("{c:.0}"))
     );
 }
 
@@ -1284,7 +1346,7 @@ async fn idle_client(
     let slot = &slots[index];
     let permit = gate.acquire_owned().await.expect("the gate stays open");
     let opened = tokio::time::timeout(CONNECT_TIMEOUT, async {
-        let mut ws = open_ws(&url, &cookie, READ_BUFFER_IDLE).await?;
+        let mut ws = open_ws(&url, &cookie, READ_BUFFER_IDLE, index).await?;
         if let Some(room) = room.as_deref() {
             join(&mut ws, room).await?;
             for k in 1..rooms {
@@ -1332,6 +1394,87 @@ async fn idle_client(
     }
 }
 
+/// An idle SSE stream of `room`: a plain HTTP/1.1 request on its own connection (from
+/// [`source_address`]), then reads (and drops) whatever comes until stopped.
+async fn idle_sse_client(ctx: Ctx, base: Arc<str>, cookie: Arc<str>, room: Arc<str>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ctx {
+        index,
+        slots,
+        gate,
+        ready,
+        mut stop,
+        ..
+    } = ctx;
+    let slot = &slots[index];
+    let permit = gate.acquire_owned().await.expect("the gate stays open");
+    let opened = tokio::time::timeout(CONNECT_TIMEOUT, async {
+        let url = reqwest::Url::parse(&base).map_err(|e| format!("bad URL {base}: {e}"))?;
+        let host = url.host_str().unwrap_or("127.0.0.1").to_string();
+        let port = url.port_or_known_default().unwrap_or(80);
+        let mut tcp = connect_tcp(&host, port, index).await?;
+        let request = format!(
+            "GET /api/rooms/{room}/events HTTP/1.1\r\nHost: {host}:{port}\r\n\
+             Cookie: {SESSION_COOKIE}={cookie}\r\nAccept: text/event-stream\r\n\r\n"
+        );
+        tcp.write_all(request.as_bytes())
+            .await
+            .map_err(|e| format!("sending the request: {e}"))?;
+        // The status line and headers (they fit one small read on loopback; read on until
+        // the blank line if not).
+        let mut head = Vec::with_capacity(1024);
+        let mut buf = [0u8; 1024];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = tcp
+                .read(&mut buf)
+                .await
+                .map_err(|e| format!("reading the answer: {e}"))?;
+            if n == 0 || head.len() > 16 * 1024 {
+                return Err("the answer ended before its headers did".to_string());
+            }
+            head.extend_from_slice(&buf[..n]);
+        }
+        if !head.starts_with(b"HTTP/1.1 200") {
+            let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
+            return Err(format!("GET events: {}", String::from_utf8_lossy(line)));
+        }
+        Ok::<TcpStream, String>(tcp)
+    })
+    .await
+    .unwrap_or_else(|_| Err("timed out connecting".to_string()));
+    drop(permit);
+    let mut tcp = match opened {
+        Ok(tcp) => {
+            let _ = ready.send(Ready {
+                sink: None,
+                error: None,
+            });
+            tcp
+        }
+        Err(e) => {
+            slot.ended.store(true, Relaxed);
+            let _ = ready.send(Ready {
+                sink: None,
+                error: Some(e),
+            });
+            return;
+        }
+    };
+    drop(ready);
+    let mut buf = [0u8; 256];
+    loop {
+        let next = tokio::select! {
+            biased;
+            _ = &mut stop => return,
+            n = tcp.read(&mut buf) => n,
+        };
+        if !matches!(next, Ok(n) if n > 0) {
+            slot.ended.store(true, Relaxed);
+            return;
+        }
+    }
+}
+
 async fn idle(o: &Opts) {
     let n = o.clients;
     let http = reqwest::Client::new();
@@ -1361,13 +1504,21 @@ async fn idle(o: &Opts) {
             ready: ready_tx.clone(),
             stop: stop_rx,
         };
-        tasks.push(tokio::spawn(idle_client(
-            ctx,
-            url.clone(),
-            cookie.clone(),
-            room.clone(),
-            o.rooms,
-        )));
+        tasks.push(match (&room, o.sse) {
+            (Some(room), true) => tokio::spawn(idle_sse_client(
+                ctx,
+                o.url.as_str().into(),
+                cookie.clone(),
+                room.clone(),
+            )),
+            _ => tokio::spawn(idle_client(
+                ctx,
+                url.clone(),
+                cookie.clone(),
+                room.clone(),
+                o.rooms,
+            )),
+        });
     }
     drop(ready_tx);
     let mut opened = 0usize;
@@ -1385,7 +1536,8 @@ async fn idle(o: &Opts) {
     }
     let took = t.elapsed().as_secs_f64();
     eprintln!(
-        "  {opened} of {n} WebSockets open in {took:.1} s; holding them {} s",
+        "  {opened} of {n} {} open in {took:.1} s; holding them {} s",
+        if o.sse { "SSE streams" } else { "WebSockets" },
         o.hold
     );
     // Let the last joins' replies go out before measuring.
@@ -1403,12 +1555,13 @@ async fn idle(o: &Opts) {
         t.await.expect("an idle socket task");
     }
 
-    let joined = match &o.room {
-        Some(r) => format!("joined to room {r}"),
-        None => "joined to no room".to_string(),
+    let (what, joined) = match (&o.room, o.sse) {
+        (Some(r), true) => ("SSE streams", format!("of room {r}")),
+        (Some(r), false) => ("WebSockets", format!("joined to room {r}")),
+        (None, _) => ("WebSockets", "joined to no room".to_string()),
     };
     println!(
-        "chat idle: {n} WebSockets {joined}, {opened} opened in {took:.1} s ({} at a time){}",
+        "chat idle: {n} {what} {joined}, {opened} opened in {took:.1} s ({} at a time){}",
         o.connect_at_once,
         first_failure
             .map(|e| format!("; first failure: {e}"))
@@ -1436,7 +1589,8 @@ async fn idle(o: &Opts) {
         }
     };
     println!(
-        "result mode=idle clients={n} open={open_now} held={} kb_each={kb_each}",
+        "result mode={} clients={n} open={open_now} held={} kb_each={kb_each}",
+        if o.sse { "idle-sse" } else { "idle" },
         if held { "yes" } else { "no" }
     );
 }

@@ -11,6 +11,11 @@
 # so the figure is the server's) BENCH_REPEATS times (default 5); the median time is shown. The server's peak RSS is reset just before each export
 # (/proc/PID/clear_refs), so "growth" is what the export itself added. Finally the command-line
 # consumer (`tidings export`, which parses and verifies every row) runs once for comparison.
+#
+# The file ceiling (BENCH_NGINX=1, the default; needs Debian's nginx): the largest export
+# (reader auto, the largest batch) is saved to a file once, nginx serves that file on another
+# loopback port (sendfile, no access log), and the same curl fetches it BENCH_REPEATS times.
+# The target (issue 20): Tidings' rows/s at least 0.75x nginx's for the same bytes.
 # Everything listens on 127.0.0.1 and is stopped at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,8 +25,14 @@ rows_list="${BENCH_ROWS:-100000 1000000}"
 batches="${BENCH_BATCHES:-500 10000}"
 readers="${BENCH_READERS:-auto sqlx}"
 repeats="${BENCH_REPEATS:-5}"
+with_nginx="${BENCH_NGINX:-1}"
 
 command -v curl >/dev/null || { echo "bench: curl is needed (apt-get install curl)" >&2; exit 1; }
+nginx_bin="$(command -v nginx || echo /usr/sbin/nginx)"
+if [ "$with_nginx" = 1 ] && [ ! -x "$nginx_bin" ]; then
+  echo "bench: nginx is needed for the file ceiling (apt-get install nginx), or BENCH_NGINX=0" >&2
+  exit 1
+fi
 cargo build --release --features ssr --bin tidings
 source scripts/bench-lib.sh
 
@@ -36,8 +47,20 @@ start_server() {
     -d '{"username":"bench","password":"bench-password"}' "$base/api/auth/login"
 }
 
+# The median of BENCH_REPEATS fetches of URL (curl into /dev/null): "seconds bytes".
+median_fetch() {
+  local url="$1" times=() size t
+  shift
+  for _ in $(seq 1 "$repeats"); do
+    read -r size t < <(curl -s "$@" -o /dev/null -w '%{size_download} %{time_total}\n' "$url")
+    times+=("$t")
+  done
+  printf '%s %s\n' "$(printf '%s\n' "${times[@]}" | sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }')" "$size"
+}
+
 kb() { awk -v k="$1" '$1 == k":" { print $2 }' "/proc/$server_pid/status"; }
 
+declare -A secs_of
 printf '\n%-9s %-8s %-6s %10s %8s %11s %9s %9s %9s\n' rows reader batch seconds MB rows/s MB/s "RSS MB" growth
 for rows in $rows_list; do
   db="sqlite://$work/bench-$rows.db?mode=rwc"
@@ -49,13 +72,8 @@ for rows in $rows_list; do
     for batch in $batches; do
       before_kb="$(kb VmRSS)"
       echo 5 >"/proc/$server_pid/clear_refs"
-      times=()
-      for _ in $(seq 1 "$repeats"); do
-        read -r size t < <(curl -s -b "$work/jar" -o /dev/null -w '%{size_download} %{time_total}\n' \
-          "$base/api/audit/export?batch=$batch")
-        times+=("$t")
-      done
-      secs="$(printf '%s\n' "${times[@]}" | sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }')"
+      read -r secs size < <(median_fetch "$base/api/audit/export?batch=$batch" -b "$work/jar")
+      secs_of["$rows $reader $batch"]="$secs"
       peak_kb="$(kb VmHWM)"
       awk -v r="$total" -v rd="$reader" -v b="$batch" -v s="$secs" -v z="$size" -v bk="$before_kb" -v pk="$peak_kb" \
         'BEGIN { printf "%-9d %-8s %-6d %10.2f %8.1f %11.0f %9.1f %9.1f %9.1f\n", r, rd, b, s, z/1e6, r/s, z/1e6/s, pk/1024, (pk-bk)/1024 }'
@@ -72,3 +90,53 @@ printf '\nThe command-line consumer (parses and verifies every row), %s rows:\n 
 start_server "sqlite://$work/bench-$last_rows.db?mode=rwc" auto
 target/release/tidings export --server "$base" --username bench --password bench-password --quiet --out /dev/null --batch 10000
 stop_server
+
+[ "$with_nginx" = 1 ] || exit 0
+# The file ceiling: the same bytes from a file, served by nginx, read by the same curl.
+best_batch="$(printf '%s\n' $batches | sort -n | tail -1)"
+tidings_secs="${secs_of["$last_rows auto $best_batch"]:-}"
+mkdir -p "$work/www" "$work/nginx-tmp"
+start_server "sqlite://$work/bench-$last_rows.db?mode=rwc" auto
+curl -s -b "$work/jar" -o "$work/www/export.ndjson" "$base/api/audit/export?batch=$best_batch"
+stop_server
+chmod 755 "$work" "$work/www"
+chmod 644 "$work/www/export.ndjson"
+port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+cat >"$work/nginx.conf" <<CONF
+daemon off;
+worker_processes auto;
+pid $work/nginx.pid;
+error_log $work/nginx-error.log;
+$([ "$(id -u)" = 0 ] && echo "user root;")
+events { worker_connections 64; }
+http {
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  client_body_temp_path $work/nginx-tmp/body;
+  proxy_temp_path $work/nginx-tmp/proxy;
+  fastcgi_temp_path $work/nginx-tmp/fastcgi;
+  uwsgi_temp_path $work/nginx-tmp/uwsgi;
+  scgi_temp_path $work/nginx-tmp/scgi;
+  types { application/x-ndjson ndjson; }
+  server {
+    listen 127.0.0.1:$port;
+    root $work/www;
+  }
+}
+CONF
+"$nginx_bin" -e "$work/nginx-error.log" -p "$work" -c "$work/nginx.conf" &
+nginx_pid=$!
+trap 'kill "$nginx_pid" 2>/dev/null; wait "$nginx_pid" 2>/dev/null; cleanup' EXIT
+for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.05; done
+read -r nginx_secs nginx_size < <(median_fetch "http://127.0.0.1:$port/export.ndjson")
+file_size="$(stat -c %s "$work/www/export.ndjson")"
+[ "$nginx_size" = "$file_size" ] || { echo "bench: nginx sent $nginx_size bytes of $file_size" >&2; exit 1; }
+printf '\nThe file ceiling, %s rows (%.1f MB), the median of %s fetches by the same curl:\n' "$last_rows" \
+  "$(awk -v z="$file_size" 'BEGIN { print z / 1e6 }')" "$repeats"
+awk -v r="$last_rows" -v n="$nginx_secs" -v t="$tidings_secs" -v b="$best_batch" 'BEGIN {
+  printf "  nginx, the file:        %6.3f s  %11.0f rows/s\n", n, r / n
+  printf "  Tidings (auto, %5d):  %6.3f s  %11.0f rows/s\n", b, t, r / t
+  x = n / t
+  printf "  Tidings / nginx: %.2fx (target >= 0.75)  [%s]\n", x, x >= 0.75 ? "met" : "MISSED"
+}'
