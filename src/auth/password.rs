@@ -1,5 +1,5 @@
 //! Passwords: Argon2id hashes (the `argon2` crate's defaults: 19 MiB, 2 passes, with the
-//! block memory reused per thread), checked in constant work for unknown usernames, and the
+//! block memory reused during a burst and freed after it), checked in constant work for unknown usernames, and the
 //! bound on how many run at once ([`Hashing`]): each runs on a blocking thread, logins wait
 //! their turn (up to a bound), signups never wait (503 with `Retry-After` when the hashers are
 //! busy) and never take the last slots, so a burst of signups cannot hold logins up.
@@ -76,27 +76,64 @@ pub(super) fn verify_password(password: &str, hash: &str) -> bool {
     check().unwrap_or(false)
 }
 
-/// Argon2's working memory (19 MiB with the default parameters), kept for the next hash.
+/// Argon2's working memory for one hash (19 MiB with the default parameters).
 ///
-/// Letting argon2 allocate it per hash left the freed blocks in whichever malloc arena the
-/// blocking thread used: after 200 logins the server held 1.2 GB it no longer used. At most
-/// [`MAX_CONCURRENT_HASHES`] hashes run at once, so at most that many buffers are ever kept.
-static MEMORY: std::sync::Mutex<Vec<Vec<argon2::Block>>> = std::sync::Mutex::new(Vec::new());
+/// Letting argon2 allocate it per hash, under glibc's malloc, left the freed blocks in
+/// whichever malloc arena the blocking thread used: after 200 logins the server held 1.2 GB it
+/// no longer used. Keeping four buffers for reuse fixed that, but then those 76 MiB stayed
+/// resident for good after any burst of logins: over half the server's memory under the chat
+/// benchmark. Now buffers are kept only while hashes are running ([`with_memory`]), and the
+/// server's allocator is mimalloc (`main.rs`), which hands a freed buffer's pages back to the
+/// OS.
+type Memory = Vec<argon2::Block>;
 
-/// Runs `f` with `blocks` blocks of working memory from [`MEMORY`] (new if none fits).
+/// Buffers kept for the next hash, and how many hashes are running.
+struct Pool {
+    kept: Vec<Memory>,
+    running: usize,
+}
+
+impl Pool {
+    /// A hash starts: a kept buffer of `blocks` blocks, if there is one.
+    fn start(&mut self, blocks: usize) -> Option<Memory> {
+        self.running += 1;
+        let at = self.kept.iter().position(|m| m.len() == blocks);
+        at.map(|i| self.kept.swap_remove(i))
+    }
+
+    /// A hash ends, giving its buffer back: returns the buffers to free. When it was the last
+    /// hash running, that is all of them.
+    fn end(&mut self, memory: Option<Memory>) -> Vec<Memory> {
+        self.running -= 1;
+        self.kept.extend(memory);
+        if self.running == 0 {
+            std::mem::take(&mut self.kept)
+        } else {
+            let extra = self.kept.len().saturating_sub(MAX_CONCURRENT_HASHES);
+            self.kept.drain(..extra).collect()
+        }
+    }
+}
+
+static MEMORY: std::sync::Mutex<Pool> = std::sync::Mutex::new(Pool {
+    kept: Vec::new(),
+    running: 0,
+});
+
+fn pool() -> std::sync::MutexGuard<'static, Pool> {
+    MEMORY.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Runs `f` with `blocks` blocks of working memory: a kept buffer while a burst of hashes is
+/// running, a new one otherwise. When the last running hash ends, every kept buffer is freed,
+/// so an idle server holds none.
 fn with_memory<T>(blocks: usize, f: impl FnOnce(&mut [argon2::Block]) -> T) -> T {
-    let kept = {
-        let mut pool = MEMORY.lock().unwrap_or_else(|e| e.into_inner());
-        pool.iter()
-            .position(|m| m.len() == blocks)
-            .map(|i| pool.swap_remove(i))
-    };
+    let kept = pool().start(blocks);
     let mut memory = kept.unwrap_or_else(|| vec![argon2::Block::default(); blocks]);
     let result = f(&mut memory);
-    let mut pool = MEMORY.lock().unwrap_or_else(|e| e.into_inner());
-    if pool.len() < MAX_CONCURRENT_HASHES {
-        pool.push(memory);
-    }
+    let freed = pool().end(Some(memory));
+    // Freed outside the lock.
+    drop(freed);
     result
 }
 
@@ -302,6 +339,42 @@ mod tests {
     }
 
     #[test]
+    fn working_memory_is_reused_during_a_burst_and_freed_after_it() {
+        let blocks = 8;
+        let mut pool = Pool {
+            kept: Vec::new(),
+            running: 0,
+        };
+        // Two hashes at once: the first to end keeps its buffer for the next.
+        assert!(pool.start(blocks).is_none());
+        assert!(pool.start(blocks).is_none());
+        assert!(pool.end(Some(vec![argon2::Block::default(); blocks])).is_empty());
+        assert_eq!(pool.kept.len(), 1);
+        let reused = pool.start(blocks).expect("the kept buffer");
+        assert!(
+            pool.start(16).is_none(),
+            "only a buffer of the right size is reused"
+        );
+        assert!(pool.end(None).is_empty());
+        assert!(pool.end(Some(reused)).is_empty());
+        assert_eq!(pool.running, 1);
+        // The last hash ends: everything kept is freed.
+        let freed = pool.end(Some(vec![argon2::Block::default(); blocks]));
+        assert_eq!(freed.len(), 2);
+        assert!(pool.kept.is_empty() && pool.running == 0);
+        // Never more kept than hashes can run at once.
+        for _ in 0..MAX_CONCURRENT_HASHES + 3 {
+            pool.start(blocks);
+        }
+        let mut handed_back = 0;
+        for _ in 0..MAX_CONCURRENT_HASHES + 2 {
+            handed_back += pool.end(Some(vec![argon2::Block::default(); blocks])).len();
+        }
+        assert_eq!(pool.kept.len(), MAX_CONCURRENT_HASHES);
+        assert_eq!(handed_back, 2);
+    }
+
+    #[test]
     fn hashes_verify_and_differ() {
         let a = hash_password("correct horse").unwrap();
         let b = hash_password("correct horse").unwrap();
@@ -340,7 +413,7 @@ mod tests {
         assert!(verify_password("battery staple", &small));
         assert!(!verify_password("battery stapler", &small));
         assert!(
-            MEMORY.lock().unwrap().len() <= MAX_CONCURRENT_HASHES,
+            pool().kept.len() <= MAX_CONCURRENT_HASHES,
             "working memory kept is bounded"
         );
     }

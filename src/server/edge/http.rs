@@ -357,18 +357,21 @@ struct Watched {
     state: Arc<ConnState>,
     limits: HttpLimits,
     /// Armed for the current deadline (milliseconds since open).
-    timer: Pin<Box<Sleep>>,
+    /// `None` until a deadline is armed, and again once the connection is upgraded: a timer
+    /// keeps the waker of the task that last polled it, and the connection's task (about
+    /// 4 kB, done once it hands the socket to a WebSocket) stayed allocated until the header
+    /// clock ran out, 10 s after every WebSocket opened.
+    timer: Option<Pin<Box<Sleep>>>,
     armed: u64,
 }
 
 impl Watched {
     fn new(io: TcpStream, state: Arc<ConnState>, limits: HttpLimits) -> Self {
-        let timer = Box::pin(tokio::time::sleep_until(state.opened));
         Self {
             io,
             state,
             limits,
-            timer,
+            timer: None,
             armed: NONE,
         }
     }
@@ -376,17 +379,25 @@ impl Watched {
     /// `Err` once the current deadline has passed; else arms the timer for it.
     fn check(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
         let Some(deadline) = self.state.deadline(&self.limits) else {
+            if self.state.upgraded.load(Ordering::Relaxed) {
+                // For good: no clock runs on an upgraded connection.
+                self.timer = None;
+                self.armed = NONE;
+            }
             return Ok(());
         };
         if self.state.now() >= deadline {
             return Err(self.expired());
         }
+        let at = self.state.opened + Duration::from_millis(deadline);
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
         if self.armed != deadline {
             self.armed = deadline;
-            let at = self.state.opened + Duration::from_millis(deadline);
-            self.timer.as_mut().reset(at);
+            timer.as_mut().reset(at);
         }
-        match self.timer.as_mut().poll(cx) {
+        match timer.as_mut().poll(cx) {
             Poll::Ready(()) => Err(self.expired()),
             Poll::Pending => Ok(()),
         }
