@@ -9,13 +9,6 @@
 //! - `tidings ask "question"`: an AI answer streamed to the terminal (`cli::ask`).
 //! - `tidings users add NAME [--admin]`: creates an account in `DATABASE_URL`'s database.
 
-/// mimalloc instead of glibc's malloc: freed memory goes back to the OS (Argon2's 19 MiB buffer
-/// after a burst of logins stayed in glibc's per-thread arenas), and small allocations pack
-/// tighter. Measured in the README's chat benchmark section.
-#[cfg(feature = "ssr")]
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[cfg(feature = "ssr")]
 #[tokio::main]
 async fn main() -> std::process::ExitCode {

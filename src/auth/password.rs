@@ -78,14 +78,29 @@ pub(super) fn verify_password(password: &str, hash: &str) -> bool {
 
 /// Argon2's working memory for one hash (19 MiB with the default parameters).
 ///
-/// Letting argon2 allocate it per hash, under glibc's malloc, left the freed blocks in
-/// whichever malloc arena the blocking thread used: after 200 logins the server held 1.2 GB it
-/// no longer used. Keeping four buffers for reuse fixed that, but then those 76 MiB stayed
-/// resident for good after any burst of logins: over half the server's memory under the chat
-/// benchmark. Now buffers are kept only while hashes are running ([`with_memory`]), and the
-/// server's allocator is mimalloc (`main.rs`), which hands a freed buffer's pages back to the
-/// OS.
+/// Letting argon2 allocate it per hash left the freed blocks in whichever malloc arena the
+/// blocking thread used: after 200 logins the server held 1.2 GB it no longer used. Keeping
+/// four buffers for reuse fixed that, but then those 76 MiB stayed resident for good after
+/// any burst of logins: over half the server's memory under the chat benchmark.
+///
+/// Now buffers are kept only while hashes are running ([`with_memory`]), and each is made
+/// with room for [`MAPPED_BLOCKS`]: glibc's malloc serves a request that large with a mapping
+/// of its own and unmaps it when it is freed, so its pages go straight back to the OS. (Up to
+/// 32 MiB, glibc raises its mapping threshold to the size of each mapped block freed, and the
+/// next buffer of that size would come from an arena and stay there.) Only the blocks used
+/// are written, so only they are resident. (mimalloc was tried instead: it kept a freed
+/// buffer cached in the idle blocking thread that hashed, and started 23 MB heavier.)
 type Memory = Vec<argon2::Block>;
+
+/// 33 MiB of blocks: past glibc's largest mapping threshold (32 MiB on 64-bit), so always a
+/// mapping of its own.
+const MAPPED_BLOCKS: usize = 33 * 1024;
+
+fn new_memory(blocks: usize) -> Memory {
+    let mut memory = Vec::with_capacity(blocks.max(MAPPED_BLOCKS));
+    memory.resize(blocks, argon2::Block::default());
+    memory
+}
 
 /// Buffers kept for the next hash, and how many hashes are running.
 struct Pool {
@@ -125,11 +140,11 @@ fn pool() -> std::sync::MutexGuard<'static, Pool> {
 }
 
 /// Runs `f` with `blocks` blocks of working memory: a kept buffer while a burst of hashes is
-/// running, a new one otherwise. When the last running hash ends, every kept buffer is freed,
-/// so an idle server holds none.
+/// running, a new one otherwise. When the last running hash ends, every kept buffer is freed
+/// (unmapped), so an idle server holds none.
 fn with_memory<T>(blocks: usize, f: impl FnOnce(&mut [argon2::Block]) -> T) -> T {
     let kept = pool().start(blocks);
-    let mut memory = kept.unwrap_or_else(|| vec![argon2::Block::default(); blocks]);
+    let mut memory = kept.unwrap_or_else(|| new_memory(blocks));
     let result = f(&mut memory);
     let freed = pool().end(Some(memory));
     // Freed outside the lock.
@@ -348,7 +363,9 @@ mod tests {
         // Two hashes at once: the first to end keeps its buffer for the next.
         assert!(pool.start(blocks).is_none());
         assert!(pool.start(blocks).is_none());
-        assert!(pool.end(Some(vec![argon2::Block::default(); blocks])).is_empty());
+        assert!(pool
+            .end(Some(vec![argon2::Block::default(); blocks]))
+            .is_empty());
         assert_eq!(pool.kept.len(), 1);
         let reused = pool.start(blocks).expect("the kept buffer");
         assert!(
@@ -372,6 +389,15 @@ mod tests {
         }
         assert_eq!(pool.kept.len(), MAX_CONCURRENT_HASHES);
         assert_eq!(handed_back, 2);
+    }
+
+    #[test]
+    fn a_new_buffer_is_big_enough_to_be_a_mapping_of_its_own() {
+        let blocks = Argon2::default().params().block_count();
+        let memory = new_memory(blocks);
+        assert_eq!(memory.len(), blocks);
+        // Past glibc's largest dynamic mapping threshold (32 MiB).
+        assert!(memory.capacity() * std::mem::size_of::<argon2::Block>() > 32 << 20);
     }
 
     #[test]
