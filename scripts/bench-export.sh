@@ -132,11 +132,12 @@ for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && br
 read -r nginx_secs nginx_size < <(median_fetch "http://127.0.0.1:$port/export.ndjson")
 file_size="$(stat -c %s "$work/www/export.ndjson")"
 [ "$nginx_size" = "$file_size" ] || { echo "bench: nginx sent $nginx_size bytes of $file_size" >&2; exit 1; }
-printf '\nThe file ceiling, %s rows (%.1f MB), the median of %s fetches by the same curl:\n' "$last_rows" \
+printf '\nThe file ceiling, the same %s rows (%.1f MB), the median of %s fetches by the same curl:\n' "$(wc -l <"$work/www/export.ndjson")" \
   "$(awk -v z="$file_size" 'BEGIN { print z / 1e6 }')" "$repeats"
-awk -v r="$last_rows" -v n="$nginx_secs" -v t="$tidings_secs" -v b="$best_batch" 'BEGIN {
+file_rows="$(wc -l <"$work/www/export.ndjson")"
+awk -v r="$file_rows" -v n="$nginx_secs" -v t="$tidings_secs" -v b="$best_batch" 'BEGIN {
   printf "  nginx, the file:        %6.3f s  %11.0f rows/s\n", n, r / n
   printf "  Tidings (auto, %5d):  %6.3f s  %11.0f rows/s\n", b, t, r / t
   x = n / t
-  printf "  Tidings / nginx: %.2fx (target >= 0.75)  [%s]\n", x, x >= 0.75 ? "met" : "MISSED"
+  printf "  Tidings / nginx: %.2fx (target >= 0.75)  [%s]\n", x, (x >= 0.75 ? "met" : "MISSED")
 }'
