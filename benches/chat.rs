@@ -1327,6 +1327,27 @@ async fn load(o: &Opts) {
 // ---------------------------------------------------------------------------------------
 // idle
 
+/// Opens an idle connection with `open` (a few at a time, within [`CONNECT_TIMEOUT`]) and
+/// tells the driver how it went; `None`, with the slot marked ended, if it failed.
+async fn open_idle<T>(
+    gate: Arc<Semaphore>,
+    ready: mpsc::UnboundedSender<Ready>,
+    slot: &Slot,
+    open: impl std::future::Future<Output = Result<T, String>>,
+) -> Option<T> {
+    let permit = gate.acquire_owned().await.expect("the gate stays open");
+    let opened = tokio::time::timeout(CONNECT_TIMEOUT, open)
+        .await
+        .unwrap_or_else(|_| Err("timed out connecting".to_string()));
+    drop(permit);
+    let error = opened.as_ref().err().cloned();
+    if error.is_some() {
+        slot.ended.store(true, Relaxed);
+    }
+    let _ = ready.send(Ready { sink: None, error });
+    opened.ok()
+}
+
 /// An idle WebSocket: connects (and joins), then only answers pings until stopped.
 async fn idle_client(
     ctx: Ctx,
@@ -1344,8 +1365,7 @@ async fn idle_client(
         ..
     } = ctx;
     let slot = &slots[index];
-    let permit = gate.acquire_owned().await.expect("the gate stays open");
-    let opened = tokio::time::timeout(CONNECT_TIMEOUT, async {
+    let opened = open_idle(gate, ready, slot, async {
         let mut ws = open_ws(&url, &cookie, READ_BUFFER_IDLE, index).await?;
         if let Some(room) = room.as_deref() {
             join(&mut ws, room).await?;
@@ -1354,28 +1374,8 @@ async fn idle_client(
             }
         }
         Ok::<Ws, String>(ws)
-    })
-    .await
-    .unwrap_or_else(|_| Err("timed out connecting".to_string()));
-    drop(permit);
-    let mut ws = match opened {
-        Ok(ws) => {
-            let _ = ready.send(Ready {
-                sink: None,
-                error: None,
-            });
-            ws
-        }
-        Err(e) => {
-            slot.ended.store(true, Relaxed);
-            let _ = ready.send(Ready {
-                sink: None,
-                error: Some(e),
-            });
-            return;
-        }
-    };
-    drop(ready);
+    });
+    let Some(mut ws) = opened.await else { return };
     loop {
         let next = tokio::select! {
             biased;
@@ -1407,8 +1407,7 @@ async fn idle_sse_client(ctx: Ctx, base: Arc<str>, cookie: Arc<str>, room: Arc<s
         ..
     } = ctx;
     let slot = &slots[index];
-    let permit = gate.acquire_owned().await.expect("the gate stays open");
-    let opened = tokio::time::timeout(CONNECT_TIMEOUT, async {
+    let opened = open_idle(gate, ready, slot, async {
         let url = reqwest::Url::parse(&base).map_err(|e| format!("bad URL {base}: {e}"))?;
         let host = url.host_str().unwrap_or("127.0.0.1").to_string();
         let port = url.port_or_known_default().unwrap_or(80);
@@ -1439,28 +1438,8 @@ async fn idle_sse_client(ctx: Ctx, base: Arc<str>, cookie: Arc<str>, room: Arc<s
             return Err(format!("GET events: {}", String::from_utf8_lossy(line)));
         }
         Ok::<TcpStream, String>(tcp)
-    })
-    .await
-    .unwrap_or_else(|_| Err("timed out connecting".to_string()));
-    drop(permit);
-    let mut tcp = match opened {
-        Ok(tcp) => {
-            let _ = ready.send(Ready {
-                sink: None,
-                error: None,
-            });
-            tcp
-        }
-        Err(e) => {
-            slot.ended.store(true, Relaxed);
-            let _ = ready.send(Ready {
-                sink: None,
-                error: Some(e),
-            });
-            return;
-        }
-    };
-    drop(ready);
+    });
+    let Some(mut tcp) = opened.await else { return };
     let mut buf = [0u8; 256];
     loop {
         let next = tokio::select! {

@@ -214,17 +214,13 @@ async fn route(req: Request<Incoming>, rooms: Arc<Rooms>) -> Result<Response<Bod
 /// The room as an event stream: every event waiting goes out as one chunk.
 fn events(rx: broadcast::Receiver<Arc<Encoded>>) -> Response<Body> {
     let body = futures::stream::unfold(rx, |mut rx| async move {
-        let first = loop {
-            match rx.recv().await {
-                Ok(e) => break e,
-                Err(broadcast::error::RecvError::Lagged(_)) => {
-                    return Some((
-                        Ok(Frame::data(Bytes::from_static(b"event: gap\ndata: {}\n\n"))),
-                        rx,
-                    ))
-                }
-                Err(broadcast::error::RecvError::Closed) => return None,
+        let first = match rx.recv().await {
+            Ok(e) => e,
+            Err(broadcast::error::RecvError::Lagged(_)) => {
+                let gap = Frame::data(Bytes::from_static(b"event: gap\ndata: {}\n\n"));
+                return Some((Ok(gap), rx));
             }
+            Err(broadcast::error::RecvError::Closed) => return None,
         };
         let mut chunk = BytesMut::from(&first.sse[..]);
         while let Ok(e) = rx.try_recv() {

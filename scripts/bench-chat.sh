@@ -109,15 +109,7 @@ fresh_server() {
 launch_reference() {
   "$reference" >"$work/reference.log" 2>&1 &
   server_pid=$!
-  base=""
-  for _ in $(seq 1 100); do
-    base="$(grep -o 'listening on http://[0-9.:]*' "$work/reference.log" | head -1 | sed 's/listening on //')" || true
-    [ -n "$base" ] && return 0
-    kill -0 "$server_pid" 2>/dev/null || { cat "$work/reference.log" >&2; exit 1; }
-    sleep 0.1
-  done
-  echo "bench: the reference server did not start" >&2
-  exit 1
+  wait_listening "$work/reference.log"
 }
 
 # Runs the bench client against the server ($label names it in the results: tidings or

@@ -23,6 +23,12 @@ launch_server() {
     TIDINGS_SETUP_TOKEN="$BENCH_SETUP_TOKEN" \
     "$@" LEPTOS_SITE_ADDR=127.0.0.1:0 "${SERVER_BIN:-target/release/tidings}" serve >"$log" 2>&1 &
   server_pid=$!
+  wait_listening "$log"
+}
+
+# Waits (30 s at most) for server_pid to print `listening on http://ADDR` into LOG; sets base.
+wait_listening() {
+  local log="$1"
   base=""
   for _ in $(seq 1 300); do
     base="$(grep -o 'listening on http://[0-9.:]*' "$log" | head -1 | sed 's/listening on //')" || true
@@ -30,7 +36,7 @@ launch_server() {
     kill -0 "$server_pid" 2>/dev/null || { cat "$log" >&2; exit 1; }
     sleep 0.1
   done
-  echo "bench: the server did not start" >&2
+  echo "bench: the server ($log) did not start" >&2
   exit 1
 }
 
