@@ -22,10 +22,11 @@
 #            grow with the count.
 #   idle-sse (in the default PHASES): IDLE_SSE SSE streams of one room (default 10000) held
 #            the same way.
-#   Reference: the ws and sse scenarios run first against benches/reference.rs, a bare hyper +
-#            tokio-tungstenite server with rooms in memory and coalesced writes, with the same
-#            client, offer and checks (REFERENCE=0 skips it): the summary gives Tidings' figures
-#            as ratios of the reference's, measured minutes apart on the same machine.
+#   Reference: the ws, sse, idle (at the largest count) and idle-sse scenarios run first
+#            against benches/reference.rs, a bare hyper + tokio-tungstenite server with rooms in
+#            memory and coalesced writes, with the same client, offer and checks (REFERENCE=0
+#            skips it): the summary gives Tidings' figures as ratios of (or beside) the
+#            reference's, measured minutes apart on the same machine.
 #   4. ws2 (not in the default PHASES): the ws scenario across two instances on one throwaway
 #            PostgreSQL and one Redis (scripts/postgres.sh, Debian's redis-server), clients and
 #            publishers spread over both.
@@ -188,6 +189,11 @@ for phase in $phases; do
       stop_test_postgres
       ;;
     idle)
+      if [ "$reference_too" = 1 ]; then
+        launch_reference
+        label=reference run_client idle --clients "${idle##* }"
+        stop_server
+      fi
       for count in $idle; do
         fresh_server "idle-$count"
         run_client idle --clients "$count" --rooms "${IDLE_ROOMS:-1}"
@@ -195,6 +201,11 @@ for phase in $phases; do
       done
       ;;
     idle-sse)
+      if [ "$reference_too" = 1 ]; then
+        launch_reference
+        label=reference run_client idle --sse --clients "$idle_sse"
+        stop_server
+      fi
       fresh_server idle-sse
       run_client idle --sse --clients "$idle_sse"
       stop_server
@@ -213,7 +224,11 @@ awk '
     delete f
     for (i = 2; i <= NF; i++) { split($i, kv, "="); f[kv[1]] = kv[2] }
   }
-  f["server"] == "reference" { ref_per_s[f["mode"]] = f["per_s"]; ref_p99[f["mode"]] = f["p99_ms"]; ref_rss[f["mode"]] = f["rss_mb"]; next }
+  f["server"] == "reference" {
+    ref_per_s[f["mode"]] = f["per_s"]; ref_p99[f["mode"]] = f["p99_ms"]; ref_rss[f["mode"]] = f["rss_mb"]
+    ref_kb[f["mode"]] = f["kb_each"]; ref_n[f["mode"]] = f["clients"]
+    next
+  }
   f["mode"] == "ws" || f["mode"] == "sse" || f["mode"] == "events" {
     kind = f["mode"] == "ws" ? "WebSocket" : (f["mode"] == "sse" ? "SSE      " : "Events   ")
     if (f["instances"] + 0 > 1) kind = "WS, " f["instances"] " inst"
@@ -242,7 +257,8 @@ awk '
   f["mode"] == "idle" || f["mode"] == "idle-sse" {
     limit = f["mode"] == "idle" ? 5 : 6
     ok = f["held"] == "yes" && f["kb_each"] != "na" && f["kb_each"] + 0 <= limit
-    printf "  Idle %-10s %5d: %s open, held at once %s, %s kB each (<= %d)  [%s]\n", \
-      (f["mode"] == "idle" ? "WebSockets" : "SSE"), f["clients"], f["open"], f["held"], f["kb_each"], limit, ok ? "met" : "MISSED"
+    ref = f["mode"] in ref_kb ? sprintf(", reference %s kB at %d", ref_kb[f["mode"]], ref_n[f["mode"]]) : ""
+    printf "  Idle %-10s %5d: %s open, held at once %s, %s kB each (<= %d)%s  [%s]\n", \
+      (f["mode"] == "idle" ? "WebSockets" : "SSE"), f["clients"], f["open"], f["held"], f["kb_each"], limit, ref, (ok ? "met" : "MISSED")
   }
 ' "$work/results"
