@@ -45,6 +45,7 @@
 //! the same state back and forth.
 
 use std::{
+    future::Future,
     sync::{
         atomic::{AtomicI64, Ordering},
         Arc,
@@ -166,12 +167,20 @@ impl Default for Ends {
 
 /// Runs one connection of `user` until either side ends it, the session ends or the server
 /// stops.
-pub async fn run<S, R>(hub: Hub, user: String, sink: S, stream: R, ends: Ends)
+pub fn run<S, R>(
+    hub: Hub,
+    user: String,
+    sink: S,
+    stream: R,
+    ends: Ends,
+) -> impl Future<Output = ()> + Send
 where
     S: Sink<Message> + Unpin + Send,
     R: Stream<Item = Result<Message, axum::Error>> + Unpin + Send,
 {
-    let _live = ws::live_socket();
+    // The two halves are made here and only their join is the future: what an `async fn`
+    // would keep beside them (its arguments, twice) is every idle socket's memory.
+    let live = ws::live_socket();
     let (out_tx, out_rx) = mpsc::channel(REPLY_QUEUE);
     let budget = Arc::new(tokio::sync::Semaphore::new(QUEUE_BYTES));
     let last_seen = Arc::new(AtomicI64::new(clock::now_ms()));
@@ -194,9 +203,14 @@ where
         Outbox { tx: out_tx, budget },
         last_seen,
         dead,
-        ends.shutdown,
+        ends.shutdown.clone(),
     );
-    futures::future::join(writer, reader).await;
+    async move {
+        let _live = live;
+        // Its place among the user's connections is held until both halves end.
+        let _held = ends.held;
+        futures::future::join(writer, reader).await;
+    }
 }
 
 /// A frame's payload size in bytes.
@@ -235,7 +249,8 @@ impl Outbox {
 
 /// The reader: see the module docs. Ends when the peer closes, the writer died, or at
 /// shutdown; dropping `out` then ends the writer after what was queued.
-async fn read_loop<R>(
+#[allow(clippy::manual_async_fn)]
+fn read_loop<R>(
     hub: Hub,
     user: String,
     mut stream: R,
@@ -243,48 +258,52 @@ async fn read_loop<R>(
     last_seen: Arc<AtomicI64>,
     dead: CancellationToken,
     shutdown: Shutdown,
-) where
+) -> impl Future<Output = ()> + Send
+where
     R: Stream<Item = Result<Message, axum::Error>> + Unpin + Send,
 {
-    // The rooms joined, the last joined last.
-    let mut joined: Vec<RoomPass> = Vec::new();
-    let mut stop = std::pin::pin!(shutdown.cancelled_owned());
-    let mut writer_gone = std::pin::pin!(dead.cancelled_owned());
-    loop {
-        let frame = tokio::select! {
-            f = stream.next() => f,
-            _ = &mut writer_gone => return,
-            _ = &mut stop => {
-                let _ = out.send(Out::Close(CLOSE_GOING_AWAY, "The server is restarting; reconnect to resume.")).await;
-                return;
-            }
-        };
-        last_seen.store(clock::now_ms(), Ordering::Relaxed);
-        let reply = match frame {
-            None | Some(Ok(Message::Close(_))) => return,
-            Some(Err(e)) => {
-                if let Some(close) = close_for(e) {
-                    let _ = out.send(close).await;
-                }
-                return;
-            }
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-            Some(Ok(Message::Binary(_))) => Some(Out::Frame(Box::new(error(NOT_JSON)))),
-            // Boxed: the handler's future (database reads, the post) exists only while it
-            // runs, instead of inflating every idle socket's task.
-            Some(Ok(Message::Text(t))) => {
-                Box::pin(handle(&hub, &user, t.as_str(), &mut joined)).await
-            }
-        };
-        if let Some(reply) = reply {
-            // Waits while the budget is spent (the client is not reading what it asked for);
-            // meanwhile nothing more is read from it.
-            let sent = tokio::select! {
-                sent = out.send(reply) => sent,
+    // Not an `async fn`, as `write_loop`.
+    async move {
+        // The rooms joined, the last joined last.
+        let mut joined: Vec<RoomPass> = Vec::new();
+        let mut stop = std::pin::pin!(shutdown.cancelled_owned());
+        let mut writer_gone = std::pin::pin!(dead.cancelled_owned());
+        loop {
+            let frame = tokio::select! {
+                f = stream.next() => f,
                 _ = &mut writer_gone => return,
+                _ = &mut stop => {
+                    let _ = out.send(Out::Close(CLOSE_GOING_AWAY, "The server is restarting; reconnect to resume.")).await;
+                    return;
+                }
             };
-            if sent.is_err() {
-                return;
+            last_seen.store(clock::now_ms(), Ordering::Relaxed);
+            let reply = match frame {
+                None | Some(Ok(Message::Close(_))) => return,
+                Some(Err(e)) => {
+                    if let Some(close) = close_for(e) {
+                        let _ = out.send(close).await;
+                    }
+                    return;
+                }
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                Some(Ok(Message::Binary(_))) => Some(Out::Frame(Box::new(error(NOT_JSON)))),
+                // Boxed: the handler's future (database reads, the post) exists only while it
+                // runs, instead of inflating every idle socket's task.
+                Some(Ok(Message::Text(t))) => {
+                    Box::pin(handle(&hub, &user, t.as_str(), &mut joined)).await
+                }
+            };
+            if let Some(reply) = reply {
+                // Waits while the budget is spent (the client is not reading what it asked for);
+                // meanwhile nothing more is read from it.
+                let sent = tokio::select! {
+                    sent = out.send(reply) => sent,
+                    _ = &mut writer_gone => return,
+                };
+                if sent.is_err() {
+                    return;
+                }
             }
         }
     }
@@ -564,8 +583,9 @@ fn follow(held: &Option<Arc<Held>>, rooms: &[Room]) {
 }
 
 /// The writer: see the module docs.
-#[allow(clippy::too_many_arguments)]
-async fn write_loop<S>(
+// Not an `async fn` on purpose (see the comment inside).
+#[allow(clippy::too_many_arguments, clippy::manual_async_fn)]
+fn write_loop<S>(
     hub: Hub,
     user: String,
     mut sink: S,
@@ -574,209 +594,215 @@ async fn write_loop<S>(
     last_seen: Arc<AtomicI64>,
     dead: CancellationToken,
     ends: Ends,
-) where
+) -> impl Future<Output = ()> + Send
+where
     S: Sink<Message> + Unpin + Send,
 {
-    let _dead_on_exit = dead.clone().drop_guard();
-    let interval = hub.config().ping_interval;
-    let slow = ends.slow_client;
-    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
-    let mut rooms: Vec<Room> = Vec::new();
-    // Grown on the first frame written, and kept: nothing for a socket before that.
-    let mut burst: Vec<Message> = Vec::new();
-    // Both kept across iterations (see `Shutdown::cancelled_owned`): the notification
-    // subscription is shared by every socket, and a `recv()` future dropped each time
-    // another branch won would take its lock twice per wakeup.
-    let mut stop = std::pin::pin!(ends.shutdown.cancelled_owned());
-    let mut signed_out = std::pin::pin!(ends.signed_out.cancelled_owned());
-    let mut notes = std::pin::pin!(futures::stream::unfold(notifications, |mut s| async move {
-        Some((s.recv().await, s))
-    }));
-    let mut notes_open = true;
-    // The newest notification of this user's sent (or known when the socket opened): live
-    // ones at or below it are skipped, and a fall behind reads back from it.
-    let mut last_note = hub.notifications_seen();
-    // The budget shares of what is in the burst: given back once it is written.
-    let mut written_shares: Vec<ws::QueuedBytes> = Vec::new();
-    loop {
-        let mut close: Option<(u16, &'static str)> = None;
-        if let Some(at) = rooms.iter().position(|r| r.behind) {
-            // Catching up, a page at a time: each page is written before the next is read.
-            let next = Box::pin(take(
-                &hub,
-                &user,
-                &mut rooms[at],
-                Received::Lagged(0),
-                &mut burst,
-            ))
-            .await;
-            match next {
-                Next::Go => {}
-                Next::RoomEnded => {
-                    rooms.remove(at);
-                    follow(&ends.held, &rooms);
+    // A plain `fn` returning an `async move` block, not an `async fn`: an async fn stores its
+    // arguments twice in its future (as captured and as locals), 208 bytes of every socket.
+    async move {
+        let _dead_on_exit = dead.clone().drop_guard();
+        let interval = hub.config().ping_interval;
+        let slow = ends.slow_client;
+        let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+        let mut rooms: Vec<Room> = Vec::new();
+        // Grown on the first frame written, and kept: nothing for a socket before that.
+        let mut burst: Vec<Message> = Vec::new();
+        // Both kept across iterations (see `Shutdown::cancelled_owned`): the notification
+        // subscription is shared by every socket, and a `recv()` future dropped each time
+        // another branch won would take its lock twice per wakeup.
+        let mut stop = std::pin::pin!(ends.shutdown.cancelled_owned());
+        let mut signed_out = std::pin::pin!(ends.signed_out.cancelled_owned());
+        let mut notes =
+            std::pin::pin!(futures::stream::unfold(notifications, |mut s| async move {
+                Some((s.recv().await, s))
+            }));
+        let mut notes_open = true;
+        // The newest notification of this user's sent (or known when the socket opened): live
+        // ones at or below it are skipped, and a fall behind reads back from it.
+        let mut last_note = hub.notifications_seen();
+        // The budget shares of what is in the burst: given back once it is written.
+        let mut written_shares: Vec<ws::QueuedBytes> = Vec::new();
+        loop {
+            let mut close: Option<(u16, &'static str)> = None;
+            if let Some(at) = rooms.iter().position(|r| r.behind) {
+                // Catching up, a page at a time: each page is written before the next is read.
+                let next = Box::pin(take(
+                    &hub,
+                    &user,
+                    &mut rooms[at],
+                    Received::Lagged(0),
+                    &mut burst,
+                ))
+                .await;
+                match next {
+                    Next::Go => {}
+                    Next::RoomEnded => {
+                        rooms.remove(at);
+                        follow(&ends.held, &rooms);
+                    }
+                    Next::Close(code, reason) => close = Some((code, reason)),
                 }
-                Next::Close(code, reason) => close = Some((code, reason)),
-            }
-        } else {
-            tokio::select! {
-                biased;
-                o = out.recv() => match o {
-                    None => close = Some((1000, "")),
-                    Some(queued) => {
-                        let Queued { out, _bytes } = *queued;
-                        written_shares.push(_bytes);
-                        match out {
-                            Out::Frame(m) => burst.push(*m),
-                            Out::Join(j) => {
-                                let Joined { pass, presence, subscription, joined, gap, last_id, behind } = *j;
-                                // The gap first, as before every replay (the contract's order).
-                                burst.extend(gap);
-                                burst.push(joined);
-                                // A rejoin replaces the room in place (its presence was
-                                // entered again first, so it does not flap).
-                                let room = Room {
-                                    pass,
-                                    _presence: presence,
-                                    subscription,
-                                    last_id,
-                                    behind,
-                                    lags: Vec::new(),
-                                };
-                                match rooms.iter().position(|r| r.pass.room() == room.pass.room()) {
-                                    Some(at) => rooms[at] = room,
-                                    None => {
-                                        // Room by room: a first push would make room for
-                                        // four (about 0.7 kB on every socket in one room).
-                                        rooms.reserve_exact(1);
-                                        rooms.push(room);
+            } else {
+                tokio::select! {
+                    biased;
+                    o = out.recv() => match o {
+                        None => close = Some((1000, "")),
+                        Some(queued) => {
+                            let Queued { out, _bytes } = *queued;
+                            written_shares.push(_bytes);
+                            match out {
+                                Out::Frame(m) => burst.push(*m),
+                                Out::Join(j) => {
+                                    let Joined { pass, presence, subscription, joined, gap, last_id, behind } = *j;
+                                    // The gap first, as before every replay (the contract's order).
+                                    burst.extend(gap);
+                                    burst.push(joined);
+                                    // A rejoin replaces the room in place (its presence was
+                                    // entered again first, so it does not flap).
+                                    let room = Room {
+                                        pass,
+                                        _presence: presence,
+                                        subscription,
+                                        last_id,
+                                        behind,
+                                        lags: Vec::new(),
+                                    };
+                                    match rooms.iter().position(|r| r.pass.room() == room.pass.room()) {
+                                        Some(at) => rooms[at] = room,
+                                        None => {
+                                            // Room by room: a first push would make room for
+                                            // four (about 0.7 kB on every socket in one room).
+                                            rooms.reserve_exact(1);
+                                            rooms.push(room);
+                                        }
+                                    }
+                                    follow(&ends.held, &rooms);
+                                }
+                                Out::Leave(name) => {
+                                    rooms.retain(|r| r.pass.room() != name);
+                                    follow(&ends.held, &rooms);
+                                }
+                                Out::NotesSince(after) => {
+                                    match Box::pin(notes_back(&hub, &user, after, true, &mut burst)).await {
+                                        Ok(last) => last_note = last,
+                                        Err(()) => close = Some((1011, "Missed notifications could not be read; reconnect to resume.")),
                                     }
                                 }
+                                Out::Close(code, reason) => close = Some((code, reason)),
+                            }
+                        }
+                    },
+                    (at, r) = next_in(&mut rooms) => {
+                        let mut next = Box::pin(take(&hub, &user, &mut rooms[at], r, &mut burst)).await;
+                        // Whatever else is already waiting goes out in the same write.
+                        while matches!(next, Next::Go) && burst.len() < BURST {
+                            let Some(r) = rooms[at].subscription.try_recv() else {
+                                break;
+                            };
+                            next = Box::pin(take(&hub, &user, &mut rooms[at], r, &mut burst)).await;
+                        }
+                        match next {
+                            Next::Go => {}
+                            Next::RoomEnded => {
+                                rooms.remove(at);
                                 follow(&ends.held, &rooms);
                             }
-                            Out::Leave(name) => {
-                                rooms.retain(|r| r.pass.room() != name);
-                                follow(&ends.held, &rooms);
-                            }
-                            Out::NotesSince(after) => {
-                                match Box::pin(notes_back(&hub, &user, after, true, &mut burst)).await {
-                                    Ok(last) => last_note = last,
-                                    Err(()) => close = Some((1011, "Missed notifications could not be read; reconnect to resume.")),
+                            Next::Close(code, reason) => {
+                                if code == CLOSE_POLICY {
+                                    ws::record_slow_disconnect();
                                 }
+                                close = Some((code, reason));
                             }
-                            Out::Close(code, reason) => close = Some((code, reason)),
                         }
                     }
-                },
-                (at, r) = next_in(&mut rooms) => {
-                    let mut next = Box::pin(take(&hub, &user, &mut rooms[at], r, &mut burst)).await;
-                    // Whatever else is already waiting goes out in the same write.
-                    while matches!(next, Next::Go) && burst.len() < BURST {
-                        let Some(r) = rooms[at].subscription.try_recv() else {
-                            break;
-                        };
-                        next = Box::pin(take(&hub, &user, &mut rooms[at], r, &mut burst)).await;
-                    }
-                    match next {
-                        Next::Go => {}
-                        Next::RoomEnded => {
-                            rooms.remove(at);
-                            follow(&ends.held, &rooms);
-                        }
-                        Next::Close(code, reason) => {
-                            if code == CLOSE_POLICY {
-                                ws::record_slow_disconnect();
+                    n = notes.next(), if notes_open => match n {
+                        Some(Received::Message(m)) if !m.is_for(&user) => {}
+                        Some(Received::Message(m)) if m.kind == "notification" => {
+                            if m.id > last_note {
+                                burst.push(frame(&m.data));
+                                last_note = m.id;
                             }
-                            close = Some((code, reason));
                         }
+                        Some(Received::Message(m)) => burst.push(frame(&m.data)),
+                        Some(Received::Lagged(n)) => {
+                            // Fell behind the bus: read back what this user missed.
+                            ws::record_drops(n);
+                            match Box::pin(notes_back(&hub, &user, last_note, false, &mut burst)).await {
+                                Ok(last) => last_note = last,
+                                Err(()) => close = Some((1011, "Missed notifications could not be read; reconnect to resume.")),
+                            }
+                        }
+                        Some(Received::Closed) | None => notes_open = false,
+                    },
+                    _ = ping.tick() => {
+                        let quiet = clock::now_ms() - last_seen.load(Ordering::Relaxed);
+                        if quiet > 2 * interval.as_millis() as i64 {
+                            // No pong, no frame: the peer is gone without a word.
+                            tracing::info!(quiet_ms = quiet, "closing a WebSocket that stopped answering");
+                            return;
+                        }
+                        burst.push(Message::Ping(Default::default()));
                     }
+                    _ = &mut stop => close = Some((CLOSE_GOING_AWAY, "The server is restarting; reconnect to resume.")),
+                    _ = &mut signed_out => close = Some((CLOSE_POLICY, "Signed out.")),
                 }
-                n = notes.next(), if notes_open => match n {
-                    Some(Received::Message(m)) if !m.is_for(&user) => {}
-                    Some(Received::Message(m)) if m.kind == "notification" => {
-                        if m.id > last_note {
-                            burst.push(frame(&m.data));
-                            last_note = m.id;
+            }
+            if let Some((code, reason)) = close {
+                burst.push(Message::Close(Some(CloseFrame {
+                    code,
+                    reason: Utf8Bytes::from_static(reason),
+                })));
+            }
+            if !burst.is_empty() {
+                ws::record_deliveries(
+                    burst
+                        .iter()
+                        .filter(|m| matches!(m, Message::Text(_)))
+                        .count() as u64,
+                );
+                // Most writes finish at once (the kernel takes them): only one that has to wait
+                // gets a timer. Boxed: it exists only while writing, not in every idle task.
+                let written = {
+                    let mut write = Box::pin(async {
+                        for m in burst.drain(..) {
+                            sink.feed(m).await.map_err(|_| ())?;
                         }
+                        sink.flush().await.map_err(|_| ())
+                    });
+                    match futures::poll!(&mut write) {
+                        std::task::Poll::Ready(r) => Ok(r),
+                        std::task::Poll::Pending => tokio::time::timeout(slow, write).await,
                     }
-                    Some(Received::Message(m)) => burst.push(frame(&m.data)),
-                    Some(Received::Lagged(n)) => {
-                        // Fell behind the bus: read back what this user missed.
-                        ws::record_drops(n);
-                        match Box::pin(notes_back(&hub, &user, last_note, false, &mut burst)).await {
-                            Ok(last) => last_note = last,
-                            Err(()) => close = Some((1011, "Missed notifications could not be read; reconnect to resume.")),
-                        }
-                    }
-                    Some(Received::Closed) | None => notes_open = false,
-                },
-                _ = ping.tick() => {
-                    let quiet = clock::now_ms() - last_seen.load(Ordering::Relaxed);
-                    if quiet > 2 * interval.as_millis() as i64 {
-                        // No pong, no frame: the peer is gone without a word.
-                        tracing::info!(quiet_ms = quiet, "closing a WebSocket that stopped answering");
+                };
+                match written {
+                    Ok(Ok(())) => written_shares.clear(),
+                    Ok(Err(())) => return,
+                    Err(_) => {
+                        ws::record_slow_disconnect();
+                        tracing::info!("closing a WebSocket too slow to take its messages");
+                        let _ = tokio::time::timeout(
+                            Duration::from_millis(100),
+                            sink.send(Message::Close(Some(CloseFrame {
+                                code: CLOSE_POLICY,
+                                reason: Utf8Bytes::from_static(
+                                    "Too slow to keep up; reconnect to resume.",
+                                ),
+                            }))),
+                        )
+                        .await;
                         return;
                     }
-                    burst.push(Message::Ping(Default::default()));
-                }
-                _ = &mut stop => close = Some((CLOSE_GOING_AWAY, "The server is restarting; reconnect to resume.")),
-                _ = &mut signed_out => close = Some((CLOSE_POLICY, "Signed out.")),
-            }
-        }
-        if let Some((code, reason)) = close {
-            burst.push(Message::Close(Some(CloseFrame {
-                code,
-                reason: Utf8Bytes::from_static(reason),
-            })));
-        }
-        if !burst.is_empty() {
-            ws::record_deliveries(
-                burst
-                    .iter()
-                    .filter(|m| matches!(m, Message::Text(_)))
-                    .count() as u64,
-            );
-            // Most writes finish at once (the kernel takes them): only one that has to wait
-            // gets a timer. Boxed: it exists only while writing, not in every idle task.
-            let written = {
-                let mut write = Box::pin(async {
-                    for m in burst.drain(..) {
-                        sink.feed(m).await.map_err(|_| ())?;
-                    }
-                    sink.flush().await.map_err(|_| ())
-                });
-                match futures::poll!(&mut write) {
-                    std::task::Poll::Ready(r) => Ok(r),
-                    std::task::Poll::Pending => tokio::time::timeout(slow, write).await,
-                }
-            };
-            match written {
-                Ok(Ok(())) => written_shares.clear(),
-                Ok(Err(())) => return,
-                Err(_) => {
-                    ws::record_slow_disconnect();
-                    tracing::info!("closing a WebSocket too slow to take its messages");
-                    let _ = tokio::time::timeout(
-                        Duration::from_millis(100),
-                        sink.send(Message::Close(Some(CloseFrame {
-                            code: CLOSE_POLICY,
-                            reason: Utf8Bytes::from_static(
-                                "Too slow to keep up; reconnect to resume.",
-                            ),
-                        }))),
-                    )
-                    .await;
-                    return;
                 }
             }
-        }
-        if burst.capacity() > 4 * BURST {
-            // A refill's burst (up to the whole history) is not kept for the socket's life.
-            burst = Vec::with_capacity(8);
-        }
-        if close.is_some() {
-            let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
-            return;
+            if burst.capacity() > 4 * BURST {
+                // A refill's burst (up to the whole history) is not kept for the socket's life.
+                burst = Vec::with_capacity(8);
+            }
+            if close.is_some() {
+                let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
+                return;
+            }
         }
     }
 }
