@@ -54,7 +54,7 @@ use std::{
 };
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
-use futures::{Sink, SinkExt, Stream, StreamExt};
+use futures::{FutureExt, Sink, SinkExt, Stream, StreamExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -179,7 +179,7 @@ where
     R: Stream<Item = Result<Message, axum::Error>> + Unpin + Send,
 {
     // The two halves are made here and only their join is the future: what an `async fn`
-    // would keep beside them (its arguments, twice) is every idle socket's memory.
+    // would keep beside it (its arguments, twice) is every idle socket's memory.
     let live = ws::live_socket();
     let (out_tx, out_rx) = mpsc::channel(REPLY_QUEUE);
     let budget = Arc::new(tokio::sync::Semaphore::new(QUEUE_BYTES));
@@ -205,12 +205,11 @@ where
         dead,
         ends.shutdown.clone(),
     );
-    async move {
-        let _live = live;
-        // Its place among the user's connections is held until both halves end.
-        let _held = ends.held;
-        futures::future::join(writer, reader).await;
-    }
+    // Not an `async` block either: one holding the halves would keep them twice, as captured
+    // and as the join it awaits. The live count and the socket's place among the user's
+    // connections (`ends.held`) end with both halves.
+    let held = ends.held;
+    futures::future::join(writer, reader).map(move |_| drop((live, held)))
 }
 
 /// A frame's payload size in bytes.
