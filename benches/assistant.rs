@@ -43,9 +43,8 @@ use futures::StreamExt;
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
-fn env(name: &str, default: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| default.to_string())
-}
+mod common;
+use common::{cpu_secs, env, percentile, sign_in, status_mb};
 
 fn now_us() -> i64 {
     chrono::Utc::now().timestamp_micros()
@@ -224,7 +223,7 @@ fn report(name: &str, seen: Vec<Seen>) {
     let first = seen.iter().map(|s| s.first_emit).min().unwrap();
     let last = seen.iter().map(|s| s.last_arrival).max().unwrap();
     let secs = ((last - first) as f64 / 1e6).max(1e-3);
-    let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)] as f64 / 1000.0;
+    let pct = |p: f64| percentile(&lat, p) as f64 / 1000.0;
     println!(
         "  {name:<9} {} tokens in {secs:.2} s = {:.0} tokens/s   added latency p50 {:.1} ms  \
          p99 {:.1} ms  max {:.1} ms",
@@ -234,28 +233,6 @@ fn report(name: &str, seen: Vec<Seen>) {
         pct(0.99),
         *lat.last().unwrap() as f64 / 1000.0
     );
-}
-
-fn rss_mb(pid: &str, field: &str) -> Option<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kb: f64 = status
-        .lines()
-        .find(|l| l.starts_with(field))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()?;
-    Some(kb / 1024.0)
-}
-
-/// CPU seconds a process has used (user + system), from `/proc/PID/stat`.
-fn cpu_secs(pid: &str) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command's closing parenthesis: utime and stime are the 12th and 13th.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
-    Some(ticks / 100.0)
 }
 
 /// Opens the gate once `n` requests reached the provider and `n` readers are listening.
@@ -324,19 +301,7 @@ async fn main() {
     // 2. Through Tidings. The provider's gate closes again and its count restarts.
     go_tx.send_replace(false);
     provider.arrived.store(0, Ordering::SeqCst);
-    let creds = json!({"username": "bench_ai", "password": "bench-password"});
-    let _ = client
-        .post(format!("{server}/api/auth/signup"))
-        .json(&creds)
-        .send()
-        .await;
-    let res = client
-        .post(format!("{server}/api/auth/login"))
-        .json(&creds)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200, "login");
+    sign_in(&client, &server, "bench_ai").await;
     let mut readers = Vec::with_capacity(n);
     let opened = Arc::new(AtomicUsize::new(0));
     for i in 0..n {
@@ -384,7 +349,7 @@ async fn main() {
         "  every token delivered once, in order ({} answers checked)",
         n
     );
-    if let (Some(peak), Some(now)) = (rss_mb(&pid, "VmHWM:"), rss_mb(&pid, "VmRSS:")) {
+    if let (Some(peak), Some(now)) = (status_mb(&pid, "VmHWM"), status_mb(&pid, "VmRSS")) {
         println!("  server RSS peak {peak:.1} MB, at the end {now:.1} MB");
     }
 }

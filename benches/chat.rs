@@ -57,6 +57,9 @@ use futures::{
     SinkExt, StreamExt,
 };
 use serde_json::json;
+
+mod common;
+
 use tidings::{protocol::chat::ClientMsg, server::access::identity::SESSION_COOKIE};
 use tokio::{
     net::TcpStream,
@@ -498,35 +501,16 @@ async fn join(ws: &mut Ws, room: &str) -> Result<(), String> {
 /// instances).
 fn status_kb(pids: &str, key: &str) -> Option<u64> {
     pids.split(',')
-        .map(|pid| status_kb_of(pid.trim(), key))
+        .map(|pid| common::status_kb(pid.trim(), key))
         .sum()
-}
-
-fn status_kb_of(pid: &str, key: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status.lines().find_map(|l| {
-        l.strip_prefix(key)?
-            .strip_prefix(':')?
-            .split_whitespace()
-            .next()?
-            .parse()
-            .ok()
-    })
 }
 
 /// CPU seconds (user + system) used so far, summed over a comma-separated list of pids;
 /// `self` is this process.
 fn cpu_secs(pids: &str) -> Option<f64> {
-    pids.split(',').map(|pid| cpu_secs_of(pid.trim())).sum()
-}
-
-fn cpu_secs_of(pid: &str) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command (which may hold spaces): state is field 3, utime 14, stime 15.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
-    Some(ticks / 100.0) // USER_HZ is 100 on Linux
+    pids.split(',')
+        .map(|pid| common::cpu_secs(pid.trim()))
+        .sum()
 }
 
 // ---------------------------------------------------------------------------------------

@@ -26,9 +26,8 @@ use eventsource_stream::Eventsource;
 use futures::StreamExt;
 use serde_json::{json, Value};
 
-fn env(name: &str, default: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| default.to_string())
-}
+mod common;
+use common::{env, percentile as pct, sign_in, status_mb};
 
 async fn create(client: &reqwest::Client, base: &str, steps: i64, step_ms: i64) -> i64 {
     let res = client
@@ -62,22 +61,6 @@ async fn watch(client: reqwest::Client, base: String, id: i64) -> Vec<(i64, i64,
         seen.push((e.id.parse().unwrap(), at, now));
     }
     seen
-}
-
-fn peak_rss_mb(pid: &str) -> Option<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kb: f64 = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()?;
-    Some(kb / 1024.0)
-}
-
-fn pct(sorted: &[f64], p: f64) -> f64 {
-    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
 }
 
 /// Checks one job's events: ids 1..=per_job, each once, in order.
@@ -213,19 +196,7 @@ async fn main() {
         .pool_max_idle_per_host(jobs + 16)
         .build()
         .unwrap();
-    let creds = json!({"username": "bench_jobs", "password": "bench-password"});
-    let _ = client
-        .post(format!("{base}/api/auth/signup"))
-        .json(&creds)
-        .send()
-        .await;
-    let res = client
-        .post(format!("{base}/api/auth/login"))
-        .json(&creds)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200, "login");
+    sign_in(&client, &base, "bench_jobs").await;
 
     for phase in phases.split(',') {
         match phase.trim() {
@@ -235,7 +206,7 @@ async fn main() {
             other => panic!("unknown phase {other:?} (start, cold, live)"),
         }
     }
-    if let Some(mb) = peak_rss_mb(&pid) {
+    if let Some(mb) = status_mb(&pid, "VmHWM") {
         println!("server peak RSS {mb:.1} MB");
     }
 }
