@@ -75,12 +75,7 @@ mod tests {
     use super::*;
 
     fn read(pairs: &'static [(&'static str, &'static str)]) -> anyhow::Result<Settings> {
-        Settings::from(&Env::from_fn(move |n| {
-            pairs
-                .iter()
-                .find(|(k, _)| *k == n)
-                .map(|(_, v)| v.to_string())
-        }))
+        Settings::from(&Env::from_pairs(pairs))
     }
 
     #[test]

@@ -92,12 +92,7 @@ mod tests {
     use super::*;
 
     fn read(pairs: &'static [(&'static str, &'static str)]) -> anyhow::Result<JobsConfig> {
-        JobsConfig::from(&Env::from_fn(move |n| {
-            pairs
-                .iter()
-                .find(|(k, _)| *k == n)
-                .map(|(_, v)| v.to_string())
-        }))
+        JobsConfig::from(&Env::from_pairs(pairs))
     }
 
     #[test]

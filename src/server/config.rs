@@ -200,6 +200,16 @@ impl<'a> Env<'a> {
         Self(Box::new(get))
     }
 
+    /// Reads the `(name, value)` pairs given, and nothing else (tests).
+    pub fn from_pairs(pairs: &'a [(&'a str, &'a str)]) -> Self {
+        Self::from_fn(move |name| {
+            pairs
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        })
+    }
+
     /// The variable's trimmed value; `None` when unset or blank.
     pub fn get(&self, name: &str) -> Option<String> {
         (self.0)(name)
