@@ -26,9 +26,9 @@
 //! the two apart by reading.
 //!
 //! With `tls` (`edge::tls`), each connection is a TLS one: the handshake runs in the
-//! connection's own task (within the header timeout), ALPN picks h2 or http/1.1 (HTTP/1.1 goes to [`serve_h1`] too), and every
-//! request is marked [`DirectTls`]. On h2 a WebSocket is an extended CONNECT answered 200
-//! (RFC 8441), which counts as an upgrade like a 101 does.
+//! connection's own task (within the header timeout), ALPN picks h2 or http/1.1 (HTTP/1.1
+//! goes to [`serve_h1`] too), and every request is marked [`DirectTls`]. On h2 a WebSocket is
+//! an extended CONNECT answered 200 (RFC 8441), which counts as an upgrade like a 101 does.
 //!
 //! Tests: the unit tests below (timeouts on a real socket); `tests/it/deploy.rs`;
 //! `tests/it/connections.rs` (TLS, h2).
