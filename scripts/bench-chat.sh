@@ -226,6 +226,7 @@ awk '
   }
   f["server"] == "reference" {
     ref_per_s[f["mode"]] = f["per_s"]; ref_p99[f["mode"]] = f["p99_ms"]; ref_rss[f["mode"]] = f["rss_mb"]
+    ref_anon[f["mode"]] = f["anon_mb"]
     ref_kb[f["mode"]] = f["kb_each"]; ref_n[f["mode"]] = f["clients"]
     next
   }
@@ -248,6 +249,8 @@ awk '
       if (m == "ws") { printf " (>= 0.9)"; ok = ok && rate_x >= 0.9 }
       printf ", p99 %.2fx (<= %.1f), RSS %.2fx (<= 2)", p99_x, p99_max, rss_x
       ok = ok && p99_x <= p99_max && rss_x <= 2
+      if (f["anon_mb"] != "" && f["anon_mb"] != "na" && ref_anon[m] + 0 > 0)
+        printf "\n      (not a target: anonymous memory at the end, without the binary'"'"'s code, %s MB vs %s MB: %.2fx)", f["anon_mb"], ref_anon[m], f["anon_mb"] / ref_anon[m]
     } else {
       printf " (no reference run)"
       ok = 0
