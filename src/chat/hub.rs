@@ -93,6 +93,11 @@ pub struct Resume {
     pub after_id: i64,
 }
 
+/// One read-back from storage, awaited by every subscriber that asked for it.
+type Readback = futures::future::Shared<
+    futures::future::BoxFuture<'static, Result<Arc<Resume>, Arc<sqlx::Error>>>,
+>;
+
 struct Inner {
     store: Store,
     bus: Arc<dyn Bus>,
@@ -110,6 +115,10 @@ struct Inner {
     /// The newest notification id heard on the bus: where a new connection's notifications
     /// start (it reads back from there when it falls behind).
     notes_seen: Arc<AtomicI64>,
+    /// Read-backs in progress ([`Hub::since_shared`]), by room, id and page size.
+    readbacks: std::sync::Mutex<std::collections::HashMap<(String, i64, i64), Readback>>,
+    /// Read-backs that went to storage (for tests and the benchmark's notes).
+    readbacks_run: std::sync::atomic::AtomicU64,
 }
 
 /// The chat's shared state. Cheap to clone.
@@ -174,6 +183,8 @@ impl Hub {
                 access,
                 typing,
                 notes_seen,
+                readbacks: Default::default(),
+                readbacks_run: Default::default(),
             }),
         };
         let inner = &hub.inner;
@@ -354,6 +365,67 @@ impl Hub {
             last_id,
             after_id,
         })
+    }
+
+    /// [`since`](Self::since) for a subscriber that fell behind or found a hole: callers
+    /// asking for the same room, id and page while a read is in progress share that one
+    /// read. A hole (a message the bus gave up waiting for, see `server::fanout::reorder`)
+    /// or a stall is seen by every socket of the room at once, each at the same id: without
+    /// this, each of them queried storage for the same page, a thousand queries where one
+    /// does, and the database's slowdown made more sockets fall behind (the two-instance
+    /// benchmark, stalled for a moment, went from p99 0.1 s to 9 s this way).
+    ///
+    /// Only for subscribers whose subscription began before the hole: a read that began
+    /// before the caller subscribed could miss what was published in between (joins use
+    /// [`since`](Self::since)).
+    pub async fn since_shared(
+        &self,
+        pass: &RoomPass,
+        after: i64,
+        limit: i64,
+    ) -> Result<Resume, sqlx::Error> {
+        let key = (pass.room().to_string(), after, limit);
+        let read = {
+            let mut reads = self
+                .inner
+                .readbacks
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            reads
+                .entry(key.clone())
+                .or_insert_with(|| {
+                    let hub = self.clone();
+                    let pass = pass.clone();
+                    futures::FutureExt::shared(Box::pin(async move {
+                        hub.inner.readbacks_run.fetch_add(1, Ordering::Relaxed);
+                        let read = hub.since(&pass, Some(after), 0, limit).await;
+                        read.map(Arc::new).map_err(Arc::new)
+                    })
+                        as futures::future::BoxFuture<'static, _>)
+                })
+                .clone()
+        };
+        let result = read.clone().await;
+        {
+            // Done: the next to ask reads afresh (newer messages may be stored by then).
+            let mut reads = self
+                .inner
+                .readbacks
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if reads.get(&key).is_some_and(|r| r.ptr_eq(&read)) {
+                reads.remove(&key);
+            }
+        }
+        match result {
+            Ok(resume) => Ok(Resume::clone(&resume)),
+            Err(e) => Err(sqlx::Error::Protocol(format!("reading back: {e}"))),
+        }
+    }
+
+    /// How many read-backs of [`since_shared`](Self::since_shared) went to storage.
+    pub fn readbacks_run(&self) -> u64 {
+        self.inner.readbacks_run.load(Ordering::Relaxed)
     }
 
     /// The room's members (usernames) on every instance, sorted.
@@ -554,5 +626,37 @@ mod tests {
             5,
             "an id from the future starts fresh"
         );
+    }
+
+    #[tokio::test]
+    async fn subscribers_asking_for_the_same_read_back_at_once_share_one_read() {
+        let (_dir, hub) = hub(10).await;
+        for i in 0..12 {
+            say(&hub, "r", &format!("u{i}"), "x").await.unwrap();
+        }
+        let alone = hub.since(&pass("r"), Some(4), 0, 5).await.unwrap();
+        // Fifty sockets of the room saw the same hole after id 4 at the same moment.
+        let asking: Vec<_> = (0..50)
+            .map(|_| {
+                let hub = hub.clone();
+                tokio::spawn(async move { hub.since_shared(&pass("r"), 4, 5).await })
+            })
+            .collect();
+        for a in asking {
+            assert_eq!(a.await.unwrap().unwrap(), alone, "each gets the same page");
+        }
+        let reads = hub.readbacks_run();
+        assert!(
+            (1..10).contains(&reads),
+            "{reads} reads went to storage for 50 subscribers asking at once"
+        );
+        // Done, it is forgotten: the next to ask reads afresh, and sees what came since.
+        say(&hub, "r", "late", "x").await.unwrap();
+        let again = hub.since_shared(&pass("r"), 8, 10).await.unwrap();
+        assert_eq!(
+            again.messages.iter().map(|m| m.id).collect::<Vec<_>>(),
+            vec![9, 10, 11, 12, 13]
+        );
+        assert_eq!(hub.readbacks_run(), reads + 1);
     }
 }

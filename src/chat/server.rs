@@ -703,7 +703,8 @@ async fn replay(
     after: i64,
     page: i64,
 ) -> Result<(i64, usize), ()> {
-    let resume = hub.since(pass, Some(after), 0, page).await.map_err(
+    // Every stream of the room that saw the same hole asks at once: one read serves them.
+    let resume = hub.since_shared(pass, after, page).await.map_err(
         |e| tracing::warn!(error = %e, room = pass.room(), "replaying chat messages failed"),
     )?;
     send_pages(hub, tx, pass, resume, true, page).await

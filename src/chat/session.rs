@@ -875,10 +875,8 @@ async fn take(
                 }
             }
             let page = READBACK_PAGE.min(hub.config().history);
-            match hub
-                .since(&current.pass, Some(current.last_id), 0, page)
-                .await
-            {
+            // Every socket of the room that saw the same hole asks at once: one read serves them.
+            match hub.since_shared(&current.pass, current.last_id, page).await {
                 Ok(resume) => {
                     if let Some(gap) = resume.gap {
                         burst.push(text(&ServerMsg::ChatGap(gap)));
