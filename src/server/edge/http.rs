@@ -613,6 +613,16 @@ mod tests {
         )
     }
 
+    /// Connects, sends `request` and returns the connection with the first bytes answered.
+    async fn ask(addr: SocketAddr, request: &[u8]) -> (TcpStream, String) {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(request).await.unwrap();
+        let mut first = [0u8; 512];
+        let n = s.read(&mut first).await.unwrap();
+        let answer = String::from_utf8_lossy(&first[..n]).into_owned();
+        (s, answer)
+    }
+
     #[tokio::test]
     async fn trickled_headers_are_cut_off() {
         let (addr, _stop) = server(short()).await;
@@ -630,21 +640,17 @@ mod tests {
     #[tokio::test]
     async fn an_idle_keep_alive_connection_closes_after_the_idle_clock_not_the_header_one() {
         let (addr, _stop) = server(short()).await;
-        let mut s = TcpStream::connect(addr).await.unwrap();
-        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-            .await
-            .unwrap();
-        let mut first = [0u8; 512];
-        let n = s.read(&mut first).await.unwrap();
-        assert!(String::from_utf8_lossy(&first[..n]).contains("hello"));
+        let (mut s, first) = ask(addr, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        assert!(first.contains("hello"));
         // Idle past the header clock (300 ms) but within the idle one (600 ms): still open.
         tokio::time::sleep(Duration::from_millis(450)).await;
         s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
             .await
             .unwrap();
-        let n = s.read(&mut first).await.unwrap();
+        let mut again = [0u8; 512];
+        let n = s.read(&mut again).await.unwrap();
         assert!(
-            String::from_utf8_lossy(&first[..n]).contains("hello"),
+            String::from_utf8_lossy(&again[..n]).contains("hello"),
             "served again"
         );
         let (_, took) = read_to_close(&mut s).await;
@@ -675,13 +681,8 @@ mod tests {
         let (addr, _stop) = server(limits).await;
         let mut held = Vec::new();
         for _ in 0..2 {
-            let mut s = TcpStream::connect(addr).await.unwrap();
-            s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-                .await
-                .unwrap();
-            let mut buf = [0u8; 256];
-            let n = s.read(&mut buf).await.unwrap();
-            assert!(String::from_utf8_lossy(&buf[..n]).contains("hello"));
+            let (s, first) = ask(addr, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+            assert!(first.contains("hello"));
             held.push(s);
         }
         let before = refused_connections();
@@ -740,13 +741,8 @@ mod tests {
             ..short()
         })
         .await;
-        let mut s = TcpStream::connect(addr).await.unwrap();
-        s.write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
-            .await
-            .unwrap();
-        let mut head = [0u8; 512];
-        let n = s.read(&mut head).await.unwrap();
-        assert!(String::from_utf8_lossy(&head[..n]).starts_with("HTTP/1.1 200"));
+        let (mut s, head) = ask(addr, b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        assert!(head.starts_with("HTTP/1.1 200"));
         stop.trigger();
         let (rest, took) = read_to_close(&mut s).await;
         assert!(
