@@ -97,6 +97,37 @@ pub struct Resume {
 type Readback = futures::future::Shared<
     futures::future::BoxFuture<'static, Result<Arc<Resume>, Arc<sqlx::Error>>>,
 >;
+/// Read-backs in progress, held weakly: one whose askers all went away is dropped with them.
+type Readbacks = std::sync::Mutex<
+    std::collections::HashMap<
+        (String, i64, i64),
+        futures::future::WeakShared<
+            futures::future::BoxFuture<'static, Result<Arc<Resume>, Arc<sqlx::Error>>>,
+        >,
+    >,
+>;
+
+/// A caller's share of a read-back; when it is dropped (the read done, or the caller gone),
+/// the read is forgotten if it is done or nobody else waits for it.
+struct Asking<'a> {
+    reads: &'a Readbacks,
+    key: (String, i64, i64),
+    read: Option<Readback>,
+}
+
+impl Drop for Asking<'_> {
+    fn drop(&mut self) {
+        // Ours first, so a read only we waited for cannot be upgraded below.
+        drop(self.read.take());
+        let mut reads = self.reads.lock().unwrap_or_else(|e| e.into_inner());
+        let forget = reads
+            .get(&self.key)
+            .is_some_and(|w| w.upgrade().is_none_or(|r| r.peek().is_some()));
+        if forget {
+            reads.remove(&self.key);
+        }
+    }
+}
 
 struct Inner {
     store: Store,
@@ -116,7 +147,7 @@ struct Inner {
     /// start (it reads back from there when it falls behind).
     notes_seen: Arc<AtomicI64>,
     /// Read-backs in progress ([`Hub::since_shared`]), by room, id and page size.
-    readbacks: std::sync::Mutex<std::collections::HashMap<(String, i64, i64), Readback>>,
+    readbacks: Readbacks,
     /// Read-backs that went to storage (for tests and the benchmark's notes).
     readbacks_run: std::sync::atomic::AtomicU64,
 }
@@ -391,36 +422,44 @@ impl Hub {
                 .readbacks
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
-            reads
-                .entry(key.clone())
-                .or_insert_with(|| {
+            match reads.get(&key).and_then(|w| w.upgrade()) {
+                Some(read) => read,
+                None => {
                     let hub = self.clone();
                     let pass = pass.clone();
-                    futures::FutureExt::shared(Box::pin(async move {
+                    let read = futures::FutureExt::shared(Box::pin(async move {
                         hub.inner.readbacks_run.fetch_add(1, Ordering::Relaxed);
                         let read = hub.since(&pass, Some(after), 0, limit).await;
                         read.map(Arc::new).map_err(Arc::new)
                     })
-                        as futures::future::BoxFuture<'static, _>)
-                })
-                .clone()
-        };
-        let result = read.clone().await;
-        {
-            // Done: the next to ask reads afresh (newer messages may be stored by then).
-            let mut reads = self
-                .inner
-                .readbacks
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            if reads.get(&key).is_some_and(|r| r.ptr_eq(&read)) {
-                reads.remove(&key);
+                        as futures::future::BoxFuture<'static, _>);
+                    let weak = read.downgrade().expect("a new read has not run");
+                    reads.insert(key.clone(), weak);
+                    read
+                }
             }
-        }
+        };
+        let mut asking = Asking {
+            reads: &self.inner.readbacks,
+            key,
+            read: Some(read),
+        };
+        let result = asking.read.as_mut().expect("just set").await;
+        drop(asking);
         match result {
             Ok(resume) => Ok(Resume::clone(&resume)),
             Err(e) => Err(sqlx::Error::Protocol(format!("reading back: {e}"))),
         }
+    }
+
+    /// Read-backs remembered as in progress (for tests).
+    #[cfg(test)]
+    fn readbacks_pending(&self) -> usize {
+        self.inner
+            .readbacks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
     }
 
     /// How many read-backs of [`since_shared`](Self::since_shared) went to storage.
@@ -658,5 +697,33 @@ mod tests {
             vec![9, 10, 11, 12, 13]
         );
         assert_eq!(hub.readbacks_run(), reads + 1);
+        assert_eq!(
+            hub.readbacks_pending(),
+            0,
+            "nothing is remembered once done"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_read_back_whose_askers_all_left_is_forgotten() {
+        let (_dir, hub) = hub(10).await;
+        for i in 0..6 {
+            say(&hub, "r", &format!("u{i}"), "x").await.unwrap();
+        }
+        let asking = {
+            let hub = hub.clone();
+            tokio::spawn(async move { hub.since_shared(&pass("r"), 2, 5).await })
+        };
+        // Let it start its read, then take the socket away.
+        tokio::task::yield_now().await;
+        asking.abort();
+        let _ = asking.await;
+        assert_eq!(hub.readbacks_pending(), 0, "an abandoned read is not kept");
+        // And the next to ask reads for itself.
+        let resume = hub.since_shared(&pass("r"), 2, 5).await.unwrap();
+        assert_eq!(
+            resume.messages.iter().map(|m| m.id).collect::<Vec<_>>(),
+            vec![3, 4, 5, 6]
+        );
     }
 }
