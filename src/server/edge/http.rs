@@ -124,6 +124,9 @@ pub async fn serve(
     builder.http2().enable_connect_protocol();
     let mut h1 = hyper::server::conn::http1::Builder::new();
     h1.header_read_timeout(None);
+    // Shared: each connection's task keeps a pointer, not its own copy of both (hundreds of
+    // bytes, for as long as an event stream lasts).
+    let (h1, builder) = (Arc::new(h1), Arc::new(builder));
     let mut stop = std::pin::pin!(shutdown.cancelled_owned());
     loop {
         let (stream, peer) = tokio::select! {
