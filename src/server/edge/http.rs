@@ -195,7 +195,12 @@ pub async fn serve(
         match &tls {
             None => {
                 tokio::spawn(async move {
-                    match watched.sniff().await {
+                    // A connection still silent when shutdown begins is closed at once.
+                    let sniffed = tokio::select! {
+                        sniffed = watched.sniff() => sniffed,
+                        _ = stop.cancelled() => Sniffed::Gone,
+                    };
+                    match sniffed {
                         Sniffed::Gone => {}
                         Sniffed::Http1 => {
                             serve_h1(&h1, TokioIo::new(watched), service, &stop).await
@@ -241,7 +246,7 @@ enum Sniffed {
     Http1,
     /// With the preface, or too little of it to tell yet.
     Unsure,
-    /// Closed, or silent past the header clock, before its first byte.
+    /// Closed, or silent past the header clock (or into shutdown), before its first byte.
     Gone,
 }
 
@@ -753,5 +758,38 @@ mod tests {
             "the whole response, then the close: {rest}"
         );
         assert!(took < Duration::from_secs(5), "closed after it: {took:?}");
+    }
+
+    #[tokio::test]
+    async fn shutdown_does_not_wait_for_a_connection_that_never_spoke() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = Shutdown::new();
+        let app = Router::new().route("/", get(|| async { "hello" }));
+        // A header clock far longer than the test.
+        let limits = HttpLimits {
+            header_timeout: Duration::from_secs(30),
+            ..short()
+        };
+        let served = tokio::spawn(serve(listener, app, limits, None, stop.clone()));
+        let mut silent = TcpStream::connect(addr).await.unwrap();
+        // Accepted in order: once this one is answered, the silent one is being served.
+        let (_s, first) = ask(
+            addr,
+            b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(first.contains("hello"), "the server is up: {first}");
+        stop.trigger();
+        let (_, took) = read_to_close(&mut silent).await;
+        assert!(
+            took < Duration::from_secs(5),
+            "closed at shutdown: {took:?}"
+        );
+        tokio::time::timeout(Duration::from_secs(5), served)
+            .await
+            .expect("serve returns once its connections are done")
+            .unwrap()
+            .unwrap();
     }
 }
