@@ -548,6 +548,15 @@ mod tests {
         hub.post(&pass, text).await
     }
 
+    /// A hub whose room `r` holds `count` messages (ids 1..=count), from different users.
+    async fn room_of(count: usize) -> (tempfile::TempDir, Hub) {
+        let (dir, hub) = hub(10).await;
+        for i in 0..count {
+            say(&hub, "r", &format!("u{i}"), "x").await.unwrap();
+        }
+        (dir, hub)
+    }
+
     fn pass(room: &str) -> RoomPass {
         RoomPass::for_test(room, "reader")
     }
@@ -633,10 +642,7 @@ mod tests {
 
     #[tokio::test]
     async fn resuming_from_before_the_history_reports_a_gap() {
-        let (_dir, hub) = hub(10).await;
-        for i in 0..30 {
-            say(&hub, "r", &format!("u{i}"), "x").await.unwrap();
-        }
+        let (_dir, hub) = room_of(30).await;
         let fresh = hub.since(&pass("r"), None, 5, 20).await.unwrap();
         assert_eq!(
             fresh.messages.iter().map(|m| m.id).collect::<Vec<_>>(),
@@ -669,10 +675,7 @@ mod tests {
 
     #[tokio::test]
     async fn subscribers_asking_for_the_same_read_back_at_once_share_one_read() {
-        let (_dir, hub) = hub(10).await;
-        for i in 0..12 {
-            say(&hub, "r", &format!("u{i}"), "x").await.unwrap();
-        }
+        let (_dir, hub) = room_of(12).await;
         let alone = hub.since(&pass("r"), Some(4), 0, 5).await.unwrap();
         // Fifty sockets of the room saw the same hole after id 4 at the same moment.
         let asking: Vec<_> = (0..50)
@@ -706,10 +709,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_read_back_whose_askers_all_left_is_forgotten() {
-        let (_dir, hub) = hub(10).await;
-        for i in 0..6 {
-            say(&hub, "r", &format!("u{i}"), "x").await.unwrap();
-        }
+        let (_dir, hub) = room_of(6).await;
         let asking = {
             let hub = hub.clone();
             tokio::spawn(async move { hub.since_shared(&pass("r"), 2, 5).await })
