@@ -23,7 +23,9 @@
 //! A plain connection is looked at (peeked, not read) before it is served: one that begins
 //! with a request line goes to hyper's HTTP/1 server directly ([`serve_h1`]); one that begins
 //! like HTTP/2's preface (`h2c` with prior knowledge) goes to hyper-util's `auto`, which tells
-//! the two apart by reading.
+//! the two apart by reading. Before hyper, one whose first request is an event stream, all
+//! arrived, is answered by `edge::sse_h1` instead ([`serve_event_stream`]): an event stream
+//! lives for minutes, and hyper would hold 16 KiB of buffers for it all that time.
 //!
 //! With `tls` (`edge::tls`), each connection is a TLS one: the handshake runs in the
 //! connection's own task (within the header timeout), ALPN picks h2 or http/1.1 (HTTP/1.1
@@ -59,13 +61,16 @@ use hyper_util::{
     service::TowerToHyperService,
 };
 use tokio::{
-    io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf},
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf},
     net::{TcpListener, TcpStream},
     time::{Instant, Sleep},
 };
 use tower::ServiceExt;
 
-use crate::server::{edge::tls::DirectTls, Shutdown};
+use crate::server::{
+    edge::{sse_h1, tls::DirectTls},
+    Shutdown,
+};
 
 /// The limits of [`serve`].
 #[derive(Clone, Copy, Debug)]
@@ -160,6 +165,7 @@ pub async fn serve(
         let state = Arc::new(ConnState::new());
         let watched = Watched::new(stream, state.clone(), limits);
         let direct_tls = tls.is_some();
+        let app = app.clone();
         let service = {
             let app = app.clone();
             tower::service_fn(move |mut req: Request<Incoming>| {
@@ -203,7 +209,13 @@ pub async fn serve(
                     match sniffed {
                         Sniffed::Gone => {}
                         Sniffed::Http1 => {
-                            serve_h1(&h1, TokioIo::new(watched), service, &stop).await
+                            let mut watched = watched;
+                            // Boxed: the task does not carry its room once it is done.
+                            let taken =
+                                Box::pin(serve_event_stream(&mut watched, &app, peer, &stop)).await;
+                            if !taken {
+                                serve_h1(&h1, TokioIo::new(watched), service, &stop).await
+                            }
                         }
                         Sniffed::Unsure => {
                             serve_auto(&builder, TokioIo::new(watched), service, watcher).await
@@ -252,6 +264,36 @@ enum Sniffed {
 
 /// What an HTTP/2 connection (prior knowledge, `h2c`) begins with.
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Answers the connection's first request here if it is an event stream already all
+/// arrived (see `edge::sse_h1`: without hyper's two 8 KiB buffers); `false` leaves the
+/// connection to hyper untouched (nothing read).
+async fn serve_event_stream(
+    watched: &mut Watched,
+    app: &Router,
+    peer: std::net::SocketAddr,
+    stop: &Shutdown,
+) -> bool {
+    let mut head = vec![0u8; sse_h1::HEAD_MAX];
+    let Ok(n) = watched.io.peek(&mut head).await else {
+        return false;
+    };
+    let Some((len, mut request)) = sse_h1::parse_head(&head[..n]) else {
+        return false;
+    };
+    // In flight from here: neither clock runs while it is answered.
+    let in_flight = InFlight::begin(watched.state.clone());
+    // The head is taken off the socket (all there: it was just looked at).
+    if watched.read_exact(&mut head[..len]).await.is_err() {
+        return true;
+    }
+    drop(head);
+    request.extensions_mut().insert(ConnectInfo(peer));
+    let Ok(response) = app.clone().oneshot(request).await;
+    sse_h1::write_response(watched, response, stop).await;
+    drop(in_flight);
+    true
+}
 
 /// Serves an HTTP/1 connection (and its upgrades) with hyper's own HTTP/1 server, without
 /// the version sniffing of hyper-util's `auto`: that reads the first 24 bytes apart and hands
@@ -574,8 +616,8 @@ impl AsyncWrite for Watched {
 mod tests {
     use super::*;
     use axum::routing::get;
+    use futures::StreamExt;
     use std::net::SocketAddr;
-    use tokio::io::AsyncReadExt;
 
     /// A server with short clocks; returns its address and its shutdown.
     async fn server(limits: HttpLimits) -> (SocketAddr, Shutdown) {
@@ -791,5 +833,71 @@ mod tests {
             .expect("serve returns once its connections are done")
             .unwrap()
             .unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_event_stream_taken_from_hyper_outlasts_both_clocks() {
+        // /slow takes 900 ms: past the header clock (300 ms) and the idle clock (600 ms).
+        let (addr, _stop) = server(short()).await;
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
+            .await
+            .unwrap();
+        let (got, took) = read_to_close(&mut s).await;
+        assert!(
+            got.contains("connection: close\r\n"),
+            "answered here: {got}"
+        );
+        assert!(
+            got.ends_with("2\r\n0\n\r\n2\r\n1\n\r\n2\r\n2\n\r\n0\r\n\r\n"),
+            "whole: {got}"
+        );
+        assert!(took >= Duration::from_millis(800), "{took:?}");
+    }
+
+    #[tokio::test]
+    async fn an_event_stream_is_answered_without_hyper_and_other_requests_with_it() {
+        let app = Router::new().route(
+            "/events",
+            get(
+                |ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>| async move {
+                    let stream = futures::stream::iter([format!("data: {}\n\n", peer.ip())])
+                        .map(Ok::<_, Infallible>);
+                    (
+                        [(axum::http::header::CONTENT_TYPE, "text/event-stream")],
+                        Body::from_stream(stream),
+                    )
+                },
+            ),
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(serve(listener, app, short(), None, Shutdown::new()));
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
+            .await
+            .unwrap();
+        let (got, _) = read_to_close(&mut s).await;
+        // This module's answer: closed after the stream, which it says, and chunked.
+        assert!(got.starts_with("HTTP/1.1 200 OK\r\n"), "{got}");
+        assert!(got.contains("connection: close\r\n"), "{got}");
+        assert!(got.contains("transfer-encoding: chunked\r\n"), "{got}");
+        assert!(
+            got.ends_with("\r\n\r\n11\r\ndata: 127.0.0.1\n\n\r\n0\r\n\r\n"),
+            "{got}"
+        );
+        // Without the Accept header, hyper answers and keeps the connection.
+        let (mut s, got) = ask(addr, b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        assert!(got.starts_with("HTTP/1.1 200 OK\r\n"), "{got}");
+        assert!(!got.contains("connection: close"), "{got}");
+        s.write_all(b"GET /events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
+            .await
+            .unwrap();
+        let mut more = [0u8; 512];
+        let n = s.read(&mut more).await.unwrap();
+        assert!(
+            more[..n].starts_with(b"HTTP/1.1 200 OK"),
+            "a second request on it"
+        );
     }
 }

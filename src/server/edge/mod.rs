@@ -7,4 +7,5 @@ pub mod headers;
 pub mod host;
 pub mod http;
 pub mod origin;
+pub mod sse_h1;
 pub mod tls;
