@@ -851,6 +851,8 @@ async fn sse_client(ctx: Ctx, http: reqwest::Client, url: Arc<str>, cookie: Arc<
             reqwest::header::COOKIE,
             format!("{SESSION_COOKIE}={cookie}"),
         )
+        // What a browser's EventSource sends.
+        .header(reqwest::header::ACCEPT, "text/event-stream")
         .send();
     let opened = match tokio::time::timeout(CONNECT_TIMEOUT, request).await {
         Ok(Ok(res)) if res.status() == reqwest::StatusCode::OK => Ok(res),
