@@ -209,13 +209,21 @@ pub async fn serve(
                     match sniffed {
                         Sniffed::Gone => {}
                         Sniffed::Http1 => {
-                            let mut watched = watched;
-                            // Boxed: the task does not carry its room once it is done.
-                            let taken =
-                                Box::pin(serve_event_stream(&mut watched, &app, peer, &stop)).await;
-                            if !taken {
-                                serve_h1(&h1, TokioIo::new(watched), service, &stop).await
+                            if let Some(head) = event_stream_head(&watched).await {
+                                // On a task of its own, sized for a stream: this one, sized for
+                                // hyper's connection (1.5 kB), ends here.
+                                let stream = EventStream {
+                                    head,
+                                    app,
+                                    peer,
+                                    stop,
+                                    counted,
+                                    watcher,
+                                };
+                                tokio::spawn(serve_event_stream(watched, stream));
+                                return;
                             }
+                            serve_h1(&h1, TokioIo::new(watched), service, &stop).await
                         }
                         Sniffed::Unsure => {
                             serve_auto(&builder, TokioIo::new(watched), service, watcher).await
@@ -265,34 +273,50 @@ enum Sniffed {
 /// What an HTTP/2 connection (prior knowledge, `h2c`) begins with.
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// Answers the connection's first request here if it is an event stream already all
-/// arrived (see `edge::sse_h1`: without hyper's two 8 KiB buffers); `false` leaves the
-/// connection to hyper untouched (nothing read).
-async fn serve_event_stream(
-    watched: &mut Watched,
-    app: &Router,
-    peer: std::net::SocketAddr,
-    stop: &Shutdown,
-) -> bool {
+/// The connection's first request, if it is an event stream already all arrived (see
+/// `edge::sse_h1`), with the length of its head; `None` leaves the connection to hyper
+/// untouched (looked at, nothing read).
+async fn event_stream_head(watched: &Watched) -> Option<(usize, Request<Body>)> {
     let mut head = vec![0u8; sse_h1::HEAD_MAX];
-    let Ok(n) = watched.io.peek(&mut head).await else {
-        return false;
-    };
-    let Some((len, mut request)) = sse_h1::parse_head(&head[..n]) else {
-        return false;
-    };
+    let n = watched.io.peek(&mut head).await.ok()?;
+    sse_h1::parse_head(&head[..n])
+}
+
+/// What an event stream answered by `edge::sse_h1` takes from its connection's first task.
+struct EventStream {
+    /// The head's length and the request in it.
+    head: (usize, Request<Body>),
+    app: Router,
+    peer: std::net::SocketAddr,
+    stop: Shutdown,
+    /// The connection still counts, and shutdown still waits for it.
+    counted: Counted,
+    watcher: hyper_util::server::graceful::Watcher,
+}
+
+/// Answers an event stream without hyper's two 8 KiB buffers (`edge::sse_h1`), then closes
+/// the connection.
+async fn serve_event_stream(mut watched: Watched, stream: EventStream) {
+    let EventStream {
+        head: (len, mut request),
+        app,
+        peer,
+        stop,
+        counted,
+        watcher,
+    } = stream;
     // In flight from here: neither clock runs while it is answered.
     let in_flight = InFlight::begin(watched.state.clone());
     // The head is taken off the socket (all there: it was just looked at).
-    if watched.read_exact(&mut head[..len]).await.is_err() {
-        return true;
+    let mut taken = vec![0u8; len];
+    if watched.read_exact(&mut taken).await.is_err() {
+        return;
     }
-    drop(head);
+    drop(taken);
     request.extensions_mut().insert(ConnectInfo(peer));
-    let Ok(response) = app.clone().oneshot(request).await;
-    sse_h1::write_response(watched, response, stop).await;
-    drop(in_flight);
-    true
+    let Ok(response) = app.oneshot(request).await;
+    sse_h1::write_response(&mut watched, response, &stop).await;
+    drop((in_flight, counted, watcher));
 }
 
 /// Serves an HTTP/1 connection (and its upgrades) with hyper's own HTTP/1 server, without
