@@ -259,13 +259,18 @@ pub trait Tagger: Send + Sync {
     fn tag(&self, index: u8, event: &Event, send: &mut dyn FnMut(Bytes));
 }
 
+/// What the queue between a producer and its body carries: boxed, since tokio's channel
+/// makes room for its first 32 items when it is made, and that is 1 KiB of every open stream
+/// with 32-byte `Bytes` (256 bytes with boxes; one small allocation per event in exchange).
+type Chunk = Box<Bytes>;
+
 /// Where a producer's events go: the response body as they are, or (one topic of a
 /// multi-topic stream) the same body tagged by the stream's [`Tagger`].
 enum Out {
-    Body(mpsc::Sender<Bytes>),
+    Body(mpsc::Sender<Chunk>),
     Topic {
         index: u8,
-        tx: mpsc::Sender<Bytes>,
+        tx: mpsc::Sender<Chunk>,
         tagger: Arc<dyn Tagger>,
     },
 }
@@ -312,7 +317,7 @@ impl Sender {
                 let mut permit = Some(permit);
                 tagger.tag(*index, event, &mut |bytes| {
                     if let Some(p) = permit.take() {
-                        p.send(bytes);
+                        p.send(Box::new(bytes));
                     }
                 });
                 Ok(())
@@ -333,6 +338,7 @@ impl Sender {
             Out::Topic { tx, .. } if tx.is_closed() => return Err(Gone),
             Out::Topic { .. } => return Ok(()),
         };
+        let bytes = Box::new(bytes);
         let Some(limit) = self.send_limit else {
             return tx.send(bytes).await.map_err(|_| Gone);
         };
@@ -441,7 +447,7 @@ where
 /// pinned once: a busy stream sends thousands of chunks, and making them afresh per chunk
 /// would touch the timer wheel and the shared shutdown token's lock each time.
 struct BodyState {
-    rx: mpsc::Receiver<Bytes>,
+    rx: mpsc::Receiver<Chunk>,
     first: Option<Bytes>,
     keep_alive: Duration,
     /// When something was last sent; the idle timer checks it when it fires.
@@ -461,7 +467,7 @@ struct BodyState {
 /// as one chunk), with keep-alives in the silences; ends with the producer, at the timeout,
 /// or at shutdown.
 fn body(
-    rx: mpsc::Receiver<Bytes>,
+    rx: mpsc::Receiver<Chunk>,
     first: Option<Bytes>,
     options: &SseOptions,
     shutdown: Shutdown,
@@ -497,7 +503,7 @@ fn body(
                 _ = async { st.ended.as_mut()?.as_mut().await; Some(()) }, if st.ended.is_some() => return None,
                 _ = async { st.end.as_mut()?.as_mut().await; Some(()) }, if st.end.is_some() => return None,
                 chunk = st.rx.recv() => {
-                    let mut chunk = chunk?;
+                    let mut chunk = *chunk?;
                     let mut events = 1;
                     // Whatever else is queued goes out in the same write.
                     if let Ok(next) = st.rx.try_recv() {
