@@ -93,71 +93,86 @@ pub fn parse_head(bytes: &[u8]) -> Option<(usize, Request<Body>)> {
 }
 
 /// Writes `response` to `io` (head, then body), watching `io` for the client leaving while
-/// the body is quiet. Returns when the body ends, the client leaves or a write fails.
-pub async fn write_response<I>(io: &mut I, response: Response<Body>, stop: &Shutdown)
+/// the body is quiet. Ends when the body ends, the client leaves or a write fails.
+///
+/// Not an `async fn`: the response is taken apart here, so the future (which lives as long as
+/// the stream) keeps only the body and the head, not the whole response a second time.
+pub fn write_response<'a, I>(
+    io: &'a mut I,
+    response: Response<Body>,
+    stop: &'a Shutdown,
+) -> impl std::future::Future<Output = ()> + 'a
 where
     I: AsyncRead + AsyncWrite + Unpin,
 {
-    let (parts, mut body) = response.into_parts();
+    let (parts, body) = response.into_parts();
     let bodiless = parts.status.is_informational()
         || parts.status == StatusCode::NO_CONTENT
         || parts.status == StatusCode::NOT_MODIFIED;
     // What is left to send of a body of known size (`None`: chunked).
-    let mut length = if bodiless {
+    let length = if bodiless {
         Some(0)
     } else {
         body.size_hint().exact()
     };
     let chunked = length.is_none();
-    // The parts go into the head here, not into this future: they are not kept for the
-    // stream's life.
     let head = head(parts, (!bodiless).then_some(length).flatten(), chunked);
+    write_body(io, head, body, length, stop)
+}
+
+/// [`write_response`]'s future: `head`, then `body` (chunked when `length` is `None`).
+async fn write_body<I>(
+    io: &mut I,
+    head: Vec<u8>,
+    mut body: Body,
+    mut length: Option<u64>,
+    stop: &Shutdown,
+) where
+    I: AsyncRead + AsyncWrite + Unpin,
+{
     if write(io, &mut &head[..], stop).await.is_err() {
         return;
     }
     drop(head);
     // What a client sends after its request is read and dropped; only its leaving matters.
-    let mut scratch = [0u8; 64];
+    let mut scratch = [0u8; 32];
     loop {
         if length == Some(0) {
             // All it said it had (or a bodiless status): nothing more is read from the body.
             break;
         }
-        let frame = tokio::select! {
-            frame = body.frame() => frame,
+        // Only the data is kept across the write below, not the frame it came in (a frame
+        // has room for trailers: 100 bytes more in every stream's future).
+        let data = tokio::select! {
+            frame = body.frame() => match frame {
+                None => break,
+                Some(Err(e)) => {
+                    // Ended without the last chunk: the client sees a cut, not a whole answer.
+                    tracing::debug!(error = %e, "an event stream's body failed");
+                    return;
+                }
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) if !data.is_empty() => data,
+                    _ => continue,
+                },
+            },
             read = io.read(&mut scratch) => match read {
                 Ok(0) | Err(_) => return,
                 Ok(_) => continue,
             },
         };
-        match frame {
-            None => break,
-            Some(Err(e)) => {
-                // Ended without the last chunk: the client sees a cut, not a whole answer.
-                tracing::debug!(error = %e, "an event stream's body failed");
-                return;
+        let sent = match &mut length {
+            None => write(io, &mut chunk(data), stop).await,
+            // No more than the length said (nothing for a bodiless status).
+            Some(left) => {
+                let mut data = data;
+                data.truncate(usize::try_from(*left).unwrap_or(usize::MAX));
+                *left -= data.len() as u64;
+                write(io, &mut data, stop).await
             }
-            Some(Ok(frame)) => {
-                let Ok(data) = frame.into_data() else {
-                    continue;
-                };
-                if data.is_empty() {
-                    continue;
-                }
-                let sent = match &mut length {
-                    None => write(io, &mut chunk(data), stop).await,
-                    // No more than the length said (nothing for a bodiless status).
-                    Some(left) => {
-                        let mut data = data;
-                        data.truncate(usize::try_from(*left).unwrap_or(usize::MAX));
-                        *left -= data.len() as u64;
-                        write(io, &mut data, stop).await
-                    }
-                };
-                if sent.is_err() {
-                    return;
-                }
-            }
+        };
+        if sent.is_err() {
+            return;
         }
     }
     match length {
@@ -166,7 +181,8 @@ where
         Some(left) if left > 0 => return,
         _ => {}
     }
-    let _ = tokio::time::timeout(SHUTDOWN_GRACE, io.shutdown()).await;
+    // Boxed, as below: a timer is large, and this one is needed once.
+    let _ = Box::pin(tokio::time::timeout(SHUTDOWN_GRACE, io.shutdown())).await;
 }
 
 /// The status line and headers of `parts`, with this writer's framing: `content-length` when
@@ -243,7 +259,8 @@ where
         // Write first: a write done at once never asks the shared token to wake it.
         biased;
         written = write.as_mut() => written,
-        _ = stop.cancelled() => match tokio::time::timeout(SHUTDOWN_GRACE, write).await {
+        // Boxed: the timer is only made at shutdown, not kept in every stream's future.
+        _ = stop.cancelled() => match Box::pin(tokio::time::timeout(SHUTDOWN_GRACE, write)).await {
             Ok(written) => written,
             Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "shut down while the client was not reading")),
         },
