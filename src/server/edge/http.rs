@@ -718,6 +718,14 @@ mod tests {
         )
     }
 
+    /// Connects, sends `request` and reads until the server closes: what came, and how long
+    /// it took.
+    async fn whole_answer(addr: SocketAddr, request: &[u8]) -> (String, Duration) {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(request).await.unwrap();
+        read_to_close(&mut s).await
+    }
+
     /// Connects, sends `request` and returns the connection with the first bytes answered.
     async fn ask(addr: SocketAddr, request: &[u8]) -> (TcpStream, String) {
         let mut s = TcpStream::connect(addr).await.unwrap();
@@ -731,9 +739,7 @@ mod tests {
     #[tokio::test]
     async fn trickled_headers_are_cut_off() {
         let (addr, _stop) = server(short()).await;
-        let mut s = TcpStream::connect(addr).await.unwrap();
-        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await.unwrap();
-        let (got, took) = read_to_close(&mut s).await;
+        let (got, took) = whole_answer(addr, b"GET / HTTP/1.1\r\nHost: x\r\n").await;
         assert!(!got.contains("hello"), "{got}");
         assert!(took < Duration::from_secs(3), "{took:?}");
         // A connection that sends nothing at all is cut off on the same clock.
@@ -769,11 +775,11 @@ mod tests {
     #[tokio::test]
     async fn a_long_response_is_not_cut_off() {
         let (addr, _stop) = server(short()).await;
-        let mut s = TcpStream::connect(addr).await.unwrap();
-        s.write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .await
-            .unwrap();
-        let (got, _) = read_to_close(&mut s).await;
+        let (got, _) = whole_answer(
+            addr,
+            b"GET /slow HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .await;
         assert!(got.contains("0\n") && got.contains("2\n"), "{got}");
     }
 
@@ -894,11 +900,11 @@ mod tests {
     async fn an_event_stream_taken_from_hyper_outlasts_both_clocks() {
         // /slow takes 900 ms: past the header clock (300 ms) and the idle clock (600 ms).
         let (addr, _stop) = server(short()).await;
-        let mut s = TcpStream::connect(addr).await.unwrap();
-        s.write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
-            .await
-            .unwrap();
-        let (got, took) = read_to_close(&mut s).await;
+        let (got, took) = whole_answer(
+            addr,
+            b"GET /slow HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n",
+        )
+        .await;
         assert!(
             got.contains("connection: close\r\n"),
             "answered here: {got}"
@@ -928,11 +934,11 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(serve(listener, app, short(), None, Shutdown::new()));
-        let mut s = TcpStream::connect(addr).await.unwrap();
-        s.write_all(b"GET /events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
-            .await
-            .unwrap();
-        let (got, _) = read_to_close(&mut s).await;
+        let (got, _) = whole_answer(
+            addr,
+            b"GET /events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n",
+        )
+        .await;
         // This module's answer: closed after the stream, which it says, and chunked.
         assert!(got.starts_with("HTTP/1.1 200 OK\r\n"), "{got}");
         assert!(got.contains("connection: close\r\n"), "{got}");

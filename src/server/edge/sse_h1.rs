@@ -333,14 +333,20 @@ mod tests {
         .expect("the answer ends")
     }
 
+    /// A response of `status` and `content_type` with `body`.
+    fn response_of(status: StatusCode, content_type: &'static str, body: Body) -> Response<Body> {
+        let mut response = Response::new(body);
+        *response.status_mut() = status;
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+        response
+    }
+
     #[tokio::test]
     async fn a_body_of_known_size_goes_out_with_its_length() {
-        let mut response = Response::new(Body::from("{\"error\":\"x\"}"));
-        *response.status_mut() = StatusCode::UNAUTHORIZED;
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
+        let body = Body::from("{\"error\":\"x\"}");
+        let response = response_of(StatusCode::UNAUTHORIZED, "application/json", body);
         let got = written(response).await;
         assert!(got.starts_with("HTTP/1.1 401 Unauthorized\r\n"), "{got}");
         assert!(got.contains("content-type: application/json\r\n"), "{got}");
@@ -354,11 +360,8 @@ mod tests {
     async fn a_stream_goes_out_chunked_and_ends_with_the_last_chunk() {
         let events = futures::stream::iter(["retry: 1000\n\n", "data: a\n\n", "", "data: b\n\n"])
             .map(|s| Ok::<_, Infallible>(Bytes::from_static(s.as_bytes())));
-        let mut response = Response::new(Body::from_stream(events));
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/event-stream"),
-        );
+        let body = Body::from_stream(events);
+        let response = response_of(StatusCode::OK, "text/event-stream", body);
         let got = written(response).await;
         assert!(got.starts_with("HTTP/1.1 200 OK\r\n"), "{got}");
         assert!(got.contains("transfer-encoding: chunked\r\n"), "{got}");
