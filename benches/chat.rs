@@ -1292,23 +1292,28 @@ async fn load(o: &Opts) {
     if let Some(c) = own_cpu {
         machine.push(format!("this load generator {c:.0}%"));
     }
-    if let Some(kb) = o.pid.as_deref().and_then(|p| status_kb(p, "VmHWM")) {
+    // Megabytes with one decimal, or `na`.
+    let mb =
+        |kb: Option<u64>| kb.map_or("na".to_string(), |kb| format!("{:.1}", kb as f64 / 1024.0));
+    let peak = o.pid.as_deref().and_then(|p| status_kb(p, "VmHWM"));
+    let setup_peak = setup_peak.filter(|_| peak_reset);
+    if peak.is_some() {
         machine.push(if peak_reset {
             format!(
-                "server peak RSS {:.1} MB while publishing ({} before, while signing in and connecting)",
-                kb as f64 / 1024.0,
-                setup_peak.map_or("na".to_string(), |kb| format!("{:.1} MB", kb as f64 / 1024.0))
+                "server peak RSS {} MB while publishing ({} MB before, while signing in and connecting)",
+                mb(peak),
+                mb(setup_peak)
             )
         } else {
-            format!("server peak RSS {:.1} MB since it started", kb as f64 / 1024.0)
+            format!("server peak RSS {} MB since it started", mb(peak))
         });
     }
     // RSS counts the pages of the binary's code read in from its file (17.5 MB of a fresh
     // Tidings, whose binary is 60 MB; under 1 MB of the reference's): what the server
     // allocated is its anonymous part, read here, with the clients still connected.
     let anon = o.pid.as_deref().and_then(|p| status_kb(p, "RssAnon"));
-    if let Some(kb) = anon {
-        machine.push(format!("anonymous {:.1} MB now", kb as f64 / 1024.0));
+    if anon.is_some() {
+        machine.push(format!("anonymous {} MB now", mb(anon)));
     }
     if !machine.is_empty() {
         println!("  {}", machine.join(", "));
@@ -1324,14 +1329,9 @@ async fn load(o: &Opts) {
         ms(latency.quantile(0.99)),
         ms(latency.max),
         yes(all),
-        o.pid
-            .as_deref()
-            .and_then(|p| status_kb(p, "VmHWM"))
-            .map_or("na".to_string(), |kb| format!("{:.1}", kb as f64 / 1024.0)),
-        setup_peak
-            .filter(|_| peak_reset)
-            .map_or("na".to_string(), |kb| format!("{:.1}", kb as f64 / 1024.0)),
-        anon.map_or("na".to_string(), |kb| format!("{:.1}", kb as f64 / 1024.0)),
+        mb(peak),
+        mb(setup_peak),
+        mb(anon),
         server_cpu.map_or("na".to_string(), |c| format!("{c:.0}"))
     );
 }

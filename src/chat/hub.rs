@@ -93,18 +93,13 @@ pub struct Resume {
     pub after_id: i64,
 }
 
+/// A read-back from storage, as one future that many can await.
+type Reading = futures::future::BoxFuture<'static, Result<Arc<Resume>, Arc<sqlx::Error>>>;
 /// One read-back from storage, awaited by every subscriber that asked for it.
-type Readback = futures::future::Shared<
-    futures::future::BoxFuture<'static, Result<Arc<Resume>, Arc<sqlx::Error>>>,
->;
+type Readback = futures::future::Shared<Reading>;
 /// Read-backs in progress, held weakly: one whose askers all went away is dropped with them.
 type Readbacks = std::sync::Mutex<
-    std::collections::HashMap<
-        (String, i64, i64),
-        futures::future::WeakShared<
-            futures::future::BoxFuture<'static, Result<Arc<Resume>, Arc<sqlx::Error>>>,
-        >,
-    >,
+    std::collections::HashMap<(String, i64, i64), futures::future::WeakShared<Reading>>,
 >;
 
 /// A caller's share of a read-back; when it is dropped (the read done, or the caller gone),
@@ -148,7 +143,7 @@ struct Inner {
     notes_seen: Arc<AtomicI64>,
     /// Read-backs in progress ([`Hub::since_shared`]), by room, id and page size.
     readbacks: Readbacks,
-    /// Read-backs that went to storage (for tests and the benchmark's notes).
+    /// Read-backs that went to storage (read by the tests).
     readbacks_run: std::sync::atomic::AtomicU64,
 }
 
@@ -431,8 +426,7 @@ impl Hub {
                         hub.inner.readbacks_run.fetch_add(1, Ordering::Relaxed);
                         let read = hub.since(&pass, Some(after), 0, limit).await;
                         read.map(Arc::new).map_err(Arc::new)
-                    })
-                        as futures::future::BoxFuture<'static, _>);
+                    }) as Reading);
                     let weak = read.downgrade().expect("a new read has not run");
                     reads.insert(key.clone(), weak);
                     read
@@ -463,7 +457,8 @@ impl Hub {
     }
 
     /// How many read-backs of [`since_shared`](Self::since_shared) went to storage.
-    pub fn readbacks_run(&self) -> u64 {
+    #[cfg(test)]
+    fn readbacks_run(&self) -> u64 {
         self.inner.readbacks_run.load(Ordering::Relaxed)
     }
 

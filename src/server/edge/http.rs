@@ -169,10 +169,7 @@ pub async fn serve(
         let service = {
             let app = app.clone();
             tower::service_fn(move |mut req: Request<Incoming>| {
-                req.extensions_mut().insert(ConnectInfo(peer));
-                if direct_tls {
-                    req.extensions_mut().insert(DirectTls);
-                }
+                mark(&mut req, peer, direct_tls);
                 let connect = req.method() == axum::http::Method::CONNECT;
                 let in_flight = InFlight::begin(state.clone());
                 let app = app.clone();
@@ -260,6 +257,15 @@ pub async fn serve(
     Ok(())
 }
 
+/// What every request learns from its connection, whoever parsed it (hyper or `sse_h1`):
+/// the peer's address, and whether it came over TLS that this server ended.
+fn mark<B>(request: &mut Request<B>, peer: std::net::SocketAddr, direct_tls: bool) {
+    request.extensions_mut().insert(ConnectInfo(peer));
+    if direct_tls {
+        request.extensions_mut().insert(DirectTls);
+    }
+}
+
 /// How a connection begins.
 enum Sniffed {
     /// With something that is not HTTP/2's preface: a request line.
@@ -340,7 +346,7 @@ async fn answer_event_stream(given: Box<(Watched, EventStream)>) -> Option<Box<A
     let mut taken = vec![0u8; len];
     watched.read_exact(&mut taken).await.ok()?;
     drop(taken);
-    request.extensions_mut().insert(ConnectInfo(peer));
+    mark(&mut request, peer, false);
     let Ok(response) = app.oneshot(request).await;
     Some(Box::new(Answered {
         watched,
@@ -737,10 +743,7 @@ mod tests {
     /// Connects, sends `request` and returns the connection with the first bytes answered.
     async fn ask(addr: SocketAddr, request: &[u8]) -> (TcpStream, String) {
         let mut s = TcpStream::connect(addr).await.unwrap();
-        s.write_all(request).await.unwrap();
-        let mut first = [0u8; 512];
-        let n = s.read(&mut first).await.unwrap();
-        let answer = String::from_utf8_lossy(&first[..n]).into_owned();
+        let answer = ask_again(&mut s, request).await;
         (s, answer)
     }
 

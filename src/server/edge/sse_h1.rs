@@ -106,18 +106,35 @@ where
     I: AsyncRead + AsyncWrite + Unpin,
 {
     let (parts, body) = response.into_parts();
-    let bodiless = parts.status.is_informational()
+    let framing = if parts.status.is_informational()
         || parts.status == StatusCode::NO_CONTENT
-        || parts.status == StatusCode::NOT_MODIFIED;
-    // What is left to send of a body of known size (`None`: chunked).
-    let length = if bodiless {
-        Some(0)
+        || parts.status == StatusCode::NOT_MODIFIED
+    {
+        Framing::Bodiless
     } else {
-        body.size_hint().exact()
+        body.size_hint()
+            .exact()
+            .map_or(Framing::Chunked, Framing::Length)
     };
-    let chunked = length.is_none();
-    let head = head(parts, (!bodiless).then_some(length).flatten(), chunked);
+    let head = head(parts, framing);
+    // What is left to send of a body of known size (`None`: chunked).
+    let length = match framing {
+        Framing::Bodiless => Some(0),
+        Framing::Length(n) => Some(n),
+        Framing::Chunked => None,
+    };
     write_body(io, head, body, length, stop)
+}
+
+/// How a response's body is delimited on the wire.
+#[derive(Clone, Copy)]
+enum Framing {
+    /// No body at all (1xx, 204, 304): no length either.
+    Bodiless,
+    /// `content-length`.
+    Length(u64),
+    /// `transfer-encoding: chunked`, ended by an empty chunk.
+    Chunked,
 }
 
 /// [`write_response`]'s future: `head`, then `body` (chunked when `length` is `None`).
@@ -185,9 +202,9 @@ async fn write_body<I>(
     let _ = Box::pin(tokio::time::timeout(SHUTDOWN_GRACE, io.shutdown())).await;
 }
 
-/// The status line and headers of `parts`, with this writer's framing: `content-length` when
-/// `length` is known, `transfer-encoding: chunked` when `chunked`, and `connection: close`.
-fn head(parts: axum::http::response::Parts, length: Option<u64>, chunked: bool) -> Vec<u8> {
+/// The status line and headers of `parts`, with this writer's `framing` and
+/// `connection: close`.
+fn head(parts: axum::http::response::Parts, framing: Framing) -> Vec<u8> {
     let mut head = Vec::with_capacity(256);
     head.extend_from_slice(b"HTTP/1.1 ");
     head.extend_from_slice(parts.status.as_str().as_bytes());
@@ -218,12 +235,14 @@ fn head(parts: axum::http::response::Parts, length: Option<u64>, chunked: bool) 
         head.extend_from_slice(httpdate::fmt_http_date(std::time::SystemTime::now()).as_bytes());
         head.extend_from_slice(b"\r\n");
     }
-    if let Some(n) = length {
-        head.extend_from_slice(b"content-length: ");
-        head.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
-        head.extend_from_slice(b"\r\n");
-    } else if chunked {
-        head.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    match framing {
+        Framing::Bodiless => {}
+        Framing::Length(n) => {
+            head.extend_from_slice(b"content-length: ");
+            head.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+            head.extend_from_slice(b"\r\n");
+        }
+        Framing::Chunked => head.extend_from_slice(b"transfer-encoding: chunked\r\n"),
     }
     head.extend_from_slice(b"connection: close\r\n\r\n");
     head
@@ -232,16 +251,15 @@ fn head(parts: axum::http::response::Parts, length: Option<u64>, chunked: bool) 
 /// `data` framed as one chunk: its size in hex, CRLF, the data, CRLF (written as one
 /// vectored write, without copying the data).
 fn chunk(data: Bytes) -> impl Buf {
+    use std::io::Write;
+    // At most 16 hex digits and CRLF.
     let mut size = [0u8; 18];
-    let mut n = 0;
-    let len = data.len();
-    let digits = (usize::BITS - len.leading_zeros()).div_ceil(4).max(1) as usize;
-    for i in (0..digits).rev() {
-        size[n] = b"0123456789abcdef"[(len >> (i * 4)) & 0xf];
-        n += 1;
-    }
-    size[n..n + 2].copy_from_slice(b"\r\n");
-    n += 2;
+    let left = {
+        let mut line = &mut size[..];
+        write!(line, "{:x}\r\n", data.len()).expect("room for any usize");
+        line.len()
+    };
+    let n = size.len() - left;
     Bytes::copy_from_slice(&size[..n])
         .chain(data)
         .chain(&b"\r\n"[..])
