@@ -279,7 +279,9 @@ async fn next_presence(ws: &mut Ws) -> ChatPresence {
     presence(&next_of(ws, "chat-presence").await)
 }
 
-/// Joins `room` and reads the `chat-joined` reply (which must come next): members, history.
+/// Joins `room` and reads the `chat-joined` reply (which must come next, but for a
+/// `room-activity`: the hub tells every connection about busy rooms once a second, so one can
+/// land between a join and its reply): members, history.
 pub(crate) async fn join<S>(
     ws: &mut WebSocketStream<S>,
     room: &str,
@@ -293,7 +295,10 @@ where
         json!({"type": "chat-join", "room": room, "lastMessageId": last_message_id}),
     )
     .await;
-    let v = next_text(ws).await;
+    let mut v = next_text(ws).await;
+    while v["type"] == "room-activity" {
+        v = next_text(ws).await;
+    }
     match server_msg(&v) {
         ServerMsg::ChatJoined {
             room: joined,
