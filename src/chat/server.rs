@@ -28,7 +28,7 @@ use axum::{
     routing::{any, delete, get, post, put},
     Extension, Json, Router,
 };
-use futures::{future::BoxFuture, StreamExt};
+use futures::future::BoxFuture;
 
 use super::settings::ChatConfig;
 use super::{
@@ -135,12 +135,9 @@ async fn socket(
     };
     let name = user.user.username;
     // `ends` holds the socket's place (`held`) for as long as the session runs. The session's
-    // future is handed to axum as it is: an `async` block around it would keep the
-    // `WebSocket` (368 bytes) beside the halves split from it, in every socket's task.
-    Ok(ws::configure(upgrade).on_upgrade(move |socket| {
-        let (sink, stream) = socket.split();
-        session::run(hub, name, sink, stream, ends)
-    }))
+    // future is handed to axum as it is (an `async` block around it would keep the
+    // `WebSocket` twice), and the socket is not split: one loop reads and writes it.
+    Ok(ws::configure(upgrade).on_upgrade(move |socket| session::run(hub, name, socket, ends)))
 }
 
 /// `GET /api/rooms`: the public rooms and my private ones.

@@ -1,14 +1,19 @@
 //! One WebSocket connection: the documented `chat-*` messages over any `Sink`/`Stream` of
 //! frames, so unit tests drive it with channels and the server with an axum socket.
 //!
-//! Two loops share the connection and end together:
-//! - the **reader** parses frames, answers mistakes with `chat-error` (the connection
-//!   survives every bad message), joins and leaves rooms (holding the [`Presence`]), and
-//!   posts messages through the hub;
-//! - the **writer** owns everything outbound: the reader's replies, the joined rooms' (up to 32) bus
-//!   subscription and the notifications. It writes whatever is waiting as one burst and
+//! One loop owns the connection, reading and writing both:
+//! - it reads the client's frames and answers each in turn: mistakes get `chat-error` (the
+//!   connection survives every bad message), joins and leaves change its rooms (holding the
+//!   [`Presence`]), posts go through the hub. The next frame is read once the last is
+//!   answered; the answer runs beside the deliveries, which do not wait for it;
+//! - it owns everything outbound: the answers, the joined rooms' (up to 32) bus
+//!   subscriptions and the notifications. It writes whatever is waiting as one burst and
 //!   flushes once (a thousand sockets in a busy room cost a write each per burst, not per
 //!   message), pings an idle peer, and closes a peer that stopped answering.
+//!
+//! One loop rather than a reader and a writer joined: an idle socket is its task's memory, and
+//! two loops cost two futures, a queue between them and the socket split behind a lock
+//! (about 2 kB of every idle socket).
 //!
 //! Backpressure: a room's messages wait in the bus's bounded ring. A socket that falls more
 //! than the ring behind is told nothing is lost: the missed messages are read back from
@@ -17,11 +22,10 @@
 //! accept one burst is closed with 1008 and counted; it never holds up the others, which write
 //! from their own rings.
 //!
-//! Memory is bounded in bytes, not only in messages: what the reader queues for the writer
-//! (replies, `chat-joined` frames) holds a share of a budget of [`QUEUE_BYTES`], so a client
-//! that keeps joining while it never reads stops being read itself; a `chat-joined` carries at
-//! most [`JOINED_MAX_BYTES`] of history, and the rest follows page by page as the socket
-//! takes it.
+//! Memory is bounded in bytes, not only in messages: nothing is read from a client while a
+//! burst waits for it to take it, so a client that keeps joining while it never reads stops
+//! being read itself; a `chat-joined` carries at most [`JOINED_MAX_BYTES`] of history, and the
+//! rest follows page by page as the socket takes it.
 //!
 //! Access: a join asks the hub's gate (`chat::access`) like every transport; a private room's
 //! outsider gets `chat-error` `You are not a member of #NAME.` and the socket stays open. A
@@ -39,23 +43,15 @@
 //!
 //! Tests: the unit tests below; `tests/it/chat.rs` over real sockets.
 //!
-//! Length: over 800 lines, a quarter of them tests run over channels. One socket's life
+//! Length: over 800 lines, a third of them tests run over channels. One socket's life
 //! (join with its history pages, live delivery with hole read-back, the write batching and
 //! slow-client limit, ping, close codes) is one state machine; split, its pieces would pass
 //! the same state back and forth.
 
-use std::{
-    future::Future,
-    sync::{
-        atomic::{AtomicI64, Ordering},
-        Arc,
-    },
-    time::Duration,
-};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
-use futures::{FutureExt, Sink, SinkExt, Stream, StreamExt};
-use tokio::sync::mpsc;
+use futures::{Sink, SinkExt, Stream, StreamExt};
 use tokio_util::sync::CancellationToken;
 
 use super::hub::{json, Hub, Presence, RoomPass};
@@ -87,12 +83,8 @@ struct Joined {
     behind: bool,
 }
 
-/// Replies queued from the reader to the writer.
-const REPLY_QUEUE: usize = 32;
 /// Frames written per burst at most.
 const BURST: usize = 64;
-/// Bytes the reader may have queued for the writer at once.
-pub const QUEUE_BYTES: usize = 1024 * 1024;
 /// History a `chat-joined` carries at most, in bytes of JSON (the rest follows as messages).
 pub const JOINED_MAX_BYTES: usize = 256 * 1024;
 /// Messages a join reads from history at once.
@@ -107,26 +99,16 @@ pub const CLOSE_INVALID_DATA: u16 = 1007;
 pub const CLOSE_POLICY: u16 = 1008;
 pub const CLOSE_TOO_BIG: u16 = 1009;
 
-/// What the reader hands the writer, with its share of the byte budget. Boxed in the queue:
-/// tokio's channel allocates its first block of 32 slots when it is made, and with 48-byte
-/// slots that block was 1.5 kB of every idle socket; boxed, 256 bytes.
-struct Queued {
-    out: Out,
-    _bytes: ws::QueuedBytes,
-}
-
-/// What the reader hands the writer.
+/// What answering a client frame leads to, besides nothing.
 enum Out {
-    /// A reply to send as is (boxed, like `Join`, to keep the queue's slots small).
-    Frame(Box<Message>),
-    /// Now in a room (boxed: an idle socket's queue holds a block of these).
+    /// A reply to send as is.
+    Frame(Message),
+    /// Now in a room (boxed: the largest by far).
     Join(Box<Joined>),
     /// Out of this room.
     Leave(String),
     /// Replay the user's notifications after this id.
     NotesSince(i64),
-    /// Close the connection with this code and reason.
-    Close(u16, &'static str),
 }
 
 fn text(msg: &ServerMsg) -> Message {
@@ -165,175 +147,30 @@ impl Default for Ends {
     }
 }
 
-/// Runs one connection of `user` until either side ends it, the session ends or the server
-/// stops.
-pub fn run<S, R>(
-    hub: Hub,
-    user: String,
-    sink: S,
-    stream: R,
-    ends: Ends,
-) -> impl Future<Output = ()> + Send
-where
-    S: Sink<Message> + Unpin + Send,
-    R: Stream<Item = Result<Message, axum::Error>> + Unpin + Send,
-{
-    // The two halves are made here and only their join is the future: what an `async fn`
-    // would keep beside it (its arguments, twice) is every idle socket's memory.
-    let live = ws::live_socket();
-    let (out_tx, out_rx) = mpsc::channel(REPLY_QUEUE);
-    let budget = Arc::new(tokio::sync::Semaphore::new(QUEUE_BYTES));
-    let last_seen = Arc::new(AtomicI64::new(clock::now_ms()));
-    let dead = CancellationToken::new();
-    let notifications = hub.subscribe_notifications();
-    let writer = write_loop(
-        hub.clone(),
-        user.clone(),
-        sink,
-        out_rx,
-        notifications,
-        last_seen.clone(),
-        dead.clone(),
-        ends.clone(),
-    );
-    let reader = read_loop(
-        hub,
-        user,
-        stream,
-        Outbox { tx: out_tx, budget },
-        last_seen,
-        dead,
-        ends.shutdown.clone(),
-    );
-    // Not an `async` block either: one holding the halves would keep them twice, as captured
-    // and as the join it awaits. The live count and the socket's place among the user's
-    // connections (`ends.held`) end with both halves.
-    let held = ends.held;
-    futures::future::join(writer, reader).map(move |_| drop((live, held)))
-}
-
-/// A frame's payload size in bytes.
-fn size(m: &Message) -> usize {
-    match m {
-        Message::Text(t) => t.len(),
-        Message::Binary(b) | Message::Ping(b) | Message::Pong(b) => b.len(),
-        Message::Close(c) => c.as_ref().map_or(0, |c| c.reason.len() + 2),
-    }
-}
-
-/// The reader's side of the queue to the writer: bounded in items and in bytes.
-struct Outbox {
-    tx: mpsc::Sender<Box<Queued>>,
-    budget: Arc<tokio::sync::Semaphore>,
-}
-
-impl Outbox {
-    /// Queues `out` once its bytes fit in the budget (waiting while the writer catches up).
-    /// `Err` when the writer is gone.
-    async fn send(&self, out: Out) -> Result<(), ()> {
-        let size = match &out {
-            Out::Frame(m) => size(m),
-            Out::Join(j) => size(&j.joined) + j.gap.as_ref().map_or(0, size),
-            Out::Leave(_) | Out::NotesSince(_) | Out::Close(..) => 0,
-        };
-        let bytes = ws::QueuedBytes::take(&self.budget, size.min(QUEUE_BYTES))
-            .await
-            .ok_or(())?;
-        self.tx
-            .send(Box::new(Queued { out, _bytes: bytes }))
-            .await
-            .map_err(|_| ())
-    }
-}
-
-/// The reader: see the module docs. Ends when the peer closes, the writer died, or at
-/// shutdown; dropping `out` then ends the writer after what was queued.
-#[allow(clippy::manual_async_fn)]
-fn read_loop<R>(
-    hub: Hub,
-    user: String,
-    mut stream: R,
-    out: Outbox,
-    last_seen: Arc<AtomicI64>,
-    dead: CancellationToken,
-    shutdown: Shutdown,
-) -> impl Future<Output = ()> + Send
-where
-    R: Stream<Item = Result<Message, axum::Error>> + Unpin + Send,
-{
-    // Not an `async fn`, as `write_loop`.
-    async move {
-        // The rooms joined, the last joined last.
-        let mut joined: Vec<RoomPass> = Vec::new();
-        let mut stop = std::pin::pin!(shutdown.cancelled_owned());
-        let mut writer_gone = std::pin::pin!(dead.cancelled_owned());
-        loop {
-            let frame = tokio::select! {
-                f = stream.next() => f,
-                _ = &mut writer_gone => return,
-                _ = &mut stop => {
-                    let _ = out.send(Out::Close(CLOSE_GOING_AWAY, "The server is restarting; reconnect to resume.")).await;
-                    return;
-                }
-            };
-            last_seen.store(clock::now_ms(), Ordering::Relaxed);
-            let reply = match frame {
-                None | Some(Ok(Message::Close(_))) => return,
-                Some(Err(e)) => {
-                    if let Some(close) = close_for(e) {
-                        let _ = out.send(close).await;
-                    }
-                    return;
-                }
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-                Some(Ok(Message::Binary(_))) => Some(Out::Frame(Box::new(error(NOT_JSON)))),
-                // Boxed: the handler's future (database reads, the post) exists only while it
-                // runs, instead of inflating every idle socket's task.
-                Some(Ok(Message::Text(t))) => {
-                    Box::pin(handle(&hub, &user, t.as_str(), &mut joined)).await
-                }
-            };
-            if let Some(reply) = reply {
-                // Waits while the budget is spent (the client is not reading what it asked for);
-                // meanwhile nothing more is read from it.
-                let sent = tokio::select! {
-                    sent = out.send(reply) => sent,
-                    _ = &mut writer_gone => return,
-                };
-                if sent.is_err() {
-                    return;
-                }
-            }
-        }
-    }
-}
-
 /// The close a read error calls for: 1009 for an oversized message, 1007 for a text frame
 /// that is not UTF-8, 1002 for a frame that breaks the protocol (an unmasked client frame);
 /// `None` when the connection simply broke.
-fn close_for(e: axum::Error) -> Option<Out> {
+fn close_for(e: axum::Error) -> Option<(u16, &'static str)> {
     use tokio_tungstenite::tungstenite::{
         error::{CapacityError, ProtocolError},
         Error,
     };
     let inner = e.into_inner();
     match inner.downcast_ref::<Error>() {
-        Some(Error::Capacity(CapacityError::MessageTooLong { .. })) => Some(Out::Close(
-            CLOSE_TOO_BIG,
-            "Messages are at most 65536 bytes.",
-        )),
-        Some(Error::Utf8(_)) => Some(Out::Close(CLOSE_INVALID_DATA, "Text frames must be UTF-8.")),
-        Some(Error::Protocol(ProtocolError::UnmaskedFrameFromClient)) => Some(Out::Close(
+        Some(Error::Capacity(CapacityError::MessageTooLong { .. })) => {
+            Some((CLOSE_TOO_BIG, "Messages are at most 65536 bytes."))
+        }
+        Some(Error::Utf8(_)) => Some((CLOSE_INVALID_DATA, "Text frames must be UTF-8.")),
+        Some(Error::Protocol(ProtocolError::UnmaskedFrameFromClient)) => Some((
             CLOSE_PROTOCOL,
             "Frames from a client must be masked (RFC 6455, section 5.1).",
         )),
         Some(Error::Protocol(
             ProtocolError::ResetWithoutClosingHandshake | ProtocolError::SendAfterClosing,
         )) => None,
-        Some(Error::Protocol(_)) => Some(Out::Close(
-            CLOSE_PROTOCOL,
-            "That frame breaks the WebSocket protocol.",
-        )),
+        Some(Error::Protocol(_)) => {
+            Some((CLOSE_PROTOCOL, "That frame breaks the WebSocket protocol."))
+        }
         _ => None,
     }
 }
@@ -352,7 +189,7 @@ fn named<'a>(joined: &'a [RoomPass], room: Option<&str>) -> Result<&'a RoomPass,
 
 /// Answers one text frame: `None` when there is nothing to send back directly.
 async fn handle(hub: &Hub, user: &str, frame: &str, joined: &mut Vec<RoomPass>) -> Option<Out> {
-    let reply = |m: Message| Some(Out::Frame(Box::new(m)));
+    let reply = |m: Message| Some(Out::Frame(m));
     let value: serde_json::Value = match serde_json::from_str(frame) {
         Ok(v) => v,
         Err(_) => return reply(error(NOT_JSON)),
@@ -453,10 +290,10 @@ async fn handle(hub: &Hub, user: &str, frame: &str, joined: &mut Vec<RoomPass>) 
             }
             // A refusal names the clientId, so the sender stops waiting for its ack.
             let refused = |message: String, client_id: Option<String>| {
-                Some(Out::Frame(Box::new(text(&ServerMsg::ChatError {
+                Some(Out::Frame(text(&ServerMsg::ChatError {
                     message,
                     client_id,
-                }))))
+                })))
             };
             let sent = hub.send(pass, &body, client_id.as_deref()).await;
             // A repeat (a resend of a stored message) is not counted again.
@@ -467,11 +304,11 @@ async fn handle(hub: &Hub, user: &str, frame: &str, joined: &mut Vec<RoomPass>) 
                 // Everyone, the sender included, gets it from the room's subscription; the
                 // sender's ack comes straight back (a repeat's too: its first was lost).
                 Ok((message, _)) => client_id.map(|client_id| {
-                    Out::Frame(Box::new(text(&ServerMsg::ChatAck {
+                    Out::Frame(text(&ServerMsg::ChatAck {
                         client_id,
                         id: message.id,
                         room: message.room,
-                    })))
+                    }))
                 }),
                 Err(e) => refused(e.sentence(), client_id),
             }
@@ -581,31 +418,35 @@ fn follow(held: &Option<Arc<Held>>, rooms: &[Room]) {
     }
 }
 
-/// The writer: see the module docs.
-// Not an `async fn` on purpose (see the comment inside).
-#[allow(clippy::too_many_arguments, clippy::manual_async_fn)]
-fn write_loop<S>(
-    hub: Hub,
-    user: String,
-    mut sink: S,
-    mut out: mpsc::Receiver<Box<Queued>>,
-    notifications: Subscription,
-    last_seen: Arc<AtomicI64>,
-    dead: CancellationToken,
-    ends: Ends,
-) -> impl Future<Output = ()> + Send
+/// Runs one connection of `user` until either side ends it, the session ends or the server
+/// stops: see the module docs.
+// A plain `fn` returning an `async move` block, not an `async fn`: an async fn stores its
+// arguments twice in its future (as captured and as locals), and the future is every idle
+// socket's memory.
+#[allow(clippy::manual_async_fn)]
+pub fn run<W>(hub: Hub, user: String, mut socket: W, ends: Ends) -> impl Future<Output = ()> + Send
 where
-    S: Sink<Message> + Unpin + Send,
+    W: Sink<Message> + Stream<Item = Result<Message, axum::Error>> + Unpin + Send,
 {
-    // A plain `fn` returning an `async move` block, not an `async fn`: an async fn stores its
-    // arguments twice in its future (as captured and as locals), 208 bytes of every socket.
+    let live = ws::live_socket();
+    // Notifications are followed from where the bus is when the socket opens.
+    let notifications = hub.subscribe_notifications();
     async move {
-        let _dead_on_exit = dead.clone().drop_guard();
+        // Counted while the loop runs; the socket's place among the user's connections
+        // (`ends.held`) is given up with it.
+        let _live = live;
         let interval = hub.config().ping_interval;
         let slow = ends.slow_client;
         let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+        // When the peer last sent anything (a pong included).
+        let mut last_seen = clock::now_ms();
         let mut rooms: Vec<Room> = Vec::new();
-        // Grown on the first frame written, and kept: nothing for a socket before that.
+        // The rooms joined, the last joined last, as the client's messages name them: handed
+        // to the frame being answered while it runs.
+        let mut joined: Vec<RoomPass> = Vec::new();
+        // The client frame being answered, if any; the next is read once it is.
+        let mut answering: Option<Answering> = None;
+        // Grown on the first frame written, and given back after each burst (below).
         let mut burst: Vec<Message> = Vec::new();
         // Both kept across iterations (see `Shutdown::cancelled_owned`): the notification
         // subscription is shared by every socket, and a `recv()` future dropped each time
@@ -620,8 +461,6 @@ where
         // The newest notification of this user's sent (or known when the socket opened): live
         // ones at or below it are skipped, and a fall behind reads back from it.
         let mut last_note = hub.notifications_seen();
-        // The budget shares of what is in the burst: given back once it is written.
-        let mut written_shares: Vec<ws::QueuedBytes> = Vec::new();
         loop {
             let mut close: Option<(u16, &'static str)> = None;
             if let Some(at) = rooms.iter().position(|r| r.behind) {
@@ -643,55 +482,79 @@ where
                     Next::Close(code, reason) => close = Some((code, reason)),
                 }
             } else {
+                // Biased: the ends first, then the client (read before the rooms, or a busy
+                // room would keep its pongs and posts waiting), then what goes out.
                 tokio::select! {
                     biased;
-                    o = out.recv() => match o {
-                        None => close = Some((1000, "")),
-                        Some(queued) => {
-                            let Queued { out, _bytes } = *queued;
-                            written_shares.push(_bytes);
-                            match out {
-                                Out::Frame(m) => burst.push(*m),
-                                Out::Join(j) => {
-                                    let Joined { pass, presence, subscription, joined, gap, last_id, behind } = *j;
-                                    // The gap first, as before every replay (the contract's order).
-                                    burst.extend(gap);
-                                    burst.push(joined);
-                                    // A rejoin replaces the room in place (its presence was
-                                    // entered again first, so it does not flap).
-                                    let room = Room {
-                                        pass,
-                                        _presence: presence,
-                                        subscription,
-                                        last_id,
-                                        behind,
-                                        lags: Vec::new(),
-                                    };
-                                    match rooms.iter().position(|r| r.pass.room() == room.pass.room()) {
-                                        Some(at) => rooms[at] = room,
-                                        None => {
-                                            // Room by room: a first push would make room for
-                                            // four (about 0.7 kB on every socket in one room).
-                                            rooms.reserve_exact(1);
-                                            rooms.push(room);
-                                        }
-                                    }
-                                    follow(&ends.held, &rooms);
-                                }
-                                Out::Leave(name) => {
-                                    rooms.retain(|r| r.pass.room() != name);
-                                    follow(&ends.held, &rooms);
-                                }
-                                Out::NotesSince(after) => {
-                                    match Box::pin(notes_back(&hub, &user, after, true, &mut burst)).await {
-                                        Ok(last) => last_note = last,
-                                        Err(()) => close = Some((1011, "Missed notifications could not be read; reconnect to resume.")),
+                    _ = &mut stop => close = Some((CLOSE_GOING_AWAY, RESTARTING)),
+                    _ = &mut signed_out => close = Some((CLOSE_POLICY, "Signed out.")),
+                    (back, out) = answered(&mut answering) => {
+                        joined = back;
+                        match out {
+                            None => {}
+                            Some(Out::Frame(m)) => burst.push(m),
+                            Some(Out::Join(j)) => {
+                                let Joined { pass, presence, subscription, joined, gap, last_id, behind } = *j;
+                                // The gap first, as before every replay (the contract's order).
+                                burst.extend(gap);
+                                burst.push(joined);
+                                // A rejoin replaces the room in place (its presence was
+                                // entered again first, so it does not flap).
+                                let room = Room {
+                                    pass,
+                                    _presence: presence,
+                                    subscription,
+                                    last_id,
+                                    behind,
+                                    lags: Vec::new(),
+                                };
+                                match rooms.iter().position(|r| r.pass.room() == room.pass.room()) {
+                                    Some(at) => rooms[at] = room,
+                                    None => {
+                                        // Room by room: a first push would make room for
+                                        // four (about 0.7 kB on every socket in one room).
+                                        rooms.reserve_exact(1);
+                                        rooms.push(room);
                                     }
                                 }
-                                Out::Close(code, reason) => close = Some((code, reason)),
+                                follow(&ends.held, &rooms);
+                            }
+                            Some(Out::Leave(name)) => {
+                                rooms.retain(|r| r.pass.room() != name);
+                                follow(&ends.held, &rooms);
+                            }
+                            Some(Out::NotesSince(after)) => {
+                                match Box::pin(notes_back(&hub, &user, after, true, &mut burst)).await {
+                                    Ok(last) => last_note = last,
+                                    Err(()) => close = Some((1011, NOTES_UNREAD)),
+                                }
                             }
                         }
-                    },
+                    }
+                    frame = socket.next(), if answering.is_none() => {
+                        last_seen = clock::now_ms();
+                        match frame {
+                            None | Some(Ok(Message::Close(_))) => close = Some((1000, "")),
+                            Some(Err(e)) => match close_for(e) {
+                                Some(closing) => close = Some(closing),
+                                // The connection broke: there is no one to tell.
+                                None => return,
+                            },
+                            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                            Some(Ok(Message::Binary(_))) => burst.push(error(NOT_JSON)),
+                            Some(Ok(Message::Text(t))) => {
+                                // Boxed: the handler's future (database reads, the post)
+                                // exists only while it runs, instead of inflating every idle
+                                // socket's task. Deliveries go on meanwhile.
+                                let (hub, user) = (hub.clone(), user.clone());
+                                let mut rooms_named = std::mem::take(&mut joined);
+                                answering = Some(Box::pin(async move {
+                                    let out = handle(&hub, &user, t.as_str(), &mut rooms_named).await;
+                                    (rooms_named, out)
+                                }));
+                            }
+                        }
+                    }
                     (at, r) = next_in(&mut rooms) => {
                         let mut next = Box::pin(take(&hub, &user, &mut rooms[at], r, &mut burst)).await;
                         // Whatever else is already waiting goes out in the same write.
@@ -729,13 +592,13 @@ where
                             ws::record_drops(n);
                             match Box::pin(notes_back(&hub, &user, last_note, false, &mut burst)).await {
                                 Ok(last) => last_note = last,
-                                Err(()) => close = Some((1011, "Missed notifications could not be read; reconnect to resume.")),
+                                Err(()) => close = Some((1011, NOTES_UNREAD)),
                             }
                         }
                         Some(Received::Closed) | None => notes_open = false,
                     },
                     _ = ping.tick() => {
-                        let quiet = clock::now_ms() - last_seen.load(Ordering::Relaxed);
+                        let quiet = clock::now_ms() - last_seen;
                         if quiet > 2 * interval.as_millis() as i64 {
                             // No pong, no frame: the peer is gone without a word.
                             tracing::info!(quiet_ms = quiet, "closing a WebSocket that stopped answering");
@@ -743,8 +606,6 @@ where
                         }
                         burst.push(Message::Ping(Default::default()));
                     }
-                    _ = &mut stop => close = Some((CLOSE_GOING_AWAY, "The server is restarting; reconnect to resume.")),
-                    _ = &mut signed_out => close = Some((CLOSE_POLICY, "Signed out.")),
                 }
             }
             if let Some((code, reason)) = close {
@@ -762,12 +623,14 @@ where
                 );
                 // Most writes finish at once (the kernel takes them): only one that has to wait
                 // gets a timer. Boxed: it exists only while writing, not in every idle task.
+                // Nothing is read meanwhile: a client that does not take what it is sent is
+                // not read either, so what waits for it is at most this burst.
                 let written = {
                     let mut write = Box::pin(async {
                         for m in burst.drain(..) {
-                            sink.feed(m).await.map_err(|_| ())?;
+                            socket.feed(m).await.map_err(|_| ())?;
                         }
-                        sink.flush().await.map_err(|_| ())
+                        socket.flush().await.map_err(|_| ())
                     });
                     match futures::poll!(&mut write) {
                         std::task::Poll::Ready(r) => Ok(r),
@@ -775,14 +638,14 @@ where
                     }
                 };
                 match written {
-                    Ok(Ok(())) => written_shares.clear(),
+                    Ok(Ok(())) => {}
                     Ok(Err(())) => return,
                     Err(_) => {
                         ws::record_slow_disconnect();
                         tracing::info!("closing a WebSocket too slow to take its messages");
                         let _ = tokio::time::timeout(
                             Duration::from_millis(100),
-                            sink.send(Message::Close(Some(CloseFrame {
+                            socket.send(Message::Close(Some(CloseFrame {
                                 code: CLOSE_POLICY,
                                 reason: Utf8Bytes::from_static(
                                     "Too slow to keep up; reconnect to resume.",
@@ -793,15 +656,35 @@ where
                         return;
                     }
                 }
-            }
-            if burst.capacity() > 4 * BURST {
-                // A refill's burst (up to the whole history) is not kept for the socket's life.
-                burst = Vec::with_capacity(8);
+                // Given back: a socket that was sent something once does not keep a burst's
+                // room for the rest of its life (one allocation per burst, beside a write).
+                burst = Vec::new();
             }
             if close.is_some() {
-                let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
+                let _ = tokio::time::timeout(Duration::from_secs(1), socket.close()).await;
                 return;
             }
+        }
+    }
+}
+
+/// The reason given when a socket closes for the server stopping.
+const RESTARTING: &str = "The server is restarting; reconnect to resume.";
+/// The reason given when missed notifications could not be read back.
+const NOTES_UNREAD: &str = "Missed notifications could not be read; reconnect to resume.";
+
+/// A client frame being answered (boxed: it exists only while it runs), with the rooms the
+/// client has joined, which it takes while it runs and hands back.
+type Answering = std::pin::Pin<Box<dyn Future<Output = (Vec<RoomPass>, Option<Out>)> + Send>>;
+
+/// The answer of the frame being answered, once it is ready; never, when none is.
+async fn answered(answering: &mut Option<Answering>) -> (Vec<RoomPass>, Option<Out>) {
+    match answering {
+        None => std::future::pending().await,
+        Some(running) => {
+            let done = running.await;
+            *answering = None;
+            done
         }
     }
 }
@@ -910,6 +793,48 @@ mod tests {
     use crate::server::{fanout::bus::LocalBus, storage::Store};
     use futures::channel::mpsc as fmpsc;
 
+    /// A connection's two directions as one socket: frames written go to `sink`, frames read
+    /// come from `stream`.
+    struct Duplex<S, R> {
+        sink: S,
+        stream: R,
+    }
+
+    impl<S: Sink<Message> + Unpin, R: Unpin> Sink<Message> for Duplex<S, R> {
+        type Error = S::Error;
+        fn poll_ready(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), S::Error>> {
+            self.sink.poll_ready_unpin(cx)
+        }
+        fn start_send(mut self: std::pin::Pin<&mut Self>, m: Message) -> Result<(), S::Error> {
+            self.sink.start_send_unpin(m)
+        }
+        fn poll_flush(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), S::Error>> {
+            self.sink.poll_flush_unpin(cx)
+        }
+        fn poll_close(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), S::Error>> {
+            self.sink.poll_close_unpin(cx)
+        }
+    }
+
+    impl<S: Unpin, R: Stream + Unpin> Stream for Duplex<S, R> {
+        type Item = R::Item;
+        fn poll_next(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<R::Item>> {
+            self.stream.poll_next_unpin(cx)
+        }
+    }
+
     struct Client {
         to_server: fmpsc::UnboundedSender<Result<Message, axum::Error>>,
         from_server: fmpsc::UnboundedReceiver<Message>,
@@ -1004,8 +929,10 @@ mod tests {
         tokio::spawn(run(
             hub.clone(),
             user.to_string(),
-            server_out,
-            server_in,
+            Duplex {
+                sink: server_out,
+                stream: server_in,
+            },
             Ends::default(),
         ));
         Client {
@@ -1090,8 +1017,10 @@ mod tests {
         let stuck = tokio::spawn(run(
             hub.clone(),
             "slow".into(),
-            Stuck,
-            server_in,
+            Duplex {
+                sink: Stuck,
+                stream: server_in,
+            },
             Ends {
                 slow_client: Duration::from_millis(300),
                 ..Ends::default()

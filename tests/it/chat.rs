@@ -1384,11 +1384,8 @@ async fn joins_to_a_socket_that_does_not_read_pin_a_bounded_amount_of_memory() {
         "{SOCKETS} stuck sockets grew the server by {} MB",
         grown / 1024 / 1024
     );
-    assert!(
-        tidings::server::fanout::ws::queued_bytes_peak()
-            <= (SOCKETS as u64 + 8) * tidings::chat::session::QUEUE_BYTES as u64,
-        "the queues stayed within their budgets"
-    );
+    // (Nothing is read from a socket while a burst waits for it: what each one pins is one
+    // `chat-joined` of at most JOINED_MAX_BYTES and the socket's write buffer.)
     drop(stuck);
 }
 

@@ -2,8 +2,8 @@
 //! counters the metrics stream reads (live sockets, queue drops, slow-client disconnects).
 //!
 //! Buffer sizes are what an idle socket costs: tungstenite's default 128 KiB read buffer
-//! alone would make each idle connection cost about 144 kB; with a 1 KiB read buffer, and a write
-//! buffer that only grows while a burst is being written, it is a few kB.
+//! alone would make each idle connection cost about 144 kB; with a 512-byte read buffer, and a
+//! write buffer that only grows while a burst is being written, it is a few kB.
 //!
 //! Tests: `tests/it/chat.rs` (limits, counters), `benches/chat.rs` (memory per socket).
 
@@ -13,8 +13,9 @@ use axum::extract::ws::WebSocketUpgrade;
 
 use crate::protocol::chat::FRAME_MAX_BYTES;
 
-/// Bytes read from the socket at a time.
-pub const READ_BUFFER: usize = 1024;
+/// Bytes read from the socket at a time, and kept for it while it is idle. Clients send small
+/// frames (a post, a join, a pong); a larger one takes more reads, not more memory.
+pub const READ_BUFFER: usize = 512;
 /// Frames are written out once this many bytes are queued (and at every flush).
 pub const WRITE_BUFFER: usize = 16 * 1024;
 /// The most a socket may hold unwritten before writes fail (a burst of frames plus one).
@@ -32,8 +33,6 @@ pub fn configure(upgrade: WebSocketUpgrade) -> WebSocketUpgrade {
 }
 
 static LIVE: AtomicU64 = AtomicU64::new(0);
-static QUEUED: AtomicU64 = AtomicU64::new(0);
-static QUEUED_PEAK: AtomicU64 = AtomicU64::new(0);
 static QUEUE_DROPS: AtomicU64 = AtomicU64::new(0);
 static SLOW_DISCONNECTS: AtomicU64 = AtomicU64::new(0);
 static DELIVERED: AtomicU64 = AtomicU64::new(0);
@@ -72,44 +71,6 @@ pub fn record_drops(n: u64) {
 /// Counts one socket closed for being too slow.
 pub fn record_slow_disconnect() {
     SLOW_DISCONNECTS.fetch_add(1, Ordering::Relaxed);
-}
-
-/// A share of a socket's byte budget, held by a frame from when the reader queues it until
-/// the writer has written it; counted in [`queued_bytes`] meanwhile.
-#[derive(Debug)]
-pub struct QueuedBytes {
-    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
-    n: u64,
-}
-
-impl QueuedBytes {
-    /// Waits until `n` bytes of `budget` are free and takes them; `None` if it was closed.
-    pub async fn take(budget: &std::sync::Arc<tokio::sync::Semaphore>, n: usize) -> Option<Self> {
-        let permit = match n {
-            0 => None,
-            n => Some(budget.clone().acquire_many_owned(n as u32).await.ok()?),
-        };
-        let n = n as u64;
-        let now = QUEUED.fetch_add(n, Ordering::Relaxed) + n;
-        QUEUED_PEAK.fetch_max(now, Ordering::Relaxed);
-        Some(Self { _permit: permit, n })
-    }
-}
-
-impl Drop for QueuedBytes {
-    fn drop(&mut self) {
-        QUEUED.fetch_sub(self.n, Ordering::Relaxed);
-    }
-}
-
-/// Bytes queued in every socket's reader-to-writer queue now.
-pub fn queued_bytes() -> u64 {
-    QUEUED.load(Ordering::Relaxed)
-}
-
-/// The most [`queued_bytes`] has been since start.
-pub fn queued_bytes_peak() -> u64 {
-    QUEUED_PEAK.load(Ordering::Relaxed)
 }
 
 /// Counts one open socket while it lives.
