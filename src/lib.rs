@@ -45,6 +45,9 @@ pub mod fetch;
 pub mod guide;
 pub mod jobs;
 pub mod notify;
+/// Settings the property tests beside the code share.
+#[cfg(test)]
+mod properties;
 pub mod protocol;
 #[cfg(feature = "ssr")]
 pub mod retry;

@@ -88,27 +88,28 @@ impl LineDecoder {
                 }
                 continue;
             }
-            match rest.iter().position(|b| *b == b'\n') {
-                Some(i) => {
-                    self.buf.extend_from_slice(&rest[..i]);
-                    rest = &rest[i + 1..];
-                    if let Some(line) = self.take_line() {
-                        out.push(line);
-                    }
-                }
-                None => {
-                    self.buf.extend_from_slice(rest);
-                    rest = &[];
-                }
-            }
-            if self.buf.len() > self.max_line as usize {
+            // The line's next piece: up to its newline, or all that came.
+            let end = rest.iter().position(|b| *b == b'\n');
+            let piece = &rest[..end.unwrap_or(rest.len())];
+            rest = end.map_or(&[][..], |i| &rest[i + 1..]);
+            if self.buf.len() + piece.len() > self.max_line as usize {
+                // Refused whether it came whole or grew past the limit over several chunks
+                // (the same bytes give the same lines however they are cut), and never
+                // copied: the rest of it, up to its newline, is dropped as it comes.
                 self.lines_seen += 1;
                 out.push(Err(LineError::TooLong {
                     line: self.lines_seen,
                     max: self.max_line,
                 }));
                 self.buf.clear();
-                self.skipping = true;
+                self.skipping = end.is_none();
+                continue;
+            }
+            self.buf.extend_from_slice(piece);
+            if end.is_some() {
+                if let Some(line) = self.take_line() {
+                    out.push(line);
+                }
             }
         }
         out
@@ -218,5 +219,87 @@ mod tests {
         assert_eq!(out[2].as_ref().unwrap().number, 3);
         assert_eq!(out[2].as_ref().unwrap().text, "next");
         assert!(d.buf.capacity() < 64, "memory stays bounded");
+        // Refused as well when it comes whole with its newline (found by the property below:
+        // it used to be refused only when it grew past the limit across chunks).
+        let mut d = LineDecoder::new(8);
+        let out = d.push(b"0123456789\nok\n");
+        assert_eq!(out[0], Err(LineError::TooLong { line: 1, max: 8 }));
+        assert_eq!(out[1].as_ref().unwrap().text, "ok");
+    }
+
+    // Properties (proptest): the decoder against a plain reference that splits the whole
+    // input at once, for any bytes (valid or not), any line limit and any cuts.
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// What the decoder must give for `bytes`, written as plainly as possible.
+        fn reference(bytes: &[u8], max: u32) -> Vec<Result<Line, LineError>> {
+            let mut parts: Vec<&[u8]> = bytes.split(|b| *b == b'\n').collect();
+            // After a final newline comes no line.
+            if parts.last().is_some_and(|p| p.is_empty()) {
+                parts.pop();
+            }
+            let mut out = Vec::new();
+            for (i, raw) in parts.into_iter().enumerate() {
+                let line = i as u64 + 1;
+                if raw.len() > max as usize {
+                    out.push(Err(LineError::TooLong { line, max }));
+                    continue;
+                }
+                let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+                if raw.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                out.push(match std::str::from_utf8(raw) {
+                    Ok(text) => Ok(Line {
+                        number: line,
+                        text: text.to_owned(),
+                    }),
+                    Err(_) => Err(LineError::InvalidUtf8 { line }),
+                });
+            }
+            out
+        }
+
+        /// Input that is mostly lines of text (any Unicode, blank lines, CRLF) with some
+        /// invalid UTF-8 and lone CRs mixed in.
+        fn input() -> impl Strategy<Value = Vec<u8>> {
+            let piece = prop_oneof![
+                4 => any::<String>().prop_map(String::into_bytes),
+                2 => Just(b"\n".to_vec()),
+                1 => Just(b"\r\n".to_vec()),
+                1 => Just(b"\r".to_vec()),
+                1 => Just(b"  \t".to_vec()),
+                1 => prop::collection::vec(0x80u8..=0xff, 1..4),
+                1 => "[a-z]{20,90}".prop_map(String::into_bytes),
+            ];
+            prop::collection::vec(piece, 0..40).prop_map(|pieces| pieces.concat())
+        }
+
+        proptest! {
+            #![proptest_config(crate::properties::config(512))]
+
+            #[test]
+            fn any_cuts_give_the_reference_lines(
+                bytes in input(),
+                max in prop_oneof![Just(DEFAULT_MAX_LINE), 1u32..64],
+                cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..12),
+            ) {
+                let mut cuts: Vec<usize> = cuts.iter().map(|c| c.index(bytes.len() + 1)).collect();
+                cuts.sort_unstable();
+                let mut d = LineDecoder::new(max);
+                let mut got = Vec::new();
+                let mut start = 0;
+                for cut in cuts.into_iter().chain([bytes.len()]) {
+                    got.extend(d.push(&bytes[start..cut]));
+                    start = cut;
+                    // Memory stays bounded by the limit, whatever comes.
+                    prop_assert!(d.buf.len() <= max as usize);
+                }
+                got.extend(d.finish());
+                prop_assert_eq!(got, reference(&bytes, max));
+            }
+        }
     }
 }
