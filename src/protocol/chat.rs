@@ -54,6 +54,7 @@ pub fn client_id_problem(id: &str, name: &str) -> Option<String> {
 pub const TYPING_EVERY_MS: u64 = 2000;
 
 /// Client → server, over the WebSocket.
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum ClientMsg {
@@ -100,6 +101,7 @@ pub const CLIENT_TYPES: [&str; 5] = [
 ];
 
 /// One stored chat message, as every transport carries it.
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ChatMessage {
@@ -116,6 +118,7 @@ pub struct ChatMessage {
 }
 
 /// Whether a presence change is someone arriving or leaving.
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PresenceAction {
@@ -124,6 +127,7 @@ pub enum PresenceAction {
 }
 
 /// A presence change in a room.
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ChatPresence {
@@ -136,6 +140,7 @@ pub struct ChatPresence {
 
 /// Told before a replay that starts later than asked: messages after `after_id` and before
 /// `first_available_id` are no longer kept.
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ChatGap {
@@ -145,6 +150,7 @@ pub struct ChatGap {
 }
 
 /// A notification to everyone or to some users (docs/interface.md, "Notifications").
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Notification {
     pub id: i64,
@@ -156,6 +162,7 @@ pub struct Notification {
 
 /// Told before a notification replay that starts later than asked: the notifications after
 /// `after_id` and before `first_available_id` are no longer kept.
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct NotificationGap {
@@ -249,6 +256,7 @@ pub struct ConnectionList {
 }
 
 /// Server → client, over the WebSocket.
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum ServerMsg {
@@ -591,5 +599,43 @@ mod tests {
         // PostgreSQL's TEXT cannot hold NUL: refused with a sentence, not a failed batch.
         assert!(text_problem("a\0b").unwrap().contains("NUL"));
         assert!(text_problem("   ").is_some());
+    }
+
+    // Properties (proptest): every message either side sends reads back as itself, and its
+    // `type` is one of the documented names; no JSON at all makes the parser panic.
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(crate::properties::config(512))]
+
+            #[test]
+            fn every_client_message_round_trips(msg in any::<ClientMsg>()) {
+                let text = serde_json::to_string(&msg).unwrap();
+                let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+                prop_assert!(CLIENT_TYPES.contains(&v["type"].as_str().unwrap()), "{}", text);
+                prop_assert_eq!(serde_json::from_str::<ClientMsg>(&text).unwrap(), msg);
+            }
+
+            #[test]
+            fn every_server_message_round_trips(msg in any::<ServerMsg>()) {
+                let text = serde_json::to_string(&msg).unwrap();
+                prop_assert_eq!(serde_json::from_str::<ServerMsg>(&text).unwrap(), msg);
+            }
+
+            #[test]
+            fn any_json_is_a_message_or_an_error(text in prop_oneof![
+                any::<String>(),
+                any::<ClientMsg>().prop_map(|m| {
+                    // A real message cut short.
+                    let s = serde_json::to_string(&m).unwrap();
+                    s.chars().take(s.chars().count() / 2).collect()
+                }),
+                r#"\{"type":"(chat-join|chat-message|chat-leave|notifications-since)"(,"[a-zA-Z]{1,16}":(null|1|-1|"x"|\[\]|\{\}|true)){0,4}\}"#,
+            ]) {
+                let _ = serde_json::from_str::<ClientMsg>(&text);
+            }
+        }
     }
 }

@@ -126,6 +126,7 @@ pub struct JobList {
 }
 
 /// The SSE event names of a job stream.
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum JobEventKind {
@@ -176,6 +177,7 @@ impl JobEventKind {
 }
 
 /// The `data:` of every job event.
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct JobEventData {
@@ -188,6 +190,7 @@ pub struct JobEventData {
 }
 
 /// One stored job event, as the page's first render and the polling view carry it.
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct JobEvent {
@@ -277,5 +280,22 @@ mod tests {
             assert_eq!(JobEventKind::parse(kind).unwrap().as_str(), kind);
         }
         assert!(serde_json::from_str::<CreateJob>(r#"{"kind":"demo","stpes":3}"#).is_err());
+    }
+
+    // Property (proptest): every job event reads back as itself.
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(crate::properties::config(512))]
+
+            #[test]
+            fn every_job_event_round_trips(event in any::<JobEvent>()) {
+                let text = serde_json::to_string(&event).unwrap();
+                prop_assert_eq!(JobEventKind::parse(event.event.as_str()), Some(event.event));
+                prop_assert_eq!(serde_json::from_str::<JobEvent>(&text).unwrap(), event);
+            }
+        }
     }
 }

@@ -1,9 +1,10 @@
 //! Wire types: every JSON shape that crosses the network, defined once.
 //!
 //! The server (axum handlers), the WASM client (hydrated pages) and the command-line
-//! client all serialize and parse these same types, so the interface (docs/interface.md) cannot drift between
-//! them. This module builds for `wasm32` and native alike: no leptos, axum or tokio here,
-//! no `cfg`, fixed-size integers only (the Leptos book warns against `usize` on the wire),
+//! client all serialize and parse these same types, so the interface (docs/interface.md)
+//! cannot drift between them. This module builds for `wasm32` and native alike: no leptos,
+//! axum or tokio here, no `cfg` (but the test-only `Arbitrary` derives of the property
+//! tests), fixed-size integers only (the Leptos book warns against `usize` on the wire),
 //! camelCase field names as the interface has them.
 //!
 //! Test with `cargo test --features ssr protocol` (round trips against the documented JSON).

@@ -283,4 +283,130 @@ mod tests {
         r.reset(|e| out.push(e.id));
         assert_eq!((out, r.topic_count()), (vec![11], 0));
     }
+
+    // Properties (proptest): two topics' envelopes arriving in any order, some never, with
+    // the clock moving and `expire` called at random moments. Checked after every step: each
+    // envelope goes out exactly once; out of order only as the one just offered, late after
+    // its hole was given up on; nothing held once it has waited the wait; and `expire` names
+    // a time no later than when the oldest held one falls due.
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+        use std::collections::{HashMap, HashSet};
+
+        #[derive(Clone, Debug)]
+        enum Step {
+            Offer { topic: usize, id: i64 },
+            Expire,
+        }
+
+        /// Each topic's ids 1..=n, shuffled, some dropped (they never come), with expiries
+        /// mixed in, and the milliseconds before each step.
+        fn steps() -> impl Strategy<Value = Vec<(u64, Step)>> {
+            let topic = |t: usize| {
+                (2i64..60)
+                    .prop_flat_map(|n| Just((1..=n).collect::<Vec<_>>()).prop_shuffle())
+                    .prop_flat_map(move |ids| {
+                        let keep = prop::collection::vec(prop::bool::weighted(0.9), ids.len());
+                        (Just(ids), keep)
+                    })
+                    .prop_map(move |(ids, keep)| {
+                        ids.into_iter()
+                            .zip(keep)
+                            .filter(|(_, k)| *k)
+                            .map(|(id, _)| Step::Offer { topic: t, id })
+                            .collect::<Vec<_>>()
+                    })
+            };
+            (
+                topic(0),
+                topic(1),
+                prop::collection::vec(any::<prop::sample::Index>(), 0..30),
+            )
+                .prop_flat_map(|(a, b, expiries)| {
+                    // Interleave the two topics (each keeps its own order), then put the
+                    // expiries in at random places.
+                    let mut all: Vec<Step> = Vec::new();
+                    let (mut a, mut b) = (a.into_iter().peekable(), b.into_iter().peekable());
+                    let mut flip = false;
+                    while a.peek().is_some() || b.peek().is_some() {
+                        flip = !flip;
+                        let next = if flip {
+                            a.next().or_else(|| b.next())
+                        } else {
+                            b.next().or_else(|| a.next())
+                        };
+                        all.extend(next);
+                    }
+                    for at in expiries {
+                        let i = at.index(all.len() + 1);
+                        all.insert(i, Step::Expire);
+                    }
+                    let n = all.len();
+                    (
+                        Just(all),
+                        prop::collection::vec(prop_oneof![3 => 0u64..5, 1 => 0u64..400], n),
+                    )
+                })
+                .prop_map(|(all, gaps)| gaps.into_iter().zip(all).collect())
+        }
+
+        proptest! {
+            #![proptest_config(crate::properties::config(512))]
+
+            #[test]
+            fn nothing_is_lost_reordered_or_held_past_the_wait(steps in steps()) {
+                let wait = Duration::from_millis(250);
+                let topics = ["room:a", "room:b"];
+                let r = Reorder::new(wait);
+                let start = Instant::now();
+                let mut now = start;
+                // Offered and not yet out: (topic, id) -> when it was offered.
+                let mut waiting: HashMap<(usize, i64), Instant> = HashMap::new();
+                let mut out: HashSet<(usize, i64)> = HashSet::new();
+                let mut highest = [i64::MIN; 2];
+                let topic_of = |e: &Envelope| topics.iter().position(|t| *t == e.topic).unwrap();
+                for (gap, step) in steps {
+                    now += Duration::from_millis(gap);
+                    let mut got = Vec::new();
+                    let offered = match step {
+                        Step::Offer { topic, id } => {
+                            waiting.insert((topic, id), now);
+                            r.offer(msg(topics[topic], id), now, |e| got.push((topic_of(&e), e.id)));
+                            Some((topic, id))
+                        }
+                        Step::Expire => {
+                            let next = r.expire(now, |e| got.push((topic_of(&e), e.id)));
+                            for key in &got {
+                                waiting.remove(key);
+                            }
+                            let oldest = waiting.values().min().copied();
+                            if let Some(oldest) = oldest {
+                                prop_assert!(oldest + wait > now, "held past the wait");
+                                let next = next.expect("a time to come back while something is held");
+                                prop_assert!(next <= oldest + wait, "comes back too late");
+                            }
+                            None
+                        }
+                    };
+                    for (topic, id) in got {
+                        prop_assert!(out.insert((topic, id)), "{} {} went out twice", topics[topic], id);
+                        waiting.remove(&(topic, id));
+                        if id < highest[topic] {
+                            prop_assert_eq!(offered, Some((topic, id)), "out of order, and not a late one");
+                        }
+                        highest[topic] = highest[topic].max(id);
+                    }
+                }
+                // In the end every one goes out.
+                let mut rest = Vec::new();
+                r.expire(now + wait, |e| rest.push((topic_of(&e), e.id)));
+                for key in rest {
+                    prop_assert!(out.insert(key), "went out twice");
+                    waiting.remove(&key);
+                }
+                prop_assert!(waiting.is_empty(), "never went out: {:?}", waiting);
+            }
+        }
+    }
 }

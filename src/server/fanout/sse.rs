@@ -764,4 +764,77 @@ mod tests {
         let text = String::from_utf8(collect_body(response).await).unwrap();
         assert_eq!(text, "retry: 3000\n\n");
     }
+
+    // Property (proptest): any events, encoded and cut anywhere, come out of the independent
+    // WHATWG parser as they went in (line breaks as `\n`, the characters an id or a name
+    // cannot carry dropped), comments in between unseen.
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Text full of what an encoder can get wrong: CR, LF, CRLF, `:` and spaces at the
+        /// start of a line, field names, NUL, any Unicode, and now and then a huge line.
+        fn tricky() -> impl Strategy<Value = String> {
+            let piece = prop_oneof![
+                4 => any::<String>(),
+                2 => Just("\n".to_owned()),
+                2 => Just("\r".to_owned()),
+                2 => Just("\r\n".to_owned()),
+                2 => Just(":".to_owned()),
+                1 => Just(" ".to_owned()),
+                1 => Just("data: id: event: retry: 7".to_owned()),
+                1 => Just("\0".to_owned()),
+                1 => Just("\u{FEFF}".to_owned()),
+                1 => (1usize..3).prop_map(|n| "x".repeat(n * 40_000)),
+            ];
+            prop::collection::vec(piece, 0..8).prop_map(|p| p.concat())
+        }
+
+        proptest! {
+            #![proptest_config(crate::properties::config(256))]
+
+            #[test]
+            fn events_and_comments_round_trip_at_any_cuts(
+                events in prop::collection::vec((tricky(), prop::option::of(tricky()), tricky()), 1..5),
+                note in tricky(),
+                cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..16),
+            ) {
+                let mut wire = retry(Duration::from_millis(3000)).to_vec();
+                let mut want = Vec::new();
+                for (i, (data, name, id)) in events.iter().enumerate() {
+                    if i == 1 {
+                        wire.extend_from_slice(&comment(&note));
+                    }
+                    let mut event = Event::new(data.clone()).id(id);
+                    if let Some(name) = name {
+                        event = event.name(name);
+                    }
+                    event.encode_into(&mut wire);
+                    let name = name.as_deref().unwrap_or_default().replace(['\r', '\n'], "");
+                    want.push((
+                        if name.is_empty() { "message".to_owned() } else { name },
+                        data.replace("\r\n", "\n").replace('\r', "\n"),
+                        id.replace(['\r', '\n', '\0'], ""),
+                    ));
+                }
+                let mut cuts: Vec<usize> = cuts.iter().map(|c| c.index(wire.len() + 1)).collect();
+                cuts.push(wire.len());
+                cuts.sort_unstable();
+                let mut chunks = Vec::new();
+                let mut start = 0;
+                for cut in cuts {
+                    chunks.push(Ok::<_, std::io::Error>(Bytes::copy_from_slice(&wire[start..cut])));
+                    start = cut;
+                }
+                let got: Vec<(String, String, String)> = futures::executor::block_on(
+                    futures::stream::iter(chunks)
+                        .eventsource()
+                        .map(|e| e.expect("a valid event"))
+                        .map(|e| (e.event, e.data, e.id))
+                        .collect(),
+                );
+                prop_assert_eq!(got, want);
+            }
+        }
+    }
 }

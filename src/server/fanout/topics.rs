@@ -458,4 +458,69 @@ mod tests {
             .encode()
             .starts_with(b"data: {\"topic\":\"notifications\"}\n"));
     }
+
+    // Properties (proptest): a cursor read back for any list of topics (the same, reordered,
+    // some dropped, some new) gives each topic what was written for it, colliding topics the
+    // lower position; and any text at all is either a cursor or a reason, never a panic.
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn names() -> impl Strategy<Value = Vec<String>> {
+            prop::collection::hash_set("[a-z]{1,6}:[a-z0-9-]{0,10}", 1..33)
+                .prop_map(|s| s.into_iter().collect())
+        }
+
+        proptest! {
+            #![proptest_config(crate::properties::config(512))]
+
+            #[test]
+            fn a_cursor_reads_back_for_any_topics(
+                written in names(),
+                positions in prop::collection::vec(prop::option::of(prop_oneof![0i64..300, any::<i64>()]), 32),
+                read in names(),
+                keep in prop::collection::vec(any::<bool>(), 32),
+            ) {
+                let mut c = Cursor::new(written.len());
+                for (i, p) in positions.iter().take(written.len()).enumerate() {
+                    if let Some(p) = p {
+                        c.set(i, *p);
+                    }
+                }
+                let text = c.encode(&written);
+                prop_assert!(text.len() <= 1024);
+                // Read for some of the written topics and some new ones, in another order.
+                let mut topics: Vec<String> = written.iter().zip(&keep).filter(|(_, k)| **k).map(|(t, _)| t.clone()).collect();
+                topics.extend(read);
+                topics.reverse();
+                let d = Cursor::decode(&text, &topics).expect("its own text reads back");
+                for (i, topic) in topics.iter().enumerate() {
+                    // Each topic resumes from the lowest position written under its hash
+                    // (negative positions are written as 0).
+                    let want = written
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, w)| hash16(w) == hash16(topic))
+                        .filter_map(|(j, _)| c.after(j))
+                        .map(|p| p.max(0))
+                        .min();
+                    prop_assert_eq!(d.after(i), want, "{}", topic);
+                }
+            }
+
+            #[test]
+            fn any_text_is_a_cursor_or_a_reason(text in prop_oneof![
+                any::<String>(),
+                "[A-Za-z0-9_-]{0,40}",
+                prop::collection::vec(any::<u8>(), 0..40).prop_map(|b| URL_SAFE_NO_PAD.encode(b)),
+                prop::collection::vec(any::<u8>(), 0..40).prop_map(|mut b| { b.insert(0, CURSOR_VERSION); URL_SAFE_NO_PAD.encode(b) }),
+            ]) {
+                let topics = vec!["room:general".to_owned(), "metrics".to_owned()];
+                if let Ok(c) = Cursor::decode(&text, &topics) {
+                    prop_assert_eq!(c.positions.len(), 2);
+                    prop_assert!(c.positions.iter().flatten().all(|p| *p >= 0));
+                }
+            }
+        }
+    }
 }
