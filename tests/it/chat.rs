@@ -13,7 +13,8 @@
 //!   longer reaches back; long polling over SSE (`?once=true`);
 //! - notifications to sockets and to the notification stream, replayed after a reconnect;
 //! - HTML-looking text round-trips verbatim, and a client that stops reading does not hold up
-//!   the room.
+//!   the room; an event stream that stops reading is cut off at its send limit and counted
+//!   (`slowClients` in the live metrics, `GET /metrics`).
 //!
 //! Run: `cargo test --features ssr --test chat`.
 
@@ -1306,6 +1307,136 @@ async fn a_client_that_stops_reading_does_not_hold_up_the_room() {
     let ((), got) = tokio::join!(send, receive);
     assert_eq!(got, (1..=COUNT).collect::<Vec<_>>());
     drop(stuck);
+}
+
+/// `tidings_slow_client_disconnects_total{transport="sse"}` from `GET /metrics`.
+async fn sse_slow_counter(server: &TestServer) -> u64 {
+    let token = format!("Bearer {}", tidings::server::config::TEST_METRICS_TOKEN);
+    let text = plain_client()
+        .get(server.url("/metrics"))
+        .header("authorization", token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("tidings_slow_client_disconnects_total{transport=\"sse\"} "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no SSE slow-client counter in\n{text}"))
+}
+
+#[tokio::test]
+async fn an_event_stream_that_stops_reading_is_cut_off_at_its_send_limit_and_counted() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = TestServer::start_with(|c| {
+        c.chat.rate_per_second = 100_000;
+        c.server.slow_client = Duration::from_secs(1);
+    })
+    .await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    let mut metrics = Sse::open(alice.http.get(server.url("/api/metrics/events"))).await;
+    let sample: tidings::protocol::metrics::Metrics =
+        serde_json::from_value(metrics.next_named("metrics").await.data).unwrap();
+    // The counters are the process's: other tests may add to them, never take away.
+    let (counted, scraped) = (
+        sample.slow_clients.disconnects,
+        sse_slow_counter(&server).await,
+    );
+
+    // bob's event stream, on a socket with a tiny receive buffer, read up to its first
+    // event and then no more.
+    let addr: std::net::SocketAddr = server
+        .base
+        .trim_start_matches("http://")
+        .parse()
+        .expect("the server's address");
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut tcp = socket.connect(addr).await.expect("bob connects");
+    let head = format!(
+        "GET /api/rooms/general/events HTTP/1.1\r\nhost: {addr}\r\ncookie: {}\r\n\
+         accept: text/event-stream\r\n\r\n",
+        bob.cookie
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    let mut seen = Vec::new();
+    while !String::from_utf8_lossy(&seen).contains("event: chat-joined") {
+        let mut buf = [0u8; 1024];
+        let n = timeout(WAIT, tcp.read(&mut buf))
+            .await
+            .expect("bob's stream answers")
+            .unwrap();
+        assert!(
+            n > 0,
+            "bob's stream ended early: {}",
+            String::from_utf8_lossy(&seen)
+        );
+        seen.extend_from_slice(&buf[..n]);
+    }
+    assert!(String::from_utf8_lossy(&seen).starts_with("HTTP/1.1 200"));
+
+    // alice posts long messages until the server gives up on bob (a few hundred kB fill his
+    // buffers; then his stream's queue fills, and a send waits past the limit).
+    let before = tidings::server::fanout::sse::slow_disconnects();
+    let filler = "x".repeat(TEXT_MAX_CHARS);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut posted = 0;
+    while tidings::server::fanout::sse::slow_disconnects() == before {
+        assert!(
+            Instant::now() < deadline,
+            "bob's stream was not cut off after {posted} posts"
+        );
+        post_ok(&server, &alice, "general", &filler).await;
+        posted += 1;
+    }
+    assert!(
+        sse_slow_counter(&server).await > scraped,
+        "GET /metrics counts it"
+    );
+    // The live metrics show it within a few samples.
+    let mut shown = false;
+    for _ in 0..15 {
+        let sample: tidings::protocol::metrics::Metrics =
+            serde_json::from_value(metrics.next_named("metrics").await.data).unwrap();
+        if sample.slow_clients.disconnects > counted {
+            shown = true;
+            break;
+        }
+    }
+    assert!(shown, "slowClients.disconnects did not move in 15 samples");
+
+    // bob reads again: what was queued for him, then the end of the stream (the last chunk),
+    // not everything alice posted.
+    let mut rest = Vec::new();
+    timeout(WAIT, tcp.read_to_end(&mut rest))
+        .await
+        .expect("bob's stream ends")
+        .unwrap();
+    assert!(rest.ends_with(b"0\r\n\r\n"), "the stream ends cleanly");
+    seen.extend_from_slice(&rest);
+    let text = String::from_utf8_lossy(&seen);
+    // What reached him is the room's first messages, in order, with nothing skipped.
+    let ids: Vec<i64> = text
+        .split("\n\n")
+        .filter(|event| event.contains("event: chat-message\n"))
+        .map(|event| {
+            let id = event.lines().find_map(|l| l.strip_prefix("id: "));
+            id.expect("a message's id").parse().expect("a number")
+        })
+        .collect();
+    assert!(
+        !ids.is_empty(),
+        "bob got the first messages before he stopped"
+    );
+    assert_eq!(ids, (1..=ids.len() as i64).collect::<Vec<_>>());
+    assert!(
+        ids.len() < posted,
+        "{} of {posted} messages reached bob",
+        ids.len()
+    );
 }
 
 #[tokio::test]
