@@ -648,8 +648,8 @@ fn follow(
                     }
                     Received::Message(m) if m.id <= last => {}
                     Received::Message(m) if m.id == last + 1 => {
-                        let event = Event::new(m.text()).id(m.id).name("chat-message");
-                        if tx.send(&event).await.is_err() {
+                        // `event: chat-message`, encoded once for all the room's streams.
+                        if tx.send_envelope(&m).await.is_err() {
                             return;
                         }
                         last = m.id;

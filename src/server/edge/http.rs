@@ -69,6 +69,7 @@ use tower::ServiceExt;
 
 use crate::server::{
     edge::{sse_h1, tls::DirectTls},
+    fanout::sse,
     Shutdown,
 };
 
@@ -347,7 +348,9 @@ async fn answer_event_stream(given: Box<(Watched, EventStream)>) -> Option<Box<A
     watched.read_exact(&mut taken).await.ok()?;
     drop(taken);
     mark(&mut request, peer, false);
-    let Ok(response) = app.oneshot(request).await;
+    // Written by `sse_h1`, which cuts off a client too slow to take its events: an event
+    // stream made here runs its producer in the body (`fanout::sse::stream`).
+    let Ok(response) = sse::answered_for_a_cutting_writer(app.oneshot(request)).await;
     Some(Box::new(Answered {
         watched,
         response,

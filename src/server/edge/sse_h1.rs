@@ -15,6 +15,12 @@
 //!   per chunk the body yields; then `connection: close` ends the connection. While it waits
 //!   for the body it watches the socket, so a client that leaves is noticed at once (its
 //!   stream's producer sees `Gone`), as hyper does.
+//! - The app answers inside `fanout::sse::answered_for_a_cutting_writer`, so an event
+//!   stream runs its producer in the body, in this task: an event goes from the bus to the
+//!   socket with no hop between tasks. The producer only runs while the body is polled, so
+//!   the slow-client cut-off is this writer's: a write that the client takes nothing of for
+//!   the stream's limit (`fanout::sse::WriteLimit` on the response) ends the connection and
+//!   counts a slow client.
 //! - At shutdown the event stream ends itself (see `fanout::sse`); a write still blocked on a
 //!   client that stopped reading gets [`SHUTDOWN_GRACE`] and no more, so it cannot hold
 //!   shutdown up.
@@ -33,7 +39,7 @@ use bytes::{Buf, Bytes};
 use http_body_util::BodyExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::server::Shutdown;
+use crate::server::{fanout::sse, Shutdown};
 
 /// The longest request head looked at; a longer one is left to hyper.
 pub const HEAD_MAX: usize = 8 * 1024;
@@ -116,6 +122,9 @@ where
             .exact()
             .map_or(Framing::Chunked, Framing::Length)
     };
+    // An event stream's cut-off for a client too slow to take its events (its producer runs
+    // in the body, so only the writer sees the client stop reading: `fanout::sse::stream`).
+    let limit = parts.extensions.get::<sse::WriteLimit>().map(|l| l.0);
     let head = head(parts, framing);
     // What is left to send of a body of known size (`None`: chunked).
     let length = match framing {
@@ -123,7 +132,13 @@ where
         Framing::Length(n) => Some(n),
         Framing::Chunked => None,
     };
-    write_body(io, head, body, length, stop)
+    write_body(io, head, body, length, Writing { stop, limit })
+}
+
+/// What every write of a response answers to: shutdown, and the slow-client limit.
+struct Writing<'a> {
+    stop: &'a Shutdown,
+    limit: Option<Duration>,
 }
 
 /// How a response's body is delimited on the wire.
@@ -143,11 +158,11 @@ async fn write_body<I>(
     head: Vec<u8>,
     mut body: Body,
     mut length: Option<u64>,
-    stop: &Shutdown,
+    writing: Writing<'_>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin,
 {
-    if write(io, &mut &head[..], stop).await.is_err() {
+    if write(io, &mut &head[..], &writing).await.is_err() {
         return;
     }
     drop(head);
@@ -179,13 +194,13 @@ async fn write_body<I>(
             },
         };
         let sent = match &mut length {
-            None => write(io, &mut chunk(data), stop).await,
+            None => write(io, &mut chunk(data), &writing).await,
             // No more than the length said (nothing for a bodiless status).
             Some(left) => {
                 let mut data = data;
                 data.truncate(usize::try_from(*left).unwrap_or(usize::MAX));
                 *left -= data.len() as u64;
-                write(io, &mut data, stop).await
+                write(io, &mut data, &writing).await
             }
         };
         if sent.is_err() {
@@ -193,7 +208,7 @@ async fn write_body<I>(
         }
     }
     match length {
-        None if write(io, &mut &b"0\r\n\r\n"[..], stop).await.is_err() => return,
+        None if write(io, &mut &b"0\r\n\r\n"[..], &writing).await.is_err() => return,
         // Shorter than it said: closed without the usual goodbye, so the client sees a cut.
         Some(left) if left > 0 => return,
         _ => {}
@@ -265,20 +280,35 @@ fn chunk(data: Bytes) -> impl Buf {
         .chain(&b"\r\n"[..])
 }
 
-/// Writes all of `buf`; once shutdown has begun, for [`SHUTDOWN_GRACE`] at most.
-async fn write<I, B>(io: &mut I, buf: &mut B, stop: &Shutdown) -> io::Result<()>
+/// Writes all of `buf`: a client that takes none of it for the slow-client limit is cut off
+/// (and counted), and once shutdown has begun a write gets [`SHUTDOWN_GRACE`] at most.
+async fn write<I, B>(io: &mut I, buf: &mut B, writing: &Writing<'_>) -> io::Result<()>
 where
     I: AsyncWrite + Unpin,
     B: Buf,
 {
     let write = io.write_all_buf(buf);
     let mut write = std::pin::pin!(write);
+    // Written at once (the usual case): no timer made, and the shared shutdown token is not
+    // asked to wake anyone.
+    if let std::task::Poll::Ready(written) = futures::poll!(write.as_mut()) {
+        return written;
+    }
+    // Boxed, like the grace below: a timer is large, and only a write that waits needs one.
+    let too_slow = async {
+        match writing.limit {
+            Some(limit) => Box::pin(tokio::time::sleep(limit)).await,
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
-        // Write first: a write done at once never asks the shared token to wake it.
         biased;
         written = write.as_mut() => written,
-        // Boxed: the timer is only made at shutdown, not kept in every stream's future.
-        _ = stop.cancelled() => match Box::pin(tokio::time::timeout(SHUTDOWN_GRACE, write)).await {
+        () = too_slow => {
+            sse::count_slow();
+            Err(io::Error::new(io::ErrorKind::TimedOut, "the client took too long to take its events"))
+        }
+        _ = writing.stop.cancelled() => match Box::pin(tokio::time::timeout(SHUTDOWN_GRACE, write)).await {
             Ok(written) => written,
             Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "shut down while the client was not reading")),
         },

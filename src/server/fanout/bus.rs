@@ -65,7 +65,24 @@ pub struct Envelope {
     /// The user it came from, whose own connections skip it (typing).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from: Option<String>,
+    /// Its event-stream form, made by the first stream that sends it (see
+    /// [`Envelope::sse_event`]); never on the wire between instances.
+    #[serde(skip)]
+    sse: SseForm,
 }
+
+/// An envelope's event-stream bytes, made once and shared by every stream it goes to (a
+/// thousand streams of a room, one encoding). Not part of what an envelope is: equal always.
+#[derive(Clone, Debug, Default)]
+struct SseForm(std::sync::OnceLock<Bytes>);
+
+impl PartialEq for SseForm {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for SseForm {}
 
 impl Envelope {
     /// A message of `kind` on `topic` with stored id `id` and JSON `data`.
@@ -78,7 +95,22 @@ impl Envelope {
             ordered: false,
             to: None,
             from: None,
+            sse: SseForm::default(),
         }
+    }
+
+    /// Its event: `event: <kind>`, the data and `id: <id>`, encoded once for all the streams
+    /// that pass it on as it is (a room's streams: `sse::Sender::send_envelope`).
+    pub fn sse_event(&self) -> Bytes {
+        self.sse
+            .0
+            .get_or_init(|| {
+                super::sse::Event::new(self.text())
+                    .id(self.id)
+                    .name(&self.kind)
+                    .encode()
+            })
+            .clone()
     }
 
     /// The same, for `users`' connections only.

@@ -44,7 +44,9 @@ use tokio::{sync::mpsc, time::Instant};
 
 use std::sync::Arc;
 
-use crate::server::{access::streams::Held, ApiError, AppState, CurrentUser, Shutdown};
+use crate::server::{
+    access::streams::Held, fanout::bus::Envelope, ApiError, AppState, CurrentUser, Shutdown,
+};
 
 /// The comment that keeps an idle stream (and the proxies on its way) alive.
 pub const KEEP_ALIVE: &[u8] = b": keep-alive\n\n";
@@ -308,8 +310,7 @@ impl Sender {
                     Some(limit) => match tokio::time::timeout(limit, tx.reserve()).await {
                         Ok(permit) => permit.map_err(|_| Gone)?,
                         Err(_) => {
-                            SLOW.fetch_add(1, Ordering::Relaxed);
-                            tracing::info!("ending an event stream too slow to take its events");
+                            count_slow();
                             return Err(Gone);
                         }
                     },
@@ -321,6 +322,21 @@ impl Sender {
                     }
                 });
                 Ok(())
+            }
+        }
+    }
+
+    /// Sends `envelope` as its own event (`event: <kind>`, the data, `id: <id>`): the bytes
+    /// every stream of its topic shares ([`Envelope::sse_event`]), or, on a topic of a
+    /// multi-topic stream, tagged like any event.
+    pub async fn send_envelope(&self, envelope: &Envelope) -> Result<(), Gone> {
+        match &self.out {
+            Out::Body(_) => self.raw(envelope.sse_event()).await,
+            Out::Topic { .. } => {
+                let event = Event::new(envelope.text())
+                    .id(envelope.id)
+                    .name(&envelope.kind);
+                self.send(&event).await
             }
         }
     }
@@ -345,8 +361,7 @@ impl Sender {
         match tokio::time::timeout(limit, tx.send(bytes)).await {
             Ok(sent) => sent.map_err(|_| Gone),
             Err(_) => {
-                SLOW.fetch_add(1, Ordering::Relaxed);
-                tracing::info!("ending an event stream too slow to take its events");
+                count_slow();
                 Err(Gone)
             }
         }
@@ -417,9 +432,46 @@ pub fn headers(response: &mut Response, options: &SseOptions) {
     }
 }
 
+/// A producer run inside its stream's body (see [`stream`]).
+type Producing = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+tokio::task_local! {
+    /// Set while `edge::sse_h1` has the app answer a request: it writes the response itself
+    /// and cuts off a write that waits past the stream's [`WriteLimit`].
+    static WRITER_CUTS_OFF: ();
+}
+
+/// Runs `answer` (the app answering a request) for a writer that cuts off a client too slow
+/// to take its events ([`WriteLimit`]): event streams made meanwhile run their producer
+/// inside the body, with no hop between tasks.
+pub async fn answered_for_a_cutting_writer<F: Future>(answer: F) -> F::Output {
+    WRITER_CUTS_OFF.scope((), answer).await
+}
+
+/// On an event stream's response when its writer must cut off the client after one write
+/// has waited this long (the stream's [`SseOptions::send_limit`]), and count it
+/// ([`count_slow`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WriteLimit(pub Duration);
+
+/// Counts a stream ended for being too slow (the metrics' `slowClients.disconnects`).
+pub fn count_slow() {
+    SLOW.fetch_add(1, Ordering::Relaxed);
+    tracing::info!("ending an event stream too slow to take its events");
+}
+
 /// An event stream: answers at once (headers and the `retry` line), then runs `produce`
-/// on its own task with a [`Sender`]. The stream ends when `produce` returns (after what it
-/// sent), at the timeout, or at shutdown; the producer sees [`Gone`] when the client leaves.
+/// with a [`Sender`]. The stream ends when `produce` returns (after what it sent), at the
+/// timeout, or at shutdown; the producer sees [`Gone`] when the client leaves.
+///
+/// Where the producer runs:
+/// - when `edge::sse_h1` writes the response (a plain connection's event stream: see
+///   [`answered_for_a_cutting_writer`]), inside the body: an event goes from the bus to the
+///   socket in the one task that writes it. The producer is only run while the body is
+///   polled, so the slow-client cut-off ([`SseOptions::send_limit`]) is the writer's, on
+///   each write ([`WriteLimit`] on the response);
+/// - otherwise (hyper writes: a reused keep-alive connection, TLS, HTTP/2) on its own task,
+///   feeding the body through the queue, and a send that waits past the limit ends it.
 pub fn stream<F, Fut>(options: SseOptions, shutdown: Shutdown, produce: F) -> Response
 where
     F: FnOnce(Sender) -> Fut,
@@ -429,16 +481,26 @@ where
     // Counted before the producer starts: the first thing it sends (a metrics sample, say)
     // already counts this stream.
     let live = crate::server::observe::metrics::Live::new(&LIVE);
-    tokio::spawn(produce(Sender {
+    let inside = WRITER_CUTS_OFF.try_with(|_| ()).is_ok();
+    let sender = Sender {
         out: Out::Body(tx),
-        send_limit: options.send_limit,
-    }));
+        send_limit: if inside { None } else { options.send_limit },
+    };
+    let producing: Option<Producing> = if inside {
+        Some(Box::pin(produce(sender)))
+    } else {
+        tokio::spawn(produce(sender));
+        None
+    };
     let first = options.retry.map(retry);
     let mut response = (
         StatusCode::OK,
-        Body::from_stream(body(rx, first, &options, shutdown, live)),
+        Body::from_stream(body(rx, producing, first, &options, shutdown, live)),
     )
         .into_response();
+    if let (true, Some(limit)) = (inside, options.send_limit) {
+        response.extensions_mut().insert(WriteLimit(limit));
+    }
     headers(&mut response, &options);
     response
 }
@@ -448,10 +510,14 @@ where
 /// would touch the timer wheel and the shared shutdown token's lock each time.
 struct BodyState {
     rx: mpsc::Receiver<Chunk>,
+    /// The producer, when it runs in the body (see [`stream`]); `None` once it has ended.
+    producing: Option<Producing>,
     first: Option<Bytes>,
     keep_alive: Duration,
     /// When something was last sent; the idle timer checks it when it fires.
     last_sent: Instant,
+    /// Chunks sent since the ends were last looked at (see [`QUICK`]).
+    quick: u8,
     idle: Pin<Box<tokio::time::Sleep>>,
     end: Option<Pin<Box<tokio::time::Sleep>>>,
     stop: Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
@@ -468,6 +534,7 @@ struct BodyState {
 /// or at shutdown.
 fn body(
     rx: mpsc::Receiver<Chunk>,
+    producing: Option<Producing>,
     first: Option<Bytes>,
     options: &SseOptions,
     shutdown: Shutdown,
@@ -476,9 +543,11 @@ fn body(
     let now = Instant::now();
     let state = BodyState {
         rx,
+        producing,
         first,
         keep_alive: options.keep_alive,
         last_sent: now,
+        quick: 0,
         idle: Box::pin(tokio::time::sleep_until(now + options.keep_alive)),
         end: options
             .timeout
@@ -496,40 +565,25 @@ fn body(
             st.last_sent = Instant::now();
             return Some((Ok(first), st));
         }
-        let chunk = loop {
-            tokio::select! {
-                biased;
-                _ = st.stop.as_mut() => return None,
-                _ = async { st.ended.as_mut()?.as_mut().await; Some(()) }, if st.ended.is_some() => return None,
-                _ = async { st.end.as_mut()?.as_mut().await; Some(()) }, if st.end.is_some() => return None,
-                chunk = st.rx.recv() => {
-                    let mut chunk = *chunk?;
-                    let mut events = 1;
-                    // Whatever else is queued goes out in the same write.
-                    if let Ok(next) = st.rx.try_recv() {
-                        let mut joined = bytes::BytesMut::from(&chunk[..]);
-                        joined.extend_from_slice(&next);
-                        events += 1;
-                        while joined.len() < 64 * 1024 {
-                            match st.rx.try_recv() {
-                                Ok(more) => {
-                                    joined.extend_from_slice(&more);
-                                    events += 1;
-                                }
-                                Err(_) => break,
-                            }
-                        }
-                        chunk = joined.freeze();
-                    }
-                    DELIVERED.fetch_add(events, Ordering::Relaxed);
-                    break chunk;
-                }
-                _ = st.idle.as_mut() => {
-                    let due = st.last_sent + st.keep_alive;
-                    if Instant::now() >= due {
-                        break Bytes::from_static(KEEP_ALIVE);
-                    }
-                    st.idle.as_mut().reset(due);
+        // What is queued goes out at once, without waiting on the ends below (each wait
+        // polled takes a lock: the shutdown token's is shared by every stream); they are
+        // looked at whenever the queue is empty, and after every QUICK chunks at the latest.
+        let queued = if st.quick < QUICK {
+            st.rx.try_recv().ok()
+        } else {
+            None
+        };
+        let chunk = match queued {
+            Some(first) => {
+                st.quick += 1;
+                gather(*first, &mut st.rx)
+            }
+            None => {
+                st.quick = 0;
+                match std::future::poll_fn(|cx| st.poll_wait(cx)).await {
+                    Woke::Chunk(first) => gather(first, &mut st.rx),
+                    Woke::Quiet => Bytes::from_static(KEEP_ALIVE),
+                    Woke::End => return None,
                 }
             }
         };
@@ -540,6 +594,86 @@ fn body(
         }
         Some((Ok(chunk), st))
     })
+}
+
+/// What a body waiting for its next chunk woke to.
+enum Woke {
+    Chunk(Bytes),
+    /// Silent for the keep-alive time.
+    Quiet,
+    /// The producer is done and all it sent has gone, or an end came (shutdown, the
+    /// session's end, the timeout).
+    End,
+}
+
+impl BodyState {
+    /// Waits for the next chunk, a silence or an end, in that order of precedence: the ends
+    /// first, then the producer (when it runs here) and what it queued, then the idle timer.
+    fn poll_wait(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Woke> {
+        use std::task::Poll;
+        if self.stop.as_mut().poll(cx).is_ready()
+            || self
+                .ended
+                .as_mut()
+                .is_some_and(|e| e.as_mut().poll(cx).is_ready())
+            || self
+                .end
+                .as_mut()
+                .is_some_and(|e| e.as_mut().poll(cx).is_ready())
+        {
+            return Poll::Ready(Woke::End);
+        }
+        if let Some(producing) = self.producing.as_mut() {
+            if producing.as_mut().poll(cx).is_ready() {
+                // Its sender is dropped with it: the queue ends once drained.
+                self.producing = None;
+            }
+        }
+        match self.rx.poll_recv(cx) {
+            Poll::Ready(Some(chunk)) => return Poll::Ready(Woke::Chunk(*chunk)),
+            Poll::Ready(None) => return Poll::Ready(Woke::End),
+            Poll::Pending => {}
+        }
+        while self.idle.as_mut().poll(cx).is_ready() {
+            let due = self.last_sent + self.keep_alive;
+            if Instant::now() >= due {
+                return Poll::Ready(Woke::Quiet);
+            }
+            // Polled again (above) once reset, so it wakes this task at `due`.
+            self.idle.as_mut().reset(due);
+        }
+        Poll::Pending
+    }
+}
+
+/// Chunks a busy stream sends before it looks at its ends again (shutdown, the session, the
+/// timeout).
+const QUICK: u8 = 16;
+
+/// `first` and whatever else is queued behind it (up to 64 KiB), as one chunk: one write.
+fn gather(first: Bytes, rx: &mut mpsc::Receiver<Chunk>) -> Bytes {
+    let mut events = 1;
+    let chunk = match rx.try_recv() {
+        Err(_) => first,
+        Ok(next) => {
+            let mut joined = bytes::BytesMut::with_capacity(first.len() + next.len());
+            joined.extend_from_slice(&first);
+            joined.extend_from_slice(&next);
+            events += 1;
+            while joined.len() < 64 * 1024 {
+                match rx.try_recv() {
+                    Ok(more) => {
+                        joined.extend_from_slice(&more);
+                        events += 1;
+                    }
+                    Err(_) => break,
+                }
+            }
+            joined.freeze()
+        }
+    };
+    DELIVERED.fetch_add(events, Ordering::Relaxed);
+    chunk
 }
 
 /// The client's last event id: the `Last-Event-ID` header (what EventSource sends when it
