@@ -1256,6 +1256,14 @@ async fn only_admins_send_notifications_and_only_of_the_known_kinds() {
 // Backpressure
 // ---------------------------------------------------------------------------------------------
 
+/// A connection to `server` with a tiny receive buffer (4 KiB): a client that stops reading
+/// fills it, and then the server's send buffer, at once.
+async fn tiny_buffered(server: &TestServer) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(server.addr()).await.expect("connects")
+}
+
 #[tokio::test]
 async fn a_client_that_stops_reading_does_not_hold_up_the_room() {
     // The slow-client limit is far beyond the test, so the stuck socket stays connected (and
@@ -1270,14 +1278,7 @@ async fn a_client_that_stops_reading_does_not_hold_up_the_room() {
     let carol = server.user("carol").await;
 
     // bob's socket has a tiny receive buffer and is not read after joining.
-    let addr: std::net::SocketAddr = server
-        .base
-        .trim_start_matches("http://")
-        .parse()
-        .expect("the server's address");
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let tcp = socket.connect(addr).await.expect("bob connects");
+    let tcp = tiny_buffered(&server).await;
     let (mut stuck, _) =
         tokio_tungstenite::client_async(ws_request(&server, Some(&bob.cookie), None), tcp)
             .await
@@ -1336,14 +1337,8 @@ async fn stuck_stream(
     after_another: bool,
 ) -> (tokio::net::TcpStream, Vec<u8>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let addr: std::net::SocketAddr = server
-        .base
-        .trim_start_matches("http://")
-        .parse()
-        .expect("the server's address");
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let mut tcp = socket.connect(addr).await.expect("connects");
+    let addr = server.addr();
+    let mut tcp = tiny_buffered(server).await;
     let mut seen = Vec::new();
     let read_until = async |tcp: &mut tokio::net::TcpStream, seen: &mut Vec<u8>, what: &str| {
         while !String::from_utf8_lossy(seen).contains(what) {
@@ -1510,11 +1505,6 @@ async fn joins_to_a_socket_that_does_not_read_pin_a_bounded_amount_of_memory() {
             .unwrap();
     }
     let ann = server.user("ann").await;
-    let addr: std::net::SocketAddr = server
-        .base
-        .trim_start_matches("http://")
-        .parse()
-        .expect("the server's address");
     // Ten sockets that never read, each asking for the whole history again and again: without
     // a byte bound each would queue 32 joins of 8 MB.
     const SOCKETS: usize = 10;
@@ -1522,9 +1512,7 @@ async fn joins_to_a_socket_that_does_not_read_pin_a_bounded_amount_of_memory() {
     let slow_before = tidings::server::fanout::ws::slow_disconnects();
     let mut stuck = Vec::new();
     for _ in 0..SOCKETS {
-        let socket = tokio::net::TcpSocket::new_v4().unwrap();
-        socket.set_recv_buffer_size(4096).unwrap();
-        let tcp = socket.connect(addr).await.unwrap();
+        let tcp = tiny_buffered(&server).await;
         let (mut ws, _) =
             tokio_tungstenite::client_async(ws_request(&server, Some(&ann.cookie), None), tcp)
                 .await
