@@ -1313,15 +1313,10 @@ async fn a_client_that_stops_reading_does_not_hold_up_the_room() {
 /// `tidings_slow_client_disconnects_total{transport="sse"}` from `GET /metrics`.
 async fn sse_slow_counter(server: &TestServer) -> u64 {
     let token = format!("Bearer {}", tidings::server::config::TEST_METRICS_TOKEN);
-    let text = plain_client()
+    let scrape = plain_client()
         .get(server.url("/metrics"))
-        .header("authorization", token)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+        .header("authorization", token);
+    let text = common::send(scrape).await.text().await.unwrap();
     text.lines()
         .find_map(|l| l.strip_prefix("tidings_slow_client_disconnects_total{transport=\"sse\"} "))
         .and_then(|v| v.parse().ok())
