@@ -1,9 +1,9 @@
 //! What the property tests (proptest) beside the code share: how many cases each runs.
 //!
 //! Each test names its own count for `cargo test` (enough to be worth it in CI, a few seconds
-//! in all); `PROPTEST_CASES=<n>` raises every one of them for a long run, the stand-in for a
-//! fuzzer where no nightly toolchain is at hand:
-//! `PROPTEST_CASES=2000000 cargo test --release --features ssr properties`. A failing case is
+//! in all); `PROPTEST_CASES=<n>` raises every one of them for a long run:
+//! `PROPTEST_CASES=20000 cargo test --features ssr --lib properties` (about 10 minutes; the
+//! dev profile, since a release test build is a whole-program LTO build). A failing case is
 //! shrunk and printed with the seed; nothing is written into the source tree.
 
 use proptest::test_runner::Config;

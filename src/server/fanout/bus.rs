@@ -99,18 +99,17 @@ impl Envelope {
         }
     }
 
-    /// Its event: `event: <kind>`, the data and `id: <id>`, encoded once for all the streams
-    /// that pass it on as it is (a room's streams: `sse::Sender::send_envelope`).
+    /// Its own event: `event: <kind>`, the data and `id: <id>`.
+    pub fn event(&self) -> super::sse::Event {
+        super::sse::Event::new(self.text())
+            .id(self.id)
+            .name(&self.kind)
+    }
+
+    /// [`Envelope::event`] encoded, once for all the streams that pass it on as it is (a
+    /// room's streams: `sse::Sender::send_envelope`).
     pub fn sse_event(&self) -> Bytes {
-        self.sse
-            .0
-            .get_or_init(|| {
-                super::sse::Event::new(self.text())
-                    .id(self.id)
-                    .name(&self.kind)
-                    .encode()
-            })
-            .clone()
+        self.sse.0.get_or_init(|| self.event().encode()).clone()
     }
 
     /// The same, for `users`' connections only.

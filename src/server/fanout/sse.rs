@@ -332,12 +332,7 @@ impl Sender {
     pub async fn send_envelope(&self, envelope: &Envelope) -> Result<(), Gone> {
         match &self.out {
             Out::Body(_) => self.raw(envelope.sse_event()).await,
-            Out::Topic { .. } => {
-                let event = Event::new(envelope.text())
-                    .id(envelope.id)
-                    .name(&envelope.kind);
-                self.send(&event).await
-            }
+            Out::Topic { .. } => self.send(&envelope.event()).await,
         }
     }
 
