@@ -4,7 +4,8 @@
 #      and the browser (wasm32) builds, and no dependency that the code never names,
 #   1. unit tests beside the code and integration tests in tests/ (real server on 127.0.0.1:0),
 #      then the integration tests again on a throwaway PostgreSQL (scripts/postgres.sh),
-#   2. Playwright specs in end2end/ driving the real binary in Chromium, on a dedicated port
+#   2. a 60 s soak under faults with its history checker (scripts/soak.sh),
+#   3. Playwright specs in end2end/ driving the real binary in Chromium, on a dedicated port
 #      with a fresh SQLite database in a temporary folder.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,6 +31,11 @@ start_test_postgres
 cargo test --features ssr --test it
 stop_test_postgres
 unset TIDINGS_TEST_POSTGRES
+
+printf '\n==> Soak: 60 s of every transport under every fault, each delivery checked\n'
+# Two instances on PostgreSQL and Redis behind nginx; kill -9, Redis and PostgreSQL restarts,
+# a 20 s SIGSTOP, mid-frame cuts. The checker's verdict fails the run (scripts/soak.sh).
+SOAK_SECS=60 ./scripts/soak.sh
 
 port="${TIDINGS_E2E_PORT:-3917}"
 if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then

@@ -28,6 +28,9 @@ mod postgres_restart;
 mod proxy;
 mod rooms;
 mod scale;
+// The soak's history checker (benches/soak.rs) and its tests.
+#[path = "../../benches/soak/check.rs"]
+mod soak_check;
 mod tail_cli;
 mod tls;
 mod upstream;
