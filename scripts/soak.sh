@@ -87,6 +87,10 @@ instance_env=(
   DATABASE_URL="$db" REDIS_URL="redis://127.0.0.1:$redis_port" TIDINGS_SECRET="$secret"
   TIDINGS_ADMINS=soak_admin TIDINGS_SETUP_TOKEN="$setup_token" TIDINGS_SIGNUP_PER_HOUR=0
   TIDINGS_TRUSTED_PROXIES=127.0.0.1/32 RUST_LOG="${RUST_LOG:-warn,tidings=info}"
+  # With backtraces on, the first internal error (a query cut by the PostgreSQL restart)
+  # symbolises one, which loads the dev binary's line tables: about 150 MB, kept for the
+  # process's life, that the memory check would rightly count (seen in a 10-minute run).
+  RUST_BACKTRACE="${SOAK_BACKTRACE:-0}"
 )
 env "${instance_env[@]}" "$server" seed --audit-rows "$rows" >"$out/seed.log" 2>&1
 

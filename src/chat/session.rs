@@ -58,8 +58,8 @@ use super::hub::{json, Hub, Presence, RoomPass};
 use crate::{
     notify::replay,
     protocol::chat::{
-        client_id_problem, too_many_rooms, ClientMsg, ServerMsg, CLIENT_TYPES, JOIN_FIRST,
-        JOIN_HISTORY, NOT_JSON, ROOMS_PER_SOCKET, UNKNOWN_TYPE,
+        client_id_problem, parse_client_frame, too_many_rooms, ClientMsg, ServerMsg, JOIN_FIRST,
+        JOIN_HISTORY, NOT_JSON, ROOMS_PER_SOCKET,
     },
     server::{
         access::streams::Held,
@@ -190,21 +190,9 @@ fn named<'a>(joined: &'a [RoomPass], room: Option<&str>) -> Result<&'a RoomPass,
 /// Answers one text frame: `None` when there is nothing to send back directly.
 async fn handle(hub: &Hub, user: &str, frame: &str, joined: &mut Vec<RoomPass>) -> Option<Out> {
     let reply = |m: Message| Some(Out::Frame(m));
-    let value: serde_json::Value = match serde_json::from_str(frame) {
-        Ok(v) => v,
-        Err(_) => return reply(error(NOT_JSON)),
-    };
-    let kind = value.get("type").and_then(|t| t.as_str()).unwrap_or("");
-    if !CLIENT_TYPES.contains(&kind) {
-        return reply(error(UNKNOWN_TYPE));
-    }
-    let msg: ClientMsg = match serde_json::from_value(value.clone()) {
+    let msg = match parse_client_frame(frame) {
         Ok(m) => m,
-        Err(e) => {
-            return reply(error(format!(
-                "That {kind} message is not in the expected shape: {e}."
-            )))
-        }
+        Err(why) => return reply(error(why)),
     };
     match msg {
         ClientMsg::ChatJoin {
@@ -790,6 +778,7 @@ async fn take(
 mod tests {
     use super::*;
     use crate::chat::settings::ChatConfig;
+    use crate::protocol::chat::UNKNOWN_TYPE;
     use crate::server::{fanout::bus::LocalBus, storage::Store};
     use futures::channel::mpsc as fmpsc;
 

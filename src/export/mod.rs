@@ -24,5 +24,5 @@ pub mod store;
 mod view;
 
 #[cfg(feature = "ssr")]
-pub use server::{router, start, Exports};
+pub use server::{fuzz_query, router, start, Exports};
 pub use view::ExportPage;

@@ -135,6 +135,27 @@ fn boolean(param: &str, value: &str) -> Result<bool, ApiError> {
     }
 }
 
+/// For the fuzz target `export_query` (`fuzz/`): reads a query string as the route does (axum's
+/// `Query`) and checks that what the validation accepts is within the documented bounds;
+/// panics when it is not.
+#[doc(hidden)]
+pub fn fuzz_query(query: &str, accept: Option<&str>) {
+    let Ok(uri) = format!("/api/audit/export?{query}").parse::<axum::http::Uri>() else {
+        return;
+    };
+    let Ok(Query(pairs)) = Query::<Vec<(String, String)>>::try_from_uri(&uri) else {
+        return;
+    };
+    if let Ok(p) = ExportParams::parse(&pairs, accept) {
+        assert!((BATCH_MIN..=BATCH_MAX).contains(&p.batch), "{p:?}");
+        assert!(p.flush_every >= 1, "{p:?}");
+        assert!(
+            p.delay <= Duration::from_millis(DELAY_MS_MAX.into()),
+            "{p:?}"
+        );
+    }
+}
+
 impl ExportParams {
     /// Validates the query pairs; `accept` is the request's `Accept` header.
     fn parse(pairs: &[(String, String)], accept: Option<&str>) -> Result<Self, ApiError> {

@@ -100,6 +100,19 @@ pub const CLIENT_TYPES: [&str; 5] = [
     "notifications-since",
 ];
 
+/// Reads one WebSocket text frame from a client: the message, or the sentence the client is
+/// told (`chat-error`) when it is not JSON, not a known type, or not in that type's shape.
+/// The server's one parser of client frames (`chat::session`); fuzzed by `fuzz/`.
+pub fn parse_client_frame(frame: &str) -> Result<ClientMsg, String> {
+    let value: serde_json::Value = serde_json::from_str(frame).map_err(|_| NOT_JSON.to_string())?;
+    let kind = value.get("type").and_then(|t| t.as_str()).unwrap_or("");
+    if !CLIENT_TYPES.contains(&kind) {
+        return Err(UNKNOWN_TYPE.to_string());
+    }
+    serde_json::from_value(value.clone())
+        .map_err(|e| format!("That {kind} message is not in the expected shape: {e}."))
+}
+
 /// One stored chat message, as every transport carries it.
 #[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -467,6 +480,27 @@ mod tests {
     use serde_json::json;
 
     #[test]
+    fn a_client_frame_is_a_message_or_the_sentence_the_client_is_told() {
+        assert_eq!(parse_client_frame("{nope"), Err(NOT_JSON.to_string()));
+        assert_eq!(
+            parse_client_frame(r#"{"type":"chat-shout"}"#),
+            Err(UNKNOWN_TYPE.to_string())
+        );
+        assert_eq!(
+            parse_client_frame(r#"{"type":"chat-join"}"#),
+            Err(
+                "That chat-join message is not in the expected shape: missing field `room`.".into()
+            )
+        );
+        assert_eq!(
+            parse_client_frame(r#"{"type":"chat-leave","room":"general"}"#),
+            Ok(ClientMsg::ChatLeave {
+                room: Some("general".into())
+            })
+        );
+    }
+
+    #[test]
     fn client_messages_read_as_documented() {
         let join: ClientMsg = serde_json::from_value(
             json!({"type":"chat-join","room":"general","lastMessageId":null}),
@@ -634,7 +668,11 @@ mod tests {
                 }),
                 r#"\{"type":"(chat-join|chat-message|chat-leave|notifications-since)"(,"[a-zA-Z]{1,16}":(null|1|-1|"x"|\[\]|\{\}|true)){0,4}\}"#,
             ]) {
-                let _ = serde_json::from_str::<ClientMsg>(&text);
+                // The server's parser: a message that writes back as itself, or a sentence.
+                if let Ok(msg) = parse_client_frame(&text) {
+                    let again = serde_json::to_string(&msg).unwrap();
+                    prop_assert_eq!(parse_client_frame(&again), Ok(msg));
+                }
             }
         }
     }

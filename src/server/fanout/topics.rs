@@ -180,10 +180,7 @@ async fn events(
         if k != "start" {
             continue;
         }
-        let parsed = v
-            .split_once(':')
-            .and_then(|(id, topic)| Some((id.parse::<i64>().ok().filter(|i| *i >= 0)?, topic)));
-        let Some((id, topic)) = parsed else {
+        let Some((id, topic)) = start_of(v) else {
             return Err(ApiError::bad_parameter(
                 "start",
                 format!("is `<id>:<topic>`, like `41:room:general`, not {v:?}."),
@@ -258,6 +255,12 @@ impl sse::Tagger for Merge {
                 .encode(),
         );
     }
+}
+
+/// A `start=<id>:<topic>` value: the id (0 or more) and the topic, or `None` when malformed.
+pub fn start_of(value: &str) -> Option<(i64, &str)> {
+    let (id, topic) = value.split_once(':')?;
+    Some((id.parse::<i64>().ok().filter(|i| *i >= 0)?, topic))
 }
 
 /// Where a stream is in each of its topics (`None`: nothing with a position seen yet).
