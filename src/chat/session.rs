@@ -449,6 +449,10 @@ where
         // The newest notification of this user's sent (or known when the socket opened): live
         // ones at or below it are skipped, and a fall behind reads back from it.
         let mut last_note = hub.notifications_seen();
+        // What this socket sent live is above this and at or below `last_note`: a replay the
+        // client asks for (`notifications-since`, from its last connection) skips those, so a
+        // notification heard live before the request is answered is not sent twice.
+        let live_from = last_note;
         loop {
             let mut close: Option<(u16, &'static str)> = None;
             if let Some(at) = rooms.iter().position(|r| r.behind) {
@@ -512,8 +516,9 @@ where
                                 follow(&ends.held, &rooms);
                             }
                             Some(Out::NotesSince(after)) => {
-                                match Box::pin(notes_back(&hub, &user, after, true, &mut burst)).await {
-                                    Ok(last) => last_note = last,
+                                let sent = live_from..=last_note;
+                                match Box::pin(notes_back(&hub, &user, after, Some(sent), &mut burst)).await {
+                                    Ok(last) => last_note = last_note.max(last),
                                     Err(()) => close = Some((1011, NOTES_UNREAD)),
                                 }
                             }
@@ -578,7 +583,7 @@ where
                         Some(Received::Lagged(n)) => {
                             // Fell behind the bus: read back what this user missed.
                             ws::record_drops(n);
-                            match Box::pin(notes_back(&hub, &user, last_note, false, &mut burst)).await {
+                            match Box::pin(notes_back(&hub, &user, last_note, None, &mut burst)).await {
                                 Ok(last) => last_note = last,
                                 Err(()) => close = Some((1011, NOTES_UNREAD)),
                             }
@@ -682,17 +687,25 @@ fn frame(data: &bytes::Bytes) -> Message {
     Message::Text(Utf8Bytes::try_from(data.clone()).unwrap_or_default())
 }
 
-/// Adds `user`'s notifications after `after` to `burst` (a `notifications-gap` first when
-/// `first` and some are no longer kept), every page; returns the last id.
+/// Adds `user`'s notifications after `after` to `burst`, every page; returns the last id.
+/// `asked`: the client asked (`notifications-since`), so a `notifications-gap` goes first
+/// when some are no longer kept, and the ids this socket already sent live (the range, whose
+/// start is excluded) are skipped. Without it, a socket that fell behind the bus reads on
+/// from its own last id.
 async fn notes_back(
     hub: &Hub,
     user: &str,
     after: i64,
-    first: bool,
+    asked: Option<std::ops::RangeInclusive<i64>>,
     burst: &mut Vec<Message>,
 ) -> Result<i64, ()> {
     let mut last = after;
-    let mut first = first;
+    let mut first = asked.is_some();
+    let sent = |id: i64| {
+        asked
+            .as_ref()
+            .is_some_and(|r| id > *r.start() && id <= *r.end())
+    };
     loop {
         let page = replay::page(hub.store(), user, last, first)
             .await
@@ -701,7 +714,7 @@ async fn notes_back(
         if let Some(gap) = page.gap {
             burst.push(text(&ServerMsg::NotificationsGap(gap)));
         }
-        for row in &page.rows {
+        for row in page.rows.iter().filter(|row| !sent(row.id)) {
             burst.push(text(&ServerMsg::Notification(replay::wire(row))));
         }
         last = page.last_id;
@@ -910,6 +923,56 @@ mod tests {
             }
         }
         assert_eq!(texts, ["one", "two", "three"]);
+    }
+
+    #[tokio::test]
+    async fn a_notification_heard_live_before_a_replay_is_asked_for_is_not_sent_again() {
+        // Found by the soak: a client reconnecting asks `notifications-since` its last id, and
+        // a notification sent while it reconnected is heard live before the request is
+        // answered. The replay must not send it again.
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+        let store = Store::connect(&url).await.unwrap();
+        let bus = Arc::new(LocalBus::new());
+        let hub = Hub::start(
+            store.clone(),
+            bus.clone(),
+            Shutdown::new(),
+            ChatConfig::default(),
+        );
+        let mut c = connect(&hub, "alice");
+        // The session runs (and follows the notifications) once it answers a join.
+        c.send(serde_json::json!({"type":"chat-join","room":"lobby","lastMessageId":null}));
+        assert_eq!(c.next().await["type"], "chat-joined");
+        let notify = |n: &crate::notify::store::NotificationRow| {
+            use crate::server::fanout::bus::{Bus, Envelope, NOTIFICATIONS};
+            let msg = ServerMsg::Notification(replay::wire(n));
+            bus.publish(Envelope::new(
+                NOTIFICATIONS,
+                n.id,
+                "notification",
+                serde_json::to_string(&msg).unwrap(),
+            ));
+        };
+        let first = store
+            .create_notification("info", "Info", "one", "admin", 1, None, 100)
+            .await
+            .unwrap();
+        notify(&first);
+        assert_eq!(c.next().await["id"], first.id, "heard live");
+        c.send(serde_json::json!({"type":"notifications-since","lastNotificationId":0}));
+        let second = store
+            .create_notification("info", "Info", "two", "admin", 2, None, 100)
+            .await
+            .unwrap();
+        notify(&second);
+        let next = c.next().await;
+        assert_eq!(
+            (next["type"].as_str(), next["id"].as_i64()),
+            (Some("notification"), Some(second.id)),
+            "notification {} was sent twice",
+            first.id
+        );
     }
 
     fn connect(hub: &Hub, user: &str) -> Client {
