@@ -17,7 +17,9 @@
 //!   `Last-Event-ID`, a long poller (`?once=true`) and a poller (`?after=`);
 //! - jobs, each watched over SSE to its terminal event; exports of the audit log, resumed
 //!   with `after=` when cut; a notification to everyone every 2 s;
-//! - a cutter that leaves a WebSocket mid-frame and an event stream mid-stream.
+//! - a cutter that leaves a WebSocket mid-frame and an event stream mid-stream, and a TCP
+//!   proxy in front of two subscribers (`ws-2`, `events-2`) that cuts their connections in
+//!   the middle of what the server sends, every 10 s.
 //!
 //! The posters then stop; the subscribers run on until each has everything acknowledged
 //! (the drain, at most `--drain` seconds, default 60), and everything recorded is written to
@@ -380,6 +382,7 @@ impl WsState {
 /// posters run), resuming after every drop.
 async fn ws_client(
     sh: Arc<Shared>,
+    base: String,
     user: User,
     name: String,
     rooms: Vec<String>,
@@ -404,7 +407,7 @@ async fn ws_client(
     let mut tick = every(Duration::from_secs_f64(1.0 / per_sec));
     let mut backoff = Duration::from_millis(100);
     'connection: while !sh.stop.is_cancelled() {
-        let mut request = ws_url(&sh.base)
+        let mut request = ws_url(&base)
             .into_client_request()
             .expect("a WebSocket URL");
         request
@@ -490,6 +493,7 @@ async fn ws_client(
 /// (each response ends after its first messages; the next request goes at once).
 async fn sse_client(
     sh: Arc<Shared>,
+    base: String,
     user: User,
     rec: Client,
     path: String,
@@ -506,7 +510,7 @@ async fn sse_client(
     while !sh.stop.is_cancelled() {
         let mut req = user
             .http
-            .get(sh.url(&path))
+            .get(format!("{base}{path}"))
             .header("accept", "text/event-stream");
         if let Some(id) = &last_event_id {
             req = req.header("last-event-id", id.as_str());
@@ -882,6 +886,100 @@ async fn cutter(sh: Arc<Shared>, user: User) {
     }
 }
 
+/// A TCP proxy in front of the server for some clients: every 10 s (while the posters run),
+/// each connection through it is cut in the middle of the next bytes the server sends (half
+/// of them forwarded, then the connection closed), so a WebSocket frame or an event arrives
+/// cut short and the client must resume without losing or doubling anything. Returns the
+/// base URL to use instead of the server's.
+async fn cutting_proxy(sh: Arc<Shared>, base: &str) -> String {
+    let upstream = base
+        .strip_prefix("http://")
+        .unwrap_or_else(|| die("the soak runs over http://"))
+        .to_string();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a loopback port for the cutting proxy");
+    let addr = listener.local_addr().expect("its address");
+    let (cut, _) = tokio::sync::watch::channel(0u64);
+    let cut = Arc::new(cut);
+    let ticker = cut.clone();
+    let sh2 = sh.clone();
+    tokio::spawn(async move {
+        let mut tick = every(Duration::from_secs(10));
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = sh2.posting.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let at = now_ms();
+            ticker.send_modify(|g| *g += 1);
+            sh2.faults.lock().unwrap().push(Fault {
+                start_ms: at,
+                end_ms: at,
+                name: "cut proxy mid-frame".into(),
+            });
+        }
+    });
+    tokio::spawn(async move {
+        loop {
+            let Ok((client, _)) = listener.accept().await else {
+                continue;
+            };
+            let upstream = upstream.clone();
+            let cut = cut.subscribe();
+            tokio::spawn(async move {
+                if let Ok(server) = tokio::net::TcpStream::connect(&upstream).await {
+                    pipe(client, server, cut).await;
+                }
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+/// Copies both ways until either side ends, or a cut is asked for: then half of the
+/// server's next bytes go through and both sides are closed.
+async fn pipe(
+    client: tokio::net::TcpStream,
+    server: tokio::net::TcpStream,
+    mut cut: tokio::sync::watch::Receiver<u64>,
+) {
+    use tokio::io::AsyncReadExt;
+    let (mut client_read, mut client_write) = client.into_split();
+    let (mut server_read, mut server_write) = server.into_split();
+    let up = tokio::spawn(async move {
+        let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
+    });
+    cut.borrow_and_update();
+    let mut cutting = false;
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        tokio::select! {
+            read = server_read.read(&mut buf) => {
+                let n = match read {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                };
+                if cutting {
+                    let _ = client_write.write_all(&buf[..n.div_ceil(2)]).await;
+                    break;
+                }
+                if client_write.write_all(&buf[..n]).await.is_err() {
+                    break;
+                }
+            }
+            changed = cut.changed(), if !cutting => {
+                if changed.is_err() {
+                    break;
+                }
+                cutting = true;
+            }
+        }
+    }
+    up.abort();
+}
+
 /// One sample a second until everything stops.
 async fn sampler(sh: Arc<Shared>, pids: Vec<(String, String)>) -> Vec<Sample> {
     let mut out = Vec::new();
@@ -996,9 +1094,12 @@ async fn run(o: Opts) -> History {
         notifications,
         seen: Vec::new(),
     };
+    // ws-2 and events-2 go through a proxy that cuts them mid-frame every 10 s.
+    let cut = cutting_proxy(sh.clone(), &base).await;
     let mut subscribers = Vec::new();
     subscribers.push(tokio::spawn(ws_client(
         sh.clone(),
+        base.clone(),
         u1.clone(),
         "ws-1".into(),
         rooms(&[ROOM_A, ROOM_B, PRIVATE]),
@@ -1006,6 +1107,7 @@ async fn run(o: Opts) -> History {
     )));
     subscribers.push(tokio::spawn(ws_client(
         sh.clone(),
+        cut.clone(),
         u2.clone(),
         "ws-2".into(),
         rooms(&[ROOM_A, PRIVATE]),
@@ -1013,6 +1115,7 @@ async fn run(o: Opts) -> History {
     )));
     subscribers.push(tokio::spawn(ws_client(
         sh.clone(),
+        base.clone(),
         u3.clone(),
         "ws-3".into(),
         rooms(&[ROOM_B, PRIVATE]),
@@ -1020,6 +1123,7 @@ async fn run(o: Opts) -> History {
     )));
     subscribers.push(tokio::spawn(sse_client(
         sh.clone(),
+        base.clone(),
         u4.clone(),
         client("sse-4", "sse", &[ROOM_A], false),
         format!("/api/rooms/{ROOM_A}/events"),
@@ -1028,6 +1132,7 @@ async fn run(o: Opts) -> History {
     )));
     subscribers.push(tokio::spawn(sse_client(
         sh.clone(),
+        cut.clone(),
         u2.clone(),
         client("events-2", "events", &[ROOM_A, PRIVATE], true),
         format!(
@@ -1039,6 +1144,7 @@ async fn run(o: Opts) -> History {
     )));
     subscribers.push(tokio::spawn(sse_client(
         sh.clone(),
+        base.clone(),
         u5.clone(),
         client("long-poll-5", "long-poll", &[ROOM_B], false),
         format!("/api/rooms/{ROOM_B}/events?once=true"),

@@ -9,7 +9,8 @@
 # The chaos loop repeats, every 60 s of the run: kill -9 an instance and start it again
 # (at 6 s), restart Redis (14 s), restart PostgreSQL (22 s), SIGSTOP an instance for 20 s
 # then SIGCONT (32 s to 52 s); the instances take turns. The clients themselves leave a
-# WebSocket mid-frame and an event stream mid-stream every 10 s. Every fault is written to
+# WebSocket mid-frame and an event stream mid-stream every 10 s, and two of them go through a
+# proxy of the soak's that cuts their connections mid-frame every 10 s. Every fault is written to
 # faults.txt (`START_MS END_MS NAME`; a fault ends when what it hit serves again), so the
 # checker can tell errors inside a fault window from errors outside one.
 #

@@ -450,12 +450,7 @@ pub fn check(h: &History) -> Report {
         .map(|x| (x.start_ms, x.end_ms + GRACE_MS))
         .collect();
     for fault in &h.faults {
-        let name = if fault.is_client_cut() {
-            "cut (client)".to_string()
-        } else {
-            fault.name.clone()
-        };
-        *fig.faults.entry(name).or_default() += 1;
+        *fig.faults.entry(fault.name.clone()).or_default() += 1;
     }
     for e in &h.errors {
         if windows.iter().any(|&(a, b)| a <= e.at_ms && e.at_ms <= b) {

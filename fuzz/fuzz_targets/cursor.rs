@@ -18,6 +18,10 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Ok(c) = Cursor::decode(cursor, &topics) {
         let again = c.encode(&topics);
-        assert_eq!(Cursor::decode(&again, &topics), Ok(c), "{cursor:?} → {again:?}");
+        assert_eq!(
+            Cursor::decode(&again, &topics),
+            Ok(c),
+            "{cursor:?} → {again:?}"
+        );
     }
 });
