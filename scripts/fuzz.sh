@@ -21,20 +21,20 @@ if ! rustup run nightly rustc --version >/dev/null 2>&1; then
   echo "      PROPTEST_CASES=20000 cargo test --features ssr properties" >&2
   exit 1
 fi
-command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --version "${CARGO_FUZZ_VERSION:-0.13.1}" --locked
+command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --version "${CARGO_FUZZ_VERSION:-0.13.2}" --locked
 
 cd fuzz
 mkdir -p logs
 # No sanitizer: the code under test is safe Rust; the fuzzers look for panics (assertions
-# on the invariants included) and hangs, and run faster without one.
-# shellcheck disable=SC2086
-cargo +nightly fuzz build -s none $targets
+# on the invariants included, and overflow checks: -a keeps debug assertions) and hangs, and
+# run faster without one.
+cargo +nightly fuzz build -s none -a
 run() {
   local t="$1"
   mkdir -p "corpus/$t" "artifacts/$t"
-  if cargo +nightly fuzz run -s none "$t" "corpus/$t" -- -max_total_time="$secs" -max_len=4096 \
+  if cargo +nightly fuzz run -s none -a "$t" "corpus/$t" -- -max_total_time="$secs" -max_len=4096 \
     -artifact_prefix="artifacts/$t/" >"logs/$t.log" 2>&1; then
-    echo "fuzz: $t: no crash in $secs s ($(grep -o 'stat::number_of_executed_units: [0-9]*' "logs/$t.log" | grep -o '[0-9]*' || echo '?') runs, $(ls "corpus/$t" | wc -l) corpus entries)"
+    echo "fuzz: $t: no crash in $secs s ($(grep -o 'Done [0-9]* runs' "logs/$t.log" | grep -o '[0-9]*' || echo '?') runs, $(ls "corpus/$t" | wc -l) corpus entries)"
   else
     echo "fuzz: $t: FOUND a crash: $(ls "artifacts/$t")"
     tail -n 30 "logs/$t.log"

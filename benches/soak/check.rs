@@ -628,7 +628,7 @@ pub fn svg(h: &History) -> String {
             )],
         ),
         (
-            "delivery p99 of each second (ms)",
+            "delivery p99 of each second (ms, log scale)",
             vec![(
                 "p99".into(),
                 h.samples
@@ -692,14 +692,28 @@ pub fn svg(h: &History) -> String {
             "<rect x=\"{LEFT}\" y=\"{top}\" width=\"{}\" height=\"{PANEL}\" fill=\"none\" stroke=\"#999\"/>\n",
             W - LEFT - RIGHT
         );
-        for k in 0..=4 {
-            let v = max * k as f64 / 4.0;
-            let y = bottom - PANEL * k as f64 / 4.0;
+        // The latency panel is logarithmic (1 ms to the worst second), so both the usual few
+        // milliseconds and a paused instance's 20 s show.
+        let log = title.contains("p99");
+        let decades = max.log10().ceil().max(1.0);
+        let y_of = |v: f64| {
+            if log {
+                bottom - (v.max(1.0).log10() / decades).min(1.0) * PANEL
+            } else {
+                bottom - v / max * PANEL
+            }
+        };
+        let ticks: Vec<f64> = if log {
+            (0..=decades as i32).map(|k| 10f64.powi(k)).collect()
+        } else {
+            (0..=4).map(|k| max * f64::from(k) / 4.0).collect()
+        };
+        for v in ticks {
             out += &format!(
                 "<text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>\n",
                 LEFT - 5.0,
-                y + 4.0,
-                if max >= 100.0 {
+                y_of(v) + 4.0,
+                if max >= 100.0 || log {
                     format!("{v:.0}")
                 } else {
                     format!("{v:.1}")
@@ -712,7 +726,7 @@ pub fn svg(h: &History) -> String {
             for run in points.chunk_by(|a, b| b.0 - a.0 <= 2_000) {
                 let path: Vec<String> = run
                     .iter()
-                    .map(|&(t, v)| format!("{:.1},{:.1}", x(t), bottom - v / max * PANEL))
+                    .map(|&(t, v)| format!("{:.1},{:.1}", x(t), y_of(v)))
                     .collect();
                 out += &format!(
                     "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"1.3\" points=\"{}\"/>\n",

@@ -6,7 +6,7 @@
 use libfuzzer_sys::fuzz_target;
 use tidings::server::fanout::topics::{start_of, Cursor};
 
-/// Input: the cursor text, a NUL, then the stream's topics one per line.
+// Input: the cursor text, a NUL, then the stream's topics one per line.
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;

@@ -5,7 +5,7 @@
 
 use libfuzzer_sys::fuzz_target;
 
-/// Input: 1 byte choosing the `Accept` header, then the query string.
+// Input: 1 byte choosing the `Accept` header, then the query string.
 fuzz_target!(|data: &[u8]| {
     let Some((&accept, query)) = data.split_first() else {
         return;

@@ -5,7 +5,7 @@
 use libfuzzer_sys::fuzz_target;
 use tidings::protocol::ndjson::LineDecoder;
 
-/// Input: 2 bytes of limit, 2 bytes seeding the chunk sizes, then the stream.
+// Input: 2 bytes of limit, 2 bytes seeding the chunk sizes, then the stream.
 fuzz_target!(|data: &[u8]| {
     if data.len() < 4 {
         return;

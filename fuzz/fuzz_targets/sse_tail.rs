@@ -29,7 +29,7 @@ fn events(chunks: Vec<&[u8]>) -> (Vec<String>, Option<std::time::Duration>) {
     (out, scanner.found)
 }
 
-/// Input: 1 byte seeding the chunk sizes, then the stream.
+// Input: 1 byte seeding the chunk sizes, then the stream.
 fuzz_target!(|data: &[u8]| {
     let Some((&seed, body)) = data.split_first() else {
         return;
