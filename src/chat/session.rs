@@ -876,8 +876,9 @@ mod tests {
         )
     }
 
-    #[tokio::test]
-    async fn a_message_past_a_hole_makes_the_socket_read_the_hole_back() {
+    /// A hub with the default settings whose store and bus the test also drives (as another
+    /// instance would).
+    async fn hub_on_bus() -> (tempfile::TempDir, Store, Arc<LocalBus>, Hub) {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
         let store = Store::connect(&url).await.unwrap();
@@ -888,6 +889,12 @@ mod tests {
             Shutdown::new(),
             ChatConfig::default(),
         );
+        (dir, store, bus, hub)
+    }
+
+    #[tokio::test]
+    async fn a_message_past_a_hole_makes_the_socket_read_the_hole_back() {
+        let (_dir, store, bus, hub) = hub_on_bus().await;
         let mut c = connect(&hub, "alice");
         c.send(serde_json::json!({"type":"chat-join","room":"order","lastMessageId":null}));
         assert_eq!(c.next().await["type"], "chat-joined");
@@ -930,16 +937,7 @@ mod tests {
         // Found by the soak: a client reconnecting asks `notifications-since` its last id, and
         // a notification sent while it reconnected is heard live before the request is
         // answered. The replay must not send it again.
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
-        let store = Store::connect(&url).await.unwrap();
-        let bus = Arc::new(LocalBus::new());
-        let hub = Hub::start(
-            store.clone(),
-            bus.clone(),
-            Shutdown::new(),
-            ChatConfig::default(),
-        );
+        let (_dir, store, bus, hub) = hub_on_bus().await;
         let mut c = connect(&hub, "alice");
         // The session runs (and follows the notifications) once it answers a join.
         c.send(serde_json::json!({"type":"chat-join","room":"lobby","lastMessageId":null}));
