@@ -435,48 +435,54 @@ async fn ws_client(
                 continue;
             }
         };
+        let mut hello_failed = None;
         for m in st.hello() {
             let text = serde_json::to_string(&m).unwrap();
-            if ws.send(Message::Text(text.into())).await.is_err() {
-                continue 'connection;
+            if let Err(e) = ws.send(Message::Text(text.into())).await {
+                hello_failed = Some(format!("send: {e}"));
+                break;
             }
         }
-        let reason = loop {
-            tokio::select! {
-                biased;
-                _ = sh.stop.cancelled() => {
-                    let _ = ws.close(None).await;
-                    break 'connection;
-                }
-                // Like a real client waiting on acks: a few in flight at most (a paused
-                // server is not sent a burst it would refuse as too fast).
-                _ = tick.tick(), if !sh.posting.is_cancelled() && st.pending.len() < IN_FLIGHT => {
-                    seq += 1;
-                    let room = st.rec.rooms[seq as usize % st.rec.rooms.len()].clone();
-                    let token = format!("{name}-{seq}-{}", now_us());
-                    let text = format!("soak {token}");
-                    st.pending.insert(token.clone(), (room.clone(), text.clone()));
-                    let m = ClientMsg::ChatMessage { text, room: Some(room), client_id: Some(token) };
-                    let m = serde_json::to_string(&m).unwrap();
-                    if let Err(e) = ws.send(Message::Text(m.into())).await {
-                        break format!("send: {e}");
+        let reason = if let Some(reason) = hello_failed {
+            reason
+        } else {
+            loop {
+                tokio::select! {
+                    biased;
+                    _ = sh.stop.cancelled() => {
+                        let _ = ws.close(None).await;
+                        break 'connection;
                     }
-                }
-                frame = timeout(SILENCE, ws.next()) => match frame {
-                    Err(_) => break format!("silent for {SILENCE:?}"),
-                    Ok(None) => break "ended".to_string(),
-                    Ok(Some(Err(e))) => break e.to_string(),
-                    Ok(Some(Ok(Message::Close(f)))) => {
-                        break format!("closed: {}", f.map(|f| format!("{} {}", u16::from(f.code), f.reason)).unwrap_or_default());
-                    }
-                    Ok(Some(Ok(Message::Text(text)))) => {
-                        backoff = Duration::from_millis(100);
-                        if let Ok(msg) = serde_json::from_str::<ServerMsg>(&text) {
-                            st.frame(&sh, msg);
+                    // Like a real client waiting on acks: a few in flight at most (a paused
+                    // server is not sent a burst it would refuse as too fast).
+                    _ = tick.tick(), if !sh.posting.is_cancelled() && st.pending.len() < IN_FLIGHT => {
+                        seq += 1;
+                        let room = st.rec.rooms[seq as usize % st.rec.rooms.len()].clone();
+                        let token = format!("{name}-{seq}-{}", now_us());
+                        let text = format!("soak {token}");
+                        st.pending.insert(token.clone(), (room.clone(), text.clone()));
+                        let m = ClientMsg::ChatMessage { text, room: Some(room), client_id: Some(token) };
+                        let m = serde_json::to_string(&m).unwrap();
+                        if let Err(e) = ws.send(Message::Text(m.into())).await {
+                            break format!("send: {e}");
                         }
                     }
-                    Ok(Some(Ok(_))) => {}
-                },
+                    frame = timeout(SILENCE, ws.next()) => match frame {
+                        Err(_) => break format!("silent for {SILENCE:?}"),
+                        Ok(None) => break "ended".to_string(),
+                        Ok(Some(Err(e))) => break e.to_string(),
+                        Ok(Some(Ok(Message::Close(f)))) => {
+                            break format!("closed: {}", f.map(|f| format!("{} {}", u16::from(f.code), f.reason)).unwrap_or_default());
+                        }
+                        Ok(Some(Ok(Message::Text(text)))) => {
+                            backoff = Duration::from_millis(100);
+                            if let Ok(msg) = serde_json::from_str::<ServerMsg>(&text) {
+                                st.frame(&sh, msg);
+                            }
+                        }
+                        Ok(Some(Ok(_))) => {}
+                    },
+                }
             }
         };
         st.rec.seen.push(Seen::Disconnect {
@@ -634,7 +640,10 @@ async fn http_poster(sh: Arc<Shared>, user: User, rooms: Vec<String>) {
         seq += 1;
         let room = &rooms[seq as usize % rooms.len()];
         let token = format!("{}-http-{seq}-{}", user.name, now_us());
-        while !sh.stop.is_cancelled() {
+        // Retried until answered, for at most a minute (a fault that never heals must not
+        // keep the run from ending).
+        let give_up = tokio::time::Instant::now() + Duration::from_secs(60);
+        while !sh.stop.is_cancelled() && tokio::time::Instant::now() < give_up {
             let req = user
                 .http
                 .post(sh.url(&format!("/api/rooms/{room}/messages")))

@@ -59,8 +59,16 @@ cleanup() {
 trap cleanup EXIT
 
 now_ms() { date +%s%3N; }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+# A port nothing listens on, below the kernel's ephemeral range (32768 and up): a restarted
+# instance must get its port back, and an outgoing connection could hold an ephemeral one.
+free_port() {
+  local p
+  while :; do
+    p=$((20000 + RANDOM % 12000))
+    listening "$p" || { echo "$p"; return; }
+  done
+}
 # Waits until something listens on port $1 (at most $2 tenths of a second).
 await_port() {
   for _ in $(seq 1 "${2:-300}"); do listening "$1" && return 0; sleep 0.1; done
@@ -144,8 +152,8 @@ client_pid=$!
 fault() { echo "$1 $(now_ms) $2" >>"$faults"; echo "soak: fault: $2" >&2; }
 
 # The chaos loop: waits for the clients to start, then runs the schedule against the clock.
-for _ in $(seq 1 600); do [ -f "$out/started" ] && break; kill -0 "$client_pid" 2>/dev/null || break; sleep 0.1; done
-[ -f "$out/started" ] || { echo "soak: the clients did not start" >&2; wait "$client_pid"; exit 1; }
+for _ in $(seq 1 600); do [ -s "$out/started" ] && break; kill -0 "$client_pid" 2>/dev/null || break; sleep 0.1; done
+[ -s "$out/started" ] || { echo "soak: the clients did not start" >&2; wait "$client_pid"; exit 1; }
 t0="$(cat "$out/started")"
 # Sleeps until $1 seconds into the run; false once the run is over (or the clients ended).
 at() {
@@ -162,19 +170,20 @@ while :; do
   victim=a other=b
   ((cycle % 2)) && victim=b other=a
   at $((c + 6)) || break
-  s="$(now_ms)"; kill -9 "${pid[$victim]}"; wait "${pid[$victim]}" 2>/dev/null || true
+  s="$(now_ms)"; kill -9 "${pid[$victim]}" 2>/dev/null || true; wait "${pid[$victim]}" 2>/dev/null || true
   start_instance "$victim"; fault "$s" "kill -9 $victim"
   at $((c + 14)) || break
-  s="$(now_ms)"; kill "$redis_pid"; wait "$redis_pid" 2>/dev/null || true
+  s="$(now_ms)"; kill "$redis_pid" 2>/dev/null || true; wait "$redis_pid" 2>/dev/null || true
   sleep 1; start_redis; fault "$s" "restart redis"
   at $((c + 22)) || break
   s="$(now_ms)"
   "${pg_as[@]}" "$(pg_bin)/pg_ctl" -D "$pg_folder/data" -m fast -w restart >>"$out/postgres.log" 2>&1
   fault "$s" "restart postgres"
+  # A pause starts only if it ends within the run (the checker reads the faults then).
+  ((c + 52 <= secs)) || break
   at $((c + 32)) || break
-  s="$(now_ms)"; kill -STOP "${pid[$other]}"
-  # The 20 s pause may run past the end of a short run: it is always lifted.
-  sleep 20; kill -CONT "${pid[$other]}"; fault "$s" "sigstop $other 20 s"
+  s="$(now_ms)"; kill -STOP "${pid[$other]}" 2>/dev/null || true
+  sleep 20; kill -CONT "${pid[$other]}" 2>/dev/null || true; fault "$s" "sigstop $other 20 s"
   cycle=$((cycle + 1))
 done
 

@@ -449,10 +449,12 @@ where
         // The newest notification of this user's sent (or known when the socket opened): live
         // ones at or below it are skipped, and a fall behind reads back from it.
         let mut last_note = hub.notifications_seen();
-        // What this socket sent live is above this and at or below `last_note`: a replay the
-        // client asks for (`notifications-since`, from its last connection) skips those, so a
-        // notification heard live before the request is answered is not sent twice.
-        let live_from = last_note;
+        // A client resuming asks `notifications-since` first thing. Until that is answered (or
+        // for NOTES_HOLD after the socket opens, for clients that never ask), live
+        // notifications wait here, so a reconnecting client gets the replay and then these,
+        // each once and in order (held ones the replay already sent are dropped).
+        let mut held_notes: Option<Vec<(i64, Message)>> = Some(Vec::new());
+        let mut hold = std::pin::pin!(tokio::time::sleep(NOTES_HOLD));
         loop {
             let mut close: Option<(u16, &'static str)> = None;
             if let Some(at) = rooms.iter().position(|r| r.behind) {
@@ -516,14 +518,17 @@ where
                                 follow(&ends.held, &rooms);
                             }
                             Some(Out::NotesSince(after)) => {
-                                let sent = live_from..=last_note;
-                                match Box::pin(notes_back(&hub, &user, after, Some(sent), &mut burst)).await {
-                                    Ok(last) => last_note = last_note.max(last),
+                                match Box::pin(notes_back(&hub, &user, after, true, &mut burst)).await {
+                                    Ok(last) => {
+                                        release(&mut held_notes, last, &mut burst);
+                                        last_note = last_note.max(last);
+                                    }
                                     Err(()) => close = Some((1011, NOTES_UNREAD)),
                                 }
                             }
                         }
                     }
+                    _ = &mut hold, if held_notes.is_some() => release(&mut held_notes, 0, &mut burst),
                     frame = socket.next(), if answering.is_none() => {
                         last_seen = clock::now_ms();
                         match frame {
@@ -575,7 +580,13 @@ where
                         Some(Received::Message(m)) if !m.is_for(&user) => {}
                         Some(Received::Message(m)) if m.kind == "notification" => {
                             if m.id > last_note {
-                                burst.push(frame(&m.data));
+                                match held_notes.as_mut() {
+                                    Some(held) if held.len() < NOTES_HELD_MAX => held.push((m.id, frame(&m.data))),
+                                    _ => {
+                                        release(&mut held_notes, 0, &mut burst);
+                                        burst.push(frame(&m.data));
+                                    }
+                                }
                                 last_note = m.id;
                             }
                         }
@@ -583,7 +594,8 @@ where
                         Some(Received::Lagged(n)) => {
                             // Fell behind the bus: read back what this user missed.
                             ws::record_drops(n);
-                            match Box::pin(notes_back(&hub, &user, last_note, None, &mut burst)).await {
+                            release(&mut held_notes, 0, &mut burst);
+                            match Box::pin(notes_back(&hub, &user, last_note, false, &mut burst)).await {
                                 Ok(last) => last_note = last,
                                 Err(()) => close = Some((1011, NOTES_UNREAD)),
                             }
@@ -687,25 +699,32 @@ fn frame(data: &bytes::Bytes) -> Message {
     Message::Text(Utf8Bytes::try_from(data.clone()).unwrap_or_default())
 }
 
-/// Adds `user`'s notifications after `after` to `burst`, every page; returns the last id.
-/// `asked`: the client asked (`notifications-since`), so a `notifications-gap` goes first
-/// when some are no longer kept, and the ids this socket already sent live (the range, whose
-/// start is excluded) are skipped. Without it, a socket that fell behind the bus reads on
-/// from its own last id.
+/// How long after a socket opens live notifications wait for its `notifications-since`, and
+/// how many at most.
+const NOTES_HOLD: Duration = Duration::from_millis(500);
+const NOTES_HELD_MAX: usize = 64;
+
+/// Sends the held live notifications newer than `after` (the replay sent the rest), in order,
+/// and stops holding.
+fn release(held: &mut Option<Vec<(i64, Message)>>, after: i64, burst: &mut Vec<Message>) {
+    for (id, m) in held.take().unwrap_or_default() {
+        if id > after {
+            burst.push(m);
+        }
+    }
+}
+
+/// Adds `user`'s notifications after `after` to `burst` (a `notifications-gap` first when
+/// `first` and some are no longer kept), every page; returns the last id.
 async fn notes_back(
     hub: &Hub,
     user: &str,
     after: i64,
-    asked: Option<std::ops::RangeInclusive<i64>>,
+    first: bool,
     burst: &mut Vec<Message>,
 ) -> Result<i64, ()> {
     let mut last = after;
-    let mut first = asked.is_some();
-    let sent = |id: i64| {
-        asked
-            .as_ref()
-            .is_some_and(|r| id > *r.start() && id <= *r.end())
-    };
+    let mut first = first;
     loop {
         let page = replay::page(hub.store(), user, last, first)
             .await
@@ -714,7 +733,7 @@ async fn notes_back(
         if let Some(gap) = page.gap {
             burst.push(text(&ServerMsg::NotificationsGap(gap)));
         }
-        for row in page.rows.iter().filter(|row| !sent(row.id)) {
+        for row in &page.rows {
             burst.push(text(&ServerMsg::Notification(replay::wire(row))));
         }
         last = page.last_id;
@@ -933,16 +952,21 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_notification_heard_live_before_a_replay_is_asked_for_is_not_sent_again() {
+    async fn a_reconnecting_socket_gets_missed_and_live_notifications_once_in_order() {
         // Found by the soak: a client reconnecting asks `notifications-since` its last id, and
-        // a notification sent while it reconnected is heard live before the request is
-        // answered. The replay must not send it again.
+        // a notification sent meanwhile is heard live before that is answered. The client
+        // must get what it missed, then that one: each once, in order.
         let (_dir, store, bus, hub) = hub_on_bus().await;
-        let mut c = connect(&hub, "alice");
-        // The session runs (and follows the notifications) once it answers a join.
-        c.send(serde_json::json!({"type":"chat-join","room":"lobby","lastMessageId":null}));
-        assert_eq!(c.next().await["type"], "chat-joined");
-        let notify = |n: &crate::notify::store::NotificationRow| {
+        let create = |text: &'static str| {
+            let store = store.clone();
+            async move {
+                store
+                    .create_notification("info", "Info", text, "admin", 1, None, 100)
+                    .await
+                    .unwrap()
+            }
+        };
+        let publish = |n: &crate::notify::store::NotificationRow| {
             use crate::server::fanout::bus::{Bus, Envelope, NOTIFICATIONS};
             let msg = ServerMsg::Notification(replay::wire(n));
             bus.publish(Envelope::new(
@@ -952,25 +976,36 @@ mod tests {
                 serde_json::to_string(&msg).unwrap(),
             ));
         };
-        let first = store
-            .create_notification("info", "Info", "one", "admin", 1, None, 100)
-            .await
-            .unwrap();
-        notify(&first);
-        assert_eq!(c.next().await["id"], first.id, "heard live");
+        // Sent while the client was away: stored, never heard on its new socket.
+        let missed = create("missed").await;
+        let mut c = connect(&hub, "alice");
+        // The session runs (and follows the notifications) once it answers a join.
+        c.send(serde_json::json!({"type":"chat-join","room":"lobby","lastMessageId":null}));
+        assert_eq!(c.next().await["type"], "chat-joined");
+        let live = create("live").await;
+        publish(&live);
+        // The socket has heard it (its frames are answered in turn) before the client asks.
+        c.send(serde_json::json!({"type":"chat-shout"}));
+        let mut ids = Vec::new();
+        loop {
+            let m = c.next().await;
+            if m["type"] == "notification" {
+                ids.push(m["id"].as_i64().unwrap());
+            }
+            if m["type"] == "chat-error" {
+                break;
+            }
+        }
         c.send(serde_json::json!({"type":"notifications-since","lastNotificationId":0}));
-        let second = store
-            .create_notification("info", "Info", "two", "admin", 2, None, 100)
-            .await
-            .unwrap();
-        notify(&second);
-        let next = c.next().await;
-        assert_eq!(
-            (next["type"].as_str(), next["id"].as_i64()),
-            (Some("notification"), Some(second.id)),
-            "notification {} was sent twice",
-            first.id
-        );
+        let after = create("after").await;
+        publish(&after);
+        while ids.len() < 3 {
+            let m = c.next().await;
+            if m["type"] == "notification" {
+                ids.push(m["id"].as_i64().unwrap());
+            }
+        }
+        assert_eq!(ids, [missed.id, live.id, after.id]);
     }
 
     fn connect(hub: &Hub, user: &str) -> Client {
