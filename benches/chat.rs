@@ -381,17 +381,6 @@ async fn sign_in_all(http: &reqwest::Client, base: &str, names: Vec<String>) -> 
 }
 
 /// `http://host:port` → `ws://host:port/ws`.
-fn ws_url(base: &str) -> String {
-    let origin = if let Some(rest) = base.strip_prefix("http://") {
-        format!("ws://{rest}")
-    } else if let Some(rest) = base.strip_prefix("https://") {
-        format!("wss://{rest}")
-    } else {
-        base.to_string()
-    };
-    format!("{}/ws", origin.trim_end_matches('/'))
-}
-
 /// The source address of connection `index` to a loopback server: spread over 127.0.0.0/8
 /// (127.1.0.1, 127.1.0.2, …), so no one source address runs out of ports however many
 /// connections are open or lingering in TIME_WAIT.
@@ -1003,7 +992,7 @@ async fn load(o: &Opts) {
         .split(',')
         .map(|u| u.trim().trim_end_matches('/'))
         .collect();
-    let ws: Vec<Arc<str>> = bases.iter().map(|b| Arc::from(ws_url(b))).collect();
+    let ws: Vec<Arc<str>> = bases.iter().map(|b| Arc::from(common::ws_url(b))).collect();
     let events: Vec<Arc<str>> = bases
         .iter()
         .map(|b| {
@@ -1473,7 +1462,7 @@ async fn idle(o: &Opts) {
         .await
         .unwrap_or_else(|e| die(&e))
         .into();
-    let url: Arc<str> = ws_url(&o.url).into();
+    let url: Arc<str> = common::ws_url(&o.url).into();
     let room: Option<Arc<str>> = o.room.clone().map(Arc::<str>::from);
     let rss = || o.pid.as_deref().and_then(|p| status_kb(p, "VmRSS"));
     let before = rss();

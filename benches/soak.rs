@@ -285,10 +285,6 @@ fn every(period: Duration) -> tokio::time::Interval {
     tick
 }
 
-fn ws_url(base: &str) -> String {
-    format!("{}/ws", base.replacen("http://", "ws://", 1))
-}
-
 /// What a WebSocket client knows across its connections.
 struct WsState {
     rec: Client,
@@ -407,7 +403,7 @@ async fn ws_client(
     let mut tick = every(Duration::from_secs_f64(1.0 / per_sec));
     let mut backoff = Duration::from_millis(100);
     'connection: while !sh.stop.is_cancelled() {
-        let mut request = ws_url(&base)
+        let mut request = common::ws_url(&base)
             .into_client_request()
             .expect("a WebSocket URL");
         request
@@ -853,7 +849,7 @@ async fn cutter(sh: Arc<Shared>, user: User) {
         n += 1;
         let start = now_ms();
         if n % 2 == 1 {
-            let mut request = ws_url(&sh.base).into_client_request().unwrap();
+            let mut request = common::ws_url(&sh.base).into_client_request().unwrap();
             request
                 .headers_mut()
                 .insert("cookie", HeaderValue::from_str(&user.cookie).unwrap());

@@ -1,6 +1,7 @@
 //! What the load generators share: settings from the environment, the server's memory and
-//! CPU from `/proc`, percentiles, and signing in. Each bench includes it with `mod common;`
-//! (a folder, so cargo does not take it for a bench of its own) and uses what it needs.
+//! CPU from `/proc`, percentiles, signing in, and a server's WebSocket URL. Each bench
+//! includes it with `mod common;` (a folder, so cargo does not take it for a bench of its
+//! own) and uses what it needs.
 
 #![allow(dead_code)]
 
@@ -60,4 +61,17 @@ pub async fn sign_in(client: &reqwest::Client, base: &str, username: &str) {
         .await
         .expect("login");
     assert_eq!(res.status(), 200, "login as {username}");
+}
+
+/// The WebSocket URL (`/ws`) of the server at `base` (`http://…` → `ws://…`, `https://` →
+/// `wss://`).
+pub fn ws_url(base: &str) -> String {
+    let origin = if let Some(rest) = base.strip_prefix("http://") {
+        format!("ws://{rest}")
+    } else if let Some(rest) = base.strip_prefix("https://") {
+        format!("wss://{rest}")
+    } else {
+        base.to_string()
+    };
+    format!("{}/ws", origin.trim_end_matches('/'))
 }

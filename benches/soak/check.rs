@@ -207,21 +207,11 @@ pub struct RssGrowth {
     pub samples: usize,
 }
 
-struct Failures {
-    all: Vec<String>,
-}
-
-impl Failures {
-    fn add(&mut self, what: String) {
-        self.all.push(what);
-    }
-}
-
 const TERMINAL: [&str; 3] = ["complete", "failed", "cancelled"];
 
 /// Judges `h`.
 pub fn check(h: &History) -> Report {
-    let mut f = Failures { all: Vec::new() };
+    let mut f: Vec<String> = Vec::new();
     let mut fig = Figures {
         secs: h.ended_ms.saturating_sub(h.started_ms) as f64 / 1000.0,
         acked_messages: h.posts.len(),
@@ -241,14 +231,14 @@ pub fn check(h: &History) -> Report {
     for p in &h.posts {
         acked.entry(p.room.as_str()).or_default().push(p.id);
         match token_of.insert((p.room.as_str(), p.id), p.token.as_str()) {
-            Some(other) if other != p.token => f.add(format!(
+            Some(other) if other != p.token => f.push(format!(
                 "#{} {} was acknowledged to two messages ({other} and {})",
                 p.room, p.id, p.token
             )),
             _ => {}
         }
         match id_of.insert(p.token.as_str(), (p.room.as_str(), p.id)) {
-            Some((room, id)) if (room, id) != (p.room.as_str(), p.id) => f.add(format!(
+            Some((room, id)) if (room, id) != (p.room.as_str(), p.id) => f.push(format!(
                 "duplicate: message {} was stored twice (#{room} {id} and #{} {})",
                 p.token, p.room, p.id
             )),
@@ -263,14 +253,14 @@ pub fn check(h: &History) -> Report {
         for s in &c.seen {
             if let Seen::Message { room, id, token } = s {
                 match token_of.get(&(room.as_str(), *id)) {
-                    Some(t) if t != token => f.add(format!(
+                    Some(t) if t != token => f.push(format!(
                         "{}: #{room} {id} arrived as {token}, but was stored as {t}",
                         c.name
                     )),
                     _ => {}
                 }
                 match id_of.get(token.as_str()) {
-                    Some(&(r, i)) if (r, i) != (room.as_str(), *id) => f.add(format!(
+                    Some(&(r, i)) if (r, i) != (room.as_str(), *id) => f.push(format!(
                         "duplicate: {} received message {token} as #{room} {id}, but it was stored as #{r} {i}",
                         c.name
                     )),
@@ -295,7 +285,7 @@ pub fn check(h: &History) -> Report {
                 Seen::Message { room, id, .. } => {
                     fig.messages_received += 1;
                     if !c.rooms.contains(room) {
-                        f.add(format!(
+                        f.push(format!(
                             "{} ({}) got #{room} {id} from a room it does not follow",
                             c.name, c.transport
                         ));
@@ -303,13 +293,13 @@ pub fn check(h: &History) -> Report {
                     }
                     let before = last.entry(room.as_str()).or_insert(0);
                     if *id == *before {
-                        f.add(format!(
+                        f.push(format!(
                             "duplicate: {} ({}) got #{room} {id} twice in a row",
                             c.name, c.transport
                         ));
                     } else if *id < *before {
                         let again = got[room.as_str()].contains(id);
-                        f.add(format!(
+                        f.push(format!(
                             "{}: {} ({}) got #{room} {id} after {before}",
                             if again { "duplicate" } else { "out of order" },
                             c.name,
@@ -328,7 +318,7 @@ pub fn check(h: &History) -> Report {
                 }
                 Seen::Notification { id } => {
                     if *id <= last_notification {
-                        f.add(format!(
+                        f.push(format!(
                             "{}: {} ({}) got notification {id} after {last_notification}",
                             if notified.contains(id) {
                                 "duplicate"
@@ -364,7 +354,7 @@ pub fn check(h: &History) -> Report {
                 }
             }
             if !missing.is_empty() {
-                f.add(format!(
+                f.push(format!(
                     "lost: {} ({}) never got {} acknowledged message(s) of #{room} and was told no gap: {}",
                     c.name,
                     c.transport,
@@ -382,7 +372,7 @@ pub fn check(h: &History) -> Report {
                 .filter(|id| notified.binary_search(id).is_err() && !covered(None, *id))
                 .collect();
             if !missing.is_empty() {
-                f.add(format!(
+                f.push(format!(
                     "lost: {} ({}) never got {} notification(s) and was told no gap: {}",
                     c.name,
                     c.transport,
@@ -399,7 +389,7 @@ pub fn check(h: &History) -> Report {
         for (at, (id, name)) in j.events.iter().enumerate() {
             let want = at as i64 + 1;
             if *id != want {
-                f.add(format!(
+                f.push(format!(
                     "job {}: event {} was id {id} ({name}), not {want}: {}",
                     j.id,
                     at + 1,
@@ -410,11 +400,11 @@ pub fn check(h: &History) -> Report {
         }
         match j.events.last() {
             Some((_, name)) if TERMINAL.contains(&name.as_str()) => {}
-            Some((id, name)) => f.add(format!(
+            Some((id, name)) => f.push(format!(
                 "job {}: its events stop at {id} ({name}), with no terminal event",
                 j.id
             )),
-            None => f.add(format!("job {}: no events at all", j.id)),
+            None => f.push(format!("job {}: no events at all", j.id)),
         }
         let terminals = j
             .events
@@ -422,7 +412,7 @@ pub fn check(h: &History) -> Report {
             .filter(|e| TERMINAL.contains(&e.1.as_str()))
             .count();
         if terminals > 1 {
-            f.add(format!("job {}: {terminals} terminal events", j.id));
+            f.push(format!("job {}: {terminals} terminal events", j.id));
         }
     }
 
@@ -431,7 +421,7 @@ pub fn check(h: &History) -> Report {
         fig.export_rows += e.rows;
         fig.export_resumes += u64::from(e.resumed);
         if !e.finished || e.problem.is_some() {
-            f.add(format!(
+            f.push(format!(
                 "export at {}: {} after {} rows (last id {}, {} resumes)",
                 e.at_ms,
                 e.problem.as_deref().unwrap_or("did not finish"),
@@ -457,7 +447,7 @@ pub fn check(h: &History) -> Report {
             fig.errors_in_fault_windows += 1;
         } else {
             fig.errors_outside += 1;
-            f.add(format!(
+            f.push(format!(
                 "{} outside every fault window, {:.1} s in: {}",
                 if e.status == 0 {
                     "a request with no answer".to_string()
@@ -504,7 +494,7 @@ pub fn check(h: &History) -> Report {
         let last = mean(&kbs[kbs.len() - q..]);
         let growth = (last / first - 1.0) * 100.0;
         if growth >= RSS_GROWTH_LIMIT {
-            f.add(format!(
+            f.push(format!(
                 "instance {name} (pid {pid}) grew {growth:.1} % over the second half ({first:.1} → {last:.1} MB)"
             ));
         }
@@ -518,12 +508,12 @@ pub fn check(h: &History) -> Report {
         });
     }
 
-    let failure_count = f.all.len();
-    f.all.truncate(LISTED);
+    let failure_count = f.len();
+    f.truncate(LISTED);
     Report {
         ok: failure_count == 0,
         failure_count,
-        failures: f.all,
+        failures: f,
         figures: fig,
     }
 }
