@@ -11,6 +11,9 @@
 //!   Tidings' own `chat-message` frame (the same type, so the same bytes on the wire).
 //! - `GET /api/rooms/{room}/events`: the room as Server-Sent Events (`id`, `event:
 //!   chat-message`, `data`), as Tidings sends them.
+//! - `GET /files/{name}` (with `--files DIR`): the file `DIR/name` with its length, read and
+//!   sent 256 KiB at a time: a bare hyper file server, the export benchmark's second file
+//!   ceiling beside nginx's `sendfile` (`scripts/bench-export.sh`).
 //!
 //! Each room is a `tokio::sync::broadcast` channel of encoded frames; ids are given under the
 //! room's lock, so every subscriber sees them in order. Writes are coalesced as Tidings does
@@ -19,7 +22,7 @@
 //! socket buffers are Tidings' (`server::fanout::ws`), so memory is compared like for like.
 //!
 //! ```text
-//! reference [--addr 127.0.0.1:0] [--threads T]
+//! reference [--addr 127.0.0.1:0] [--threads T] [--files DIR]
 //! ```
 //!
 //! Prints `listening on http://ADDR` once it accepts connections (`scripts/bench-chat.sh`
@@ -117,6 +120,7 @@ impl Rooms {
 fn main() {
     let mut addr: SocketAddr = "127.0.0.1:0".parse().expect("an address");
     let mut threads = 2usize;
+    let mut files = None;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let value = args.next();
@@ -131,10 +135,11 @@ fn main() {
                     .parse()
                     .unwrap_or_else(|e| die(&format!("--threads {v}: {e}")))
             }
+            ("--files", Some(v)) => files = Some(std::path::PathBuf::from(v)),
             // `cargo bench` passes --bench; nothing to run then.
             ("--bench", _) => return,
             (f, _) => die(&format!(
-                "unknown or incomplete flag {f} (usage: reference [--addr A] [--threads T])"
+                "unknown or incomplete flag {f} (usage: reference [--addr A] [--threads T] [--files DIR])"
             )),
         }
     }
@@ -143,7 +148,7 @@ fn main() {
         .enable_all()
         .build()
         .expect("a tokio runtime")
-        .block_on(serve(addr));
+        .block_on(serve(addr, files.map(Arc::new)));
 }
 
 fn die(msg: &str) -> ! {
@@ -151,7 +156,7 @@ fn die(msg: &str) -> ! {
     std::process::exit(1)
 }
 
-async fn serve(addr: SocketAddr) {
+async fn serve(addr: SocketAddr, files: Option<Arc<std::path::PathBuf>>) {
     let listener = TcpListener::bind(addr)
         .await
         .unwrap_or_else(|e| die(&format!("binding {addr}: {e}")));
@@ -169,8 +174,10 @@ async fn serve(addr: SocketAddr) {
         };
         let _ = stream.set_nodelay(true);
         let rooms = rooms.clone();
+        let files = files.clone();
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| route(req, rooms.clone()));
+            let service =
+                hyper::service::service_fn(move |req| route(req, rooms.clone(), files.clone()));
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
                 .with_upgrades()
@@ -187,8 +194,15 @@ fn full(status: StatusCode, body: &'static str) -> Response<Body> {
         .expect("a response")
 }
 
-async fn route(req: Request<Incoming>, rooms: Arc<Rooms>) -> Result<Response<Body>, Infallible> {
+async fn route(
+    req: Request<Incoming>,
+    rooms: Arc<Rooms>,
+    files: Option<Arc<std::path::PathBuf>>,
+) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path().to_string();
+    if let (Some(dir), Some(name)) = (files, path.strip_prefix("/files/")) {
+        return Ok(file(&dir, name).await);
+    }
     Ok(match (req.method(), path.as_str()) {
         (&Method::POST, "/api/auth/signup" | "/api/auth/login") => {
             let mut res = full(StatusCode::OK, "{}");
@@ -209,6 +223,33 @@ async fn route(req: Request<Incoming>, rooms: Arc<Rooms>) -> Result<Response<Bod
         },
         _ => full(StatusCode::NOT_FOUND, r#"{"error":"not_found"}"#),
     })
+}
+
+/// `dir/name` (a plain name, no folders), read and sent 256 KiB at a time.
+async fn file(dir: &std::path::Path, name: &str) -> Response<Body> {
+    use tokio::io::AsyncReadExt;
+    const READ: usize = 256 * 1024;
+    if name.is_empty() || name.contains('/') || name.starts_with('.') {
+        return full(StatusCode::NOT_FOUND, r#"{"error":"not_found"}"#);
+    }
+    let Ok(file) = tokio::fs::File::open(dir.join(name)).await else {
+        return full(StatusCode::NOT_FOUND, r#"{"error":"not_found"}"#);
+    };
+    let Ok(meta) = file.metadata().await else {
+        return full(StatusCode::NOT_FOUND, r#"{"error":"not_found"}"#);
+    };
+    let body = futures::stream::unfold(file, |mut file| async move {
+        let mut buf = BytesMut::with_capacity(READ);
+        match file.read_buf(&mut buf).await {
+            Ok(0) | Err(_) => None,
+            Ok(_) => Some((Ok::<_, Infallible>(Frame::data(buf.freeze())), file)),
+        }
+    });
+    Response::builder()
+        .header(header::CONTENT_TYPE, "application/x-ndjson")
+        .header(header::CONTENT_LENGTH, meta.len())
+        .body(BodyExt::boxed(StreamBody::new(body)))
+        .expect("a response")
 }
 
 /// The room as an event stream: every event waiting goes out as one chunk.

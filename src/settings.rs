@@ -8,7 +8,7 @@
 use crate::{
     assistant::settings::AssistantConfig,
     chat::settings::ChatConfig,
-    export::settings::ExportReader,
+    export::settings::ExportConfig,
     jobs::settings::JobsConfig,
     server::{
         config::{Config, Env},
@@ -26,7 +26,7 @@ pub struct Settings {
     /// The job queue and imports.
     pub jobs: JobsConfig,
     /// How the export reads SQLite.
-    pub export: ExportReader,
+    pub export: ExportConfig,
     /// Which model answers the assistant, and its limits.
     pub assistant: AssistantConfig,
 }
@@ -43,7 +43,7 @@ impl Settings {
             server: Config::from(vars)?,
             chat: ChatConfig::from(vars)?,
             jobs: JobsConfig::from(vars)?,
-            export: ExportReader::from(vars)?,
+            export: ExportConfig::from(vars)?,
             assistant: AssistantConfig::from(vars)?,
         };
         // An SQLite file has one instance: with no workers, its jobs would wait forever.
@@ -64,7 +64,7 @@ impl Settings {
             server: Config::for_tests(database_url),
             chat: ChatConfig::for_tests(),
             jobs: JobsConfig::for_tests(),
-            export: ExportReader::default(),
+            export: ExportConfig::default(),
             assistant: AssistantConfig::for_tests(),
         }
     }

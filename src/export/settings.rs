@@ -1,8 +1,42 @@
-//! The export's one setting, `TIDINGS_EXPORT_READER`, read through the server's one loader.
+//! The export's settings, `TIDINGS_EXPORT_READER` and `TIDINGS_EXPORT_THREADS`, read through
+//! the server's one loader.
 //!
 //! Tests: `cargo test --features ssr export::settings`.
 
 use crate::server::config::Env;
+
+/// Most threads one export may read and format on.
+pub const EXPORT_THREADS_MAX: u64 = 8;
+
+/// How exports read SQLite.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExportConfig {
+    /// Which reader (`TIDINGS_EXPORT_READER`).
+    pub reader: ExportReader,
+    /// Threads one export reads and formats pages on with the rusqlite reader
+    /// (`TIDINGS_EXPORT_THREADS`, 1 to [`EXPORT_THREADS_MAX`], default 2); the sqlx reader
+    /// and exports with a `limit` or a `delayMs` use one.
+    pub threads: u8,
+}
+
+impl Default for ExportConfig {
+    fn default() -> Self {
+        Self {
+            reader: ExportReader::Auto,
+            threads: 2,
+        }
+    }
+}
+
+impl ExportConfig {
+    /// Reads both variables.
+    pub fn from(vars: &Env<'_>) -> anyhow::Result<Self> {
+        Ok(Self {
+            reader: ExportReader::from(vars)?,
+            threads: vars.number("TIDINGS_EXPORT_THREADS", 2, 1, EXPORT_THREADS_MAX)? as u8,
+        })
+    }
+}
 
 /// How the audit export reads an SQLite database (PostgreSQL always goes through sqlx).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -46,5 +80,19 @@ mod tests {
             e.contains("TIDINGS_EXPORT_READER must be auto or sqlx"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn threads_default_to_two_within_one_to_eight() {
+        let read = |pairs: &[(&str, &str)]| ExportConfig::from(&Env::from_pairs(pairs));
+        assert_eq!(read(&[]).unwrap(), ExportConfig::default());
+        assert_eq!(read(&[]).unwrap().threads, 2);
+        assert_eq!(read(&[("TIDINGS_EXPORT_THREADS", "1")]).unwrap().threads, 1);
+        for bad in ["0", "9", "two"] {
+            let e = read(&[("TIDINGS_EXPORT_THREADS", bad)])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("TIDINGS_EXPORT_THREADS"), "{e}");
+        }
     }
 }

@@ -113,8 +113,9 @@ pub struct AuditPages {
 }
 
 enum Reader {
-    /// `None` only while a page is being read on the blocking pool.
-    Rusqlite(Option<rusqlite::Connection>),
+    /// The connection (`None` only while a page is being read on the blocking pool) and the
+    /// file it reads, for [`AuditPages::twin`].
+    Rusqlite(Option<rusqlite::Connection>, PathBuf),
     Sqlx(AnyPool),
 }
 
@@ -154,7 +155,7 @@ impl Store {
             "SELECT id, at, action, username, detail FROM audit_log WHERE {clause} ORDER BY id LIMIT ${n}"
         );
         let reader = match (&self.sqlite_file, portable) {
-            (Some(path), false) => Reader::Rusqlite(Some(open_read_only(path)?)),
+            (Some(path), false) => Reader::Rusqlite(Some(open_read_only(path)?), path.clone()),
             _ => Reader::Sqlx(self.pool.clone()),
         };
         Ok(AuditPages {
@@ -183,7 +184,7 @@ impl AuditPages {
     /// Which reader this is: `"rusqlite"` or `"sqlx"`.
     pub fn engine(&self) -> &'static str {
         match self.reader {
-            Reader::Rusqlite(_) => "rusqlite",
+            Reader::Rusqlite(..) => "rusqlite",
             Reader::Sqlx(_) => "sqlx",
         }
     }
@@ -198,6 +199,60 @@ impl AuditPages {
         self
     }
 
+    /// The last id this reader covers (the export's snapshot).
+    pub fn max_id(&self) -> i64 {
+        self.max_id
+    }
+
+    /// Whether [`read_here`](Self::read_here) works: the rusqlite reader, on a thread that
+    /// may block (see [`on_own_thread`](Self::on_own_thread)).
+    pub fn reads_here(&self) -> bool {
+        self.on_own_thread && matches!(self.reader, Reader::Rusqlite(Some(_), _))
+    }
+
+    /// A second reader of the same rows on its own connection, for reading pages on another
+    /// thread with [`read_here`](Self::read_here): `None` for the sqlx reader.
+    pub fn twin(&self) -> anyhow::Result<Option<AuditPages>> {
+        let Reader::Rusqlite(_, path) = &self.reader else {
+            return Ok(None);
+        };
+        Ok(Some(AuditPages {
+            reader: Reader::Rusqlite(Some(open_read_only(path)?), path.clone()),
+            sql: self.sql.clone(),
+            max_id: self.max_id,
+            extra: self.extra.clone(),
+            on_own_thread: true,
+        }))
+    }
+
+    /// The placeholder values for rows in `(after, upto]`, at most `limit` of them.
+    fn binds(&self, after: i64, upto: i64, limit: u32) -> Vec<Bind> {
+        let mut binds = Vec::with_capacity(self.extra.len() + 3);
+        binds.push(Bind::Int(after));
+        binds.push(Bind::Int(upto.min(self.max_id)));
+        binds.extend(self.extra.iter().cloned());
+        binds.push(Bind::Int(i64::from(limit)));
+        binds
+    }
+
+    /// Reads the rows with ids in `(after, upto]` (and at most the snapshot's last id), at
+    /// most `limit` of them, into `sink` on this thread, which may block: the rusqlite reader
+    /// only (a [`twin`](Self::twin) is one).
+    pub fn read_here<S: AuditSink>(
+        &mut self,
+        after: i64,
+        upto: i64,
+        limit: u32,
+        sink: &mut S,
+    ) -> anyhow::Result<Page> {
+        let binds = self.binds(after, upto, limit);
+        match &self.reader {
+            Reader::Rusqlite(Some(conn), _) => read_rusqlite(conn, &self.sql, &binds, after, sink),
+            Reader::Rusqlite(None, _) => anyhow::bail!("an earlier page read failed"),
+            Reader::Sqlx(_) => anyhow::bail!("the sqlx reader reads on the runtime"),
+        }
+    }
+
     /// Reads up to `limit` rows with ids above `after` into `sink`, and gives the sink back.
     pub async fn read<S: AuditSink>(
         &mut self,
@@ -205,20 +260,16 @@ impl AuditPages {
         limit: u32,
         mut sink: S,
     ) -> anyhow::Result<(S, Page)> {
-        let mut binds = Vec::with_capacity(self.extra.len() + 3);
-        binds.push(Bind::Int(after));
-        binds.push(Bind::Int(self.max_id));
-        binds.extend(self.extra.iter().cloned());
-        binds.push(Bind::Int(i64::from(limit)));
+        let binds = self.binds(after, self.max_id, limit);
         match &mut self.reader {
-            Reader::Rusqlite(slot) if self.on_own_thread => {
+            Reader::Rusqlite(slot, _) if self.on_own_thread => {
                 let conn = slot
                     .as_ref()
                     .ok_or_else(|| anyhow::anyhow!("an earlier page read failed"))?;
                 let page = read_rusqlite(conn, &self.sql, &binds, after, &mut sink)?;
                 Ok((sink, page))
             }
-            Reader::Rusqlite(slot) => {
+            Reader::Rusqlite(slot, _) => {
                 let conn = slot
                     .take()
                     .ok_or_else(|| anyhow::anyhow!("an earlier page read failed"))?;

@@ -14,7 +14,11 @@ use tidings::{
 
 /// A server with an admin (signed in on the returned client) and `rows` seeded rows.
 async fn seeded(rows: i64) -> (TestServer, reqwest::Client) {
-    let srv = TestServer::start().await;
+    seeded_on(TestServer::start().await, rows, 0).await
+}
+
+/// `srv` with an admin and `rows` seeded rows, each detail padded with `pad` bytes.
+async fn seeded_on(srv: TestServer, rows: i64, pad: usize) -> (TestServer, reqwest::Client) {
     let admin = srv.client();
     srv.signup(&admin, "admin").await;
     let batch: Vec<_> = (0..rows)
@@ -24,7 +28,11 @@ async fn seeded(rows: i64) -> (TestServer, reqwest::Client) {
                 at: 1_700_000_000_000 + i * 60_000,
                 action,
                 username: format!("user{}", i % 10),
-                detail: format!("{{\"seq\":{i}}}"),
+                detail: if pad == 0 {
+                    format!("{{\"seq\":{i}}}")
+                } else {
+                    format!("{{\"seq\":{i},\"pad\":\"{}\"}}", "x".repeat(pad))
+                },
             }
         })
         .collect();
@@ -487,4 +495,88 @@ async fn too_many_exports_at_once_get_503() {
         assert!(Instant::now() < deadline, "slots never came back");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// The raw body of an export.
+async fn body(srv: &TestServer, client: &reqwest::Client, query: &str) -> String {
+    let res = client
+        .get(srv.url(&format!("/api/audit/export?{query}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "{query}");
+    res.text().await.unwrap()
+}
+
+#[tokio::test]
+async fn pages_read_on_several_threads_make_the_same_bytes_as_one() {
+    let srv = TestServer::start_with(|s| s.export.threads = 3).await;
+    let (srv, admin) = seeded_on(srv, 2345, 0).await;
+    // Seeded rows are from 2023: `until` leaves out the EXPORT rows the comparisons add. A
+    // `limit` larger than the log makes the same export on one thread, keyset page by page.
+    for query in [
+        "until=2024-01-01",
+        "until=2024-01-01&batch=100&flushEvery=30",
+        "until=2024-01-01&batch=64&flushEvery=1000",
+        "until=2024-01-01&action=LOGIN,NOTIFY&batch=50",
+        "until=2024-01-01&user=user3&batch=7&flushEvery=2",
+        "until=2024-01-01&format=csv&batch=300",
+        "until=2024-01-01&after=17&batch=100&trailer=true",
+        "until=2024-01-01&after=2000&batch=100&trailer=true",
+        "since=2023-11-15&until=2023-11-16&batch=10",
+        "until=2024-01-01&action=SIGNUP&batch=10&trailer=true",
+    ] {
+        let many = body(&srv, &admin, query).await;
+        let one = body(&srv, &admin, &format!("{query}&limit=1000000000")).await;
+        assert!(!many.is_empty(), "{query}");
+        assert_eq!(many, one, "{query}");
+    }
+    // Unfiltered, each without the EXPORT rows of the ones before it.
+    let without_exports = |text: String| -> Vec<String> {
+        text.lines()
+            .filter(|l| !l.contains(r#""action":"EXPORT","user":"admin""#))
+            .map(str::to_string)
+            .collect()
+    };
+    let many = without_exports(body(&srv, &admin, "").await);
+    let one = without_exports(body(&srv, &admin, "limit=1000000000").await);
+    assert!(many.len() > 2345);
+    assert_eq!(many, one);
+
+    // The EXPORT rows say how many threads read: three where pages could be shared out.
+    let threads: Vec<u64> = export_reports(&srv, &admin, "complete")
+        .await
+        .iter()
+        .map(|d| d["threads"].as_u64().expect("threads"))
+        .collect();
+    let want = match srv.state.store.backend() {
+        tidings::server::storage::Backend::Sqlite => 3,
+        // PostgreSQL reads through sqlx, on one thread.
+        tidings::server::storage::Backend::Postgres => 1,
+    };
+    assert!(threads.contains(&want), "{threads:?}");
+    assert!(threads.contains(&1), "{threads:?}");
+}
+
+#[tokio::test]
+async fn a_client_that_goes_away_stops_every_reading_thread() {
+    // 12,000 rows of about 1 kB: more than the socket buffers and the queue hold.
+    let (srv, admin) = seeded_on(TestServer::start().await, 12_000, 1000).await;
+    let mut res = admin
+        .get(srv.url("/api/audit/export?batch=500"))
+        .send()
+        .await
+        .unwrap();
+    let first = res.chunk().await.unwrap().expect("a first chunk");
+    assert!(!first.is_empty());
+    drop(res);
+
+    let report = wait_for_report(&srv, &admin, "client_gone").await;
+    let read = report["rowsRead"].as_u64().unwrap();
+    assert!(read < 12_000, "read all {read} rows after the client left");
+    let want = match srv.state.store.backend() {
+        tidings::server::storage::Backend::Sqlite => 2,
+        tidings::server::storage::Backend::Postgres => 1,
+    };
+    assert_eq!(report["threads"], want);
 }
