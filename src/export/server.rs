@@ -544,20 +544,20 @@ type Formatted = anyhow::Result<(Vec<(Bytes, u32)>, Page)>;
 impl Producer {
     /// `threads` threads read and format pages at once; this one sends them in order.
     ///
-    /// Pages are spans of ids rather than counts of rows: page `k` is the rows with ids in
-    /// `(after + k·batch, after + (k+1)·batch]`, so every thread knows where its pages start
-    /// without waiting for the one before (ids are unique: a page has at most `batch` rows,
-    /// fewer where ids are missing or filtered out). This thread formats pages
-    /// `0, T, 2T, …` itself, and helper `h` (on its own connection, on a blocking-pool thread)
-    /// pages `h, h+T, …`, each holding at most one formatted page waiting beside the one it
-    /// is making. Pages smaller than `flushEvery` rows are sent together. When the client
-    /// leaves or the server stops, this thread stops at its next page and drops the helpers'
-    /// queues, and each helper stops at its next send: at most one more page each is read.
-    /// The bytes are the same as [`run_sequential`](Self::run_sequential)'s (a test compares).
+    /// Pages are spans of ids rather than counts of rows, planned by this thread ahead of
+    /// the reading: a span starts just before the first id after the previous span's end
+    /// (one seek, [`AuditPages::next_id_here`], so a hole in the ids costs nothing, however
+    /// large: an import may add a row with id 2^53) and covers `batch` ids, so it holds at
+    /// most `batch` rows (ids are unique), fewer where ids are missing or filtered out.
+    /// Spans go round the threads in turn: this thread reads its own, and each helper (its
+    /// own connection, on a blocking-pool thread) reads the spans queued to it, in order, and
+    /// queues back what it formatted (at most one page waiting beside the one it makes).
+    /// Pages smaller than `flushEvery` rows are sent together. When the client leaves or
+    /// the server stops, this thread stops at its next page and drops the helpers' queues,
+    /// and each helper stops at its next page: at most one more page each is read. The bytes
+    /// are the same as [`run_sequential`](Self::run_sequential)'s (a test compares).
     async fn run_parallel(mut self) -> Report {
         let p = self.params.clone();
-        let threads = i64::from(self.threads.max(1));
-        let max_id = self.pages.max_id();
         let span = i64::from(p.batch);
         let mut report = Report {
             outcome: Outcome::Complete,
@@ -567,15 +567,9 @@ impl Producer {
             reader: self.pages.engine(),
             threads: 1,
         };
-        // Where page k starts, or None past the snapshot's last id.
-        let start_of = move |k: i64| {
-            k.checked_mul(span)
-                .and_then(|d| p.after.checked_add(d))
-                .filter(|&lo| lo < max_id)
-        };
-        // Each helper's own connection, opened before any starts: their number sets the stride.
+        // Each helper's own connection.
         let mut twins = Vec::new();
-        while (twins.len() as i64) < threads - 1 {
+        while twins.len() + 1 < usize::from(self.threads) {
             match self.pages.twin() {
                 Ok(Some(pages)) => twins.push(pages),
                 // Without a second connection this thread reads every page.
@@ -586,26 +580,28 @@ impl Producer {
                 }
             }
         }
-        let threads = twins.len() as i64 + 1;
+        let threads = twins.len() + 1;
+        // Spans planned and not yet sent, at most two per thread: each helper has its next
+        // span queued while it reads one.
+        let ahead = 2 * threads;
         let mut helpers = Vec::new();
-        for (h, mut pages) in (1..).zip(twins) {
+        for mut pages in twins {
+            let (jobs_tx, mut jobs) = mpsc::channel::<(i64, i64)>(ahead);
             let (tx, rx) = mpsc::channel::<Formatted>(1);
             let (format, flush_every) = (p.format, p.flush_every);
             tokio::task::spawn_blocking(move || {
                 let mut writer = RowWriter::new(format, flush_every);
-                let mut k = h;
-                while let Some(lo) = start_of(k) {
+                while let Some((lo, hi)) = jobs.blocking_recv() {
                     let page = pages
-                        .read_here(lo, lo.saturating_add(span), span as u32, &mut writer)
+                        .read_here(lo, hi, span as u32, &mut writer)
                         .map(|page| (writer.drain_all(), page));
                     let failed = page.is_err();
                     if tx.blocking_send(page).is_err() || failed {
                         return;
                     }
-                    k += threads;
                 }
             });
-            helpers.push(rx);
+            helpers.push((jobs_tx, rx));
         }
         report.threads = threads as u8;
         let mut writer = RowWriter::new(p.format, p.flush_every);
@@ -613,7 +609,11 @@ impl Producer {
         // Chunks of pages too small to send alone, and their rows.
         let mut held = bytes::BytesMut::new();
         let mut held_rows = 0u32;
-        let mut k = 0i64;
+        // Spans planned, in order, with the thread that reads each (0: this one).
+        let mut planned: std::collections::VecDeque<(i64, i64, usize)> = Default::default();
+        // Where the last planned span ends; `None` once no row is left after it.
+        let mut cursor = Some(p.after);
+        let mut turn = 0usize;
         loop {
             if self.link.tx.is_closed() {
                 report.outcome = Outcome::ClientGone;
@@ -623,16 +623,40 @@ impl Producer {
                 report.outcome = Outcome::Shutdown;
                 break;
             }
-            let Some(lo) = start_of(k) else {
+            let planning = async {
+                while planned.len() < ahead {
+                    let Some(after) = cursor else { break };
+                    let Some(first) = self.pages.next_id_here(after)? else {
+                        cursor = None;
+                        break;
+                    };
+                    let lo = first - 1;
+                    let hi = lo.saturating_add(span);
+                    cursor = Some(hi);
+                    let owner = turn % threads;
+                    turn += 1;
+                    if owner > 0 && helpers[owner - 1].0.send((lo, hi)).await.is_err() {
+                        anyhow::bail!("a reading thread stopped");
+                    }
+                    planned.push_back((lo, hi, owner));
+                }
+                anyhow::Ok(())
+            };
+            if let Err(e) = planning.await {
+                tracing::error!(error = %e, "audit export: planning a page failed");
+                report.outcome = Outcome::Failed;
+                return self.link.abort(report, "the database failed");
+            }
+            let Some((lo, hi, owner)) = planned.pop_front() else {
                 break;
             };
-            let helper = (k % threads) as usize;
-            let formatted = if helper == 0 {
+            let formatted = if owner == 0 {
                 self.pages
-                    .read_here(lo, lo.saturating_add(span), p.batch, &mut writer)
+                    .read_here(lo, hi, p.batch, &mut writer)
                     .map(|page| (writer.drain_all(), page))
             } else {
-                helpers[helper - 1]
+                helpers[owner - 1]
+                    .1
                     .recv()
                     .await
                     .unwrap_or_else(|| Err(anyhow::anyhow!("a reading thread stopped")))
@@ -667,7 +691,6 @@ impl Producer {
                     metrics::record_rows_exported(u64::from(rows));
                 }
             }
-            k += 1;
         }
         if report.outcome != Outcome::Complete {
             return self.link.finish(report);

@@ -253,6 +253,22 @@ impl AuditPages {
         }
     }
 
+    /// The first id above `after` (and at most the snapshot's last id) of any row, filtered
+    /// or not: one seek down the table's b-tree. `None` when there is none. The rusqlite
+    /// reader only, on a thread that may block.
+    pub fn next_id_here(&mut self, after: i64) -> anyhow::Result<Option<i64>> {
+        use rusqlite::OptionalExtension;
+        let Reader::Rusqlite(Some(conn), _) = &self.reader else {
+            anyhow::bail!("only the rusqlite reader seeks on its own thread");
+        };
+        let mut stmt = conn.prepare_cached(
+            "SELECT id FROM audit_log WHERE id > ?1 AND id <= ?2 ORDER BY id LIMIT 1",
+        )?;
+        Ok(stmt
+            .query_row([after, self.max_id], |row| row.get(0))
+            .optional()?)
+    }
+
     /// Reads up to `limit` rows with ids above `after` into `sink`, and gives the sink back.
     pub async fn read<S: AuditSink>(
         &mut self,
