@@ -425,6 +425,20 @@ struct Report {
     threads: u8,
 }
 
+impl Report {
+    /// The trailer of a complete NDJSON export of what this report counts, with its newline.
+    fn trailer_line(&self) -> Vec<u8> {
+        let trailer = ExportTrailer {
+            done: true,
+            rows: self.rows_read,
+            last_id: self.last_id,
+        };
+        let mut line = serde_json::to_vec(&trailer).expect("serializable");
+        line.push(b'\n');
+        line
+    }
+}
+
 type Chunk = Result<Bytes, std::io::Error>;
 
 /// Reads pages and feeds the response body. See the module docs.
@@ -506,13 +520,7 @@ impl Producer {
                 std::iter::from_fn(|| writer.next_chunk()).collect();
             if done || remaining == 0 {
                 if p.trailer {
-                    let trailer = ExportTrailer {
-                        done: true,
-                        rows: report.rows_read,
-                        last_id: report.last_id,
-                    };
-                    writer.raw(&serde_json::to_vec(&trailer).expect("serializable"));
-                    writer.raw(b"\n");
+                    writer.raw(&report.trailer_line());
                 }
                 chunks.extend(writer.drain_all());
             }
@@ -555,7 +563,9 @@ impl Producer {
     /// Pages smaller than `flushEvery` rows are sent together. When the client leaves or
     /// the server stops, this thread stops at its next page and drops the helpers' queues,
     /// and each helper stops at its next page: at most one more page each is read. The bytes
-    /// are the same as [`run_sequential`](Self::run_sequential)'s (a test compares).
+    /// are the same as [`run_sequential`](Self::run_sequential)'s (a test compares). Like a
+    /// keyset page, a span planned before an import fills a hole in it does not see the new
+    /// row; the sequential path would, if the hole were ahead of its cursor.
     async fn run_parallel(mut self) -> Report {
         let p = self.params.clone();
         let span = i64::from(p.batch);
@@ -595,6 +605,10 @@ impl Producer {
                     let page = pages
                         .read_here(lo, hi, span as u32, &mut writer)
                         .map(|page| (writer.drain_all(), page));
+                    if let Err(e) = &page {
+                        // Logged here: the sender may stop on its closed queue before reading it.
+                        tracing::error!(error = %e, "audit export: a helper's page read failed");
+                    }
                     let failed = page.is_err();
                     if tx.blocking_send(page).is_err() || failed {
                         return;
@@ -695,14 +709,13 @@ impl Producer {
         if report.outcome != Outcome::Complete {
             return self.link.finish(report);
         }
+        // Nothing left in it unless no span was planned at all (the CSV header, then).
+        for (chunk, rows) in writer.drain_all() {
+            held.extend_from_slice(&chunk);
+            held_rows += rows;
+        }
         if p.trailer {
-            let trailer = ExportTrailer {
-                done: true,
-                rows: report.rows_read,
-                last_id: report.last_id,
-            };
-            held.extend_from_slice(&serde_json::to_vec(&trailer).expect("serializable"));
-            held.extend_from_slice(b"\n");
+            held.extend_from_slice(&report.trailer_line());
         }
         if !held.is_empty() {
             if let Err(outcome) = self.link.send(held.freeze()).await {
