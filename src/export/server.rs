@@ -426,6 +426,18 @@ struct Report {
 }
 
 impl Report {
+    /// An export from `after` by `reader`, before anything is read, on one thread.
+    fn start(after: i64, reader: &'static str) -> Self {
+        Self {
+            outcome: Outcome::Complete,
+            rows_sent: 0,
+            rows_read: 0,
+            last_id: after,
+            reader,
+            threads: 1,
+        }
+    }
+
     /// The trailer of a complete NDJSON export of what this report counts, with its newline.
     fn trailer_line(&self) -> Vec<u8> {
         let trailer = ExportTrailer {
@@ -475,14 +487,7 @@ impl Producer {
     async fn run_sequential(mut self) -> Report {
         let link = &self.link;
         let p = self.params.clone();
-        let mut report = Report {
-            outcome: Outcome::Complete,
-            rows_sent: 0,
-            rows_read: 0,
-            last_id: p.after,
-            reader: self.pages.engine(),
-            threads: 1,
-        };
+        let mut report = Report::start(p.after, self.pages.engine());
         let mut writer = RowWriter::new(p.format, p.flush_every);
         writer.header();
         let mut remaining = p.limit.unwrap_or(u64::MAX);
@@ -569,14 +574,7 @@ impl Producer {
     async fn run_parallel(mut self) -> Report {
         let p = self.params.clone();
         let span = i64::from(p.batch);
-        let mut report = Report {
-            outcome: Outcome::Complete,
-            rows_sent: 0,
-            rows_read: 0,
-            last_id: p.after,
-            reader: self.pages.engine(),
-            threads: 1,
-        };
+        let mut report = Report::start(p.after, self.pages.engine());
         // Each helper's own connection.
         let mut twins = Vec::new();
         while twins.len() + 1 < usize::from(self.threads) {
