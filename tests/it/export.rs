@@ -40,19 +40,45 @@ async fn seeded_on(srv: TestServer, rows: i64, pad: usize) -> (TestServer, reqwe
     (srv, admin)
 }
 
-/// The whole body of an NDJSON export, parsed: rows, and the trailer if any.
-async fn export(
-    srv: &TestServer,
-    client: &reqwest::Client,
-    query: &str,
-) -> (Vec<AuditRow>, Option<ExportTrailer>) {
+/// The raw body of an export.
+async fn body(srv: &TestServer, client: &reqwest::Client, query: &str) -> String {
     let res = client
         .get(srv.url(&format!("/api/audit/export?{query}")))
         .send()
         .await
         .unwrap();
     assert_eq!(res.status(), 200, "{query}");
-    let text = res.text().await.unwrap();
+    res.text().await.unwrap()
+}
+
+/// An export started with `query`, and its first chunk, the rest left unread.
+async fn first_chunk(
+    srv: &TestServer,
+    client: &reqwest::Client,
+    query: &str,
+) -> (reqwest::Response, bytes::Bytes) {
+    let mut res = client
+        .get(srv.url(&format!("/api/audit/export?{query}")))
+        .send()
+        .await
+        .unwrap();
+    let first = res.chunk().await.unwrap().expect("a first chunk");
+    (res, first)
+}
+
+/// Whether the server is on SQLite (read through rusqlite, on several threads), rather than
+/// PostgreSQL (`TIDINGS_TEST_POSTGRES`: sqlx, one thread).
+fn on_sqlite(srv: &TestServer) -> bool {
+    srv.state.store.backend() == tidings::server::storage::Backend::Sqlite
+}
+
+/// The whole body of an NDJSON export, parsed: rows, and the trailer if any.
+async fn export(
+    srv: &TestServer,
+    client: &reqwest::Client,
+    query: &str,
+) -> (Vec<AuditRow>, Option<ExportTrailer>) {
+    let text = body(srv, client, query).await;
     let (mut rows, mut trailer) = (Vec::new(), None);
     for line in text.lines() {
         assert!(trailer.is_none(), "nothing after the trailer");
@@ -151,12 +177,7 @@ async fn streams_every_row_as_ndjson_with_the_documented_headers() {
 async fn first_rows_arrive_long_before_the_export_ends() {
     let (srv, admin) = seeded(200).await;
     let started = Instant::now();
-    let mut res = admin
-        .get(srv.url("/api/audit/export?batch=10&delayMs=100&trailer=true"))
-        .send()
-        .await
-        .unwrap();
-    let first = res.chunk().await.unwrap().expect("a first chunk");
+    let (mut res, first) = first_chunk(&srv, &admin, "batch=10&delayMs=100&trailer=true").await;
     let first_at = started.elapsed();
     let lines = first.iter().filter(|b| **b == b'\n').count();
     assert_eq!(lines, 10, "one flush of `batch` rows");
@@ -344,12 +365,7 @@ async fn anonymous_is_401_others_403_and_stream_tokens_work() {
 #[tokio::test]
 async fn a_client_that_goes_away_stops_the_reading_within_a_batch() {
     let (srv, admin) = seeded(2000).await;
-    let mut res = admin
-        .get(srv.url("/api/audit/export?batch=10&delayMs=50"))
-        .send()
-        .await
-        .unwrap();
-    let first = res.chunk().await.unwrap().expect("a first chunk");
+    let (res, first) = first_chunk(&srv, &admin, "batch=10&delayMs=50").await;
     assert_eq!(first.iter().filter(|b| **b == b'\n').count(), 10);
     drop(res);
 
@@ -361,10 +377,7 @@ async fn a_client_that_goes_away_stops_the_reading_within_a_batch() {
     assert!(read <= 40, "read {read} rows after the client left");
     assert!(sent <= read);
     // SQLite reads through rusqlite; PostgreSQL through sqlx (TIDINGS_TEST_POSTGRES).
-    let reader = match srv.state.store.backend() {
-        tidings::server::storage::Backend::Sqlite => "rusqlite",
-        tidings::server::storage::Backend::Postgres => "sqlx",
-    };
+    let reader = if on_sqlite(&srv) { "rusqlite" } else { "sqlx" };
     assert_eq!(report["reader"], reader);
 }
 
@@ -398,12 +411,7 @@ async fn a_slow_reader_gets_everything_at_its_own_pace() {
 #[tokio::test]
 async fn shutdown_cuts_the_transfer_so_the_client_knows_to_resume() {
     let (srv, admin) = seeded(500).await;
-    let mut res = admin
-        .get(srv.url("/api/audit/export?batch=10&delayMs=100&trailer=true"))
-        .send()
-        .await
-        .unwrap();
-    let first = res.chunk().await.unwrap().expect("a first chunk");
+    let (mut res, first) = first_chunk(&srv, &admin, "batch=10&delayMs=100&trailer=true").await;
     assert!(!first.is_empty());
     srv.state.shutdown.trigger();
     let mut ended = None;
@@ -497,17 +505,6 @@ async fn too_many_exports_at_once_get_503() {
     }
 }
 
-/// The raw body of an export.
-async fn body(srv: &TestServer, client: &reqwest::Client, query: &str) -> String {
-    let res = client
-        .get(srv.url(&format!("/api/audit/export?{query}")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200, "{query}");
-    res.text().await.unwrap()
-}
-
 #[tokio::test]
 async fn pages_read_on_several_threads_make_the_same_bytes_as_one() {
     let srv = TestServer::start_with(|s| s.export.threads = 3).await;
@@ -549,11 +546,7 @@ async fn pages_read_on_several_threads_make_the_same_bytes_as_one() {
         .iter()
         .map(|d| d["threads"].as_u64().expect("threads"))
         .collect();
-    let want = match srv.state.store.backend() {
-        tidings::server::storage::Backend::Sqlite => 3,
-        // PostgreSQL reads through sqlx, on one thread.
-        tidings::server::storage::Backend::Postgres => 1,
-    };
+    let want = if on_sqlite(&srv) { 3 } else { 1 };
     assert!(threads.contains(&want), "{threads:?}");
     assert!(threads.contains(&1), "{threads:?}");
 }
@@ -599,21 +592,13 @@ async fn a_hole_in_the_ids_up_to_2_pow_53_costs_no_pages() {
 async fn a_client_that_goes_away_stops_every_reading_thread() {
     // 12,000 rows of about 1 kB: more than the socket buffers and the queue hold.
     let (srv, admin) = seeded_on(TestServer::start().await, 12_000, 1000).await;
-    let mut res = admin
-        .get(srv.url("/api/audit/export?batch=500"))
-        .send()
-        .await
-        .unwrap();
-    let first = res.chunk().await.unwrap().expect("a first chunk");
+    let (res, first) = first_chunk(&srv, &admin, "batch=500").await;
     assert!(!first.is_empty());
     drop(res);
 
     let report = wait_for_report(&srv, &admin, "client_gone").await;
     let read = report["rowsRead"].as_u64().unwrap();
     assert!(read < 12_000, "read all {read} rows after the client left");
-    let want = match srv.state.store.backend() {
-        tidings::server::storage::Backend::Sqlite => 2,
-        tidings::server::storage::Backend::Postgres => 1,
-    };
+    let want = if on_sqlite(&srv) { 2 } else { 1 };
     assert_eq!(report["threads"], want);
 }
