@@ -329,15 +329,12 @@ async fn export(
         .audit_pages(&params.filter, portable)?
         .on_own_thread();
 
-    let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
+    let (link, body) = Link::new(state.shutdown.clone());
     let producer = Producer {
         params: params.clone(),
         threads: exports.config.threads,
         pages,
-        link: Link {
-            tx,
-            shutdown: state.shutdown.clone(),
-        },
+        link,
     };
     let store = state.store.clone();
     let username = user.user.username.clone();
@@ -357,9 +354,7 @@ async fn export(
         })
     });
 
-    let mut rx = rx;
-    let body = Body::from_stream(futures::stream::poll_fn(move |cx| rx.poll_recv(cx)));
-    let mut response = (StatusCode::OK, body).into_response();
+    let mut response = (StatusCode::OK, Body::from_stream(body)).into_response();
     let h = response.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
@@ -463,10 +458,12 @@ struct Producer {
     link: Link,
 }
 
-/// The producer's side of the body: the channel and the shutdown signal.
+/// The producer's side of the body: the channel, the shutdown signal, and why the export
+/// was cut, if it was.
 struct Link {
     tx: mpsc::Sender<Chunk>,
     shutdown: Shutdown,
+    cut: Arc<std::sync::OnceLock<String>>,
 }
 
 impl Producer {
@@ -571,7 +568,7 @@ impl Producer {
     /// are the same as [`run_sequential`](Self::run_sequential)'s (a test compares). Like a
     /// keyset page, a span planned before an import fills a hole in it does not see the new
     /// row; the sequential path would, if the hole were ahead of its cursor.
-    async fn run_parallel(mut self) -> Report {
+    async fn run_parallel(self) -> Report {
         let p = self.params.clone();
         let span = i64::from(p.batch);
         let mut report = Report::start(p.after, self.pages.engine());
@@ -593,7 +590,7 @@ impl Producer {
         // span queued while it reads one.
         let ahead = 2 * threads;
         let mut helpers = Vec::new();
-        for mut pages in twins {
+        for pages in twins {
             let (jobs_tx, mut jobs) = mpsc::channel::<(i64, i64)>(ahead);
             let (tx, rx) = mpsc::channel::<Formatted>(1);
             let (format, flush_every) = (p.format, p.flush_every);
@@ -728,6 +725,27 @@ impl Producer {
 }
 
 impl Link {
+    /// A link and the response body it feeds: every chunk sent, in order, then the end, which
+    /// is an error if the export was cut ([`Link::abort`]) once the channel closes.
+    fn new(shutdown: Shutdown) -> (Self, impl futures::Stream<Item = Chunk> + Send + 'static) {
+        let (tx, mut rx) = mpsc::channel(CHANNEL_CHUNKS);
+        let cut = Arc::new(std::sync::OnceLock::new());
+        let why = cut.clone();
+        let mut ended = false;
+        let body = futures::stream::poll_fn(move |cx| {
+            rx.poll_recv(cx).map(|chunk| match chunk {
+                Some(chunk) => Some(chunk),
+                None if ended => None,
+                None => {
+                    ended = true;
+                    why.get()
+                        .map(|why| Err(std::io::Error::other(format!("export cut: {why}"))))
+                }
+            })
+        });
+        (Self { tx, shutdown, cut }, body)
+    }
+
     /// Sends a chunk, waiting while the client is slow; fails when it is gone or at shutdown.
     async fn send(&self, chunk: Bytes) -> Result<(), Outcome> {
         tokio::select! {
@@ -753,10 +771,11 @@ impl Link {
         }
     }
 
-    /// Ends the body with an error, so the client sees a cut transfer, not a clean end.
+    /// Ends the body with an error, so the client sees a cut transfer, not a clean end. The
+    /// error comes after the chunks already queued, however full the queue is: the body yields
+    /// it when the channel closes, as the producer ends.
     fn abort(&self, report: Report, why: &str) -> Report {
-        let error = std::io::Error::other(format!("export cut: {why}"));
-        let _ = self.tx.try_send(Err(error));
+        let _ = self.cut.set(why.to_owned());
         report
     }
 }
@@ -891,5 +910,48 @@ mod tests {
             let message = parse(query).expect_err(query);
             assert!(message.starts_with(param), "{query}: {message}");
         }
+    }
+
+    /// Reads the body to its end: each chunk's text, then `Err(why)` if it was cut.
+    async fn drain(body: impl futures::Stream<Item = Chunk>) -> (Vec<String>, Option<String>) {
+        use futures::StreamExt;
+        let mut body = std::pin::pin!(body);
+        let mut chunks = Vec::new();
+        while let Some(chunk) = body.next().await {
+            match chunk {
+                Ok(bytes) => chunks.push(String::from_utf8(bytes.to_vec()).unwrap()),
+                Err(e) => {
+                    assert!(body.next().await.is_none(), "nothing after the cut");
+                    return (chunks, Some(e.to_string()));
+                }
+            }
+        }
+        (chunks, None)
+    }
+
+    #[tokio::test]
+    async fn a_cut_reaches_a_stalled_client_after_every_queued_chunk() {
+        let (link, body) = Link::new(Shutdown::new());
+        // The client reads nothing: the queue fills up.
+        for i in 0..CHANNEL_CHUNKS {
+            link.send(Bytes::from(format!("chunk {i}"))).await.unwrap();
+        }
+        assert!(
+            link.tx.try_send(Ok(Bytes::new())).is_err(),
+            "the queue is full"
+        );
+        link.abort(Report::start(0, "rusqlite"), "the database failed");
+        drop(link);
+        let (chunks, cut) = drain(body).await;
+        assert_eq!(chunks, ["chunk 0", "chunk 1"]);
+        assert_eq!(cut.as_deref(), Some("export cut: the database failed"));
+    }
+
+    #[tokio::test]
+    async fn an_export_that_is_not_cut_ends_cleanly() {
+        let (link, body) = Link::new(Shutdown::new());
+        link.send(Bytes::from_static(b"all")).await.unwrap();
+        drop(link);
+        assert_eq!(drain(body).await, (vec!["all".to_owned()], None));
     }
 }

@@ -239,7 +239,7 @@ impl AuditPages {
     /// most `limit` of them, into `sink` on this thread, which may block: the rusqlite reader
     /// only (a [`twin`](Self::twin) is one).
     pub fn read_here<S: AuditSink>(
-        &mut self,
+        &self,
         after: i64,
         upto: i64,
         limit: u32,
@@ -256,7 +256,7 @@ impl AuditPages {
     /// The first id above `after` (and at most the snapshot's last id) of any row, filtered
     /// or not: one seek down the table's b-tree. `None` when there is none. The rusqlite
     /// reader only, on a thread that may block.
-    pub fn next_id_here(&mut self, after: i64) -> anyhow::Result<Option<i64>> {
+    pub fn next_id_here(&self, after: i64) -> anyhow::Result<Option<i64>> {
         use rusqlite::OptionalExtension;
         let Reader::Rusqlite(Some(conn), _) = &self.reader else {
             anyhow::bail!("only the rusqlite reader seeks on its own thread");
@@ -276,15 +276,12 @@ impl AuditPages {
         limit: u32,
         mut sink: S,
     ) -> anyhow::Result<(S, Page)> {
+        if self.reads_here() {
+            let page = self.read_here(after, self.max_id, limit, &mut sink)?;
+            return Ok((sink, page));
+        }
         let binds = self.binds(after, self.max_id, limit);
         match &mut self.reader {
-            Reader::Rusqlite(slot, _) if self.on_own_thread => {
-                let conn = slot
-                    .as_ref()
-                    .ok_or_else(|| anyhow::anyhow!("an earlier page read failed"))?;
-                let page = read_rusqlite(conn, &self.sql, &binds, after, &mut sink)?;
-                Ok((sink, page))
-            }
             Reader::Rusqlite(slot, _) => {
                 let conn = slot
                     .take()
