@@ -780,6 +780,16 @@ impl Link {
     }
 }
 
+impl Drop for Link {
+    /// A producer that panics drops its link unwinding: the body is cut then too, not ended
+    /// as if the export were complete.
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let _ = self.cut.set("the export failed".to_owned());
+        }
+    }
+}
+
 /// Writes the EXPORT audit row (and a log line) for a finished export.
 async fn log_export(
     store: &crate::server::storage::Store,
@@ -943,8 +953,23 @@ mod tests {
         link.abort(Report::start(0, "rusqlite"), "the database failed");
         drop(link);
         let (chunks, cut) = drain(body).await;
-        assert_eq!(chunks, ["chunk 0", "chunk 1"]);
+        let sent: Vec<String> = (0..CHANNEL_CHUNKS).map(|i| format!("chunk {i}")).collect();
+        assert_eq!(chunks, sent);
         assert_eq!(cut.as_deref(), Some("export cut: the database failed"));
+    }
+
+    #[tokio::test]
+    async fn a_producer_that_panics_cuts_the_body() {
+        let (link, body) = Link::new(Shutdown::new());
+        link.send(Bytes::from_static(b"some")).await.unwrap();
+        let producer = std::thread::spawn(move || {
+            let _link = link;
+            panic!("a bug in the producer");
+        });
+        assert!(producer.join().is_err());
+        let (chunks, cut) = drain(body).await;
+        assert_eq!(chunks, ["some"]);
+        assert_eq!(cut.as_deref(), Some("export cut: the export failed"));
     }
 
     #[tokio::test]
