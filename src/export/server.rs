@@ -489,12 +489,8 @@ impl Producer {
         writer.header();
         let mut remaining = p.limit.unwrap_or(u64::MAX);
         loop {
-            if link.tx.is_closed() {
-                report.outcome = Outcome::ClientGone;
-                break;
-            }
-            if link.shutdown.is_triggered() {
-                report.outcome = Outcome::Shutdown;
+            if let Some(outcome) = link.stopped() {
+                report.outcome = outcome;
                 break;
             }
             let want = remaining.min(u64::from(p.batch)) as u32;
@@ -527,12 +523,10 @@ impl Producer {
                 chunks.extend(writer.drain_all());
             }
             for (chunk, rows) in chunks {
-                if let Err(outcome) = link.send(chunk).await {
+                if let Err(outcome) = link.send_rows(&mut report, chunk, rows).await {
                     report.outcome = outcome;
                     return link.finish(report);
                 }
-                report.rows_sent += u64::from(rows);
-                metrics::record_rows_exported(u64::from(rows));
                 if !p.delay.is_zero() {
                     if let Err(outcome) = link.pause(p.delay).await {
                         report.outcome = outcome;
@@ -624,12 +618,8 @@ impl Producer {
         let mut cursor = Some(p.after);
         let mut turn = 0usize;
         loop {
-            if self.link.tx.is_closed() {
-                report.outcome = Outcome::ClientGone;
-                break;
-            }
-            if self.link.shutdown.is_triggered() {
-                report.outcome = Outcome::Shutdown;
+            if let Some(outcome) = self.link.stopped() {
+                report.outcome = outcome;
                 break;
             }
             let planning = async {
@@ -692,12 +682,10 @@ impl Producer {
                         .then(|| (held.split().freeze(), std::mem::take(&mut held_rows)))
                 };
                 if let Some((chunk, rows)) = ready {
-                    if let Err(outcome) = self.link.send(chunk).await {
+                    if let Err(outcome) = self.link.send_rows(&mut report, chunk, rows).await {
                         report.outcome = outcome;
                         return self.link.finish(report);
                     }
-                    report.rows_sent += u64::from(rows);
-                    metrics::record_rows_exported(u64::from(rows));
                 }
             }
         }
@@ -713,12 +701,11 @@ impl Producer {
             held.extend_from_slice(&report.trailer_line());
         }
         if !held.is_empty() {
-            if let Err(outcome) = self.link.send(held.freeze()).await {
+            let chunk = held.freeze();
+            if let Err(outcome) = self.link.send_rows(&mut report, chunk, held_rows).await {
                 report.outcome = outcome;
                 return self.link.finish(report);
             }
-            report.rows_sent += u64::from(held_rows);
-            metrics::record_rows_exported(u64::from(held_rows));
         }
         report
     }
@@ -751,6 +738,26 @@ impl Link {
         tokio::select! {
             sent = self.tx.send(Ok(chunk)) => sent.map_err(|_| Outcome::ClientGone),
             _ = self.shutdown.cancelled() => Err(Outcome::Shutdown),
+        }
+    }
+
+    /// Sends a chunk of `rows` rows, counted as sent once it is queued for the body.
+    async fn send_rows(&self, report: &mut Report, chunk: Bytes, rows: u32) -> Result<(), Outcome> {
+        self.send(chunk).await?;
+        report.rows_sent += u64::from(rows);
+        metrics::record_rows_exported(u64::from(rows));
+        Ok(())
+    }
+
+    /// Why the export must stop before its next page, if it must: the client left, or the
+    /// server is stopping.
+    fn stopped(&self) -> Option<Outcome> {
+        if self.tx.is_closed() {
+            Some(Outcome::ClientGone)
+        } else if self.shutdown.is_triggered() {
+            Some(Outcome::Shutdown)
+        } else {
+            None
         }
     }
 

@@ -40,13 +40,18 @@ async fn seeded_on(srv: TestServer, rows: i64, pad: usize) -> (TestServer, reqwe
     (srv, admin)
 }
 
-/// The raw body of an export.
-async fn body(srv: &TestServer, client: &reqwest::Client, query: &str) -> String {
-    let res = client
-        .get(srv.url(&format!("/api/audit/export?{query}")))
+/// `GET path` on `client`, whatever the answer (no retry: some tests want the 503).
+async fn get(srv: &TestServer, client: &reqwest::Client, path: &str) -> reqwest::Response {
+    client
+        .get(srv.url(path))
         .send()
         .await
-        .unwrap();
+        .expect("the server answers")
+}
+
+/// The raw body of an export.
+async fn body(srv: &TestServer, client: &reqwest::Client, query: &str) -> String {
+    let res = get(srv, client, &format!("/api/audit/export?{query}")).await;
     assert_eq!(res.status(), 200, "{query}");
     res.text().await.unwrap()
 }
@@ -57,11 +62,7 @@ async fn first_chunk(
     client: &reqwest::Client,
     query: &str,
 ) -> (reqwest::Response, bytes::Bytes) {
-    let mut res = client
-        .get(srv.url(&format!("/api/audit/export?{query}")))
-        .send()
-        .await
-        .unwrap();
+    let mut res = get(srv, client, &format!("/api/audit/export?{query}")).await;
     let first = res.chunk().await.unwrap().expect("a first chunk");
     (res, first)
 }
@@ -95,11 +96,8 @@ async fn export(
 }
 
 async fn count(srv: &TestServer, client: &reqwest::Client, query: &str) -> u64 {
-    let body: serde_json::Value = client
-        .get(srv.url(&format!("/api/audit/count?{query}")))
-        .send()
+    let body: serde_json::Value = get(srv, client, &format!("/api/audit/count?{query}"))
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -141,11 +139,7 @@ async fn wait_for_report(
 #[tokio::test]
 async fn streams_every_row_as_ndjson_with_the_documented_headers() {
     let (srv, admin) = seeded(1234).await;
-    let res = admin
-        .get(srv.url("/api/audit/export?batch=100&trailer=true"))
-        .send()
-        .await
-        .unwrap();
+    let res = get(&srv, &admin, "/api/audit/export?batch=100&trailer=true").await;
     assert_eq!(res.status(), 200);
     let h = res.headers();
     assert_eq!(h["content-type"], "application/x-ndjson; charset=utf-8");
@@ -274,11 +268,7 @@ async fn csv_by_format_or_accept_and_as_a_download() {
             lines[1]
         );
     }
-    let res = admin
-        .get(srv.url("/api/audit/export?format=csv&download=true"))
-        .send()
-        .await
-        .unwrap();
+    let res = get(&srv, &admin, "/api/audit/export?format=csv&download=true").await;
     assert_eq!(
         res.headers()["content-disposition"],
         "attachment; filename=\"tidings-audit.csv\""
@@ -308,11 +298,7 @@ async fn bad_parameters_are_400_json_naming_the_parameter() {
         ("sort=desc", "sort"),
     ] {
         for route in ["export", "count"] {
-            let res = admin
-                .get(srv.url(&format!("/api/audit/{route}?{query}")))
-                .send()
-                .await
-                .unwrap();
+            let res = get(&srv, &admin, &format!("/api/audit/{route}?{query}")).await;
             assert_eq!(res.status(), 400, "{route}?{query}");
             assert!(res.headers()["content-type"]
                 .to_str()
@@ -345,19 +331,16 @@ async fn anonymous_is_401_others_403_and_stream_tokens_work() {
         assert_eq!(error_code(res).await, "forbidden");
     }
     // Anonymous with a bad parameter: still 401 (who asks is checked first).
-    let res = plain_client()
-        .get(srv.url("/api/audit/export?batch=0"))
-        .send()
-        .await
-        .unwrap();
+    let res = get(&srv, &plain_client(), "/api/audit/export?batch=0").await;
     assert_eq!(res.status(), 401);
 
     let token = srv.stream_token(&admin).await;
-    let res = plain_client()
-        .get(srv.url(&format!("/api/audit/export?limit=2&token={token}")))
-        .send()
-        .await
-        .unwrap();
+    let res = get(
+        &srv,
+        &plain_client(),
+        &format!("/api/audit/export?limit=2&token={token}"),
+    )
+    .await;
     assert_eq!(res.status(), 200);
     assert_eq!(res.text().await.unwrap().lines().count(), 2);
 }
@@ -384,11 +367,7 @@ async fn a_client_that_goes_away_stops_the_reading_within_a_batch() {
 #[tokio::test]
 async fn a_slow_reader_gets_everything_at_its_own_pace() {
     let (srv, admin) = seeded(3000).await;
-    let mut res = admin
-        .get(srv.url("/api/audit/export?batch=100&trailer=true"))
-        .send()
-        .await
-        .unwrap();
+    let mut res = get(&srv, &admin, "/api/audit/export?batch=100&trailer=true").await;
     let mut bytes = Vec::new();
     let mut chunks = 0;
     while let Some(chunk) = res.chunk().await.unwrap() {
@@ -472,31 +451,19 @@ async fn too_many_exports_at_once_get_503() {
     let (srv, admin) = seeded(100).await;
     let mut running = Vec::new();
     for _ in 0..16 {
-        let mut res = admin
-            .get(srv.url("/api/audit/export?batch=1&delayMs=5000"))
-            .send()
-            .await
-            .unwrap();
+        let mut res = get(&srv, &admin, "/api/audit/export?batch=1&delayMs=5000").await;
         assert_eq!(res.status(), 200);
         res.chunk().await.unwrap().expect("a first row");
         running.push(res);
     }
-    let res = admin
-        .get(srv.url("/api/audit/export"))
-        .send()
-        .await
-        .unwrap();
+    let res = get(&srv, &admin, "/api/audit/export").await;
     assert_eq!(res.status(), 503);
     assert_eq!(error_code(res).await, "unavailable");
     drop(running);
     // The slots come back once the producers see their clients gone.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let res = admin
-            .get(srv.url("/api/audit/export?limit=1"))
-            .send()
-            .await
-            .unwrap();
+        let res = get(&srv, &admin, "/api/audit/export?limit=1").await;
         if res.status() == 200 {
             break;
         }
