@@ -9,7 +9,8 @@
 # (`auto` = rusqlite, `sqlx` = the portable path), each TIDINGS_EXPORT_THREADS of BENCH_THREADS
 # (default "1 2"; rusqlite only: sqlx reads on one) and batch size starts the release server,
 # signs in, and fetches the whole export with curl into /dev/null (curl is the lightest client,
-# so the figure is the server's) BENCH_REPEATS times (default 5); the median time is shown. The server's peak RSS is reset just before each export
+# so the figure is the server's) BENCH_REPEATS times (default 5); the median time is shown, and
+# the first fetch's beside it ("first": the export cache is empty then, see below). The server's peak RSS is reset just before each export
 # (/proc/PID/clear_refs), so "growth" is what the export itself added. Finally the command-line
 # consumer (`tidings export`, which parses and verifies every row) runs once for comparison.
 #
@@ -19,6 +20,11 @@
 # server in benches/reference.rs (`--files`: read and sent 256 KiB at a time), and the same
 # curl fetches each BENCH_REPEATS times. The target (issue 20): Tidings' rows/s at least 0.75x
 # nginx's (or a bare hyper file server's) for the same bytes.
+#
+# The export cache (`TIDINGS_EXPORT_CACHE_MB`, on by default): the first export of a server writes
+# the closed stretches of the log it sends to files, and the next ones send those files. So the
+# first fetch of each server is the export without the cache, and the median (of 5) with it.
+# BENCH_CACHE_MB=0 turns it off, for every fetch.
 # Everything listens on 127.0.0.1 and is stopped at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,6 +36,7 @@ readers="${BENCH_READERS:-auto sqlx}"
 threads_list="${BENCH_THREADS:-1 2}"
 repeats="${BENCH_REPEATS:-5}"
 with_nginx="${BENCH_NGINX:-1}"
+cache_mb="${BENCH_CACHE_MB:-1024}"
 
 command -v curl >/dev/null || { echo "bench: curl is needed (apt-get install curl)" >&2; exit 1; }
 nginx_bin="$(command -v nginx || echo /usr/sbin/nginx)"
@@ -53,14 +60,15 @@ source scripts/bench-lib.sh
 start_server() {
   local db="$1" reader="$2" threads="${3:-2}"
   launch_server DATABASE_URL="$db" TIDINGS_ADMINS=bench TIDINGS_EXPORT_READER="$reader" \
-    TIDINGS_EXPORT_THREADS="$threads" RUST_LOG=info,tower_http=warn
+    TIDINGS_EXPORT_THREADS="$threads" TIDINGS_EXPORT_CACHE_MB="$cache_mb" RUST_LOG=info,tower_http=warn
   curl -s -o /dev/null -c "$work/jar" -H 'content-type: application/json' \
     -d '{"username":"bench","password":"bench-password","setupToken":"'"$BENCH_SETUP_TOKEN"'"}' "$base/api/auth/signup"
   curl -s -o /dev/null -c "$work/jar" -H 'content-type: application/json' \
     -d '{"username":"bench","password":"bench-password"}' "$base/api/auth/login"
 }
 
-# The median of BENCH_REPEATS fetches of URL (curl into /dev/null): "seconds bytes".
+# The median of BENCH_REPEATS fetches of URL (curl into /dev/null), the first one's time, and
+# the size: "seconds first bytes".
 median_fetch() {
   local url="$1" times=() size t
   shift
@@ -68,13 +76,13 @@ median_fetch() {
     read -r size t < <(curl -s "$@" -o /dev/null -w '%{size_download} %{time_total}\n' "$url")
     times+=("$t")
   done
-  printf '%s %s\n' "$(printf '%s\n' "${times[@]}" | sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }')" "$size"
+  printf '%s %s %s\n' "$(printf '%s\n' "${times[@]}" | sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }')" "${times[0]}" "$size"
 }
 
 kb() { awk -v k="$1" '$1 == k":" { print $2 }' "/proc/$server_pid/status"; }
 
-declare -A secs_of
-printf '\n%-9s %-8s %-7s %-6s %10s %8s %11s %9s %9s %9s\n' rows reader threads batch seconds MB rows/s MB/s "RSS MB" growth
+declare -A secs_of first_of
+printf '\n%-9s %-8s %-7s %-6s %10s %8s %8s %11s %9s %9s %9s\n' rows reader threads batch seconds first MB rows/s MB/s "RSS MB" growth
 for rows in $rows_list; do
   db="sqlite://$work/bench-$rows.db?mode=rwc"
   seed_line="$(DATABASE_URL="$db" target/release/tidings seed --audit-rows "$rows" | tail -1)"
@@ -88,11 +96,12 @@ for rows in $rows_list; do
       for batch in $batches; do
         before_kb="$(kb VmRSS)"
         echo 5 >"/proc/$server_pid/clear_refs"
-        read -r secs size < <(median_fetch "$base/api/audit/export?batch=$batch" -b "$work/jar")
+        read -r secs first size < <(median_fetch "$base/api/audit/export?batch=$batch" -b "$work/jar")
         secs_of["$rows $reader $threads $batch"]="$secs"
+        first_of["$rows $reader $threads $batch"]="$first"
         peak_kb="$(kb VmHWM)"
-        awk -v r="$total" -v rd="$reader" -v th="$threads" -v b="$batch" -v s="$secs" -v z="$size" -v bk="$before_kb" -v pk="$peak_kb" \
-          'BEGIN { printf "%-9d %-8s %-7d %-6d %10.3f %8.1f %11.0f %9.1f %9.1f %9.1f\n", r, rd, th, b, s, z/1e6, r/s, z/1e6/s, pk/1024, (pk-bk)/1024 }'
+        awk -v r="$total" -v rd="$reader" -v th="$threads" -v b="$batch" -v s="$secs" -v f="$first" -v z="$size" -v bk="$before_kb" -v pk="$peak_kb" \
+          'BEGIN { printf "%-9d %-8s %-7d %-6d %10.3f %8.3f %8.1f %11.0f %9.1f %9.1f %9.1f\n", r, rd, th, b, s, f, z/1e6, r/s, z/1e6/s, pk/1024, (pk-bk)/1024 }'
       done
       stop_server
     done
@@ -114,6 +123,9 @@ stop_server
 best_batch="$(printf '%s\n' $batches | sort -n | tail -1)"
 best_threads="$(printf '%s\n' $threads_list | sort -n | tail -1)"
 tidings_secs="${secs_of["$last_rows auto $best_threads $best_batch"]:-}"
+# The first fetch of the server that measured batch 500 ran with an empty cache.
+first_batch="$(printf '%s\n' $batches | sort -n | head -1)"
+tidings_first="${first_of["$last_rows auto $best_threads $first_batch"]:-}"
 mkdir -p "$work/www" "$work/nginx-tmp"
 start_server "sqlite://$work/bench-$last_rows.db?mode=rwc" auto "$best_threads"
 curl -s -b "$work/jar" -o "$work/www/export.ndjson" "$base/api/audit/export?batch=$best_batch"
@@ -148,23 +160,26 @@ CONF
 nginx_pid=$!
 trap 'kill "$nginx_pid" 2>/dev/null; wait "$nginx_pid" 2>/dev/null; cleanup' EXIT
 for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.05; done
-read -r nginx_secs nginx_size < <(median_fetch "http://127.0.0.1:$port/export.ndjson")
+read -r nginx_secs _ nginx_size < <(median_fetch "http://127.0.0.1:$port/export.ndjson")
 file_size="$(stat -c %s "$work/www/export.ndjson")"
 [ "$nginx_size" = "$file_size" ] || { echo "bench: nginx sent $nginx_size bytes of $file_size" >&2; exit 1; }
 # The bare hyper file server (benches/reference.rs --files), on the same file.
 "$reference" --files "$work/www" >"$work/reference.log" 2>&1 &
 server_pid=$!
 wait_listening "$work/reference.log"
-read -r hyper_secs hyper_size < <(median_fetch "$base/files/export.ndjson")
+read -r hyper_secs _ hyper_size < <(median_fetch "$base/files/export.ndjson")
 stop_server
 [ "$hyper_size" = "$file_size" ] || { echo "bench: the hyper file server sent $hyper_size bytes of $file_size" >&2; exit 1; }
 printf '\nThe file ceiling, the same %s rows (%.1f MB), the median of %s fetches by the same curl:\n' "$(wc -l <"$work/www/export.ndjson")" \
   "$(awk -v z="$file_size" 'BEGIN { print z / 1e6 }')" "$repeats"
 file_rows="$(wc -l <"$work/www/export.ndjson")"
-awk -v r="$file_rows" -v n="$nginx_secs" -v h="$hyper_secs" -v t="$tidings_secs" -v b="$best_batch" -v th="$best_threads" 'BEGIN {
+awk -v r="$file_rows" -v n="$nginx_secs" -v h="$hyper_secs" -v t="$tidings_secs" -v f="$tidings_first" -v fb="$first_batch" -v b="$best_batch" -v th="$best_threads" -v c="$cache_mb" 'BEGIN {
   printf "  nginx, the file (sendfile):         %6.3f s  %11.0f rows/s\n", n, r / n
   printf "  bare hyper, the file (256 KiB reads): %6.3f s  %11.0f rows/s\n", h, r / h
-  printf "  Tidings (auto, %d threads, %5d):  %6.3f s  %11.0f rows/s\n", th, b, t, r / t
+  printf "  Tidings (auto, %d threads, %5d):  %6.3f s  %11.0f rows/s  (the median; export cache %d MB)\n", th, b, t, r / t, c
   x = n / t; y = h / t
   printf "  Tidings / nginx: %.2fx, Tidings / bare hyper: %.2fx (target >= 0.75 of either)  [%s]\n", x, y, (x >= 0.75 || y >= 0.75 ? "met" : "MISSED")
+  if (f != "") {
+    printf "  Tidings, the first export of a fresh server (batch %d, nothing cached yet): %.3f s, %.0f rows/s: %.2fx nginx, %.2fx bare hyper\n", fb, f, r / f, n / f, h / f
+  }
 }'

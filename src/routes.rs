@@ -74,7 +74,7 @@ impl Services {
         Self {
             hub,
             jobs: jobs::start(state, &settings.jobs),
-            exports: export::start(settings.export),
+            exports: export::start(settings.export, &state.store),
             assistant: assistant::start(state, &settings.assistant),
             topics,
         }

@@ -2,6 +2,7 @@
 //! command-line consumer.
 //!
 //! - `server` (ssr): `GET /api/audit/export` and `GET /api/audit/count`.
+//! - `cache` (ssr): closed stretches of the log kept as NDJSON files for the next export.
 //! - `format` (ssr): the row writer both the server and the CLI use.
 //! - `seed` (ssr): `tidings seed --audit-rows N`.
 //! - `cli` (ssr): `tidings export`, the command-line consumer.
@@ -10,6 +11,8 @@
 //! The wire types and the NDJSON line decoder are in `protocol`.
 //! Tests: unit tests in each file; `tests/it/export.rs`; `end2end/tests/export.spec.ts`.
 
+#[cfg(feature = "ssr")]
+pub mod cache;
 mod client;
 #[cfg(feature = "ssr")]
 pub mod format;

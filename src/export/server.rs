@@ -13,6 +13,9 @@
 //!   (`TIDINGS_EXPORT_THREADS`, default 2; pages are then spans of `batch` ids, see
 //!   [`Producer::run_parallel`]) and it sends them in order: the same bytes, about twice as
 //!   fast on two cores (`scripts/bench-export.sh`);
+//! - an unfiltered NDJSON export on an SQLite file sends closed stretches of the log that an
+//!   earlier export sent from a file instead (the export cache, `export::cache`): the same
+//!   bytes, at the speed of a file server;
 //! - a client that reads slowly fills the channel and the producer waits: the server holds at
 //!   most a few chunks per export, whatever the row count;
 //! - a client that goes away closes the channel; the producer sees it at its next send or
@@ -47,6 +50,7 @@ use tokio::sync::{mpsc, Semaphore};
 use super::format::RowWriter;
 use crate::{
     export::{
+        cache::{segment_end, segment_of, segment_start, Builder, ExportCache, Segment},
         settings::{ExportConfig, ExportReader},
         store::{AuditFilter, AuditPages, Page},
     },
@@ -80,19 +84,29 @@ pub fn router(exports: Exports) -> Router<AppState> {
         .layer(Extension(exports))
 }
 
-/// What the export's routes share: how they read SQLite, and the permits for running exports
-/// (one set per process). Cheap to clone.
+/// What the export's routes share: how they read SQLite, the permits for running exports,
+/// and the export cache (one of each per process). Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Exports {
     config: ExportConfig,
     slots: Arc<Semaphore>,
+    /// On an SQLite file, unless `TIDINGS_EXPORT_CACHE_MB=0`.
+    cache: Option<Arc<ExportCache>>,
 }
 
-/// The export's shared part for `config`: once per process, at start-up.
-pub fn start(config: ExportConfig) -> Exports {
+/// The export's shared part for `config` on `store`: once per process, at start-up.
+pub fn start(config: ExportConfig, store: &crate::server::storage::Store) -> Exports {
+    let cache = store.sqlite_file().and_then(|file| {
+        let dir = match file.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+            _ => std::path::PathBuf::from("."),
+        };
+        ExportCache::new(dir, config.cache_mb)
+    });
     Exports {
         config,
         slots: Arc::new(Semaphore::new(MAX_CONCURRENT_EXPORTS)),
+        cache,
     }
 }
 
@@ -330,10 +344,15 @@ async fn export(
         .on_own_thread();
 
     let (link, body) = Link::new(state.shutdown.clone());
+    // The cache holds NDJSON of every row, read by rusqlite.
+    let cache = exports.cache.clone().filter(|_| {
+        params.format == ExportFormat::Ndjson && params.filter.selects_all() && pages.reads_here()
+    });
     let producer = Producer {
         params: params.clone(),
         threads: exports.config.threads,
         pages,
+        cache,
         link,
     };
     let store = state.store.clone();
@@ -418,6 +437,8 @@ struct Report {
     reader: &'static str,
     /// Threads that read and formatted pages.
     threads: u8,
+    /// Rows sent from the export cache rather than read.
+    cached_rows: u64,
 }
 
 impl Report {
@@ -430,6 +451,7 @@ impl Report {
             last_id: after,
             reader,
             threads: 1,
+            cached_rows: 0,
         }
     }
 
@@ -455,6 +477,8 @@ struct Producer {
     threads: u8,
     /// Not `Sync` (a rusqlite connection): kept apart from `link`, which awaits borrow.
     pages: AuditPages,
+    /// The export cache, when this export may use it (see [`Producer::run_parallel`]).
+    cache: Option<Arc<ExportCache>>,
     link: Link,
 }
 
@@ -469,7 +493,7 @@ struct Link {
 impl Producer {
     async fn run(self) -> Report {
         let p = &self.params;
-        let parallel = self.threads > 1
+        let parallel = (self.threads > 1 || self.cache.is_some())
             && p.limit.is_none()
             && p.delay.is_zero()
             // More than one page to read.
@@ -607,13 +631,26 @@ impl Producer {
             helpers.push((jobs_tx, rx));
         }
         report.threads = threads as u8;
+        // The export cache and the log's change counter, when this export may use it.
+        let kept = self
+            .cache
+            .as_ref()
+            .and_then(|cache| match self.pages.epoch_here() {
+                Ok(epoch) => Some((cache, epoch)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "audit export: the cache's counter is unreadable");
+                    None
+                }
+            });
+        // The segment being written to the cache as it is sent, if any.
+        let mut building: Option<Builder> = None;
         let mut writer = RowWriter::new(p.format, p.flush_every);
         writer.header();
         // Chunks of pages too small to send alone, and their rows.
         let mut held = bytes::BytesMut::new();
         let mut held_rows = 0u32;
-        // Spans planned, in order, with the thread that reads each (0: this one).
-        let mut planned: std::collections::VecDeque<(i64, i64, usize)> = Default::default();
+        // What is planned and not yet sent, in order.
+        let mut planned: std::collections::VecDeque<Planned> = Default::default();
         // Where the last planned span ends; `None` once no row is left after it.
         let mut cursor = Some(p.after);
         let mut turn = 0usize;
@@ -630,14 +667,32 @@ impl Producer {
                         break;
                     };
                     let lo = first - 1;
-                    let hi = lo.saturating_add(span);
+                    let mut hi = lo.saturating_add(span);
+                    // With the cache, spans stop at segment ends, and a segment ahead of
+                    // everything sent so far is sent from its file if it is kept.
+                    let mut whole = false;
+                    if let Some((cache, epoch)) = kept {
+                        let k = segment_of(first);
+                        whole = after <= segment_start(k);
+                        if let Some(segment) = cache.get(epoch, k).filter(|_| whole) {
+                            cursor = Some(segment_end(k));
+                            planned.push_back(Planned::Kept(segment));
+                            continue;
+                        }
+                        hi = hi.min(segment_end(k));
+                    }
                     cursor = Some(hi);
                     let owner = turn % threads;
                     turn += 1;
                     if owner > 0 && helpers[owner - 1].0.send((lo, hi)).await.is_err() {
                         anyhow::bail!("a reading thread stopped");
                     }
-                    planned.push_back((lo, hi, owner));
+                    planned.push_back(Planned::Span {
+                        lo,
+                        hi,
+                        owner,
+                        whole,
+                    });
                 }
                 anyhow::Ok(())
             };
@@ -646,8 +701,37 @@ impl Producer {
                 report.outcome = Outcome::Failed;
                 return self.link.abort(report, "the database failed");
             }
-            let Some((lo, hi, owner)) = planned.pop_front() else {
+            let Some(next) = planned.pop_front() else {
                 break;
+            };
+            let (lo, hi, owner, whole) = match next {
+                Planned::Span {
+                    lo,
+                    hi,
+                    owner,
+                    whole,
+                } => (lo, hi, owner, whole),
+                Planned::Kept(segment) => {
+                    self.keep(building.take());
+                    // What is held goes first, then the file.
+                    if !held.is_empty() {
+                        let chunk = held.split().freeze();
+                        let rows = std::mem::take(&mut held_rows);
+                        if let Err(outcome) = self.link.send_rows(&mut report, chunk, rows).await {
+                            report.outcome = outcome;
+                            return self.link.finish(report);
+                        }
+                    }
+                    if let Err(outcome) = self.send_kept(&mut report, &segment).await {
+                        report.outcome = outcome;
+                        return if outcome == Outcome::Failed {
+                            self.link.abort(report, "the export cache failed")
+                        } else {
+                            self.link.finish(report)
+                        };
+                    }
+                    continue;
+                }
             };
             let formatted = if owner == 0 {
                 self.pages
@@ -672,6 +756,21 @@ impl Producer {
             if page.rows > 0 {
                 report.last_id = page.last_id;
             }
+            if let Some((cache, epoch)) = kept {
+                // A closed segment read from its start is written to the cache as it goes.
+                let k = segment_of(lo + 1);
+                if building.as_ref().is_some_and(|b| b.segment() != k) {
+                    self.keep(building.take());
+                }
+                if building.is_none() && whole && segment_end(k) < self.pages.max_id() {
+                    building = cache.builder(epoch, k);
+                }
+                if let Some(builder) = building.as_mut() {
+                    for (chunk, rows) in &chunks {
+                        builder.write(chunk, *rows, page.last_id);
+                    }
+                }
+            }
             for (chunk, rows) in chunks {
                 let ready = if held.is_empty() && rows >= p.flush_every {
                     Some((chunk, rows))
@@ -692,6 +791,7 @@ impl Producer {
         if report.outcome != Outcome::Complete {
             return self.link.finish(report);
         }
+        self.keep(building.take());
         // Nothing left in it unless no span was planned at all (the CSV header, then).
         for (chunk, rows) in writer.drain_all() {
             held.extend_from_slice(&chunk);
@@ -709,6 +809,49 @@ impl Producer {
         }
         report
     }
+
+    /// Keeps the segment `building` wrote, if the log's counter has not moved since the
+    /// export read it (an error reading it keeps nothing).
+    fn keep(&self, building: Option<Builder>) {
+        let (Some(builder), Some(cache)) = (building, &self.cache) else {
+            return;
+        };
+        match self.pages.epoch_here() {
+            Ok(now) => {
+                cache.keep(builder, now);
+            }
+            Err(e) => tracing::warn!(error = %e, "audit export: the cache's counter is unreadable"),
+        }
+    }
+
+    /// Sends a kept segment from its file, 256 KiB at a time, and counts its rows as read.
+    async fn send_kept(&self, report: &mut Report, segment: &Segment) -> Result<(), Outcome> {
+        for chunk in segment.read() {
+            let (chunk, rows) = chunk.map_err(|e| {
+                tracing::error!(error = %e, "audit export: reading the export cache failed");
+                Outcome::Failed
+            })?;
+            self.link.send_rows(report, chunk, rows).await?;
+        }
+        report.rows_read += u64::from(segment.rows);
+        report.cached_rows += u64::from(segment.rows);
+        report.last_id = segment.last_id;
+        Ok(())
+    }
+}
+
+/// What the sending thread does next, in order (see [`Producer::run_parallel`]).
+enum Planned {
+    /// Reads the rows with ids in `(lo, hi]` on thread `owner` (0: this one) and sends them;
+    /// `whole`: nothing of its cache segment was sent before it.
+    Span {
+        lo: i64,
+        hi: i64,
+        owner: usize,
+        whole: bool,
+    },
+    /// Sends a kept segment from its file.
+    Kept(Arc<Segment>),
 }
 
 impl Link {
@@ -821,6 +964,7 @@ async fn log_export(
         "lastId": r.last_id,
         "reader": r.reader,
         "threads": r.threads,
+        "cachedRows": r.cached_rows,
         "ms": elapsed.as_millis() as u64,
     });
     tracing::info!(
@@ -828,6 +972,7 @@ async fn log_export(
         outcome = r.outcome.as_str(),
         rows_sent = r.rows_sent,
         rows_read = r.rows_read,
+        cached_rows = r.cached_rows,
         last_id = r.last_id,
         ms = elapsed.as_millis() as u64,
         "audit export ended"

@@ -1,5 +1,5 @@
-//! The export's settings, `TIDINGS_EXPORT_READER` and `TIDINGS_EXPORT_THREADS`, read through
-//! the server's one loader.
+//! The export's settings, `TIDINGS_EXPORT_READER`, `TIDINGS_EXPORT_THREADS` and
+//! `TIDINGS_EXPORT_CACHE_MB`, read through the server's one loader.
 //!
 //! Tests: `cargo test --features ssr export::settings`.
 
@@ -7,6 +7,8 @@ use crate::server::config::Env;
 
 /// Most threads one export may read and format on.
 pub const EXPORT_THREADS_MAX: u64 = 8;
+/// The export cache's default size, in MB (about 4,000,000 of the app's own audit rows).
+pub const EXPORT_CACHE_MB_DEFAULT: u64 = 1024;
 
 /// How exports read SQLite.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -17,6 +19,9 @@ pub struct ExportConfig {
     /// (`TIDINGS_EXPORT_THREADS`, 1 to [`EXPORT_THREADS_MAX`], default 2); the sqlx reader
     /// and exports with a `limit` or a `delayMs` use one.
     pub threads: u8,
+    /// Most disk the export cache may take, in MB (`TIDINGS_EXPORT_CACHE_MB`, default
+    /// [`EXPORT_CACHE_MB_DEFAULT`]; 0 turns it off). SQLite files only: see `export::cache`.
+    pub cache_mb: u64,
 }
 
 impl Default for ExportConfig {
@@ -24,6 +29,7 @@ impl Default for ExportConfig {
         Self {
             reader: ExportReader::Auto,
             threads: 2,
+            cache_mb: EXPORT_CACHE_MB_DEFAULT,
         }
     }
 }
@@ -34,6 +40,12 @@ impl ExportConfig {
         Ok(Self {
             reader: ExportReader::from(vars)?,
             threads: vars.number("TIDINGS_EXPORT_THREADS", 2, 1, EXPORT_THREADS_MAX)? as u8,
+            cache_mb: vars.number(
+                "TIDINGS_EXPORT_CACHE_MB",
+                EXPORT_CACHE_MB_DEFAULT,
+                0,
+                1_000_000_000,
+            )?,
         })
     }
 }
@@ -93,6 +105,25 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(e.contains("TIDINGS_EXPORT_THREADS"), "{e}");
+        }
+    }
+
+    #[test]
+    fn the_cache_defaults_to_a_gigabyte_and_zero_turns_it_off() {
+        let read = |pairs: &[(&str, &str)]| ExportConfig::from(&Env::from_pairs(pairs));
+        assert_eq!(read(&[]).unwrap().cache_mb, 1024);
+        assert_eq!(
+            read(&[("TIDINGS_EXPORT_CACHE_MB", "0")]).unwrap().cache_mb,
+            0
+        );
+        for bad in ["-1", "lots", "1.5"] {
+            let e = read(&[("TIDINGS_EXPORT_CACHE_MB", bad)])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("TIDINGS_EXPORT_CACHE_MB must be a whole number"),
+                "{e}"
+            );
         }
     }
 }

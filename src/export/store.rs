@@ -42,6 +42,14 @@ pub struct AuditFilter {
 }
 
 impl AuditFilter {
+    /// Whether every row (up to `max_id`) matches: no action, user or time filter.
+    pub fn selects_all(&self) -> bool {
+        self.actions.is_empty()
+            && self.user.is_none()
+            && self.since_ms.is_none()
+            && self.until_ms.is_none()
+    }
+
     /// The `WHERE` clause for these filters, with `$1` = after and `$2` = max id, and the
     /// number of the next free placeholder.
     fn where_clause(&self) -> (String, usize) {
@@ -267,6 +275,16 @@ impl AuditPages {
         Ok(stmt
             .query_row([after, self.max_id], |row| row.get(0))
             .optional()?)
+    }
+
+    /// The log's change counter (`audit_log_epoch`, see `export::cache`): the rusqlite reader
+    /// only, on a thread that may block.
+    pub fn epoch_here(&self) -> anyhow::Result<i64> {
+        let Reader::Rusqlite(Some(conn), _) = &self.reader else {
+            anyhow::bail!("only the rusqlite reader reads on its own thread");
+        };
+        let mut stmt = conn.prepare_cached("SELECT epoch FROM audit_log_epoch")?;
+        Ok(stmt.query_row([], |row| row.get(0))?)
     }
 
     /// Reads up to `limit` rows with ids above `after` into `sink`, and gives the sink back.

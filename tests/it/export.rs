@@ -569,3 +569,125 @@ async fn a_client_that_goes_away_stops_every_reading_thread() {
     let want = if on_sqlite(&srv) { 2 } else { 1 };
     assert_eq!(report["threads"], want);
 }
+
+/// The `n`th (from 1) EXPORT report of an export without filters, once it is written.
+async fn nth_unfiltered_report(
+    srv: &TestServer,
+    client: &reqwest::Client,
+    n: usize,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let reports: Vec<_> = export_reports(srv, client, "complete")
+            .await
+            .into_iter()
+            .filter(|d| d["filters"]["action"].as_array().is_some_and(Vec::is_empty))
+            .collect();
+        if let Some(report) = reports.get(n - 1) {
+            return report.clone();
+        }
+        assert!(Instant::now() < deadline, "no report of export {n}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn kept_segments_send_the_same_bytes_until_the_log_changes_under_them() {
+    use tidings::export::cache::SEGMENT_IDS;
+    use tidings::server::storage::audit::{AuditRecord, NewAuditRow};
+    // The SIGNUP row and 140,000 rows (ids 1 to 140,001), then two imported rows above them
+    // (150,000 and 200,000): segments 0, 1 and 2 are closed (a larger id exists), the one
+    // holding 200,000 and the exports' own EXPORT rows is not, and ids 140,002 to 149,999
+    // are a hole.
+    let (srv, admin) = seeded(140_000).await;
+    let imported = |id: i64| AuditRecord {
+        id,
+        row: NewAuditRow {
+            at: 1_700_000_000_000,
+            action: "IMPORT".to_string(),
+            username: "far".to_string(),
+            detail: format!("{{\"id\":{id}}}"),
+        },
+    };
+    let store = &srv.state.store;
+    let two = [imported(150_000), imported(200_000)];
+    assert_eq!(store.audit_import(&two).await.unwrap(), 2);
+    const { assert!(200_000 > 3 * SEGMENT_IDS && 150_000 < 3 * SEGMENT_IDS) };
+    // An export's lines up to id 200,000 (the EXPORT rows of the exports before it come
+    // after), and its trailer's rows and last id.
+    let history = |text: &str| -> (Vec<String>, (u64, i64)) {
+        let lines: Vec<&str> = text.lines().collect();
+        let Ok(ExportLine::Trailer(t)) = serde_json::from_str(lines[lines.len() - 1]) else {
+            panic!("ends with a trailer");
+        };
+        let id = |line: &str| -> i64 {
+            let rest = line.strip_prefix(r#"{"id":"#).expect(line);
+            rest[..rest.find(',').expect(line)].parse().expect(line)
+        };
+        let rows = lines[..lines.len() - 1]
+            .iter()
+            .filter(|l| id(l) <= 200_000)
+            .map(|l| l.to_string())
+            .collect();
+        (rows, (t.rows, t.last_id))
+    };
+    let cached_rows = |d: &serde_json::Value| d["cachedRows"].as_u64().expect("cachedRows");
+    let mut made = 0;
+    // Each export (one at a time), with the rows its EXPORT row says came from the cache.
+    let mut exports = Vec::new();
+    for query in [
+        "trailer=true",
+        "trailer=true&batch=777",
+        "trailer=true&limit=1000000000",
+    ] {
+        let text = body(&srv, &admin, query).await;
+        made += 1;
+        let report = nth_unfiltered_report(&srv, &admin, made).await;
+        exports.push((query, history(&text), cached_rows(&report)));
+    }
+    let (_, (first, _), first_cached) = &exports[0];
+    assert_eq!(first.len(), 140_003, "every row up to 200,000");
+    assert_eq!(*first_cached, 0, "the first export reads every row");
+    for (query, (rows, (trailer_rows, last_id)), _) in &exports {
+        assert_eq!(rows, first, "{query}");
+        assert!(*trailer_rows >= 140_003 && *last_id >= 200_000, "{query}");
+    }
+    let (second_cached, keyset_cached) = (exports[1].2, exports[2].2);
+    if on_sqlite(&srv) {
+        // Segments 0 to 2 came from the cache: every row up to 150,000.
+        assert_eq!(second_cached, 140_002);
+    } else {
+        assert_eq!(second_cached, 0, "PostgreSQL reads every time");
+    }
+    assert_eq!(keyset_cached, 0, "a limit reads keyset pages");
+
+    // A resumed export reads the rest of the segment it starts in, then the cache.
+    let resumed = body(&srv, &admin, "after=70000&trailer=true").await;
+    made += 1;
+    let report = nth_unfiltered_report(&srv, &admin, made).await;
+    let (rows, _) = history(&resumed);
+    assert_eq!(rows, first[70_000..], "the rows after id 70,000");
+    if on_sqlite(&srv) {
+        assert_eq!(cached_rows(&report), 140_002 - 131_072, "segment 2 only");
+    }
+
+    // An import into the hole: the cache must not hide the new row.
+    assert_eq!(store.audit_import(&[imported(145_000)]).await.unwrap(), 1);
+    for round in ["the cache is dropped", "and made again"] {
+        let text = body(&srv, &admin, "trailer=true").await;
+        made += 1;
+        let report = nth_unfiltered_report(&srv, &admin, made).await;
+        let (rows, _) = history(&text);
+        assert_eq!(rows.len(), 140_004, "{round}");
+        assert!(
+            rows[140_001].starts_with(r#"{"id":145000,"#),
+            "{round}: {}",
+            rows[140_001]
+        );
+        let want = match (on_sqlite(&srv), round) {
+            (true, "and made again") => 140_003,
+            _ => 0,
+        };
+        assert_eq!(cached_rows(&report), want, "{round}");
+    }
+}

@@ -1,0 +1,387 @@
+//! The export cache: closed stretches of the audit log kept as the NDJSON bytes an export sent
+//! for them, so the next export copies them from a file instead of reading and formatting
+//! every row again.
+//!
+//! - **Segments.** Ids are cut into segments of [`SEGMENT_IDS`] ids: segment `k` holds the rows
+//!   with ids in `(k × SEGMENT_IDS, (k + 1) × SEGMENT_IDS]`. A segment is *closed* once a row
+//!   with a larger id exists: the log is append-only, so ordinary writes never land in it
+//!   again.
+//! - **Written by exports.** An unfiltered NDJSON export on an SQLite file that reads a closed
+//!   segment from its start writes the bytes it sends for it to an unnamed file in the
+//!   database's folder as well ([`Builder`]); when the segment is done it is kept, if the log
+//!   did not change under it (below) and the cache has room (`TIDINGS_EXPORT_CACHE_MB`).
+//! - **Read by exports.** The next such export that reaches a kept segment from its start
+//!   sends the file 256 KiB at a time ([`Segment::read`]) with the segment's row count and
+//!   last id, instead of reading the rows.
+//! - **Never stale.** A row landing below the last id (an import filling a hole), or a row
+//!   changed or deleted, bumps a counter in the database (`audit_log_epoch`, kept by triggers,
+//!   whoever writes). Each export reads it when it starts and uses and keeps segments of that
+//!   counter only; a larger one drops every segment. A segment is kept only if the counter
+//!   after its last row was read is the one read before its first.
+//! - **Nothing left behind.** The files have no name (`O_TMPFILE`): the space is freed when
+//!   the last export reading a dropped segment ends, and when the server stops, however it
+//!   stops. Memory holds only the index (a few dozen bytes per segment).
+//!
+//! An error writing the cache (a full disk) only means the segment is not kept: the export
+//! itself goes on.
+//!
+//! Tests: `cargo test --features ssr export::cache`; `tests/it/export.rs` compares exports
+//! served from the cache with the rows read again.
+
+use std::{
+    collections::BTreeMap,
+    fs::File,
+    io::Write,
+    os::unix::fs::FileExt,
+    path::PathBuf,
+    sync::{Arc, Mutex},
+};
+
+use bytes::Bytes;
+
+/// Ids per segment: about 15 MB of NDJSON with the app's own rows.
+pub const SEGMENT_IDS: i64 = 65_536;
+/// How much of a segment's file one chunk of the body holds.
+const READ_CHUNK: u64 = 256 * 1024;
+
+/// The segment holding `id`.
+pub fn segment_of(id: i64) -> i64 {
+    (id - 1).div_euclid(SEGMENT_IDS)
+}
+
+/// The id just below segment `k` (its rows have larger ids).
+pub fn segment_start(k: i64) -> i64 {
+    k.saturating_mul(SEGMENT_IDS)
+}
+
+/// The last id segment `k` may hold.
+pub fn segment_end(k: i64) -> i64 {
+    k.saturating_add(1).saturating_mul(SEGMENT_IDS)
+}
+
+/// The cache, one per process. See the module docs.
+#[derive(Debug)]
+pub struct ExportCache {
+    dir: PathBuf,
+    cap_bytes: u64,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// The log's change counter the segments were written at.
+    epoch: i64,
+    segments: BTreeMap<i64, Arc<Segment>>,
+    /// Their total length.
+    bytes: u64,
+}
+
+impl State {
+    /// Moves to `epoch` if it is newer (dropping every segment); whether `epoch` is current.
+    fn at(&mut self, epoch: i64) -> bool {
+        if epoch > self.epoch {
+            self.epoch = epoch;
+            self.segments.clear();
+            self.bytes = 0;
+        }
+        epoch == self.epoch
+    }
+}
+
+/// One kept segment: its bytes (an unnamed file), rows and last id.
+#[derive(Debug)]
+pub struct Segment {
+    file: File,
+    len: u64,
+    /// Rows in it.
+    pub rows: u32,
+    /// Its last row's id.
+    pub last_id: i64,
+}
+
+impl Segment {
+    /// Its bytes, in chunks of at most 256 KiB (read as they are taken), each with the rows
+    /// it ends (a chunk may end inside a row).
+    pub fn read(&self) -> impl Iterator<Item = std::io::Result<(Bytes, u32)>> + '_ {
+        let mut at = 0u64;
+        std::iter::from_fn(move || {
+            if at >= self.len {
+                return None;
+            }
+            let n = (self.len - at).min(READ_CHUNK) as usize;
+            let mut buf = vec![0u8; n];
+            if let Err(e) = self.file.read_exact_at(&mut buf, at) {
+                at = self.len;
+                return Some(Err(e));
+            }
+            at += n as u64;
+            let rows = buf.iter().filter(|&&b| b == b'\n').count() as u32;
+            Some(Ok((Bytes::from(buf), rows)))
+        })
+    }
+
+    /// Its length in bytes.
+    pub fn bytes(&self) -> u64 {
+        self.len
+    }
+}
+
+impl ExportCache {
+    /// A cache of at most `cap_mb` MB in `dir` (the SQLite file's folder); `None` when
+    /// `cap_mb` is 0 (`TIDINGS_EXPORT_CACHE_MB=0` turns it off).
+    pub fn new(dir: PathBuf, cap_mb: u64) -> Option<Arc<Self>> {
+        (cap_mb > 0).then(|| {
+            Arc::new(Self {
+                dir,
+                cap_bytes: cap_mb.saturating_mul(1_000_000),
+                state: Mutex::default(),
+            })
+        })
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Segment `k` as the log stood at `epoch`, if it is kept.
+    pub fn get(&self, epoch: i64, k: i64) -> Option<Arc<Segment>> {
+        let mut state = self.state();
+        if !state.at(epoch) {
+            return None;
+        }
+        state.segments.get(&k).cloned()
+    }
+
+    /// A writer for segment `k` at `epoch`, unless it is kept already, the cache is full, or
+    /// no file can be made (logged).
+    pub fn builder(&self, epoch: i64, k: i64) -> Option<Builder> {
+        {
+            let mut state = self.state();
+            if !state.at(epoch) || state.segments.contains_key(&k) || state.bytes >= self.cap_bytes
+            {
+                return None;
+            }
+        }
+        match tempfile::tempfile_in(&self.dir) {
+            Ok(file) => Some(Builder {
+                k,
+                epoch,
+                file: std::io::BufWriter::with_capacity(1 << 20, file),
+                len: 0,
+                rows: 0,
+                last_id: segment_start(k),
+                failed: false,
+            }),
+            Err(e) => {
+                tracing::warn!(error = %e, dir = %self.dir.display(), "export cache: cannot make a file");
+                None
+            }
+        }
+    }
+
+    /// Keeps what `builder` wrote if the log's counter is still its `epoch` (`now`), it
+    /// wrote without error, and it fits; whether it was kept.
+    pub fn keep(&self, builder: Builder, now: i64) -> bool {
+        let Builder {
+            k,
+            epoch,
+            file,
+            len,
+            rows,
+            last_id,
+            failed,
+        } = builder;
+        if failed || now != epoch || rows == 0 {
+            return false;
+        }
+        let file = match file.into_inner() {
+            Ok(file) => file,
+            Err(e) => {
+                tracing::warn!(error = %e.error(), "export cache: writing a segment failed");
+                return false;
+            }
+        };
+        let mut state = self.state();
+        if !state.at(epoch)
+            || state.segments.contains_key(&k)
+            || state.bytes.saturating_add(len) > self.cap_bytes
+        {
+            return false;
+        }
+        state.bytes += len;
+        state.segments.insert(
+            k,
+            Arc::new(Segment {
+                file,
+                len,
+                rows,
+                last_id,
+            }),
+        );
+        true
+    }
+
+    /// Segments kept and their total bytes (for tests and logs).
+    pub fn usage(&self) -> (usize, u64) {
+        let state = self.state();
+        (state.segments.len(), state.bytes)
+    }
+}
+
+/// Writes one segment's bytes as an export sends them. See [`ExportCache::builder`].
+#[derive(Debug)]
+pub struct Builder {
+    k: i64,
+    epoch: i64,
+    file: std::io::BufWriter<File>,
+    len: u64,
+    rows: u32,
+    last_id: i64,
+    failed: bool,
+}
+
+impl Builder {
+    /// The segment it writes.
+    pub fn segment(&self) -> i64 {
+        self.k
+    }
+
+    /// Appends a page's bytes: `rows` rows, the last of them `last_id` (ignored when none).
+    pub fn write(&mut self, bytes: &[u8], rows: u32, last_id: i64) {
+        if self.failed {
+            return;
+        }
+        if let Err(e) = self.file.write_all(bytes) {
+            tracing::warn!(error = %e, "export cache: writing a segment failed");
+            self.failed = true;
+            return;
+        }
+        self.len += bytes.len() as u64;
+        self.rows += rows;
+        if rows > 0 {
+            self.last_id = last_id;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cache(cap_mb: u64) -> (tempfile::TempDir, Arc<ExportCache>) {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = ExportCache::new(dir.path().to_path_buf(), cap_mb).unwrap();
+        (dir, cache)
+    }
+
+    fn read_all(segment: &Segment) -> (Vec<u8>, u32) {
+        let mut bytes = Vec::new();
+        let mut rows = 0;
+        for chunk in segment.read() {
+            let (chunk, n) = chunk.unwrap();
+            assert!(chunk.len() as u64 <= READ_CHUNK);
+            bytes.extend_from_slice(&chunk);
+            rows += n;
+        }
+        (bytes, rows)
+    }
+
+    #[test]
+    fn segments_cut_ids_into_aligned_spans() {
+        assert_eq!(segment_of(1), 0);
+        assert_eq!(segment_of(SEGMENT_IDS), 0);
+        assert_eq!(segment_of(SEGMENT_IDS + 1), 1);
+        for k in [0, 1, 7, 1 << 30] {
+            assert_eq!(segment_of(segment_start(k) + 1), k);
+            assert_eq!(segment_of(segment_end(k)), k);
+            assert_eq!(segment_end(k) - segment_start(k), SEGMENT_IDS);
+        }
+        // An import may keep ids up to 2^53; nothing overflows past them.
+        assert_eq!(segment_end(i64::MAX / SEGMENT_IDS), i64::MAX);
+    }
+
+    #[test]
+    fn a_kept_segment_reads_back_the_same_bytes_rows_and_last_id() {
+        let (_dir, cache) = cache(100);
+        let mut b = cache.builder(3, 2).unwrap();
+        assert_eq!(b.segment(), 2);
+        // Larger than one read chunk, so it comes back in several.
+        let line = b"{\"id\":131073,\"action\":\"LOGIN\"}\n";
+        let mut want = Vec::new();
+        for _ in 0..20_000 {
+            want.extend_from_slice(line);
+        }
+        b.write(&want[..want.len() / 2], 10_000, 140_000);
+        b.write(&want[want.len() / 2..], 10_000, 150_000);
+        b.write(b"", 0, 0);
+        assert!(cache.keep(b, 3));
+        let seg = cache.get(3, 2).unwrap();
+        assert_eq!(
+            (seg.rows, seg.last_id, seg.bytes()),
+            (20_000, 150_000, want.len() as u64)
+        );
+        assert_eq!(read_all(&seg), (want.clone(), 20_000));
+        assert_eq!(cache.usage(), (1, want.len() as u64));
+        assert!(cache.get(3, 1).is_none());
+        // Kept already: no second writer.
+        assert!(cache.builder(3, 2).is_none());
+    }
+
+    #[test]
+    fn a_segment_the_log_changed_under_is_not_kept() {
+        let (_dir, cache) = cache(100);
+        let mut b = cache.builder(0, 0).unwrap();
+        b.write(b"{}\n", 1, 1);
+        assert!(!cache.keep(b, 1), "the counter moved while it was written");
+        assert!(cache.get(0, 0).is_none());
+        let b = cache.builder(0, 0).unwrap();
+        assert!(!cache.keep(b, 0), "no rows: nothing worth keeping");
+    }
+
+    #[test]
+    fn a_newer_counter_drops_every_segment_and_an_older_one_is_refused() {
+        let (_dir, cache) = cache(100);
+        let mut b = cache.builder(5, 0).unwrap();
+        b.write(b"{}\n", 1, 1);
+        let late = {
+            let mut late = cache.builder(5, 1).unwrap();
+            late.write(b"{}\n", 1, SEGMENT_IDS + 1);
+            late
+        };
+        assert!(cache.keep(b, 5));
+        assert!(cache.get(5, 0).is_some());
+        let held = cache.get(5, 0).unwrap();
+        // An import filled a hole: counter 6.
+        assert!(cache.get(6, 0).is_none());
+        assert_eq!(cache.usage(), (0, 0));
+        // An export that started before it cannot bring old bytes back.
+        assert!(!cache.keep(late, 5));
+        assert!(cache.get(5, 0).is_none());
+        assert!(cache.builder(5, 0).is_none());
+        // An export still reading the dropped segment reads it whole.
+        assert_eq!(read_all(&held), (b"{}\n".to_vec(), 1));
+    }
+
+    #[test]
+    fn the_cache_keeps_no_more_than_its_cap() {
+        let (_dir, cache) = cache(1);
+        let page = vec![b'x'; 600_000];
+        let mut b = cache.builder(0, 0).unwrap();
+        b.write(&page, 1, 1);
+        assert!(cache.keep(b, 0));
+        let mut b = cache.builder(0, 1).unwrap();
+        b.write(&page, 1, SEGMENT_IDS + 1);
+        assert!(!cache.keep(b, 0), "1.2 MB does not fit in 1 MB");
+        assert_eq!(cache.usage(), (1, 600_000));
+        assert!(ExportCache::new(PathBuf::from("."), 0).is_none());
+    }
+
+    #[test]
+    fn its_files_have_no_name() {
+        let (dir, cache) = cache(100);
+        let mut b = cache.builder(0, 0).unwrap();
+        b.write(b"{}\n", 1, 1);
+        assert!(cache.keep(b, 0));
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+}
