@@ -31,8 +31,7 @@
 use std::{
     collections::BTreeMap,
     fs::File,
-    io::Write,
-    os::unix::fs::FileExt,
+    io::{Read, Seek, SeekFrom, Write},
     path::PathBuf,
     sync::{Arc, Mutex},
 };
@@ -41,7 +40,9 @@ use bytes::Bytes;
 
 /// Ids per segment: about 15 MB of NDJSON with the app's own rows.
 pub const SEGMENT_IDS: i64 = 65_536;
-/// How much of a segment's file one chunk of the body holds.
+/// How much of a segment's file one chunk of the body holds, at most (unless one chunk the
+/// export that wrote it sent was larger): whole rows, so each chunk's row count is known
+/// without looking at its bytes.
 const READ_CHUNK: u64 = 256 * 1024;
 
 /// The segment holding `id`.
@@ -65,6 +66,9 @@ pub struct ExportCache {
     dir: PathBuf,
     cap_bytes: u64,
     state: Mutex<State>,
+    /// Whether a failure to make a file was logged as a warning already (once: the folder
+    /// may be read-only, and every export would log it again).
+    warned: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -91,8 +95,10 @@ impl State {
 /// One kept segment: its bytes (an unnamed file), rows and last id.
 #[derive(Debug)]
 pub struct Segment {
-    file: File,
-    len: u64,
+    /// Exports reading it at once take turns for each chunk (a seek, then a read).
+    file: Mutex<File>,
+    /// Its chunks: where each ends, and its rows.
+    blocks: Vec<(u64, u32)>,
     /// Rows in it.
     pub rows: u32,
     /// Its last row's id.
@@ -100,29 +106,33 @@ pub struct Segment {
 }
 
 impl Segment {
-    /// Its bytes, in chunks of at most 256 KiB (read as they are taken), each with the rows
-    /// it ends (a chunk may end inside a row).
+    /// Its bytes in chunks of whole rows, each with its row count, read as they are taken:
+    /// at most 256 KiB, or one chunk the export that wrote it sent if that was larger.
     pub fn read(&self) -> impl Iterator<Item = std::io::Result<(Bytes, u32)>> + '_ {
-        let mut at = 0u64;
-        std::iter::from_fn(move || {
-            if at >= self.len {
-                return None;
+        let mut start = 0u64;
+        self.blocks.iter().map(move |&(end, rows)| {
+            let len = end - start;
+            // Read into spare capacity: no zeroing of a buffer about to be overwritten.
+            let mut buf = Vec::with_capacity(len as usize);
+            {
+                let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
+                file.seek(SeekFrom::Start(start))?;
+                (&mut *file).take(len).read_to_end(&mut buf)?;
             }
-            let n = (self.len - at).min(READ_CHUNK) as usize;
-            let mut buf = vec![0u8; n];
-            if let Err(e) = self.file.read_exact_at(&mut buf, at) {
-                at = self.len;
-                return Some(Err(e));
+            if buf.len() as u64 != len {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "an export cache file is shorter than written",
+                ));
             }
-            at += n as u64;
-            let rows = buf.iter().filter(|&&b| b == b'\n').count() as u32;
-            Some(Ok((Bytes::from(buf), rows)))
+            start = end;
+            Ok((Bytes::from(buf), rows))
         })
     }
 
     /// Its length in bytes.
     pub fn bytes(&self) -> u64 {
-        self.len
+        self.blocks.last().map_or(0, |&(end, _)| end)
     }
 }
 
@@ -135,6 +145,7 @@ impl ExportCache {
                 dir,
                 cap_bytes: cap_mb.saturating_mul(1_000_000),
                 state: Mutex::default(),
+                warned: Default::default(),
             })
         })
     }
@@ -168,12 +179,19 @@ impl ExportCache {
                 epoch,
                 file: std::io::BufWriter::with_capacity(1 << 20, file),
                 len: 0,
+                blocks: Vec::new(),
+                block_rows: 0,
                 rows: 0,
                 last_id: segment_start(k),
                 failed: false,
             }),
             Err(e) => {
-                tracing::warn!(error = %e, dir = %self.dir.display(), "export cache: cannot make a file");
+                use std::sync::atomic::Ordering;
+                if !self.warned.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(error = %e, dir = %self.dir.display(), "export cache: cannot make a file (exports read every row; logged once)");
+                } else {
+                    tracing::debug!(error = %e, "export cache: cannot make a file");
+                }
                 None
             }
         }
@@ -187,10 +205,15 @@ impl ExportCache {
             epoch,
             file,
             len,
+            mut blocks,
+            block_rows,
             rows,
             last_id,
             failed,
         } = builder;
+        if block_rows > 0 {
+            blocks.push((len, block_rows));
+        }
         if failed || now != epoch || rows == 0 {
             return false;
         }
@@ -212,8 +235,8 @@ impl ExportCache {
         state.segments.insert(
             k,
             Arc::new(Segment {
-                file,
-                len,
+                file: Mutex::new(file),
+                blocks,
                 rows,
                 last_id,
             }),
@@ -235,6 +258,10 @@ pub struct Builder {
     epoch: i64,
     file: std::io::BufWriter<File>,
     len: u64,
+    /// The chunks [`Segment::read`] will send (where each ends, and its rows), but the last,
+    /// which holds `block_rows` rows so far.
+    blocks: Vec<(u64, u32)>,
+    block_rows: u32,
     rows: u32,
     last_id: i64,
     failed: bool,
@@ -246,10 +273,16 @@ impl Builder {
         self.k
     }
 
-    /// Appends a page's bytes: `rows` rows, the last of them `last_id` (ignored when none).
+    /// Appends whole rows: `rows` of them in `bytes`, the last of them `last_id` (ignored
+    /// when none).
     pub fn write(&mut self, bytes: &[u8], rows: u32, last_id: i64) {
         if self.failed {
             return;
+        }
+        let block_start = self.blocks.last().map_or(0, |&(end, _)| end);
+        if self.block_rows > 0 && self.len - block_start + bytes.len() as u64 > READ_CHUNK {
+            self.blocks.push((self.len, self.block_rows));
+            self.block_rows = 0;
         }
         if let Err(e) = self.file.write_all(bytes) {
             tracing::warn!(error = %e, "export cache: writing a segment failed");
@@ -258,6 +291,7 @@ impl Builder {
         }
         self.len += bytes.len() as u64;
         self.rows += rows;
+        self.block_rows += rows;
         if rows > 0 {
             self.last_id = last_id;
         }
@@ -274,12 +308,20 @@ mod tests {
         (dir, cache)
     }
 
-    fn read_all(segment: &Segment) -> (Vec<u8>, u32) {
+    /// A segment's bytes and rows, read back; each chunk holds whole rows, at most a read
+    /// chunk's worth unless it is one of the `larger` pieces written.
+    fn read_all(segment: &Segment, larger: &[&[u8]]) -> (Vec<u8>, u32) {
         let mut bytes = Vec::new();
         let mut rows = 0;
         for chunk in segment.read() {
             let (chunk, n) = chunk.unwrap();
-            assert!(chunk.len() as u64 <= READ_CHUNK);
+            assert!(chunk.ends_with(b"\n"));
+            assert_eq!(chunk.iter().filter(|&&b| b == b'\n').count(), n as usize);
+            assert!(
+                chunk.len() as u64 <= READ_CHUNK || larger.contains(&&chunk[..]),
+                "{}",
+                chunk.len()
+            );
             bytes.extend_from_slice(&chunk);
             rows += n;
         }
@@ -305,22 +347,32 @@ mod tests {
         let (_dir, cache) = cache(100);
         let mut b = cache.builder(3, 2).unwrap();
         assert_eq!(b.segment(), 2);
-        // Larger than one read chunk, so it comes back in several.
+        // Pages of 100 rows, several read chunks' worth; then a page, and a row, each larger
+        // than a chunk; then a small page.
         let line = b"{\"id\":131073,\"action\":\"LOGIN\"}\n";
         let mut want = Vec::new();
-        for _ in 0..20_000 {
-            want.extend_from_slice(line);
+        for _ in 0..200 {
+            let page = line.repeat(100);
+            b.write(&page, 100, 140_000);
+            want.extend_from_slice(&page);
         }
-        b.write(&want[..want.len() / 2], 10_000, 140_000);
-        b.write(&want[want.len() / 2..], 10_000, 150_000);
+        let big_page = line.repeat(10_000);
+        b.write(&big_page, 10_000, 145_000);
+        let big_row = [vec![b'x'; 300_000], b"\n".to_vec()].concat();
+        b.write(&big_row, 1, 149_000);
+        b.write(line, 1, 150_000);
         b.write(b"", 0, 0);
+        for bytes in [&big_page, &big_row, &line.to_vec()] {
+            want.extend_from_slice(bytes);
+        }
         assert!(cache.keep(b, 3));
         let seg = cache.get(3, 2).unwrap();
         assert_eq!(
             (seg.rows, seg.last_id, seg.bytes()),
-            (20_000, 150_000, want.len() as u64)
+            (30_002, 150_000, want.len() as u64)
         );
-        assert_eq!(read_all(&seg), (want.clone(), 20_000));
+        let larger = [&big_page[..], &big_row[..]];
+        assert_eq!(read_all(&seg, &larger), (want.clone(), 30_002));
         assert_eq!(cache.usage(), (1, want.len() as u64));
         assert!(cache.get(3, 1).is_none());
         // Kept already: no second writer.
@@ -359,7 +411,7 @@ mod tests {
         assert!(cache.get(5, 0).is_none());
         assert!(cache.builder(5, 0).is_none());
         // An export still reading the dropped segment reads it whole.
-        assert_eq!(read_all(&held), (b"{}\n".to_vec(), 1));
+        assert_eq!(read_all(&held, &[]), (b"{}\n".to_vec(), 1));
     }
 
     #[test]
@@ -374,6 +426,14 @@ mod tests {
         assert!(!cache.keep(b, 0), "1.2 MB does not fit in 1 MB");
         assert_eq!(cache.usage(), (1, 600_000));
         assert!(ExportCache::new(PathBuf::from("."), 0).is_none());
+    }
+
+    #[test]
+    fn a_folder_it_cannot_write_to_only_turns_it_off() {
+        let cache = ExportCache::new(PathBuf::from("/nonexistent/tidings-cache"), 100).unwrap();
+        assert!(cache.builder(0, 0).is_none());
+        assert!(cache.builder(0, 0).is_none());
+        assert!(cache.get(0, 0).is_none());
     }
 
     #[test]

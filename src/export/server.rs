@@ -586,6 +586,12 @@ impl Producer {
     /// are the same as [`run_sequential`](Self::run_sequential)'s (a test compares). Like a
     /// keyset page, a span planned before an import fills a hole in it does not see the new
     /// row; the sequential path would, if the hole were ahead of its cursor.
+    ///
+    /// With the export cache (an unfiltered NDJSON export on SQLite), spans also stop at the
+    /// cache's segment ends; a segment the export reaches from its start is sent from its file
+    /// if it is kept (after what is held: order is kept), and otherwise, if it is closed,
+    /// written to the cache as its pages are sent ([`Builder`]), and kept when the export moves
+    /// past it if the log's change counter did not move meanwhile.
     async fn run_parallel(self) -> Report {
         let p = self.params.clone();
         let span = i64::from(p.batch);
