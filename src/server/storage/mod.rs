@@ -2,7 +2,9 @@
 //!
 //! Built on sqlx's `Any` driver: one pool type, one set of queries written with `$1`-style
 //! placeholders (which both engines accept), and one migration folder per engine
-//! (`migrations/sqlite`, `migrations/postgres`) holding the same schema. Times are stored
+//! (`migrations/sqlite`, `migrations/postgres`) holding the same schema (but for SQLite's
+//! `audit_log_epoch` and its triggers: the export cache's change counter, SQLite only; see
+//! `export::cache`). Times are stored
 //! as milliseconds since the epoch (`BIGINT`), which both engines compare natively.
 //! Features call the methods here; none of them sees SQL dialects. A hot path that measures
 //! too slow through `Any` may get an engine-specific method here, behind the same interface.
