@@ -20,7 +20,7 @@
 //!   after its last row was read is the one read before its first.
 //! - **Nothing left behind.** The files have no name (`O_TMPFILE`): the space is freed when
 //!   the last export reading a dropped segment ends, and when the server stops, however it
-//!   stops. Memory holds only the index (a few dozen bytes per segment).
+//!   stops. Memory holds only the index (about a kilobyte per segment: where each chunk ends).
 //!
 //! An error writing the cache (a full disk) only means the segment is not kept: the export
 //! itself goes on.
