@@ -97,8 +97,8 @@ impl State {
 pub struct Segment {
     /// Exports reading it at once take turns for each chunk (a seek, then a read).
     file: Mutex<File>,
-    /// Its chunks: where each ends, and its rows.
-    blocks: Vec<(u64, u32)>,
+    /// Its chunks, in order.
+    blocks: Vec<Block>,
     /// Rows in it.
     pub rows: u32,
     /// Its last row's id.
@@ -106,11 +106,13 @@ pub struct Segment {
 }
 
 impl Segment {
-    /// Its bytes in chunks of whole rows, each with its row count, read as they are taken:
-    /// at most 256 KiB, or one chunk the export that wrote it sent if that was larger.
-    pub fn read(&self) -> impl Iterator<Item = std::io::Result<(Bytes, u32)>> + '_ {
+    /// Its bytes in chunks of whole rows, each with its row count and last id, read as they
+    /// are taken: at most 256 KiB, or one chunk the export that wrote it sent if that was
+    /// larger.
+    pub fn read(&self) -> impl Iterator<Item = std::io::Result<(Bytes, Block)>> + '_ {
         let mut start = 0u64;
-        self.blocks.iter().map(move |&(end, rows)| {
+        self.blocks.iter().map(move |&block| {
+            let end = block.end;
             let len = end - start;
             // Read into spare capacity: no zeroing of a buffer about to be overwritten.
             let mut buf = Vec::with_capacity(len as usize);
@@ -126,14 +128,25 @@ impl Segment {
                 ));
             }
             start = end;
-            Ok((Bytes::from(buf), rows))
+            Ok((Bytes::from(buf), block))
         })
     }
 
     /// Its length in bytes.
     pub fn bytes(&self) -> u64 {
-        self.blocks.last().map_or(0, |&(end, _)| end)
+        self.blocks.last().map_or(0, |b| b.end)
     }
+}
+
+/// One chunk of a segment's file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Block {
+    /// Where it ends in the file.
+    end: u64,
+    /// Its rows.
+    pub rows: u32,
+    /// Its last row's id.
+    pub last_id: i64,
 }
 
 impl ExportCache {
@@ -212,7 +225,11 @@ impl ExportCache {
             failed,
         } = builder;
         if block_rows > 0 {
-            blocks.push((len, block_rows));
+            blocks.push(Block {
+                end: len,
+                rows: block_rows,
+                last_id,
+            });
         }
         if failed || now != epoch || rows == 0 {
             return false;
@@ -260,7 +277,7 @@ pub struct Builder {
     len: u64,
     /// The chunks [`Segment::read`] will send (where each ends, and its rows), but the last,
     /// which holds `block_rows` rows so far.
-    blocks: Vec<(u64, u32)>,
+    blocks: Vec<Block>,
     block_rows: u32,
     rows: u32,
     last_id: i64,
@@ -279,9 +296,13 @@ impl Builder {
         if self.failed {
             return;
         }
-        let block_start = self.blocks.last().map_or(0, |&(end, _)| end);
+        let block_start = self.blocks.last().map_or(0, |b| b.end);
         if self.block_rows > 0 && self.len - block_start + bytes.len() as u64 > READ_CHUNK {
-            self.blocks.push((self.len, self.block_rows));
+            self.blocks.push(Block {
+                end: self.len,
+                rows: self.block_rows,
+                last_id: self.last_id,
+            });
             self.block_rows = 0;
         }
         if let Err(e) = self.file.write_all(bytes) {
@@ -313,8 +334,18 @@ mod tests {
     fn read_all(segment: &Segment, larger: &[&[u8]]) -> (Vec<u8>, u32) {
         let mut bytes = Vec::new();
         let mut rows = 0;
+        let mut last_id = 0;
         for chunk in segment.read() {
-            let (chunk, n) = chunk.unwrap();
+            let (
+                chunk,
+                Block {
+                    rows: n,
+                    last_id: id,
+                    ..
+                },
+            ) = chunk.unwrap();
+            assert!(id > last_id, "each chunk's last id is larger");
+            last_id = id;
             assert!(chunk.ends_with(b"\n"));
             assert_eq!(chunk.iter().filter(|&&b| b == b'\n').count(), n as usize);
             assert!(
@@ -325,6 +356,7 @@ mod tests {
             bytes.extend_from_slice(&chunk);
             rows += n;
         }
+        assert_eq!(last_id, segment.last_id);
         (bytes, rows)
     }
 
@@ -351,16 +383,16 @@ mod tests {
         // than a chunk; then a small page.
         let line = b"{\"id\":131073,\"action\":\"LOGIN\"}\n";
         let mut want = Vec::new();
-        for _ in 0..200 {
+        for i in 0..200 {
             let page = line.repeat(100);
-            b.write(&page, 100, 140_000);
+            b.write(&page, 100, 131_072 + 100 * (i + 1));
             want.extend_from_slice(&page);
         }
         let big_page = line.repeat(10_000);
-        b.write(&big_page, 10_000, 145_000);
+        b.write(&big_page, 10_000, 160_000);
         let big_row = [vec![b'x'; 300_000], b"\n".to_vec()].concat();
-        b.write(&big_row, 1, 149_000);
-        b.write(line, 1, 150_000);
+        b.write(&big_row, 1, 170_000);
+        b.write(line, 1, 180_000);
         b.write(b"", 0, 0);
         for bytes in [&big_page, &big_row, &line.to_vec()] {
             want.extend_from_slice(bytes);
@@ -369,7 +401,7 @@ mod tests {
         let seg = cache.get(3, 2).unwrap();
         assert_eq!(
             (seg.rows, seg.last_id, seg.bytes()),
-            (30_002, 150_000, want.len() as u64)
+            (30_002, 180_000, want.len() as u64)
         );
         let larger = [&big_page[..], &big_row[..]];
         assert_eq!(read_all(&seg, &larger), (want.clone(), 30_002));

@@ -830,18 +830,19 @@ impl Producer {
         }
     }
 
-    /// Sends a kept segment from its file, 256 KiB at a time, and counts its rows as read.
+    /// Sends a kept segment from its file, a chunk of whole rows at a time, counting each
+    /// chunk's rows as read (from the cache), and its last id, when it is read, as a page's.
     async fn send_kept(&self, report: &mut Report, segment: &Segment) -> Result<(), Outcome> {
         for chunk in segment.read() {
-            let (chunk, rows) = chunk.map_err(|e| {
+            let (chunk, block) = chunk.map_err(|e| {
                 tracing::error!(error = %e, "audit export: reading the export cache failed");
                 Outcome::Failed
             })?;
-            self.link.send_rows(report, chunk, rows).await?;
+            report.rows_read += u64::from(block.rows);
+            report.cached_rows += u64::from(block.rows);
+            report.last_id = block.last_id;
+            self.link.send_rows(report, chunk, block.rows).await?;
         }
-        report.rows_read += u64::from(segment.rows);
-        report.cached_rows += u64::from(segment.rows);
-        report.last_id = segment.last_id;
         Ok(())
     }
 }

@@ -690,4 +690,22 @@ async fn kept_segments_send_the_same_bytes_until_the_log_changes_under_them() {
         };
         assert_eq!(cached_rows(&report), want, "{round}");
     }
+
+    // A client that leaves during a kept segment: its EXPORT row counts what was read (from
+    // the file) at least as far as what was sent, and names the last id read.
+    let (res, first) = first_chunk(&srv, &admin, "").await;
+    assert!(first.starts_with(br#"{"id":1,"#));
+    drop(res);
+    let report = wait_for_report(&srv, &admin, "client_gone").await;
+    let (read, sent) = (report["rowsRead"].as_u64(), report["rowsSent"].as_u64());
+    assert!(read >= sent && sent > Some(0), "{report}");
+    let last_id = report["lastId"].as_u64().expect("lastId");
+    assert!(last_id > 0 && last_id <= 200_000, "{report}");
+    if on_sqlite(&srv) {
+        assert!(
+            read < Some(140_000),
+            "it stopped within the cache: {report}"
+        );
+        assert_eq!(report["cachedRows"].as_u64(), read, "{report}");
+    }
 }
