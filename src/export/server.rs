@@ -588,10 +588,12 @@ impl Producer {
     /// row; the sequential path would, if the hole were ahead of its cursor.
     ///
     /// With the export cache (an unfiltered NDJSON export on SQLite), spans also stop at the
-    /// cache's segment ends; a segment the export reaches from its start is sent from its file
-    /// if it is kept (after what is held: order is kept), and otherwise, if it is closed,
+    /// cache's segment ends. A segment the export reaches from its start is sent from its file
+    /// (after what is held: order is kept) if it is kept, closed within this export's snapshot,
+    /// and the log's change counter, read again, is still the one the export started with (if
+    /// it moved, the export reads every row from there on). Otherwise a closed segment is
     /// written to the cache as its pages are sent ([`Builder`]), and kept when the export moves
-    /// past it if the log's change counter did not move meanwhile.
+    /// past it if the counter did not move meanwhile.
     async fn run_parallel(self) -> Report {
         let p = self.params.clone();
         let span = i64::from(p.batch);
@@ -638,7 +640,7 @@ impl Producer {
         }
         report.threads = threads as u8;
         // The export cache and the log's change counter, when this export may use it.
-        let kept = self
+        let mut kept = self
             .cache
             .as_ref()
             .and_then(|cache| match self.pages.epoch_here() {
@@ -680,10 +682,20 @@ impl Producer {
                     if let Some((cache, epoch)) = kept {
                         let k = segment_of(first);
                         whole = after <= segment_start(k);
-                        if let Some(segment) = cache.get(epoch, k).filter(|_| whole) {
-                            cursor = Some(segment_end(k));
-                            planned.push_back(Planned::Kept(segment));
-                            continue;
+                        // Kept, within this export's snapshot, and the log's counter still
+                        // the one this export started with (an import may fill a hole while
+                        // it runs).
+                        let segment = cache
+                            .get(epoch, k)
+                            .filter(|_| whole && segment_end(k) < self.pages.max_id());
+                        if let Some(segment) = segment {
+                            if self.pages.epoch_here()? == epoch {
+                                cursor = Some(segment_end(k));
+                                planned.push_back(Planned::Kept(segment));
+                                continue;
+                            }
+                            // It moved: this export reads every row from here on.
+                            kept = None;
                         }
                         hi = hi.min(segment_end(k));
                     }
@@ -772,9 +784,7 @@ impl Producer {
                     building = cache.builder(epoch, k);
                 }
                 if let Some(builder) = building.as_mut() {
-                    for (chunk, rows) in &chunks {
-                        builder.write(chunk, *rows, page.last_id);
-                    }
+                    builder.write_page(&chunks, page.last_id);
                 }
             }
             for (chunk, rows) in chunks {

@@ -709,3 +709,48 @@ async fn kept_segments_send_the_same_bytes_until_the_log_changes_under_them() {
         assert_eq!(report["cachedRows"].as_u64(), read, "{report}");
     }
 }
+
+#[tokio::test]
+async fn an_export_sends_no_row_past_its_snapshot_even_from_a_kept_segment() {
+    // Rows of about 330 bytes: segment 0 (21 MB) is more than the socket buffers hold, so an
+    // export whose client stops reading waits inside it.
+    let (srv, admin) = seeded_on(TestServer::start().await, 140_000, 100).await;
+    let store = &srv.state.store;
+    // Ids 1 to 140,001: segment 2 (131,073 to 196,608) is open.
+    let snapshot = store.audit_max_id().await.unwrap();
+    assert_eq!(snapshot, 140_001);
+    let (mut slow, first) = first_chunk(&srv, &admin, "trailer=true").await;
+
+    // While it waits, appends close segment 2, and the next exports keep it.
+    let more: Vec<_> = (0..60_000)
+        .map(|i| tidings::server::storage::audit::NewAuditRow {
+            at: 1_800_000_000_000 + i,
+            action: "NOTIFY".to_string(),
+            username: "late".to_string(),
+            detail: "{}".to_string(),
+        })
+        .collect();
+    store.audit_many(&more).await.unwrap();
+    for n in 1..=2 {
+        assert!(body(&srv, &admin, "").await.lines().count() > 200_000);
+        let report = nth_unfiltered_report(&srv, &admin, n).await;
+        if on_sqlite(&srv) && n == 2 {
+            assert_eq!(report["cachedRows"], 196_608, "segments 0 to 2 are kept");
+        }
+    }
+
+    // The first export reads on: it ends at its own snapshot, kept segment or not.
+    let mut text = first.to_vec();
+    while let Some(chunk) = slow.chunk().await.unwrap() {
+        text.extend_from_slice(&chunk);
+    }
+    let text = String::from_utf8(text).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    let Ok(ExportLine::Trailer(trailer)) = serde_json::from_str(lines.pop().unwrap()) else {
+        panic!("ends with a trailer");
+    };
+    assert_eq!((trailer.rows, trailer.last_id), (140_001, snapshot));
+    assert_eq!(lines.len(), 140_001);
+    let last = serde_json::from_str::<AuditRow>(lines[lines.len() - 1]).unwrap();
+    assert_eq!(last.id, snapshot);
+}
