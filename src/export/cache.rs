@@ -111,12 +111,8 @@ impl State {
 pub struct Segment {
     /// Exports reading it at once take turns for each chunk (a seek, then a read).
     file: Mutex<File>,
-    /// Its chunks, in order.
+    /// Its chunks, in order (at least one).
     blocks: Vec<Block>,
-    /// Rows in it.
-    pub rows: u32,
-    /// Its last row's id.
-    pub last_id: i64,
 }
 
 impl Segment {
@@ -149,6 +145,16 @@ impl Segment {
     /// Its length in bytes.
     pub fn bytes(&self) -> u64 {
         self.blocks.last().map_or(0, |b| b.end)
+    }
+
+    /// Rows in it.
+    pub fn rows(&self) -> u32 {
+        self.blocks.iter().map(|b| b.rows).sum()
+    }
+
+    /// Its last row's id.
+    pub fn last_id(&self) -> i64 {
+        self.blocks.last().map_or(0, |b| b.last_id)
     }
 }
 
@@ -215,7 +221,6 @@ impl ExportCache {
             len: 0,
             blocks: Vec::new(),
             block_rows: 0,
-            rows: 0,
             last_id: segment_start(k),
             failed: false,
         })
@@ -225,15 +230,10 @@ impl ExportCache {
     /// wrote without error, it holds enough rows to be worth a file, and it fits; whether it
     /// was kept.
     pub fn keep(&self, mut builder: Builder, now: i64) -> bool {
-        if builder.failed || now != builder.epoch || builder.rows < self.min_rows {
+        builder.close_block();
+        let rows: u32 = builder.blocks.iter().map(|b| b.rows).sum();
+        if builder.failed || now != builder.epoch || rows < self.min_rows {
             return false;
-        }
-        if builder.block_rows > 0 {
-            builder.blocks.push(Block {
-                end: builder.len,
-                rows: builder.block_rows,
-                last_id: builder.last_id,
-            });
         }
         builder.spill();
         let Builder {
@@ -242,8 +242,6 @@ impl ExportCache {
             file: Some(file),
             len,
             blocks,
-            rows,
-            last_id,
             failed: false,
             ..
         } = builder
@@ -264,8 +262,6 @@ impl ExportCache {
             Arc::new(Segment {
                 file: Mutex::new(file),
                 blocks,
-                rows,
-                last_id,
             }),
         );
         true
@@ -296,7 +292,7 @@ pub struct Builder {
     /// far: whole pages, so each one's last id is known.
     blocks: Vec<Block>,
     block_rows: u32,
-    rows: u32,
+    /// The last id written.
     last_id: i64,
     failed: bool,
 }
@@ -323,23 +319,28 @@ impl Builder {
             return;
         }
         let block_start = self.blocks.last().map_or(0, |b| b.end);
-        if self.block_rows > 0 && self.len - block_start + page_len > READ_CHUNK {
-            self.blocks.push(Block {
-                end: self.len,
-                rows: self.block_rows,
-                last_id: self.last_id,
-            });
-            self.block_rows = 0;
+        if self.len - block_start + page_len > READ_CHUNK {
+            self.close_block();
         }
         for (chunk, _) in chunks {
             self.buf.extend_from_slice(chunk);
         }
         self.len += page_len;
-        self.rows += page_rows;
         self.block_rows += page_rows;
         self.last_id = last_id;
         if self.buf.len() >= SPILL {
             self.spill();
+        }
+    }
+
+    /// Ends the chunk being written, if it holds any row.
+    fn close_block(&mut self) {
+        if self.block_rows > 0 {
+            self.blocks.push(Block {
+                end: self.len,
+                rows: std::mem::take(&mut self.block_rows),
+                last_id: self.last_id,
+            });
         }
     }
 
@@ -421,7 +422,7 @@ mod tests {
             bytes.extend_from_slice(&chunk);
             rows += block.rows;
         }
-        assert_eq!(last_id, segment.last_id);
+        assert_eq!(last_id, segment.last_id());
         (bytes, rows)
     }
 
@@ -466,7 +467,7 @@ mod tests {
         assert!(cache.keep(b, 3));
         let seg = cache.get(3, 2).unwrap();
         assert_eq!(
-            (seg.rows, seg.last_id, seg.bytes()),
+            (seg.rows(), seg.last_id(), seg.bytes()),
             (30_002, 180_000, want.len() as u64)
         );
         let larger = [&big_page[..], &big_row[..]];

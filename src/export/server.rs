@@ -732,13 +732,10 @@ impl Producer {
                 Planned::Kept(segment) => {
                     self.keep(building.take());
                     // What is held goes first, then the file.
-                    if !held.is_empty() {
-                        let chunk = held.split().freeze();
-                        let rows = std::mem::take(&mut held_rows);
-                        if let Err(outcome) = self.link.send_rows(&mut report, chunk, rows).await {
-                            report.outcome = outcome;
-                            return self.link.finish(report);
-                        }
+                    let held_sent = self.link.send_held(&mut report, &mut held, &mut held_rows);
+                    if let Err(outcome) = held_sent.await {
+                        report.outcome = outcome;
+                        return self.link.finish(report);
                     }
                     if let Err(outcome) = self.send_kept(&mut report, &segment).await {
                         report.outcome = outcome;
@@ -816,12 +813,10 @@ impl Producer {
         if p.trailer {
             held.extend_from_slice(&report.trailer_line());
         }
-        if !held.is_empty() {
-            let chunk = held.freeze();
-            if let Err(outcome) = self.link.send_rows(&mut report, chunk, held_rows).await {
-                report.outcome = outcome;
-                return self.link.finish(report);
-            }
+        let held_sent = self.link.send_held(&mut report, &mut held, &mut held_rows);
+        if let Err(outcome) = held_sent.await {
+            report.outcome = outcome;
+            return self.link.finish(report);
         }
         report
     }
@@ -907,6 +902,21 @@ impl Link {
         report.rows_sent += u64::from(rows);
         metrics::record_rows_exported(u64::from(rows));
         Ok(())
+    }
+
+    /// Sends what is held back (bytes of `rows` rows) as one chunk, if anything is, and
+    /// empties it.
+    async fn send_held(
+        &self,
+        report: &mut Report,
+        held: &mut bytes::BytesMut,
+        rows: &mut u32,
+    ) -> Result<(), Outcome> {
+        if held.is_empty() {
+            return Ok(());
+        }
+        let chunk = held.split().freeze();
+        self.send_rows(report, chunk, std::mem::take(rows)).await
     }
 
     /// Why the export must stop before its next page, if it must: the client left, or the

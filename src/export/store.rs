@@ -254,8 +254,13 @@ impl AuditPages {
         sink: &mut S,
     ) -> anyhow::Result<Page> {
         let binds = self.binds(after, upto, limit);
+        read_rusqlite(self.conn_here()?, &self.sql, &binds, after, sink)
+    }
+
+    /// The rusqlite connection, for the `…_here` methods (on a thread that may block).
+    fn conn_here(&self) -> anyhow::Result<&rusqlite::Connection> {
         match &self.reader {
-            Reader::Rusqlite(Some(conn), _) => read_rusqlite(conn, &self.sql, &binds, after, sink),
+            Reader::Rusqlite(Some(conn), _) => Ok(conn),
             Reader::Rusqlite(None, _) => anyhow::bail!("an earlier page read failed"),
             Reader::Sqlx(_) => anyhow::bail!("the sqlx reader reads on the runtime"),
         }
@@ -266,10 +271,7 @@ impl AuditPages {
     /// reader only, on a thread that may block.
     pub fn next_id_here(&self, after: i64) -> anyhow::Result<Option<i64>> {
         use rusqlite::OptionalExtension;
-        let Reader::Rusqlite(Some(conn), _) = &self.reader else {
-            anyhow::bail!("only the rusqlite reader seeks on its own thread");
-        };
-        let mut stmt = conn.prepare_cached(
+        let mut stmt = self.conn_here()?.prepare_cached(
             "SELECT id FROM audit_log WHERE id > ?1 AND id <= ?2 ORDER BY id LIMIT 1",
         )?;
         Ok(stmt
@@ -280,10 +282,9 @@ impl AuditPages {
     /// The log's change counter (`audit_log_epoch`, see `export::cache`): the rusqlite reader
     /// only, on a thread that may block.
     pub fn epoch_here(&self) -> anyhow::Result<i64> {
-        let Reader::Rusqlite(Some(conn), _) = &self.reader else {
-            anyhow::bail!("only the rusqlite reader reads on its own thread");
-        };
-        let mut stmt = conn.prepare_cached("SELECT epoch FROM audit_log_epoch")?;
+        let mut stmt = self
+            .conn_here()?
+            .prepare_cached("SELECT epoch FROM audit_log_epoch")?;
         Ok(stmt.query_row([], |row| row.get(0))?)
     }
 

@@ -117,23 +117,34 @@ async fn export_reports(
         .collect()
 }
 
-/// Polls until an EXPORT row with `outcome` exists (the producer writes it when it stops).
+/// Polls until `pick` finds its EXPORT row among those with `outcome` (the producer writes
+/// it when it stops).
+async fn wait_for_reports(
+    srv: &TestServer,
+    client: &reqwest::Client,
+    outcome: &str,
+    pick: impl Fn(Vec<serde_json::Value>) -> Option<serde_json::Value>,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(d) = pick(export_reports(srv, client, outcome).await) {
+            return d;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no such EXPORT row with outcome {outcome}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The last EXPORT row with `outcome`, once there is one.
 async fn wait_for_report(
     srv: &TestServer,
     client: &reqwest::Client,
     outcome: &str,
 ) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(d) = export_reports(srv, client, outcome).await.pop() {
-            return d;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no EXPORT row with outcome {outcome}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_reports(srv, client, outcome, |mut reports| reports.pop()).await
 }
 
 #[tokio::test]
@@ -576,19 +587,13 @@ async fn nth_unfiltered_report(
     client: &reqwest::Client,
     n: usize,
 ) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let reports: Vec<_> = export_reports(srv, client, "complete")
-            .await
+    wait_for_reports(srv, client, "complete", |reports| {
+        reports
             .into_iter()
             .filter(|d| d["filters"]["action"].as_array().is_some_and(Vec::is_empty))
-            .collect();
-        if let Some(report) = reports.get(n - 1) {
-            return report.clone();
-        }
-        assert!(Instant::now() < deadline, "no report of export {n}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+            .nth(n - 1)
+    })
+    .await
 }
 
 #[tokio::test]
